@@ -1,0 +1,1276 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * POST /v1/projects/:projectId/influencers at the gateway: the module
+ * definition, its directives, and the handler that ties the pieces in
+ * src/ together.
+ */
+
+
+#include "ngx_http_influencers.h"
+#include "ngx_http_influencers_identity.h"
+#include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_forward.h"
+#include "ngx_http_influencers_reply.h"
+
+
+#define NGX_HTTP_INFLUENCERS_PREFIX  "/v1/projects/"
+#define NGX_HTTP_INFLUENCERS_SUFFIX  "/influencers"
+
+
+typedef struct {
+    json_t                    *errors;
+    ngx_str_t                 *out;
+    ngx_http_request_t        *r;
+} ngx_http_influencers_dump_t;
+
+
+static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_influencers_check_request(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_str_t *details);
+static ngx_uint_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details);
+static ngx_uint_t ngx_http_influencers_idempotency_header(
+    ngx_http_request_t *r, ngx_http_influencers_ctx_t *ctx,
+    ngx_str_t *details);
+static ngx_int_t ngx_http_influencers_reject(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t answer, ngx_str_t *details);
+static void ngx_http_influencers_body_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_process(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
+static ngx_int_t ngx_http_influencers_read_body(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, u_char **body, size_t *len);
+static ngx_int_t ngx_http_influencers_resolve(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b);
+static ngx_int_t ngx_http_influencers_digests(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
+    ngx_http_influencers_claim_t *claim);
+static ngx_int_t ngx_http_influencers_claim(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_claim_t *claim);
+static void ngx_http_influencers_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
+    json_t *errors, ngx_str_t *out);
+static ngx_int_t ngx_http_influencers_request_body_filter(
+    ngx_http_request_t *r, ngx_chain_t *in);
+
+static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
+static ngx_int_t ngx_http_influencers_init_process(ngx_cycle_t *cycle);
+static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers_backend(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers_directory(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_influencers_other_methods(ngx_conf_t *cf,
+    ngx_command_t *cmd, void *conf);
+static char *ngx_http_influencers_check_time(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post,
+    void *data);
+
+
+static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+
+static ngx_conf_post_t  ngx_http_influencers_time_post =
+    { ngx_http_influencers_check_time };
+
+static ngx_conf_post_t  ngx_http_influencers_limit_post =
+    { ngx_http_influencers_check_limit };
+
+
+static ngx_command_t  ngx_http_influencers_commands[] = {
+
+    { ngx_string("influencers_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_influencers_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("influencers"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_influencers,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("influencers_errors"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_influencers_errors,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("influencers_backend"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_influencers_backend,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, backend),
+      NULL },
+
+    { ngx_string("influencers_body_limit"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, body_limit),
+      &ngx_http_influencers_limit_post },
+
+    { ngx_string("influencers_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, retry_after),
+      &ngx_http_influencers_time_post },
+
+    { ngx_string("influencers_busy_retry_after"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_sec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, busy_retry_after),
+      &ngx_http_influencers_time_post },
+
+    { ngx_string("influencers_directory"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_influencers_directory,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("influencers_org"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, org),
+      NULL },
+
+    { ngx_string("influencers_scopes"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, scopes),
+      NULL },
+
+    { ngx_string("influencers_target_gender"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_influencers_loc_conf_t, target_gender),
+      NULL },
+
+    { ngx_string("influencers_other_methods"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_influencers_other_methods,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_influencers_module_ctx = {
+    NULL,                                  /* preconfiguration */
+    ngx_http_influencers_init,             /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_influencers_create_loc_conf,  /* create location configuration */
+    ngx_http_influencers_merge_loc_conf    /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_influencers_module = {
+    NGX_MODULE_V1,
+    &ngx_http_influencers_module_ctx,      /* module context */
+    ngx_http_influencers_commands,         /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    ngx_http_influencers_init_process,     /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+/* checks that need no body, in the contract's order */
+
+static ngx_int_t
+ngx_http_influencers_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_str_t                         details;
+    ngx_uint_t                        answer;
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    if (r != r->main) {
+        return NGX_DECLINED;
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
+    if (ctx == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
+
+    if (ngx_http_influencers_request_id(ctx->request_id) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (!(r->method & NGX_HTTP_POST) && ilcf->other_location.len) {
+        return ngx_http_named_location(r, &ilcf->other_location);
+    }
+
+    details.len = 0;
+
+    answer = ngx_http_influencers_check_request(r, ilcf, ctx, &details);
+
+    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return ngx_http_influencers_reject(r, ctx, answer,
+                                           details.len ? &details : NULL);
+    }
+
+    ctx->reading = 1;
+
+    rc = ngx_http_read_client_request_body(r,
+                                           ngx_http_influencers_body_handler);
+
+    if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                               NGX_HTTP_INFLUENCERS_TOO_LARGE,
+                                               NULL, 0);
+    }
+
+    if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        return rc;
+    }
+
+    return NGX_DONE;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_check_request(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_str_t *details)
+{
+    ngx_uint_t  answer;
+
+    if (!(r->method & NGX_HTTP_POST)) {
+        return NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+    }
+
+    answer = ngx_http_influencers_authenticate(r, ilcf, ctx);
+    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return answer;
+    }
+
+    answer = ngx_http_influencers_parse_path(r, ctx, details);
+    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return answer;
+    }
+
+    answer = ngx_http_influencers_authorize_project(r, ilcf, ctx);
+    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return answer;
+    }
+
+    answer = ngx_http_influencers_idempotency_header(r, ctx, details);
+    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return answer;
+    }
+
+    if (r->headers_in.content_length_n > (off_t) ilcf->body_limit) {
+        return NGX_HTTP_INFLUENCERS_TOO_LARGE;
+    }
+
+    /* a chunked body's type is checked once it is known to be non-empty */
+
+    if (r->headers_in.content_length_n > 0
+        && (r->headers_in.content_type == NULL
+            || ngx_http_influencers_check_content_type(
+                   r->headers_in.content_type->value.data,
+                   r->headers_in.content_type->value.len)
+               != 0))
+    {
+        return NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+    }
+
+    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_parse_path(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+{
+    size_t   prefix, suffix;
+    u_char  *id;
+    size_t   len;
+
+    prefix = sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1;
+    suffix = sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1;
+
+    if (r->uri.len <= prefix + suffix
+        || ngx_strncmp(r->uri.data, NGX_HTTP_INFLUENCERS_PREFIX, prefix) != 0
+        || ngx_strncmp(r->uri.data + r->uri.len - suffix,
+                       NGX_HTTP_INFLUENCERS_SUFFIX, suffix)
+           != 0)
+    {
+        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+    }
+
+    id = r->uri.data + prefix;
+    len = r->uri.len - prefix - suffix;
+
+    if (ngx_strlchr(id, id + len, '/') != NULL) {
+        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+    }
+
+    if (ngx_http_influencers_parse_uuid(id, len, ctx->job.project) != 0) {
+        ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
+                             "{\"projectId\":[\"Invalid uuid\"]}}");
+        return NGX_HTTP_INFLUENCERS_INVALID_PATH;
+    }
+
+    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+{
+    ssize_t           n;
+    ngx_uint_t        i, found;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h, *key;
+
+    found = 0;
+    key = NULL;
+    part = &r->headers_in.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        if (h[i].key.len == sizeof("idempotency-key") - 1
+            && ngx_strncmp(h[i].lowcase_key, "idempotency-key",
+                           sizeof("idempotency-key") - 1) == 0)
+        {
+            found++;
+            key = &h[i];
+        }
+    }
+
+    if (found == 0) {
+        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    }
+
+    if (found > 1) {
+        ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
+                             "{\"Idempotency-Key\":[\"Must be sent once.\"]}}");
+        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+    }
+
+    n = -1;
+
+    if (key->value.len <= 2 * NGX_HTTP_INFLUENCERS_IDEM_MAX + 2) {
+        n = ngx_http_influencers_parse_idempotency_key(key->value.data,
+                                                       key->value.len,
+                                                       ctx->idem);
+    }
+
+    if (n < 0) {
+        ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
+                             "{\"Idempotency-Key\":[\"Must be 1-255 visible "
+                             "ASCII characters.\"]}}");
+        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+    }
+
+    ctx->idem_len = n;
+    ctx->has_idem = 1;
+
+    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+}
+
+
+/* an answer before the body is read: the body is discarded, not parsed */
+
+static ngx_int_t
+ngx_http_influencers_reject(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t answer, ngx_str_t *details)
+{
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    if (answer == NGX_HTTP_INFLUENCERS_INTERNAL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (answer != NGX_HTTP_INFLUENCERS_TOO_LARGE) {
+        /* no "100 Continue" for a request that is refused anyway */
+        r->expect_tested = 1;
+
+        if (ngx_http_discard_request_body(r) != NGX_OK) {
+            r->keepalive = 0;
+        }
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    return ngx_http_influencers_send_error(r, ctx->request_id, answer,
+                                           details, ilcf->busy_retry_after);
+}
+
+
+static void
+ngx_http_influencers_body_handler(ngx_http_request_t *r)
+{
+    ngx_int_t                         rc;
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    ctx->reading = 0;
+
+    rc = ngx_http_influencers_process(r, ilcf, ctx);
+
+    if (rc == NGX_DONE) {
+        /* forwarding: the subrequest's end resumes the request */
+        return;
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_process(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+{
+    size_t                         len;
+    u_char                        *body;
+    ngx_int_t                      rc;
+    ngx_str_t                      details;
+    ngx_http_influencers_body_t    b;
+    ngx_http_influencers_claim_t   claim;
+
+    rc = ngx_http_influencers_read_body(r, ctx, &body, &len);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    if (len && r->headers_in.content_length_n <= 0
+        && (r->headers_in.content_type == NULL
+            || ngx_http_influencers_check_content_type(
+                   r->headers_in.content_type->value.data,
+                   r->headers_in.content_type->value.len)
+               != 0))
+    {
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                               NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
+                                               NULL, 0);
+    }
+
+    rc = ngx_http_influencers_body_parse(&b, body, len);
+
+    if (rc == 1) {
+        rc = ngx_http_influencers_details(r, b.errors, &details);
+        ngx_http_influencers_body_free(&b);
+
+        if (rc != NGX_OK) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "influencers: invalid body, %V", &details);
+
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                          NGX_HTTP_INFLUENCERS_INVALID_BODY,
+                                          &details, 0);
+    }
+
+    if (rc != 0) {
+        ngx_http_influencers_body_free(&b);
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: out of memory while parsing the body");
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    rc = ngx_http_influencers_resolve(r, ctx, &b);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
+    }
+
+    ngx_http_influencers_body_free(&b);
+
+    if (rc != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_influencers_claim(r, ilcf, ctx, &claim);
+}
+
+
+/* the body in one piece: one buffer as it is, several copied once */
+
+static ngx_int_t
+ngx_http_influencers_read_body(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, u_char **body, size_t *len)
+{
+    u_char       *p;
+    size_t        n;
+    ngx_chain_t  *cl;
+
+    *body = NULL;
+    *len = 0;
+
+    if (r->request_body == NULL || r->request_body->bufs == NULL) {
+        return NGX_OK;
+    }
+
+    n = 0;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        if (cl->buf->in_file) {
+            /* past client_body_buffer_size, which is above the limit */
+            return ngx_http_influencers_send_error(r, ctx->request_id,
+                                                NGX_HTTP_INFLUENCERS_TOO_LARGE,
+                                                NULL, 0);
+        }
+
+        n += ngx_buf_size(cl->buf);
+    }
+
+    if (r->request_body->bufs->next == NULL) {
+        *body = r->request_body->bufs->buf->pos;
+        *len = n;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, n);
+    if (p == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    *body = p;
+    *len = n;
+
+    for (cl = r->request_body->bufs; cl; cl = cl->next) {
+        p = ngx_cpymem(p, cl->buf->pos, ngx_buf_size(cl->buf));
+    }
+
+    return NGX_OK;
+}
+
+
+/* the job's parameters: what was sent, else the project's defaults */
+
+static ngx_int_t
+ngx_http_influencers_resolve(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b)
+{
+    ngx_http_influencers_job_t  *job;
+
+    job = &ctx->job;
+
+    if (b->gender) {
+        job->gender = b->gender;
+
+    } else if (ctx->target_gender == NGX_HTTP_INFLUENCERS_GENDER_MALE
+               || ctx->target_gender == NGX_HTTP_INFLUENCERS_GENDER_FEMALE)
+    {
+        job->gender = ctx->target_gender;
+
+    } else {
+        job->gender = NGX_HTTP_INFLUENCERS_GENDER_FEMALE;
+    }
+
+    job->age_range = b->age_range ? b->age_range
+                                  : NGX_HTTP_INFLUENCERS_AGE_YOUNG_ADULT;
+
+    if (b->prompt) {
+        job->has_prompt = 1;
+        job->prompt_len = b->prompt_len;
+        ngx_memcpy(job->prompt, b->prompt, b->prompt_len);
+    }
+
+    return NGX_OK;
+}
+
+
+static int
+ngx_http_influencers_digest_part(const char *buf, size_t size, void *data)
+{
+    return EVP_DigestUpdate(data, buf, size) == 1 ? 0 : -1;
+}
+
+
+/*
+ * The idempotency key is (org, Idempotency-Key); the fingerprint is the
+ * method, the canonical path and the body's meaning (keys sorted, no
+ * insignificant whitespace, strings encoded one way; empty is "{}").
+ */
+
+static ngx_int_t
+ngx_http_influencers_digests(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
+    ngx_http_influencers_claim_t *claim)
+{
+    u_char       org_len;
+    EVP_MD_CTX  *md;
+    u_char       path[sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1
+                      + NGX_HTTP_INFLUENCERS_UUID_LEN
+                      + sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1];
+
+    claim->job = &ctx->job;
+    claim->idem = NULL;
+
+    if (ngx_http_influencers_random(claim->random, sizeof(claim->random))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (!ctx->has_idem) {
+        ngx_memzero(claim->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+        return NGX_OK;
+    }
+
+    org_len = (u_char) ctx->job.org.len;
+
+    md = ngx_http_influencers_sha256_init();
+
+    if (md == NULL
+        || EVP_DigestUpdate(md, &org_len, 1) != 1
+        || EVP_DigestUpdate(md, ctx->job.org.data, ctx->job.org.len) != 1
+        || EVP_DigestUpdate(md, ctx->idem, ctx->idem_len) != 1
+        || ngx_http_influencers_sha256_final(md, claim->key) != NGX_OK)
+    {
+        goto failed;
+    }
+
+    claim->idem = claim->key;
+
+    ngx_memcpy(path, NGX_HTTP_INFLUENCERS_PREFIX,
+               sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1);
+    ngx_http_influencers_format_uuid(ctx->job.project,
+                               path + sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1);
+    ngx_memcpy(path + sizeof(path) - (sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1),
+               NGX_HTTP_INFLUENCERS_SUFFIX,
+               sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1);
+
+    md = ngx_http_influencers_sha256_init();
+
+    if (md == NULL
+        || EVP_DigestUpdate(md, "POST ", 5) != 1
+        || EVP_DigestUpdate(md, path, sizeof(path)) != 1
+        || EVP_DigestUpdate(md, "\n", 1) != 1)
+    {
+        goto failed;
+    }
+
+    if (b->root) {
+        if (json_dump_callback(b->root, ngx_http_influencers_digest_part, md,
+                               JSON_COMPACT|JSON_SORT_KEYS)
+            != 0)
+        {
+            goto failed;
+        }
+
+    } else if (EVP_DigestUpdate(md, "{}", 2) != 1) {
+        goto failed;
+    }
+
+    if (ngx_http_influencers_sha256_final(md, claim->fingerprint) != NGX_OK) {
+        goto failed;
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                  "influencers: computing the request's digests failed");
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_claim(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_claim_t *claim)
+{
+    ngx_int_t                     rc;
+    ngx_http_influencers_zone_t  *zone;
+
+    zone = ilcf->shm_zone->data;
+    ctx->accept.retry_after = ilcf->retry_after;
+
+    rc = ngx_http_influencers_zone_claim(zone, claim, &ctx->accept,
+                                         r->connection->log);
+
+    switch (rc) {
+
+    case NGX_HTTP_INFLUENCERS_CLAIM_REPLAY:
+        return ngx_http_influencers_send_accepted(r, ctx->request_id,
+                                                  &ctx->accept, 1);
+
+    case NGX_HTTP_INFLUENCERS_CLAIM_BUSY:
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                            NGX_HTTP_INFLUENCERS_IN_PROGRESS,
+                                            NULL, ilcf->busy_retry_after);
+
+    case NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH:
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                            NGX_HTTP_INFLUENCERS_KEY_REUSED,
+                                            NULL, 0);
+
+    case NGX_HTTP_INFLUENCERS_CLAIM_FULL:
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                            NGX_HTTP_INFLUENCERS_CAPACITY,
+                                            NULL, ilcf->busy_retry_after);
+    }
+
+    if (ngx_http_influencers_forward(r, ctx, &ilcf->backend) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: could not start the forward to \"%V\"",
+                      &ilcf->backend);
+        ngx_http_influencers_zone_finish(zone, &ctx->accept, 0, 1);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ctx->forwarding = 1;
+    r->write_event_handler = ngx_http_influencers_resume;
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_influencers_resume(ngx_http_request_t *r)
+{
+    ngx_int_t                    rc;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || !ctx->done) {
+        return;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        rc = ngx_http_influencers_send_accepted(r, ctx->request_id,
+                                                &ctx->accept, 0);
+
+    } else {
+        rc = ngx_http_influencers_send_error(r, ctx->request_id,
+                                             ctx->outcome, NULL, 0);
+    }
+
+    ngx_http_finalize_request(r, rc);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_details(ngx_http_request_t *r, json_t *errors,
+    ngx_str_t *out)
+{
+    size_t  len;
+
+    len = json_dumpb(errors, NULL, 0, JSON_COMPACT);
+    if (len == 0) {
+        return NGX_ERROR;
+    }
+
+    out->data = ngx_pnalloc(r->pool, len);
+    if (out->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    out->len = json_dumpb(errors, (char *) out->data, len, JSON_COMPACT);
+
+    return out->len == len ? NGX_OK : NGX_ERROR;
+}
+
+
+/*
+ * The body limit holds while a chunked body is read, before it is all
+ * buffered: the filter sees the decoded bytes as they come.
+ */
+
+static ngx_int_t
+ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
+    ngx_chain_t *in)
+{
+    ngx_chain_t                      *cl;
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || !ctx->reading) {
+        return ngx_http_next_request_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        ctx->received += ngx_buf_size(cl->buf);
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (ctx->received > ilcf->body_limit) {
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "influencers: request body is larger than %uz bytes",
+                      ilcf->body_limit);
+        return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
+    }
+
+    return ngx_http_next_request_body_filter(r, in);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_init(ngx_conf_t *cf)
+{
+    ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
+    ngx_http_top_request_body_filter = ngx_http_influencers_request_body_filter;
+
+    return ngx_http_influencers_forward_init(cf);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_influencers_ids_init_process();
+
+    return NGX_OK;
+}
+
+
+static void *
+ngx_http_influencers_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_influencers_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->shm_zone = NULL;
+     *     conf->backend = { 0, NULL };
+     *     conf->other_location = { 0, NULL };
+     */
+
+    conf->body_limit = NGX_CONF_UNSET_SIZE;
+    conf->retry_after = NGX_CONF_UNSET;
+    conf->busy_retry_after = NGX_CONF_UNSET;
+    conf->directory = NGX_CONF_UNSET_PTR;
+    conf->org = NGX_CONF_UNSET_PTR;
+    conf->scopes = NGX_CONF_UNSET_PTR;
+    conf->target_gender = NGX_CONF_UNSET_PTR;
+    conf->other_methods = NGX_CONF_UNSET;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_influencers_loc_conf_t *prev = parent;
+    ngx_http_influencers_loc_conf_t *conf = child;
+
+    ngx_http_core_loc_conf_t  *clcf;
+
+    ngx_conf_merge_str_value(conf->backend, prev->backend, "");
+    ngx_conf_merge_size_value(conf->body_limit, prev->body_limit, 4096);
+    ngx_conf_merge_sec_value(conf->retry_after, prev->retry_after, 5);
+    ngx_conf_merge_sec_value(conf->busy_retry_after, prev->busy_retry_after,
+                             1);
+
+    if (conf->other_methods == NGX_CONF_UNSET) {
+        conf->other_methods = prev->other_methods;
+        conf->other_location = prev->other_location;
+    }
+
+    if (conf->other_methods == NGX_CONF_UNSET) {
+        conf->other_methods = NGX_HTTP_NOT_ALLOWED;
+    }
+
+    /* an identity source set here replaces an inherited one of any kind */
+
+    if (conf->directory == NGX_CONF_UNSET_PTR
+        && conf->org == NGX_CONF_UNSET_PTR)
+    {
+        conf->directory = prev->directory;
+        conf->org = prev->org;
+    }
+
+    ngx_conf_merge_ptr_value(conf->directory, NULL, NULL);
+    ngx_conf_merge_ptr_value(conf->org, NULL, NULL);
+    ngx_conf_merge_ptr_value(conf->scopes, prev->scopes, NULL);
+    ngx_conf_merge_ptr_value(conf->target_gender, prev->target_gender, NULL);
+
+    if (conf->directory && conf->org) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_directory\" and \"influencers_org\" "
+                           "are both set in one block: choose one identity "
+                           "source");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->shm_zone == NULL) {
+        return NGX_CONF_OK;
+    }
+
+    /* the checks below concern a location that serves the endpoint */
+
+    if (conf->backend.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers\" is on but no "
+                           "\"influencers_backend\" is set for it");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->directory == NULL && conf->org == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers\" is on but has no identity "
+                           "source: set \"influencers_directory\" or "
+                           "\"influencers_org\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->org && conf->scopes == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_org\" needs \"influencers_scopes\"");
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (conf->body_limit > clcf->client_body_buffer_size) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_body_limit\" %uz is larger than "
+                           "\"client_body_buffer_size\" %uz: the body must "
+                           "fit in memory",
+                           conf->body_limit, clcf->client_body_buffer_size);
+        return NGX_CONF_ERROR;
+    }
+
+    if (clcf->client_max_body_size
+        && (off_t) conf->body_limit > clcf->client_max_body_size)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_body_limit\" %uz is larger than "
+                           "\"client_max_body_size\" %O",
+                           conf->body_limit, clcf->client_max_body_size);
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* influencers_zone zone=name:size [ttl=time] [lease=time] */
+
+static char *
+ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    u_char                       *p;
+    ssize_t                       size;
+    ngx_str_t                    *value, name, s;
+    ngx_int_t                     ttl, lease;
+    ngx_uint_t                    i;
+    ngx_http_influencers_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    name.len = 0;
+    size = 0;
+    ttl = 24 * 60 * 60;
+    lease = 3 * 60;
+
+    for (i = 1; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
+
+            name.data = value[i].data + 5;
+            p = (u_char *) ngx_strchr(name.data, ':');
+
+            if (p == NULL) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\": expected "
+                                   "zone=name:size", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            name.len = p - name.data;
+
+            s.data = p + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            size = ngx_parse_size(&s);
+
+            if (size == NGX_ERROR) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid zone size \"%V\"", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            if (size < (ssize_t) (8 * ngx_pagesize)) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "zone \"%V\" is too small: at least "
+                                   "%uzk", &value[i], 8 * ngx_pagesize / 1024);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
+            s.data = value[i].data + 4;
+            s.len = value[i].len - 4;
+
+            ttl = ngx_parse_time(&s, 1);
+
+            if (ttl == NGX_ERROR || ttl < 1 || ttl > 366 * 24 * 60 * 60) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid ttl \"%V\": from 1s to 366d",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
+            s.data = value[i].data + 6;
+            s.len = value[i].len - 6;
+
+            lease = ngx_parse_time(&s, 1);
+
+            if (lease == NGX_ERROR || lease < 1 || lease > 24 * 60 * 60) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid lease \"%V\": from 1s to 1d",
+                                   &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\"", &value[i]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (name.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" must have \"zone=name:size\"",
+                           &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    zone = ngx_http_influencers_zone_add(cf, &name, size);
+    if (zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone->ttl = (ngx_msec_t) ttl * 1000;
+    zone->lease = (ngx_msec_t) lease * 1000;
+
+    return NGX_CONF_OK;
+}
+
+
+/* influencers zone=name | off */
+
+static char *
+ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_influencers_loc_conf_t *ilcf = conf;
+
+    ngx_str_t                 *value, name;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ilcf->shm_zone) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (ngx_strncmp(value[1].data, "zone=", 5) != 0 || value[1].len == 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected zone=name",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    name.data = value[1].data + 5;
+    name.len = value[1].len - 5;
+
+    /* size 0: the zone may be declared later, like limit_req's */
+
+    ilcf->shm_zone = ngx_shared_memory_add(cf, &name, 0,
+                                           &ngx_http_influencers_module);
+    if (ilcf->shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_influencers_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_influencers_errors_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_influencers_backend(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t  *value;
+
+    value = cf->args->elts;
+
+    if (value[1].len == 0 || value[1].data[0] != '/') {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid backend \"%V\": an internal URI "
+                           "starting with \"/\" is expected (named "
+                           "locations cannot take subrequests)", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_conf_set_str_slot(cf, cmd, conf);
+}
+
+
+static char *
+ngx_http_influencers_directory(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_influencers_loc_conf_t *ilcf = conf;
+
+    ngx_str_t  *value;
+
+    if (ilcf->directory != NGX_CONF_UNSET_PTR) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ilcf->directory = ngx_http_influencers_directory_load(cf, &value[1]);
+
+    return ilcf->directory ? NGX_CONF_OK : NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_influencers_other_methods(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf)
+{
+    ngx_http_influencers_loc_conf_t *ilcf = conf;
+
+    ngx_str_t  *value;
+
+    if (ilcf->other_methods != NGX_CONF_UNSET) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    if (value[1].len == 3 && ngx_strncmp(value[1].data, "405", 3) == 0) {
+        ilcf->other_methods = NGX_HTTP_NOT_ALLOWED;
+        return NGX_CONF_OK;
+    }
+
+    if (value[1].len > 1 && value[1].data[0] == '@') {
+        ilcf->other_methods = 0;
+        ilcf->other_location = value[1];
+        return NGX_CONF_OK;
+    }
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid value \"%V\": \"405\" or a named location "
+                       "(\"@name\") is expected", &value[1]);
+
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_influencers_check_time(ngx_conf_t *cf, void *post, void *data)
+{
+    time_t  *t = data;
+
+    if (*t > 24 * 60 * 60) {
+        return "must be at most 1d";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *n = data;
+
+    if (*n == 0) {
+        return "must not be zero";
+    }
+
+    return NGX_CONF_OK;
+}

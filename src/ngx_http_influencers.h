@@ -1,0 +1,94 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * Types shared by the pieces of the influencers module.
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_influencers_validate.h"
+#include "ngx_http_influencers_ids.h"
+
+
+#define NGX_HTTP_INFLUENCERS_ORG_MAX  64
+
+
+typedef struct ngx_http_influencers_zone_s       ngx_http_influencers_zone_t;
+typedef struct ngx_http_influencers_directory_s  ngx_http_influencers_directory_t;
+
+
+typedef struct {
+    ngx_shm_zone_t                    *shm_zone;
+    ngx_str_t                          backend;
+    size_t                             body_limit;
+    time_t                             retry_after;
+    time_t                             busy_retry_after;
+
+    ngx_http_influencers_directory_t  *directory;
+    ngx_http_complex_value_t          *org;
+    ngx_http_complex_value_t          *scopes;
+    ngx_http_complex_value_t          *target_gender;
+
+    ngx_int_t                          other_methods;   /* 405 or 0 */
+    ngx_str_t                          other_location;
+} ngx_http_influencers_loc_conf_t;
+
+
+/* what a job is made of once the request has been checked */
+
+typedef struct {
+    ngx_str_t                          org;
+    u_char                             project[16];
+    ngx_uint_t                         gender;
+    ngx_uint_t                         age_range;
+    u_char                             prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
+    size_t                             prompt_len;
+    unsigned                           has_prompt:1;
+} ngx_http_influencers_job_t;
+
+
+/* the zone's answer to a claim, and what a reply needs of it */
+
+typedef struct {
+    u_char                             job_id[16];       /* binary ULID */
+    u_char                             influencer_id[16];
+    time_t                             retry_after;
+    time_t                             expires;          /* 0: no key */
+    void                              *record;
+} ngx_http_influencers_accept_t;
+
+
+typedef struct {
+    u_char                             request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
+
+    ngx_http_influencers_job_t         job;
+    ngx_uint_t                         target_gender;
+
+    u_char                             idem[NGX_HTTP_INFLUENCERS_IDEM_MAX];
+    size_t                             idem_len;
+
+    size_t                             received;
+    ngx_http_influencers_accept_t      accept;
+
+    ngx_http_request_t                *sr;
+    ngx_uint_t                         outcome;          /* an error index */
+
+    unsigned                           has_idem:1;
+    unsigned                           reading:1;
+    unsigned                           forwarding:1;
+    unsigned                           done:1;
+} ngx_http_influencers_ctx_t;
+
+
+extern ngx_module_t  ngx_http_influencers_module;
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_H_INCLUDED_ */

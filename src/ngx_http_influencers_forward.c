@@ -1,0 +1,361 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ */
+
+
+#include "ngx_http_influencers.h"
+#include "ngx_http_influencers_forward.h"
+#include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_zone.h"
+
+
+static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx);
+static ngx_int_t ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
+    ngx_http_influencers_ctx_t *ctx);
+static ngx_int_t ngx_http_influencers_push_in(ngx_http_request_t *sr,
+    char *name, size_t name_len, u_char *value, size_t len,
+    ngx_table_elt_t **hp);
+static ngx_int_t ngx_http_influencers_forward_done(ngx_http_request_t *sr,
+    void *data, ngx_int_t rc);
+static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
+    ngx_chain_t *in);
+
+
+static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
+
+static ngx_str_t  ngx_http_influencers_post = ngx_string("POST");
+
+
+ngx_int_t
+ngx_http_influencers_forward(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_str_t *backend)
+{
+    ngx_str_t                    *json;
+    ngx_buf_t                    *b;
+    ngx_chain_t                  *cl;
+    ngx_http_request_t           *sr;
+    ngx_http_request_body_t      *rb;
+    ngx_http_post_subrequest_t   *ps;
+
+    json = ngx_http_influencers_job_json(r, ctx);
+    if (json == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps = ngx_palloc(r->pool, sizeof(ngx_http_post_subrequest_t));
+    rb = ngx_pcalloc(r->pool, sizeof(ngx_http_request_body_t));
+    b = ngx_calloc_buf(r->pool);
+    cl = ngx_alloc_chain_link(r->pool);
+
+    if (ps == NULL || rb == NULL || b == NULL || cl == NULL) {
+        return NGX_ERROR;
+    }
+
+    ps->handler = ngx_http_influencers_forward_done;
+    ps->data = ctx;
+
+    if (ngx_http_subrequest(r, backend, NULL, &sr, ps, 0) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    ngx_http_set_ctx(sr, ctx, ngx_http_influencers_module);
+    ctx->sr = sr;
+
+    /* a POST: nginx never retries a sent POST on another upstream server */
+
+    sr->method = NGX_HTTP_POST;
+    sr->method_name = ngx_http_influencers_post;
+
+    b->pos = json->data;
+    b->last = json->data + json->len;
+    b->temporary = 1;
+    b->last_buf = 1;
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    rb->bufs = cl;
+    rb->buf = b;
+    sr->request_body = rb;
+
+    return ngx_http_influencers_forward_headers(sr, ctx);
+}
+
+
+/*
+ * The subrequest starts with a shallow copy of the partner's headers:
+ * Authorization, the partner's Idempotency-Key and everything else would
+ * go out with the job.  It gets a list of its own with only ours.
+ */
+
+static ngx_int_t
+ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
+    ngx_http_influencers_ctx_t *ctx)
+{
+    u_char                    *job;
+    ngx_table_elt_t           *ct;
+    ngx_http_headers_in_t     *hi;
+
+    hi = &sr->headers_in;
+
+    ngx_memzero(hi, sizeof(ngx_http_headers_in_t));
+
+    if (ngx_list_init(&hi->headers, sr->pool, 4, sizeof(ngx_table_elt_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    hi->server = sr->parent->headers_in.server;
+    hi->content_length_n = ctx->sr->request_body->buf->last
+                           - ctx->sr->request_body->buf->pos;
+    hi->keep_alive_n = -1;
+
+    job = ngx_pnalloc(sr->pool, NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
+    if (job == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(job, "job_", 4);
+    ngx_http_influencers_ulid_encode(ctx->accept.job_id, job + 4);
+
+    if (ngx_http_influencers_push_in(sr, "Content-Type",
+                                     sizeof("Content-Type") - 1,
+                                     (u_char *) "application/json",
+                                     sizeof("application/json") - 1, &ct)
+        != NGX_OK
+        || ngx_http_influencers_push_in(sr, "X-Request-Id",
+                                        sizeof("X-Request-Id") - 1,
+                                        ctx->request_id,
+                                        NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN,
+                                        NULL)
+           != NGX_OK
+        || ngx_http_influencers_push_in(sr, "Idempotency-Key",
+                                        sizeof("Idempotency-Key") - 1,
+                                        job, NGX_HTTP_INFLUENCERS_JOB_ID_LEN,
+                                        NULL)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    hi->content_type = ct;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_push_in(ngx_http_request_t *sr, char *name,
+    size_t name_len, u_char *value, size_t len, ngx_table_elt_t **hp)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&sr->headers_in.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->key.len = name_len;
+    h->key.data = (u_char *) name;
+    h->value.len = len;
+    h->value.data = value;
+
+    h->lowcase_key = ngx_pnalloc(sr->pool, name_len);
+    if (h->lowcase_key == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = ngx_hash_strlow(h->lowcase_key, h->key.data, name_len);
+
+    if (hp) {
+        *hp = h;
+    }
+
+    return NGX_OK;
+}
+
+
+static ngx_str_t *
+ngx_http_influencers_job_json(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx)
+{
+    size_t                       len;
+    u_char                      *p;
+    ngx_str_t                   *json;
+    ngx_http_influencers_job_t  *job;
+    u_char                       ulid[NGX_HTTP_INFLUENCERS_ULID_LEN];
+    u_char                       uuid[NGX_HTTP_INFLUENCERS_UUID_LEN];
+    u_char                       inf[32];
+
+    job = &ctx->job;
+
+    len = sizeof("{\"jobId\":\"job_\",\"kind\":\"influencer_create\","
+                 "\"influencerId\":\"inf_\",\"projectId\":\"\","
+                 "\"orgId\":\"\",\"requestId\":\"\",\"createdAt\":\"\","
+                 "\"params\":{\"gender\":\"\",\"ageRange\":\"\","
+                 "\"prompt\":\"\"}}")
+          + NGX_HTTP_INFLUENCERS_ULID_LEN + 32 + NGX_HTTP_INFLUENCERS_UUID_LEN
+          + job->org.len + NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN
+          + sizeof("2026-11-28T09:56:07.123Z") + sizeof("non_binary")
+          + sizeof("young_adult")
+          + job->prompt_len
+          + ngx_escape_json(NULL, job->prompt, job->prompt_len);
+
+    json = ngx_palloc(r->pool, sizeof(ngx_str_t));
+    p = ngx_pnalloc(r->pool, len);
+    if (json == NULL || p == NULL) {
+        return NULL;
+    }
+
+    json->data = p;
+
+    ngx_http_influencers_ulid_encode(ctx->accept.job_id, ulid);
+    ngx_hex_dump(inf, ctx->accept.influencer_id, 16);
+    ngx_http_influencers_format_uuid(job->project, uuid);
+
+    /* orgs are checked to need no escaping when they are read */
+
+    p = ngx_sprintf(p, "{\"jobId\":\"job_%*s\",\"kind\":\"influencer_create\","
+                    "\"influencerId\":\"inf_%*s\",\"projectId\":\"%*s\","
+                    "\"orgId\":\"%V\",\"requestId\":\"%*s\",\"createdAt\":\"",
+                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, ulid,
+                    (size_t) 32, inf,
+                    (size_t) NGX_HTTP_INFLUENCERS_UUID_LEN, uuid,
+                    &job->org,
+                    (size_t) NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN,
+                    ctx->request_id);
+
+    p = ngx_http_influencers_iso_time(p,
+                          ngx_http_influencers_ulid_time(ctx->accept.job_id));
+
+    p = ngx_sprintf(p, "\",\"params\":{\"gender\":\"%s\",\"ageRange\":\"%s\"",
+                    ngx_http_influencers_genders[job->gender].name,
+                    ngx_http_influencers_age_ranges[job->age_range].name);
+
+    if (job->has_prompt) {
+        p = ngx_cpymem(p, ",\"prompt\":\"", sizeof(",\"prompt\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, job->prompt, job->prompt_len);
+        *p++ = '"';
+    }
+
+    *p++ = '}';
+    *p++ = '}';
+
+    json->len = p - json->data;
+
+    return json;
+}
+
+
+/*
+ * Called each time the subrequest is finalized.  It only records the
+ * outcome: the parent is not active yet and is resumed by nginx.
+ */
+
+static ngx_int_t
+ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
+    ngx_int_t rc)
+{
+    ngx_http_influencers_ctx_t  *ctx = data;
+
+    ngx_uint_t                        status, known;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    if (ctx->done) {
+        return NGX_OK;
+    }
+
+    ctx->done = 1;
+    known = 1;
+    status = sr->headers_out.status;
+
+    if (rc == NGX_ERROR) {
+        /* the upstream failed after its header: not a whole answer */
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+
+    } else if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT;
+
+    } else if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
+               || rc == NGX_HTTP_REQUEST_TIME_OUT)
+    {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+        known = 0;
+
+    } else if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+
+    } else if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_ACCEPTED;
+
+    } else if (status == NGX_HTTP_NOT_FOUND) {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+
+    } else {
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+    }
+
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR && known
+        && rc < NGX_HTTP_SPECIAL_RESPONSE && rc != NGX_ERROR)
+    {
+        ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
+                      "influencers: the backend answered %ui to job "
+                      "forward \"%V\"", status, &sr->uri);
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(sr->main,
+                                        ngx_http_influencers_module);
+
+    ngx_http_influencers_zone_finish(ilcf->shm_zone->data, &ctx->accept,
+                               ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED,
+                               known);
+
+    /* NGX_OK: nginx neither renders an error page for the subrequest nor
+     * terminates the parent */
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_influencers_forward_init(ngx_conf_t *cf)
+{
+    ngx_http_next_body_filter = ngx_http_top_body_filter;
+    ngx_http_top_body_filter = ngx_http_influencers_drop_output;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The backend's reply body is of no use to the partner: drop it as it
+ * comes, so that a reply of any size neither reaches the client nor
+ * overflows an in-memory buffer, and the upstream connection is kept.
+ */
+
+static ngx_int_t
+ngx_http_influencers_drop_output(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_chain_t                 *cl;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    if (r == r->main) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || ctx->sr != r) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    return NGX_OK;
+}

@@ -1,0 +1,31 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * Who the caller is: the directory file (API key digests, orgs, scopes,
+ * projects) or trusted variables set by the gateway's own authentication.
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_IDENTITY_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_IDENTITY_H_INCLUDED_
+
+
+#include "ngx_http_influencers.h"
+
+
+/* values of a project's targetGender; gender indexes come first */
+#define NGX_HTTP_INFLUENCERS_TARGET_ANY  4
+
+
+ngx_http_influencers_directory_t *ngx_http_influencers_directory_load(
+    ngx_conf_t *cf, ngx_str_t *file);
+
+/* an answer index: ACCEPTED when the caller may go on */
+ngx_uint_t ngx_http_influencers_authenticate(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
+ngx_uint_t ngx_http_influencers_authorize_project(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_IDENTITY_H_INCLUDED_ */

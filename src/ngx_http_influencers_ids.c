@@ -1,0 +1,225 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <sys/random.h>
+
+#include "ngx_http_influencers_ids.h"
+
+
+#define NGX_HTTP_INFLUENCERS_RANDOM_POOL  4096
+
+
+/*
+ * One getrandom() call serves many requests.  The pool is per process and
+ * emptied in every new worker, so that workers never share bytes that were
+ * drawn before a fork.
+ */
+
+static u_char     ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
+static size_t     ngx_http_influencers_pool_pos = NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+static EVP_MD      *ngx_http_influencers_md;
+static EVP_MD_CTX  *ngx_http_influencers_md_ctx;
+
+static const u_char  ngx_http_influencers_crockford[]
+    = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+
+
+void
+ngx_http_influencers_ids_init_process(void)
+{
+    ngx_explicit_memzero(ngx_http_influencers_pool,
+                         NGX_HTTP_INFLUENCERS_RANDOM_POOL);
+    ngx_http_influencers_pool_pos = NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_refill(void)
+{
+    size_t   got;
+    ssize_t  n;
+
+    got = 0;
+
+    while (got < NGX_HTTP_INFLUENCERS_RANDOM_POOL) {
+        n = getrandom(ngx_http_influencers_pool + got,
+                      NGX_HTTP_INFLUENCERS_RANDOM_POOL - got, 0);
+
+        if (n == -1) {
+            if (ngx_errno == NGX_EINTR) {
+                continue;
+            }
+
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
+                          "influencers: getrandom() failed");
+            return NGX_ERROR;
+        }
+
+        got += n;
+    }
+
+    ngx_http_influencers_pool_pos = 0;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_influencers_random(u_char *buf, size_t n)
+{
+    size_t  chunk;
+
+    while (n) {
+        if (ngx_http_influencers_pool_pos == NGX_HTTP_INFLUENCERS_RANDOM_POOL
+            && ngx_http_influencers_refill() != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        chunk = ngx_min(n, NGX_HTTP_INFLUENCERS_RANDOM_POOL
+                           - ngx_http_influencers_pool_pos);
+
+        buf = ngx_cpymem(buf,
+                 ngx_http_influencers_pool + ngx_http_influencers_pool_pos,
+                 chunk);
+
+        /* a byte handed out is never handed out again */
+        ngx_explicit_memzero(
+            ngx_http_influencers_pool + ngx_http_influencers_pool_pos, chunk);
+
+        ngx_http_influencers_pool_pos += chunk;
+        n -= chunk;
+    }
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_influencers_request_id(u_char *out)
+{
+    u_char  raw[16];
+
+    if (ngx_http_influencers_random(raw, sizeof(raw)) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
+    ngx_hex_dump(out, raw, sizeof(raw));
+
+    return NGX_OK;
+}
+
+
+/* 128 bits as 26 base32 characters, two leading zero bits first */
+
+void
+ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
+{
+    ngx_int_t   bit, pos;
+    ngx_uint_t  i, k, v;
+
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_ULID_LEN; i++) {
+        v = 0;
+
+        for (k = 0; k < 5; k++) {
+            pos = (ngx_int_t) (i * 5 + k) - 2;
+            bit = (pos < 0) ? 0 : (ulid[pos / 8] >> (7 - pos % 8)) & 1;
+            v = (v << 1) | bit;
+        }
+
+        out[i] = ngx_http_influencers_crockford[v];
+    }
+}
+
+
+uint64_t
+ngx_http_influencers_ulid_time(const u_char *ulid)
+{
+    ngx_uint_t  i;
+    uint64_t    ms;
+
+    ms = 0;
+
+    for (i = 0; i < 6; i++) {
+        ms = (ms << 8) | ulid[i];
+    }
+
+    return ms;
+}
+
+
+/* 2026-11-28T09:56:07.123Z */
+
+u_char *
+ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
+{
+    ngx_tm_t  tm;
+
+    ngx_gmtime((time_t) (ms / 1000), &tm);
+
+    return ngx_sprintf(p, "%4d-%02d-%02dT%02d:%02d:%02d.%03uDZ",
+                       tm.ngx_tm_year, tm.ngx_tm_mon, tm.ngx_tm_mday,
+                       tm.ngx_tm_hour, tm.ngx_tm_min, tm.ngx_tm_sec,
+                       (uint32_t) (ms % 1000));
+}
+
+
+/*
+ * The digest is fetched once and one context is reused per process (a
+ * worker is single-threaded): an implicit fetch and a context allocation
+ * per request would cost a lock and a malloc each.
+ */
+
+EVP_MD_CTX *
+ngx_http_influencers_sha256_init(void)
+{
+    if (ngx_http_influencers_md == NULL) {
+        ngx_http_influencers_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (ngx_http_influencers_md == NULL) {
+            return NULL;
+        }
+    }
+
+    if (ngx_http_influencers_md_ctx == NULL) {
+        ngx_http_influencers_md_ctx = EVP_MD_CTX_new();
+        if (ngx_http_influencers_md_ctx == NULL) {
+            return NULL;
+        }
+    }
+
+    if (EVP_DigestInit_ex(ngx_http_influencers_md_ctx,
+                          ngx_http_influencers_md, NULL)
+        != 1)
+    {
+        return NULL;
+    }
+
+    return ngx_http_influencers_md_ctx;
+}
+
+
+ngx_int_t
+ngx_http_influencers_sha256_final(EVP_MD_CTX *md, u_char *out)
+{
+    return (EVP_DigestFinal_ex(md, out, NULL) == 1) ? NGX_OK : NGX_ERROR;
+}
+
+
+ngx_int_t
+ngx_http_influencers_sha256(const u_char *p, size_t len, u_char *out)
+{
+    EVP_MD_CTX  *md;
+
+    md = ngx_http_influencers_sha256_init();
+    if (md == NULL || EVP_DigestUpdate(md, p, len) != 1) {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_influencers_sha256_final(md, out);
+}

@@ -1,0 +1,41 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * Identifiers and digests: kernel randomness, ULIDs, request ids,
+ * SHA-256.
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_IDS_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_IDS_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <openssl/evp.h>
+
+
+#define NGX_HTTP_INFLUENCERS_ULID_LEN        26
+#define NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN  (sizeof("req_") - 1 + 32)
+#define NGX_HTTP_INFLUENCERS_JOB_ID_LEN      (sizeof("job_") - 1 + 26)
+#define NGX_HTTP_INFLUENCERS_INF_ID_LEN      (sizeof("inf_") - 1 + 32)
+#define NGX_HTTP_INFLUENCERS_SHA256_LEN      32
+
+
+void ngx_http_influencers_ids_init_process(void);
+ngx_int_t ngx_http_influencers_random(u_char *buf, size_t n);
+ngx_int_t ngx_http_influencers_request_id(u_char *out);
+
+/* 16 bytes: 48-bit big-endian milliseconds, 80 random bits */
+void ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out);
+uint64_t ngx_http_influencers_ulid_time(const u_char *ulid);
+u_char *ngx_http_influencers_iso_time(u_char *p, uint64_t ms);
+
+EVP_MD_CTX *ngx_http_influencers_sha256_init(void);
+ngx_int_t ngx_http_influencers_sha256_final(EVP_MD_CTX *md, u_char *out);
+ngx_int_t ngx_http_influencers_sha256(const u_char *p, size_t len,
+    u_char *out);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_IDS_H_INCLUDED_ */

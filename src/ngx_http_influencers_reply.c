@@ -1,0 +1,386 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ */
+
+
+#include "ngx_http_influencers.h"
+#include "ngx_http_influencers_reply.h"
+
+
+typedef struct {
+    ngx_uint_t   status;
+    ngx_str_t    code;
+    ngx_str_t    message;
+} ngx_http_influencers_error_t;
+
+
+/* indexed by ngx_http_influencers_answer_e */
+
+static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
+    { NGX_HTTP_ACCEPTED, ngx_null_string, ngx_null_string },
+    { NGX_HTTP_BAD_REQUEST, ngx_string("BAD_REQUEST"),
+      ngx_string("Bad request.") },
+    { NGX_HTTP_UNAUTHORIZED, ngx_string("UNAUTHENTICATED"),
+      ngx_string("Missing or invalid API key.") },
+    { NGX_HTTP_FORBIDDEN, ngx_string("FORBIDDEN_SCOPE"),
+      ngx_string("API key lacks the influencers:write scope.") },
+    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"),
+      ngx_string("Project not found.") },
+    { NGX_HTTP_NOT_ALLOWED, ngx_string("METHOD_NOT_ALLOWED"),
+      ngx_string("Method not allowed.") },
+    { NGX_HTTP_REQUEST_TIME_OUT, ngx_string("REQUEST_TIMEOUT"),
+      ngx_string("The request was not received in time.") },
+    { NGX_HTTP_CONFLICT, ngx_string("IDEMPOTENCY_IN_PROGRESS"),
+      ngx_string("A request with this Idempotency-Key is still in "
+                 "progress.") },
+    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, ngx_string("PAYLOAD_TOO_LARGE"),
+      ngx_string("Request body too large.") },
+    { NGX_HTTP_REQUEST_URI_TOO_LARGE, ngx_string("URI_TOO_LONG"),
+      ngx_string("Request URI too long.") },
+    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, ngx_string("UNSUPPORTED_MEDIA_TYPE"),
+      ngx_string("Content-Type must be application/json.") },
+    { 422, ngx_string("VALIDATION"), ngx_string("Invalid body.") },
+    { 422, ngx_string("VALIDATION"), ngx_string("Invalid path parameter.") },
+    { 422, ngx_string("VALIDATION"),
+      ngx_string("Invalid Idempotency-Key header.") },
+    { 422, ngx_string("IDEMPOTENCY_KEY_REUSED"),
+      ngx_string("This Idempotency-Key was used with a different "
+                 "request.") },
+    { NGX_HTTP_BAD_REQUEST, ngx_string("REQUEST_HEADER_TOO_LARGE"),
+      ngx_string("Request header too large.") },
+    { NGX_HTTP_INTERNAL_SERVER_ERROR, ngx_string("INTERNAL"),
+      ngx_string("Internal error.") },
+    { NGX_HTTP_NOT_IMPLEMENTED, ngx_string("NOT_IMPLEMENTED"),
+      ngx_string("Not implemented.") },
+    { NGX_HTTP_BAD_GATEWAY, ngx_string("UPSTREAM_ERROR"),
+      ngx_string("The rendering backend failed.") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("CAPACITY"),
+      ngx_string("The gateway cannot take the job now.") },
+    { NGX_HTTP_GATEWAY_TIME_OUT, ngx_string("UPSTREAM_TIMEOUT"),
+      ngx_string("The rendering backend did not answer in time.") },
+    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("UNAVAILABLE"),
+      ngx_string("Service unavailable.") }
+};
+
+
+static ngx_int_t ngx_http_influencers_push(ngx_http_request_t *r,
+    char *name, size_t name_len, u_char *value, size_t len);
+static ngx_int_t ngx_http_influencers_push_time(ngx_http_request_t *r,
+    char *name, size_t name_len, time_t t, ngx_uint_t http_date);
+static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
+    ngx_uint_t status, u_char *body, size_t len);
+
+
+#define ngx_http_influencers_push_str(r, name, value, len)                   \
+    ngx_http_influencers_push(r, name, sizeof(name) - 1, value, len)
+
+
+ngx_int_t
+ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
+    ngx_uint_t answer, ngx_str_t *details, time_t retry_after)
+{
+    size_t                         len;
+    u_char                        *body, *p;
+    ngx_http_influencers_error_t  *e;
+
+    e = &ngx_http_influencers_errors[answer];
+
+    if (ngx_http_influencers_push_str(r, "X-Request-Id", request_id,
+                                      NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    switch (e->status) {
+
+    case NGX_HTTP_UNAUTHORIZED:
+        if (ngx_http_influencers_push_str(r, "WWW-Authenticate",
+                                          (u_char *) "Bearer", 6)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_NOT_ALLOWED:
+        if (ngx_http_influencers_push_str(r, "Allow", (u_char *) "POST", 4)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        break;
+
+    case NGX_HTTP_CONFLICT:
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        if (ngx_http_influencers_push_time(r, "Retry-After",
+                                           sizeof("Retry-After") - 1,
+                                           retry_after, 0)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+        break;
+    }
+
+    len = sizeof("{\"error\":{\"code\":\"\",\"message\":\"\",\"requestId\":\""
+                 "\"}}") - 1
+          + e->code.len + e->message.len + NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN;
+
+    if (details) {
+        len += sizeof(",\"details\":") - 1 + details->len;
+    }
+
+    body = ngx_pnalloc(r->pool, len);
+    if (body == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"error\":{\"code\":\"%V\",\"message\":\"%V\","
+                    "\"requestId\":\"%*s\"",
+                    &e->code, &e->message,
+                    (size_t) NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN, request_id);
+
+    if (details) {
+        p = ngx_sprintf(p, ",\"details\":%V", details);
+    }
+
+    *p++ = '}';
+    *p++ = '}';
+
+    if (e->status == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE
+        || e->status == NGX_HTTP_BAD_REQUEST)
+    {
+        /* the rest of the body, if any, would be read as the next request */
+        r->keepalive = 0;
+        r->lingering_close = 1;
+    }
+
+    return ngx_http_influencers_send(r, e->status, body, p - body);
+}
+
+
+ngx_int_t
+ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
+    ngx_http_influencers_accept_t *accept, ngx_uint_t replayed)
+{
+    u_char  *body, *p, *location;
+    u_char   job[NGX_HTTP_INFLUENCERS_ULID_LEN];
+    u_char   inf[32];
+
+    static u_char  tmpl[] =
+        "{\"jobId\":\"job_XXXXXXXXXXXXXXXXXXXXXXXXXX\","
+        "\"kind\":\"influencer_create\",\"status\":\"running\","
+        "\"influencerId\":\"inf_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\","
+        "\"locationUrl\":\"/v1/jobs/job_XXXXXXXXXXXXXXXXXXXXXXXXXX\"}";
+
+    ngx_http_influencers_ulid_encode(accept->job_id, job);
+    ngx_hex_dump(inf, accept->influencer_id, 16);
+
+    body = ngx_pnalloc(r->pool, sizeof(tmpl) - 1);
+    if (body == NULL) {
+        return NGX_ERROR;
+    }
+
+    p = ngx_sprintf(body, "{\"jobId\":\"job_%*s\","
+                    "\"kind\":\"influencer_create\",\"status\":\"running\","
+                    "\"influencerId\":\"inf_%*s\",\"locationUrl\":\"",
+                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job,
+                    (size_t) 32, inf);
+
+    location = p;
+
+    p = ngx_sprintf(p, "/v1/jobs/job_%*s\"}",
+                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job);
+
+    /* a plain header: headers_out.location would be made absolute */
+
+    if (ngx_http_influencers_push_str(r, "X-Request-Id", request_id,
+                                      NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
+        != NGX_OK
+        || ngx_http_influencers_push_str(r, "Location", location,
+                                         p - 2 - location)
+           != NGX_OK
+        || ngx_http_influencers_push_time(r, "Retry-After",
+                                          sizeof("Retry-After") - 1,
+                                          accept->retry_after, 0)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (accept->expires
+        && ngx_http_influencers_push_time(r, "Idempotency-Expires",
+                                          sizeof("Idempotency-Expires") - 1,
+                                          accept->expires, 1)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    if (replayed
+        && ngx_http_influencers_push_str(r, "Idempotent-Replayed",
+                                         (u_char *) "true", 4)
+           != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    return ngx_http_influencers_send(r, NGX_HTTP_ACCEPTED, body, p - body);
+}
+
+
+/*
+ * The handler of a location named in error_page: statuses that nginx
+ * answers before the module runs (TRACE, a malformed request, a body over
+ * client_max_body_size...) get the same JSON as the module's own.
+ */
+
+ngx_int_t
+ngx_http_influencers_errors_handler(ngx_http_request_t *r)
+{
+    u_char      *request_id;
+    ngx_uint_t   status, answer;
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    switch (status) {
+    case NGX_HTTP_BAD_REQUEST:
+        answer = NGX_HTTP_INFLUENCERS_BAD_REQUEST;
+        break;
+    case NGX_HTTP_UNAUTHORIZED:
+        answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        break;
+    case NGX_HTTP_FORBIDDEN:
+        answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        break;
+    case NGX_HTTP_NOT_FOUND:
+        answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        break;
+    case NGX_HTTP_NOT_ALLOWED:
+        answer = NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+        break;
+    case NGX_HTTP_REQUEST_TIME_OUT:
+        answer = NGX_HTTP_INFLUENCERS_REQUEST_TIMEOUT;
+        break;
+    case NGX_HTTP_REQUEST_ENTITY_TOO_LARGE:
+        answer = NGX_HTTP_INFLUENCERS_TOO_LARGE;
+        break;
+    case NGX_HTTP_REQUEST_URI_TOO_LARGE:
+        answer = NGX_HTTP_INFLUENCERS_URI_TOO_LONG;
+        break;
+    case NGX_HTTP_UNSUPPORTED_MEDIA_TYPE:
+        answer = NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+        break;
+    case NGX_HTTP_REQUEST_HEADER_TOO_LARGE:
+        answer = NGX_HTTP_INFLUENCERS_HEADER_TOO_LARGE;
+        break;
+    case NGX_HTTP_NOT_IMPLEMENTED:
+        answer = NGX_HTTP_INFLUENCERS_NOT_IMPLEMENTED;
+        break;
+    case NGX_HTTP_BAD_GATEWAY:
+        answer = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+        break;
+    case NGX_HTTP_SERVICE_UNAVAILABLE:
+        answer = NGX_HTTP_INFLUENCERS_UNAVAILABLE;
+        break;
+    case NGX_HTTP_GATEWAY_TIME_OUT:
+        answer = NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT;
+        break;
+    default:
+        answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+    }
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    request_id = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
+    if (request_id == NULL
+        || ngx_http_influencers_request_id(request_id) != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->err_status = 0;
+
+    return ngx_http_influencers_send_error(r, request_id, answer, NULL, 1);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
+    u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = status;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
+    u_char *value, size_t len)
+{
+    ngx_table_elt_t  *h;
+
+    h = ngx_list_push(&r->headers_out.headers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    h->hash = 1;
+    h->key.len = name_len;
+    h->key.data = (u_char *) name;
+    h->value.len = len;
+    h->value.data = value;
+    h->lowcase_key = NULL;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_push_time(ngx_http_request_t *r, char *name,
+    size_t name_len, time_t t, ngx_uint_t http_date)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    last = http_date ? ngx_http_time(p, t) : ngx_sprintf(p, "%T", t);
+
+    return ngx_http_influencers_push(r, name, name_len, p, last - p);
+}

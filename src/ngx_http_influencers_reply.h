@@ -1,0 +1,52 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * Every answer the module sends: the 202 envelope, replays and the JSON
+ * errors, including those for statuses nginx itself produces.
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_
+
+
+#include "ngx_http_influencers.h"
+
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_ACCEPTED = 0,
+    NGX_HTTP_INFLUENCERS_BAD_REQUEST,
+    NGX_HTTP_INFLUENCERS_UNAUTHENTICATED,
+    NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE,
+    NGX_HTTP_INFLUENCERS_NOT_FOUND,
+    NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED,
+    NGX_HTTP_INFLUENCERS_REQUEST_TIMEOUT,
+    NGX_HTTP_INFLUENCERS_IN_PROGRESS,
+    NGX_HTTP_INFLUENCERS_TOO_LARGE,
+    NGX_HTTP_INFLUENCERS_URI_TOO_LONG,
+    NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
+    NGX_HTTP_INFLUENCERS_INVALID_BODY,
+    NGX_HTTP_INFLUENCERS_INVALID_PATH,
+    NGX_HTTP_INFLUENCERS_INVALID_IDEM,
+    NGX_HTTP_INFLUENCERS_KEY_REUSED,
+    NGX_HTTP_INFLUENCERS_HEADER_TOO_LARGE,
+    NGX_HTTP_INFLUENCERS_INTERNAL,
+    NGX_HTTP_INFLUENCERS_NOT_IMPLEMENTED,
+    NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR,
+    NGX_HTTP_INFLUENCERS_CAPACITY,
+    NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT,
+    NGX_HTTP_INFLUENCERS_UNAVAILABLE
+} ngx_http_influencers_answer_e;
+
+
+ngx_int_t ngx_http_influencers_send_error(ngx_http_request_t *r,
+    u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
+    time_t retry_after);
+ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
+    u_char *request_id, ngx_http_influencers_accept_t *accept,
+    ngx_uint_t replayed);
+ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_ */

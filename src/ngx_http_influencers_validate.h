@@ -1,0 +1,88 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * Parsing and validation of what a partner sends: the projectId, the
+ * Authorization and Idempotency-Key headers, the Content-Type and the body.
+ *
+ * This file pair depends on jansson and the C library only, not on nginx,
+ * so that it can be unit tested on its own (t/unit/validate.c).
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_VALIDATE_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_VALIDATE_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <sys/types.h>
+#include <jansson.h>
+
+
+#define NGX_HTTP_INFLUENCERS_PROMPT_MAX_CHARS  60
+#define NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES  (4 * 60)
+#define NGX_HTTP_INFLUENCERS_IDEM_MAX          255
+#define NGX_HTTP_INFLUENCERS_UUID_LEN          36
+
+/* gender and ageRange are indexes into the tables below; 0 is "omitted" */
+#define NGX_HTTP_INFLUENCERS_GENDER_MALE       1
+#define NGX_HTTP_INFLUENCERS_GENDER_FEMALE     2
+#define NGX_HTTP_INFLUENCERS_GENDER_NON_BINARY 3
+#define NGX_HTTP_INFLUENCERS_AGE_YOUNG_ADULT   2
+
+
+typedef struct {
+    const char       *name;
+    size_t            len;
+} ngx_http_influencers_enum_t;
+
+
+extern const ngx_http_influencers_enum_t  ngx_http_influencers_genders[];
+extern const ngx_http_influencers_enum_t  ngx_http_influencers_age_ranges[];
+
+
+typedef struct {
+    unsigned int      gender;
+    unsigned int      age_range;
+    const u_char     *prompt;       /* points into root; NULL if omitted */
+    size_t            prompt_len;   /* bytes */
+
+    json_t           *root;         /* the parsed object; NULL if empty */
+    json_t           *errors;       /* {"formErrors":[],"fieldErrors":{}} */
+} ngx_http_influencers_body_t;
+
+
+/* 0: valid; 1: invalid, b->errors set; -1: out of memory */
+int ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
+    const u_char *p, size_t len);
+void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
+
+/* 0 and 16 bytes in out when p is a UUID (8-4-4-4-12 hex), else -1 */
+int ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out);
+void ngx_http_influencers_format_uuid(const u_char *id, u_char *out);
+
+/*
+ * Idempotency-Key: a token of visible ASCII, or a structured-field string.
+ * The value is written to out (at least len bytes); returns its length,
+ * or -1 when the header is malformed.
+ */
+ssize_t ngx_http_influencers_parse_idempotency_key(const u_char *p,
+    size_t len, u_char *out);
+
+/* "Bearer <key>", scheme case-insensitive; 0 and the key, or -1 */
+int ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
+    const u_char **key, size_t *key_len);
+
+/* application/json with optional parameters, charset utf-8 only: 0 or -1 */
+int ngx_http_influencers_check_content_type(const u_char *p, size_t len);
+
+/* 1 if the comma- or space-separated list holds the scope, else 0 */
+int ngx_http_influencers_has_scope(const u_char *p, size_t len,
+    const char *scope, size_t scope_len);
+
+/* the index of a value in a NULL-terminated enum table, or 0 */
+unsigned int ngx_http_influencers_enum_find(
+    const ngx_http_influencers_enum_t *table, const u_char *p, size_t len);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_VALIDATE_H_INCLUDED_ */
