@@ -58,6 +58,8 @@ static ngx_int_t ngx_http_influencers_request_body_filter(
 
 static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init_process(ngx_cycle_t *cycle);
+static void ngx_http_influencers_exit_master(ngx_cycle_t *cycle);
+static ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
 static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -67,6 +69,10 @@ static char *ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
+static char *ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static ngx_shm_zone_t *ngx_http_influencers_zone_ref(ngx_conf_t *cf,
+    ngx_str_t *value);
 static char *ngx_http_influencers_backend(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_directory(ngx_conf_t *cf,
@@ -109,6 +115,13 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
       ngx_http_influencers_errors,
       0,
+      0,
+      NULL },
+
+    { ngx_string("influencers_stats"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_influencers_stats,
+      NGX_HTTP_LOC_CONF_OFFSET,
       0,
       NULL },
 
@@ -205,7 +218,7 @@ ngx_module_t  ngx_http_influencers_module = {
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     NULL,                                  /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_influencers_exit_master,      /* exit master */
     NGX_MODULE_V1_PADDING
 };
 
@@ -885,6 +898,55 @@ ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 }
 
 
+static void
+ngx_http_influencers_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_influencers_zone_save_all(cycle);
+}
+
+
+/* the zone's counters as JSON, summed over every worker by construction */
+
+static ngx_int_t
+ngx_http_influencers_stats_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                         body;
+    ngx_http_influencers_stats_t      st;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
+
+    body.data = ngx_pnalloc(r->pool, 512);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_sprintf(body.data,
+                   "{\"records\":%ui,\"entries\":%ui,\"keyed\":%ui,"
+                   "\"inflight\":%ui,\"bytesInUse\":%uz,\"recordSize\":%uz,"
+                   "\"claims\":%uL,\"replays\":%uL,\"conflicts\":%uL,"
+                   "\"mismatches\":%uL,\"releases\":%uL,"
+                   "\"leaseExpiries\":%uL,\"capacityRejections\":%uL,"
+                   "\"accepted\":%uL,\"failed\":%uL}",
+                   st.records, st.records - st.free, st.keyed, st.inflight,
+                   (st.records - st.free) * st.record_size, st.record_size,
+                   st.counters.claims, st.counters.replays,
+                   st.counters.conflicts, st.counters.mismatches,
+                   st.counters.releases, st.counters.lease_expiries,
+                   st.counters.capacity, st.counters.accepted,
+                   st.counters.failed)
+               - body.data;
+
+    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
 static void *
 ngx_http_influencers_create_loc_conf(ngx_conf_t *cf)
 {
@@ -1022,12 +1084,14 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t                       size;
     ngx_str_t                    *value, name, s;
     ngx_int_t                     ttl, lease;
+    ngx_str_t                     state;
     ngx_uint_t                    i;
     ngx_http_influencers_zone_t  *zone;
 
     value = cf->args->elts;
 
     name.len = 0;
+    state.len = 0;
     size = 0;
     ttl = 24 * 60 * 60;
     lease = 3 * 60;
@@ -1101,6 +1165,19 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "state=", 6) == 0
+            && value[i].len > 6)
+        {
+            state.data = value[i].data + 6;
+            state.len = value[i].len - 6;
+
+            if (ngx_conf_full_name(cf->cycle, &state, 0) != NGX_OK) {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\"", &value[i]);
         return NGX_CONF_ERROR;
@@ -1113,6 +1190,12 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_influencers_zone_check_reload(cf, &name, size)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
     zone = ngx_http_influencers_zone_add(cf, &name, size);
     if (zone == NULL) {
         return NGX_CONF_ERROR;
@@ -1120,6 +1203,7 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->ttl = (ngx_msec_t) ttl * 1000;
     zone->lease = (ngx_msec_t) lease * 1000;
+    zone->state_file = state;
 
     return NGX_CONF_OK;
 }
@@ -1132,7 +1216,7 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_influencers_loc_conf_t *ilcf = conf;
 
-    ngx_str_t                 *value, name;
+    ngx_str_t                 *value;
     ngx_http_core_loc_conf_t  *clcf;
 
     if (ilcf->shm_zone) {
@@ -1141,26 +1225,56 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    if (ngx_strncmp(value[1].data, "zone=", 5) != 0 || value[1].len == 5) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\": expected zone=name",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    name.data = value[1].data + 5;
-    name.len = value[1].len - 5;
-
-    /* size 0: the zone may be declared later, like limit_req's */
-
-    ilcf->shm_zone = ngx_shared_memory_add(cf, &name, 0,
-                                           &ngx_http_influencers_module);
+    ilcf->shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
     if (ilcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_influencers_handler;
+
+    return NGX_CONF_OK;
+}
+
+
+/* "zone=name": size 0, the zone may be declared later, like limit_req's */
+
+static ngx_shm_zone_t *
+ngx_http_influencers_zone_ref(ngx_conf_t *cf, ngx_str_t *value)
+{
+    ngx_str_t  name;
+
+    if (ngx_strncmp(value->data, "zone=", 5) != 0 || value->len == 5) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid parameter \"%V\": expected zone=name",
+                           value);
+        return NULL;
+    }
+
+    name.data = value->data + 5;
+    name.len = value->len - 5;
+
+    return ngx_shared_memory_add(cf, &name, 0, &ngx_http_influencers_module);
+}
+
+
+static char *
+ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_influencers_loc_conf_t *ilcf = conf;
+
+    ngx_str_t                 *value;
+    ngx_http_core_loc_conf_t  *clcf;
+
+    value = cf->args->elts;
+
+    ilcf->stats_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    if (ilcf->stats_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_influencers_stats_handler;
 
     return NGX_CONF_OK;
 }

@@ -27,6 +27,7 @@ typedef struct ngx_http_influencers_directory_s  ngx_http_influencers_directory_
 
 typedef struct {
     ngx_shm_zone_t                    *shm_zone;
+    ngx_shm_zone_t                    *stats_zone;
     ngx_str_t                          backend;
     size_t                             body_limit;
     time_t                             retry_after;

@@ -309,6 +309,14 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 }
 
 
+ngx_int_t
+ngx_http_influencers_send_json(ngx_http_request_t *r, ngx_uint_t status,
+    ngx_str_t *body)
+{
+    return ngx_http_influencers_send(r, status, body->data, body->len);
+}
+
+
 static ngx_int_t
 ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)

@@ -97,6 +97,8 @@ static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out);
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
+static void ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
+    ngx_log_t *log);
 
 
 #define ngx_http_influencers_rbtree_key(key)                                  \
@@ -234,6 +236,10 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     zone->sh = sh;
     zone->shpool = shpool;
+
+    if (zone->state_file.len) {
+        ngx_http_influencers_zone_load(zone, shm_zone->shm.log);
+    }
 
     return NGX_OK;
 }
@@ -657,4 +663,357 @@ ngx_http_influencers_rbtree_insert(ngx_rbtree_node_t *temp,
     node->left = sentinel;
     node->right = sentinel;
     ngx_rbt_red(node);
+}
+
+
+/*
+ * nginx silently starts an empty zone when a reload changes its size:
+ * every idempotency entry would be forgotten, so such a reload fails.
+ */
+
+char *
+ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size)
+{
+    ngx_uint_t        i;
+    ngx_cycle_t      *old;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *shm_zone;
+
+    old = cf->cycle->old_cycle;
+
+    if (old == NULL || ngx_is_init_cycle(old)) {
+        return NGX_CONF_OK;
+    }
+
+    part = &old->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag != &ngx_http_influencers_module
+            || shm_zone[i].shm.name.len != name->len
+            || ngx_strncmp(shm_zone[i].shm.name.data, name->data, name->len)
+               != 0)
+        {
+            continue;
+        }
+
+        if (shm_zone[i].shm.size != size) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "influencers zone \"%V\" cannot change size "
+                               "from %uz to %uz on reload: its entries would "
+                               "be lost; keep the size, or stop and start "
+                               "nginx (with \"state=\" the entries survive)",
+                               name, shm_zone[i].shm.size, size);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/*
+ * The state file keeps the unexpired idempotency entries across a stop
+ * and a start.  It is written whole to a temporary name and renamed; it is
+ * read only if its header, its size and its checksum agree, and then every
+ * record is checked again before it goes into the zone.
+ */
+
+#define NGX_HTTP_INFLUENCERS_STATE_MAGIC  0x53464e49    /* "INFS" */
+
+#define ngx_http_influencers_payload(rec)                                     \
+    ((u_char *) (rec) + offsetof(ngx_http_influencers_record_t, key))
+
+#define NGX_HTTP_INFLUENCERS_PAYLOAD                                          \
+    (sizeof(ngx_http_influencers_record_t)                                    \
+     - offsetof(ngx_http_influencers_record_t, key))
+
+
+typedef struct {
+    uint32_t                      magic;
+    uint32_t                      version;
+    uint32_t                      payload;
+    uint32_t                      count;
+    uint32_t                      crc32;
+    uint32_t                      reserved;
+} ngx_http_influencers_state_header_t;
+
+
+static void
+ngx_http_influencers_zone_save(ngx_http_influencers_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                               *buf, *p;
+    size_t                                size;
+    time_t                                now;
+    ngx_fd_t                              fd;
+    ngx_str_t                             tmp;
+    ngx_queue_t                          *q;
+    ngx_http_influencers_shctx_t         *sh;
+    ngx_http_influencers_record_t        *rec;
+    ngx_http_influencers_state_header_t  *hdr;
+
+    sh = zone->sh;
+    now = ngx_time();
+
+    size = sizeof(ngx_http_influencers_state_header_t)
+           + sh->nkeyed * NGX_HTTP_INFLUENCERS_PAYLOAD;
+
+    buf = ngx_alloc(size, log);
+    if (buf == NULL) {
+        return;
+    }
+
+    hdr = (ngx_http_influencers_state_header_t *) buf;
+    ngx_memzero(hdr, sizeof(ngx_http_influencers_state_header_t));
+    p = buf + sizeof(ngx_http_influencers_state_header_t);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&sh->keyed);
+         q != ngx_queue_sentinel(&sh->keyed);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+
+        if (rec->expires <= now || hdr->count == sh->nkeyed) {
+            continue;
+        }
+
+        p = ngx_cpymem(p, ngx_http_influencers_payload(rec),
+                       NGX_HTTP_INFLUENCERS_PAYLOAD);
+        hdr->count++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    hdr->magic = NGX_HTTP_INFLUENCERS_STATE_MAGIC;
+    hdr->version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
+    hdr->payload = NGX_HTTP_INFLUENCERS_PAYLOAD;
+    hdr->crc32 = ngx_crc32_long(buf + sizeof(*hdr), p - buf - sizeof(*hdr));
+
+    tmp.len = zone->state_file.len + sizeof(".tmp") - 1;
+    tmp.data = ngx_alloc(tmp.len + 1, log);
+    if (tmp.data == NULL) {
+        ngx_free(buf);
+        return;
+    }
+
+    ngx_sprintf(tmp.data, "%V.tmp%Z", &zone->state_file);
+
+    fd = ngx_open_file(tmp.data, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
+                       NGX_FILE_DEFAULT_ACCESS);
+
+    if (fd == NGX_INVALID_FILE) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_open_file_n " \"%s\" failed", tmp.data);
+        goto done;
+    }
+
+    if (ngx_write_fd(fd, buf, p - buf) != p - buf || fsync(fd) == -1) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      "influencers: writing the state file \"%s\" failed",
+                      tmp.data);
+        (void) ngx_close_file(fd);
+        (void) ngx_delete_file(tmp.data);
+        goto done;
+    }
+
+    (void) ngx_close_file(fd);
+
+    if (ngx_rename_file(tmp.data, zone->state_file.data) == NGX_FILE_ERROR) {
+        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
+                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
+                      tmp.data, &zone->state_file);
+        (void) ngx_delete_file(tmp.data);
+        goto done;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "influencers zone \"%V\": %uD entries saved to \"%V\"",
+                  &zone->name, hdr->count, &zone->state_file);
+
+done:
+
+    ngx_free(tmp.data);
+    ngx_free(buf);
+}
+
+
+void
+ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
+{
+    ngx_uint_t                    i;
+    ngx_list_part_t              *part;
+    ngx_shm_zone_t               *shm_zone;
+    ngx_http_influencers_zone_t  *zone;
+
+    part = &cycle->shared_memory.part;
+    shm_zone = part->elts;
+
+    for (i = 0; /* void */ ; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            shm_zone = part->elts;
+            i = 0;
+        }
+
+        if (shm_zone[i].tag != &ngx_http_influencers_module) {
+            continue;
+        }
+
+        zone = shm_zone[i].data;
+
+        if (zone && zone->sh && zone->state_file.len) {
+            ngx_http_influencers_zone_save(zone, cycle->log);
+        }
+    }
+}
+
+
+static ngx_int_t
+ngx_http_influencers_record_valid(ngx_http_influencers_record_t *rec,
+    time_t now)
+{
+    return rec->expires > now
+           && rec->expires - now <= 366 * 24 * 60 * 60
+           && rec->org_len >= 1 && rec->org_len <= NGX_HTTP_INFLUENCERS_ORG_MAX
+           && rec->prompt_len <= NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES
+           && rec->gender >= 1 && rec->gender <= 3
+           && rec->age_range >= 1 && rec->age_range <= 6;
+}
+
+
+static void
+ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
+    ngx_log_t *log)
+{
+    u_char                               *buf, *p;
+    ssize_t                               n;
+    time_t                                now;
+    ngx_fd_t                              fd;
+    ngx_uint_t                            i, loaded;
+    ngx_file_info_t                       fi;
+    ngx_http_influencers_shctx_t         *sh;
+    ngx_http_influencers_record_t        *rec, tmp;
+    ngx_http_influencers_state_header_t  *hdr;
+
+    fd = ngx_open_file(zone->state_file.data, NGX_FILE_RDONLY,
+                       NGX_FILE_OPEN, 0);
+
+    if (fd == NGX_INVALID_FILE) {
+        if (ngx_errno != NGX_ENOENT) {
+            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
+                          "influencers: cannot open the state file \"%V\", "
+                          "ignored", &zone->state_file);
+        }
+        return;
+    }
+
+    buf = NULL;
+
+    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
+        || ngx_file_size(&fi) < (off_t) sizeof(*hdr)
+        || ngx_file_size(&fi) > (off_t) (sizeof(*hdr) + zone->sh->records
+                                         * NGX_HTTP_INFLUENCERS_PAYLOAD))
+    {
+        goto damaged;
+    }
+
+    buf = ngx_alloc(ngx_file_size(&fi), log);
+    if (buf == NULL) {
+        goto done;
+    }
+
+    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
+
+    if (n != ngx_file_size(&fi)) {
+        goto damaged;
+    }
+
+    hdr = (ngx_http_influencers_state_header_t *) buf;
+
+    if (hdr->magic != NGX_HTTP_INFLUENCERS_STATE_MAGIC
+        || hdr->version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
+        || hdr->payload != NGX_HTTP_INFLUENCERS_PAYLOAD
+        || (size_t) n != sizeof(*hdr)
+                         + (size_t) hdr->count * NGX_HTTP_INFLUENCERS_PAYLOAD
+        || hdr->crc32 != ngx_crc32_long(buf + sizeof(*hdr), n - sizeof(*hdr)))
+    {
+        goto damaged;
+    }
+
+    sh = zone->sh;
+    now = ngx_time();
+    loaded = 0;
+    p = buf + sizeof(*hdr);
+
+    for (i = 0; i < hdr->count; i++, p += NGX_HTTP_INFLUENCERS_PAYLOAD) {
+
+        ngx_memcpy(ngx_http_influencers_payload(&tmp), p,
+                   NGX_HTTP_INFLUENCERS_PAYLOAD);
+
+        if (!ngx_http_influencers_record_valid(&tmp, now)
+            || ngx_http_influencers_lookup(sh, tmp.key) != NULL
+            || ngx_queue_empty(&sh->free))
+        {
+            continue;
+        }
+
+        rec = ngx_queue_data(ngx_queue_head(&sh->free),
+                             ngx_http_influencers_record_t, queue);
+        ngx_queue_remove(&rec->queue);
+        sh->nfree--;
+
+        ngx_memcpy(ngx_http_influencers_payload(rec), p,
+                   NGX_HTTP_INFLUENCERS_PAYLOAD);
+
+        rec->state = NGX_HTTP_INFLUENCERS_DONE;
+        rec->keyed = 1;
+        rec->deadline = ngx_current_msec
+                        + (ngx_msec_t) (rec->expires - now) * 1000;
+        rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
+
+        ngx_rbtree_insert(&sh->rbtree, &rec->node);
+        ngx_queue_insert_tail(&sh->keyed, &rec->queue);
+        sh->nkeyed++;
+        loaded++;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                  "influencers zone \"%V\": %ui entries loaded from \"%V\"",
+                  &zone->name, loaded, &zone->state_file);
+
+    goto done;
+
+damaged:
+
+    ngx_log_error(NGX_LOG_ERR, log, 0,
+                  "influencers: the state file \"%V\" is damaged or of "
+                  "another layout, ignored", &zone->state_file);
+
+done:
+
+    if (buf) {
+        ngx_free(buf);
+    }
+
+    (void) ngx_close_file(fd);
 }

@@ -81,6 +81,9 @@ void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_uint_t known);
 void ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st);
+char *ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size);
+void ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_ZONE_H_INCLUDED_ */

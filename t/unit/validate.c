@@ -1,0 +1,339 @@
+
+/*
+ * Unit tests of src/ngx_http_influencers_validate.c: the parsers that see
+ * partners' bytes first.  Built with ASan and UBSan by `make test-unit`.
+ */
+
+
+#include <stdio.h>
+#include <string.h>
+
+#include "ngx_http_influencers_validate.h"
+
+
+static int  passed, failed;
+
+
+#define CHECK(cond, name)                                                     \
+    do {                                                                      \
+        if (cond) {                                                           \
+            passed++;                                                         \
+        } else {                                                              \
+            failed++;                                                         \
+            printf("not ok - %s (%s:%d)\n", name, __FILE__, __LINE__);        \
+        }                                                                     \
+    } while (0)
+
+
+#define S(s)  (const u_char *) (s), sizeof(s) - 1
+
+
+/* the body's errors as compact JSON, or "" when valid */
+
+static const char *
+body(const char *text, size_t len, ngx_http_influencers_body_t *b)
+{
+    static char  buf[4096];
+    char        *dump;
+    int          rc;
+
+    rc = ngx_http_influencers_body_parse(b, (const u_char *) text, len);
+
+    buf[0] = '\0';
+
+    if (rc == 1) {
+        dump = json_dumps(b->errors, JSON_COMPACT);
+        snprintf(buf, sizeof(buf), "%s", dump);
+        free(dump);
+
+    } else if (rc != 0) {
+        snprintf(buf, sizeof(buf), "rc=%d", rc);
+    }
+
+    return buf;
+}
+
+
+#define BODY_IS(text, expected, name)                                         \
+    do {                                                                      \
+        ngx_http_influencers_body_t  b;                                       \
+        const char *got = body(text, sizeof(text) - 1, &b);                   \
+        CHECK(strcmp(got, expected) == 0, name);                              \
+        if (strcmp(got, expected) != 0) {                                     \
+            printf("#   got:      %s\n#   expected: %s\n", got, expected);    \
+        }                                                                     \
+        ngx_http_influencers_body_free(&b);                                   \
+    } while (0)
+
+
+static void
+test_uuid(void)
+{
+    u_char  id[16], out[36];
+
+    CHECK(ngx_http_influencers_parse_uuid(
+              S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d"), id) == 0,
+          "uuid lowercase");
+    ngx_http_influencers_format_uuid(id, out);
+    CHECK(memcmp(out, "3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d", 36) == 0,
+          "uuid round trip");
+
+    CHECK(ngx_http_influencers_parse_uuid(
+              S("3F0C2B9E-8D1A-4C2E-9B7A-1E2F3A4B5C6D"), id) == 0,
+          "uuid uppercase");
+    ngx_http_influencers_format_uuid(id, out);
+    CHECK(memcmp(out, "3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d", 36) == 0,
+          "uuid emitted lowercase");
+
+    CHECK(ngx_http_influencers_parse_uuid(
+              S("3f0c2b9e8d1a-4c2e-9b7a-1e2f3a4b5c6d0"), id) == -1,
+          "uuid dash misplaced");
+    CHECK(ngx_http_influencers_parse_uuid(
+              S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6g"), id) == -1,
+          "uuid non-hex");
+    CHECK(ngx_http_influencers_parse_uuid(
+              S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6"), id) == -1,
+          "uuid short");
+    CHECK(ngx_http_influencers_parse_uuid(S(""), id) == -1, "uuid empty");
+}
+
+
+static void
+test_idempotency_key(void)
+{
+    u_char   out[600], big[300];
+    ssize_t  n;
+
+    n = ngx_http_influencers_parse_idempotency_key(S("abc"), out);
+    CHECK(n == 3 && memcmp(out, "abc", 3) == 0, "key token");
+
+    n = ngx_http_influencers_parse_idempotency_key(S("\"abc\""), out);
+    CHECK(n == 3 && memcmp(out, "abc", 3) == 0, "key sf-string");
+
+    n = ngx_http_influencers_parse_idempotency_key(S("\"a\\\"b\\\\c\""), out);
+    CHECK(n == 5 && memcmp(out, "a\"b\\c", 5) == 0, "key sf-string escapes");
+
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("\"\""), out) == -1,
+          "key empty sf-string");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("\"a b\""), out) == -1,
+          "key sf-string with a space");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("\"abc"), out) == -1,
+          "key unterminated sf-string");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("\"a\"b\""), out)
+          == -1, "key sf-string with a bare quote");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("\"a\\x\""), out)
+          == -1, "key sf-string with a bad escape");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("a b"), out) == -1,
+          "key with a space");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("a\x7f"), out) == -1,
+          "key with DEL");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S("caf\xc3\xa9"), out)
+          == -1, "key with non-ASCII");
+    CHECK(ngx_http_influencers_parse_idempotency_key(S(""), out) == -1,
+          "key empty");
+
+    memset(big, 'k', sizeof(big));
+    CHECK(ngx_http_influencers_parse_idempotency_key(big, 255, out) == 255,
+          "key of 255");
+    CHECK(ngx_http_influencers_parse_idempotency_key(big, 256, out) == -1,
+          "key of 256");
+
+    big[0] = '"';
+    big[256] = '"';
+    CHECK(ngx_http_influencers_parse_idempotency_key(big, 257, out) == 255,
+          "sf-string of 255");
+    big[257] = '"';
+    CHECK(ngx_http_influencers_parse_idempotency_key(big, 258, out) == -1,
+          "sf-string of 256");
+}
+
+
+static void
+test_headers(void)
+{
+    const u_char  *key;
+    size_t         len;
+
+    CHECK(ngx_http_influencers_parse_bearer(S("Bearer abc"), &key, &len) == 0
+          && len == 3 && memcmp(key, "abc", 3) == 0, "bearer");
+    CHECK(ngx_http_influencers_parse_bearer(S("bEaReR   abc"), &key, &len)
+          == 0 && len == 3, "bearer case and spaces");
+    CHECK(ngx_http_influencers_parse_bearer(S("Bearer"), &key, &len) == -1,
+          "bearer without key");
+    CHECK(ngx_http_influencers_parse_bearer(S("Bearer    "), &key, &len)
+          == -1, "bearer with spaces only");
+    CHECK(ngx_http_influencers_parse_bearer(S("Basic abc"), &key, &len)
+          == -1, "basic");
+    CHECK(ngx_http_influencers_parse_bearer(S("Bearerabc"), &key, &len)
+          == -1, "bearer glued");
+    CHECK(ngx_http_influencers_parse_bearer(S("Bearer a b"), &key, &len)
+          == -1, "bearer key with a space");
+
+    CHECK(ngx_http_influencers_check_content_type(S("application/json"))
+          == 0, "json");
+    CHECK(ngx_http_influencers_check_content_type(S("Application/JSON"))
+          == 0, "json case");
+    CHECK(ngx_http_influencers_check_content_type(
+              S("application/json; charset=utf-8")) == 0, "charset utf-8");
+    CHECK(ngx_http_influencers_check_content_type(
+              S("application/json;charset=\"UTF-8\"")) == 0,
+          "charset quoted");
+    CHECK(ngx_http_influencers_check_content_type(
+              S("application/json; charset=latin1")) == -1, "charset latin1");
+    CHECK(ngx_http_influencers_check_content_type(
+              S("application/json; foo=bar")) == 0, "other parameter");
+    CHECK(ngx_http_influencers_check_content_type(S("application/jsonx"))
+          == -1, "jsonx");
+    CHECK(ngx_http_influencers_check_content_type(S("text/plain")) == -1,
+          "text/plain");
+    CHECK(ngx_http_influencers_check_content_type(
+              S("application/json; charset")) == -1, "parameter without =");
+
+    CHECK(ngx_http_influencers_has_scope(S("a influencers:write b"),
+                                         "influencers:write", 17) == 1,
+          "scope in spaces");
+    CHECK(ngx_http_influencers_has_scope(S("a,influencers:write"),
+                                         "influencers:write", 17) == 1,
+          "scope in commas");
+    CHECK(ngx_http_influencers_has_scope(S("influencers:writer"),
+                                         "influencers:write", 17) == 0,
+          "scope prefix");
+    CHECK(ngx_http_influencers_has_scope(S(""), "influencers:write", 17)
+          == 0, "no scope");
+}
+
+
+static void
+test_body(void)
+{
+    ngx_http_influencers_body_t  b;
+    const char                  *e;
+    static const char            valid[] =
+        "{\"gender\":\"male\",\"ageRange\":\"senior\",\"prompt\":\"x\"}";
+
+    e = body("", 0, &b);
+    CHECK(*e == '\0' && b.root == NULL && b.gender == 0, "empty body");
+    ngx_http_influencers_body_free(&b);
+
+    e = body(valid, strlen(valid), &b);
+    CHECK(*e == '\0' && b.gender == NGX_HTTP_INFLUENCERS_GENDER_MALE
+          && b.age_range == 6 && b.prompt_len == 1, "valid body");
+    ngx_http_influencers_body_free(&b);
+
+    BODY_IS("{}", "", "{}");
+    BODY_IS(" { } ", "", "{} with whitespace");
+    BODY_IS(" ", "{\"formErrors\":[\"Invalid JSON.\"],\"fieldErrors\":{}}",
+            "whitespace only");
+    BODY_IS("{\"gender\":", "{\"formErrors\":[\"Invalid JSON.\"],"
+            "\"fieldErrors\":{}}", "truncated");
+    BODY_IS("[]", "{\"formErrors\":[\"Expected object, received array\"],"
+            "\"fieldErrors\":{}}", "array");
+    BODY_IS("\"x\"", "{\"formErrors\":[\"Expected object, received string\"],"
+            "\"fieldErrors\":{}}", "string");
+    BODY_IS("null", "{\"formErrors\":[\"Expected object, received null\"],"
+            "\"fieldErrors\":{}}", "null");
+    BODY_IS("\xef\xbb\xbf{}", "{\"formErrors\":[\"Byte-order mark is not "
+            "allowed.\"],\"fieldErrors\":{}}", "BOM");
+    BODY_IS("{\"prompt\":\"\xff\"}", "{\"formErrors\":[\"Invalid UTF-8.\"],"
+            "\"fieldErrors\":{}}", "invalid UTF-8");
+    BODY_IS("{\"prompt\":\"\\ud800\"}", "{\"formErrors\":[\"Invalid Unicode "
+            "escape.\"],\"fieldErrors\":{}}", "lone surrogate");
+    BODY_IS("{\"prompt\":\"\\u0000\"}", "{\"formErrors\":[\"Invalid JSON.\"],"
+            "\"fieldErrors\":{}}", "NUL escape");
+
+    BODY_IS("{\"name\":\"x\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
+            "server-generated.\"]}}", "name");
+    BODY_IS("{\"n\\u0061me\":\"x\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
+            "server-generated.\"]}}", "escaped name");
+    BODY_IS("{\"brandVoice\":1,\"language\":\"en\"}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"brandVoice\":"
+            "[\"Unrecognized key \xe2\x80\x94 brandVoice is inherited from "
+            "the project; override it with PATCH /v1/influencers/:id.\"],"
+            "\"language\":[\"Unrecognized key \xe2\x80\x94 language is "
+            "inherited from the project; override it with PATCH "
+            "/v1/influencers/:id.\"]}}", "brandVoice and language");
+    BODY_IS("{\"gender\":null}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"gender\":[\"Expected string, received null\"]}}",
+            "gender null");
+    BODY_IS("{\"ageRange\":\"kid\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"ageRange\":[\"Invalid enum value. Expected 'teen' | "
+            "'young_adult' | 'adult' | 'mid_adult' | 'mature' | "
+            "'senior'\"]}}", "ageRange enum");
+    BODY_IS("{\"gender\":\"Male\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"gender\":[\"Invalid enum value. Expected 'male' | 'female' "
+            "| 'non_binary'\"]}}", "gender enum is case-sensitive");
+    BODY_IS("{\"prompt\":\"\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"prompt\":[\"String must contain at least 1 character(s)\"]}}",
+            "prompt empty");
+    BODY_IS("{\"prompt\":\"123456789012345678901234567890123456789012345678"
+            "901234567890\"}", "", "prompt of 60");
+    BODY_IS("{\"prompt\":\"123456789012345678901234567890123456789012345678"
+            "9012345678901\"}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"prompt\":[\"String must contain at most 60 character(s)\"]}}",
+            "prompt of 61");
+    BODY_IS("{\"prompt\":\"\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95\xe2\x98\x95"
+            "\xe2\x98\x95\"}", "", "prompt of 60 code points in 180 bytes");
+    BODY_IS("{\"gender\":\"male\",\"gender\":\"male\"}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"gender\":"
+            "[\"Duplicate key.\"]}}", "duplicate");
+    BODY_IS("{\"gender\":\"male\",\"gend\\u0065r\":\"female\"}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"gender\":"
+            "[\"Duplicate key.\"]}}", "duplicate after unescaping");
+    BODY_IS("{\"a\":{\"b\":[1,\"}\"]},\"a\":2,\"a\":3}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"a\":[\"Duplicate key.\","
+            "\"Unrecognized key.\"]}}", "nested values skipped, one report");
+    BODY_IS("{\"name\":\"n\",\"gender\":\"x\",\"prompt\":7,\"extra\":true}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"name\":[\"Unrecognized "
+            "key \xe2\x80\x94 name is server-generated.\"],\"gender\":"
+            "[\"Invalid enum value. Expected 'male' | 'female' | "
+            "'non_binary'\"],\"prompt\":[\"Expected string, received "
+            "number\"],\"extra\":[\"Unrecognized key.\"]}}",
+            "every problem reported");
+}
+
+
+static void
+test_deep(void)
+{
+    char                         buf[4200];
+    size_t                       i;
+    const char                  *e;
+    ngx_http_influencers_body_t  b;
+
+    for (i = 0; i < 4100; i++) {
+        buf[i] = '[';
+    }
+
+    e = body(buf, 4100, &b);
+    CHECK(strcmp(e, "{\"formErrors\":[\"Nesting too deep.\"],"
+                    "\"fieldErrors\":{}}") == 0, "too deep");
+    ngx_http_influencers_body_free(&b);
+}
+
+
+int
+main(void)
+{
+    test_uuid();
+    test_idempotency_key();
+    test_headers();
+    test_body();
+    test_deep();
+
+    printf("unit: %d passed, %d failed\n", passed, failed);
+
+    return failed ? 1 : 0;
+}
