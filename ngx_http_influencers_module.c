@@ -320,6 +320,8 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
 
     /* a chunked body's type is checked once it is known to be non-empty */
 
+    ctx->type_unchecked = (r->headers_in.content_length_n <= 0);
+
     if (r->headers_in.content_length_n > 0
         && (r->headers_in.content_type == NULL
             || ngx_http_influencers_check_content_type(
@@ -505,7 +507,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         return rc;
     }
 
-    if (len && r->headers_in.content_length_n <= 0
+    if (len && ctx->type_unchecked
         && (r->headers_in.content_type == NULL
             || ngx_http_influencers_check_content_type(
                    r->headers_in.content_type->value.data,
@@ -645,17 +647,12 @@ ngx_http_influencers_resolve(ngx_http_request_t *r,
 }
 
 
-static int
-ngx_http_influencers_digest_part(const char *buf, size_t size, void *data)
-{
-    return EVP_DigestUpdate(data, buf, size) == 1 ? 0 : -1;
-}
-
-
 /*
  * The idempotency key is (org, Idempotency-Key); the fingerprint is the
- * method, the canonical path and the body's meaning (keys sorted, no
- * insignificant whitespace, strings encoded one way; empty is "{}").
+ * method, the canonical path and the body's meaning: keys sorted, no
+ * insignificant whitespace, strings encoded one way, empty is "{}".  A
+ * valid body holds only the three known string fields, so its canonical
+ * form is written here from them, without a second pass of jansson.
  */
 
 static ngx_int_t
@@ -663,8 +660,11 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
     ngx_http_influencers_claim_t *claim)
 {
-    u_char       org_len;
+    u_char       org_len, *p;
     EVP_MD_CTX  *md;
+    u_char       canonical[sizeof("{\"ageRange\":\"young_adult\","
+                                  "\"gender\":\"non_binary\",\"prompt\":\"\"}")
+                           + 6 * NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
     u_char       path[sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1
                       + NGX_HTTP_INFLUENCERS_UUID_LEN
                       + sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1];
@@ -716,19 +716,36 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
         goto failed;
     }
 
-    if (b->root) {
-        if (json_dump_callback(b->root, ngx_http_influencers_digest_part, md,
-                               JSON_COMPACT|JSON_SORT_KEYS)
-            != 0)
-        {
-            goto failed;
-        }
+    p = canonical;
+    *p++ = '{';
 
-    } else if (EVP_DigestUpdate(md, "{}", 2) != 1) {
-        goto failed;
+    if (b->age_range) {
+        p = ngx_sprintf(p, "\"ageRange\":\"%s\",",
+                        ngx_http_influencers_age_ranges[b->age_range].name);
     }
 
-    if (ngx_http_influencers_sha256_final(md, claim->fingerprint) != NGX_OK) {
+    if (b->gender) {
+        p = ngx_sprintf(p, "\"gender\":\"%s\",",
+                        ngx_http_influencers_genders[b->gender].name);
+    }
+
+    if (b->prompt) {
+        p = ngx_cpymem(p, "\"prompt\":\"", sizeof("\"prompt\":\"") - 1);
+        p = (u_char *) ngx_escape_json(p, (u_char *) b->prompt,
+                                       b->prompt_len);
+        *p++ = '"';
+        *p++ = ',';
+    }
+
+    if (p[-1] == ',') {
+        p--;
+    }
+
+    *p++ = '}';
+
+    if (EVP_DigestUpdate(md, canonical, p - canonical) != 1
+        || ngx_http_influencers_sha256_final(md, claim->fingerprint) != NGX_OK)
+    {
         goto failed;
     }
 

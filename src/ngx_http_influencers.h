@@ -22,7 +22,8 @@
 
 
 typedef struct ngx_http_influencers_zone_s       ngx_http_influencers_zone_t;
-typedef struct ngx_http_influencers_directory_s  ngx_http_influencers_directory_t;
+typedef struct ngx_http_influencers_directory_s
+    ngx_http_influencers_directory_t;
 
 
 typedef struct {
@@ -50,7 +51,7 @@ typedef struct {
     u_char                             project[16];
     ngx_uint_t                         gender;
     ngx_uint_t                         age_range;
-    u_char                             prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
+    u_char                   prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
     size_t                             prompt_len;
     unsigned                           has_prompt:1;
 } ngx_http_influencers_job_t;
@@ -68,7 +69,7 @@ typedef struct {
 
 
 typedef struct {
-    u_char                             request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
+    u_char                   request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
 
     ngx_http_influencers_job_t         job;
     ngx_uint_t                         target_gender;
@@ -83,6 +84,7 @@ typedef struct {
     ngx_uint_t                         outcome;          /* an error index */
 
     unsigned                           has_idem:1;
+    unsigned                           type_unchecked:1;
     unsigned                           reading:1;
     unsigned                           forwarding:1;
     unsigned                           done:1;

@@ -21,7 +21,8 @@
  */
 
 static u_char     ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
-static size_t     ngx_http_influencers_pool_pos = NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+static size_t     ngx_http_influencers_pool_pos =
+                      NGX_HTTP_INFLUENCERS_RANDOM_POOL;
 static EVP_MD      *ngx_http_influencers_md;
 static EVP_MD_CTX  *ngx_http_influencers_md_ctx;
 
@@ -121,19 +122,20 @@ ngx_http_influencers_request_id(u_char *out)
 void
 ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
 {
-    ngx_int_t   bit, pos;
-    ngx_uint_t  i, k, v;
+    uint32_t    acc;
+    ngx_uint_t  i, bits;
 
-    for (i = 0; i < NGX_HTTP_INFLUENCERS_ULID_LEN; i++) {
-        v = 0;
+    acc = 0;
+    bits = 2;
 
-        for (k = 0; k < 5; k++) {
-            pos = (ngx_int_t) (i * 5 + k) - 2;
-            bit = (pos < 0) ? 0 : (ulid[pos / 8] >> (7 - pos % 8)) & 1;
-            v = (v << 1) | bit;
+    for (i = 0; i < 16; i++) {
+        acc = (acc << 8) | ulid[i];
+        bits += 8;
+
+        while (bits >= 5) {
+            bits -= 5;
+            *out++ = ngx_http_influencers_crockford[(acc >> bits) & 0x1f];
         }
-
-        out[i] = ngx_http_influencers_crockford[v];
     }
 }
 

@@ -60,7 +60,8 @@ static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
     { NGX_HTTP_GATEWAY_TIME_OUT, ngx_string("UPSTREAM_TIMEOUT"),
       ngx_string("The rendering backend did not answer in time.") },
     { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("UNAVAILABLE"),
-      ngx_string("Service unavailable.") }
+      ngx_string("Service unavailable.") },
+    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"), ngx_string("Not found.") }
 };
 
 
@@ -256,7 +257,7 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
         answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
         break;
     case NGX_HTTP_NOT_FOUND:
-        answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        answer = NGX_HTTP_INFLUENCERS_NO_ROUTE;
         break;
     case NGX_HTTP_NOT_ALLOWED:
         answer = NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;

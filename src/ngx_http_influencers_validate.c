@@ -47,9 +47,11 @@ static const ngx_http_influencers_banned_t  ngx_http_influencers_banned[] = {
     { "name",
       "Unrecognized key \xe2\x80\x94 name is server-generated." },
     { "brandVoice",
-      "Unrecognized key \xe2\x80\x94 brandVoice" NGX_HTTP_INFLUENCERS_INHERITED },
+      "Unrecognized key \xe2\x80\x94 brandVoice"
+      NGX_HTTP_INFLUENCERS_INHERITED },
     { "language",
-      "Unrecognized key \xe2\x80\x94 language" NGX_HTTP_INFLUENCERS_INHERITED },
+      "Unrecognized key \xe2\x80\x94 language"
+      NGX_HTTP_INFLUENCERS_INHERITED },
     { NULL, NULL }
 };
 
@@ -93,8 +95,9 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     }
 
     if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        return ngx_http_influencers_add_error(b, NULL,
-                                      "Byte-order mark is not allowed.") ? -1 : 1;
+        rc = ngx_http_influencers_add_error(b, NULL,
+                                            "Byte-order mark is not allowed.");
+        return rc ? -1 : 1;
     }
 
     root = json_loadb((const char *) p, len, JSON_DECODE_ANY, &err);
@@ -398,7 +401,8 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
                            == json_true())
                 {
                     rc = ngx_http_influencers_add_error(b,
-                                        json_string_value(key), "Duplicate key.");
+                                                        json_string_value(key),
+                                                        "Duplicate key.");
                     if (rc == 0) {
                         rc = json_object_set_new(seen, json_string_value(key),
                                                  json_false());
