@@ -58,6 +58,7 @@ static ngx_int_t ngx_http_influencers_request_body_filter(
 
 static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init_process(ngx_cycle_t *cycle);
+static void ngx_http_influencers_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_influencers_exit_master(ngx_cycle_t *cycle);
 static ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
 static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
@@ -217,7 +218,7 @@ ngx_module_t  ngx_http_influencers_module = {
     ngx_http_influencers_init_process,     /* init process */
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
-    NULL,                                  /* exit process */
+    ngx_http_influencers_exit_process,     /* exit process */
     ngx_http_influencers_exit_master,      /* exit master */
     NGX_MODULE_V1_PADDING
 };
@@ -912,6 +913,13 @@ ngx_http_influencers_init_process(ngx_cycle_t *cycle)
     ngx_http_influencers_ids_init_process();
 
     return NGX_OK;
+}
+
+
+static void
+ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_http_influencers_ids_exit_process();
 }
 
 

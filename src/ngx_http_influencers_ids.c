@@ -39,6 +39,21 @@ ngx_http_influencers_ids_init_process(void)
 }
 
 
+void
+ngx_http_influencers_ids_exit_process(void)
+{
+    if (ngx_http_influencers_md_ctx) {
+        EVP_MD_CTX_free(ngx_http_influencers_md_ctx);
+        ngx_http_influencers_md_ctx = NULL;
+    }
+
+    if (ngx_http_influencers_md) {
+        EVP_MD_free(ngx_http_influencers_md);
+        ngx_http_influencers_md = NULL;
+    }
+}
+
+
 static ngx_int_t
 ngx_http_influencers_refill(void)
 {

@@ -24,6 +24,7 @@
 
 
 void ngx_http_influencers_ids_init_process(void);
+void ngx_http_influencers_ids_exit_process(void);
 ngx_int_t ngx_http_influencers_random(u_char *buf, size_t n);
 ngx_int_t ngx_http_influencers_request_id(u_char *out);
 
