@@ -268,6 +268,11 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
         return NGX_OK;
     }
 
+    if (rc == NGX_AGAIN) {
+        /* not finished yet */
+        return rc;
+    }
+
     ctx->done = 1;
     known = 1;
     status = sr->headers_out.status;
