@@ -1,0 +1,1349 @@
+package InfTest;
+
+# A small test harness for the influencers module, in core Perl only.
+#
+#   my $t = InfTest->new;                  # temp dir, free loopback ports
+#   $t->write_directory;                   # the fixtures below, keys hashed
+#   $t->conf($t->default_conf(location => 'influencers_retry_after 7s;'));
+#   $t->start_backend;                     # t/lib/backend.pl on %%BACKEND_PORT%%
+#   $t->run;                               # nginx in the foreground (fork/exec)
+#   my $r = $t->create(body => '{}');      # POST /v1/projects/.../influencers
+#   $r->status, $r->header('x-request-id'), $r->json, $r->body
+#   $t->check_log_clean;                   # no [alert]/[emerg]/Sanitizer lines
+#
+# Or InfTest->setup(%default_conf_options) for the usual start.  Also:
+# http()/raw() (one connection, malformed bytes welcome), session() (one
+# keepalive connection), test_config() (nginx -t), reload(), stop(),
+# worker_pids(), set_backend()/backend_requests(), check_error(),
+# check_validation(), check_accepted() (assertion subtests).
+# Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
+# test is killed), and the temp dir removed.
+#
+# Environment: INFLUENCERS_MODULE (path to the .so), INFLUENCERS_ASAN=1 (run
+# nginx with the ASan runtime preloaded), INFLUENCERS_LEAVE=1 (keep the temp
+# dir), INFLUENCERS_NGINX (the binary, default /usr/sbin/nginx).
+
+use strict;
+use warnings;
+
+use Exporter 'import';
+use File::Temp ();
+use File::Path ();
+use File::Basename ();
+use File::Spec ();
+use IO::Socket::INET;
+use IO::Select;
+use JSON::PP ();
+use Digest::SHA ();
+use POSIX ();
+use Time::HiRes ();
+use Test::More ();
+use Scalar::Util ();
+
+our @EXPORT_OK = qw(
+    K_WRITE K_READ K_NOSCOPE K_MULTI K_WRITER K_GLOBEX K_UNKNOWN
+    P_FEMALE P_MALE P_NB P_ANY P_NONE P_GLOBEX P_UNKNOWN
+    ULID_RE REQID_RE INFID_RE
+    ulid_ms iso_ms json_decode json_encode module_path have_module
+    ENDPOINT_LOCATION ACCEPT_RE
+    check_error check_validation check_accepted without_request_id
+);
+our %EXPORT_TAGS = (all => \@EXPORT_OK);
+
+# ---------------------------------------------------------------------------
+# Fixtures: API keys in clear (the directory file only holds their digests),
+# and projects of two orgs.
+
+use constant {
+    K_WRITE   => 'sk_test_acme_write_4f9a0c7e1b',
+    K_READ    => 'sk_test_acme_read_88d1e0aa5c',
+    K_NOSCOPE => 'sk_test_acme_noscope_2b7c91',
+    K_MULTI   => 'sk_test_acme_multi_c0ffee11',
+    K_WRITER  => 'sk_test_acme_writer_5d5d5d',
+    K_GLOBEX  => 'sk_test_globex_write_9e8d7c',
+    K_UNKNOWN => 'sk_test_nobody_00000000000',
+
+    P_FEMALE  => '0b5e8f8a-6a2c-4c1e-9d3b-1f2e3d4c5b6a',
+    P_MALE    => '1c6f9a9b-7b3d-4d2f-8e4c-2a3b4c5d6e7f',
+    P_NB      => '2d7a0bac-8c4e-4e3a-9f5d-3b4c5d6e7f80',
+    P_ANY     => '3e8b1cbd-9d5f-4f4b-a06e-4c5d6e7f8091',
+    P_NONE    => '4f9c2dce-ae60-405c-b17f-5d6e7f8091a2',
+    P_GLOBEX  => '5a0d3edf-bf71-416d-8280-6e7f8091a2b3',
+    P_UNKNOWN => '6b1e4fe0-c082-427e-9391-7f8091a2b3c4',
+};
+
+use constant {
+    # Crockford base32 ULID: 10 time chars (first one <= 7), 16 random chars
+    ULID_RE  => qr/[0-7][0-9A-HJKMNP-TV-Z]{25}/,
+    REQID_RE => qr/req_[0-9a-f]{32}/,
+    INFID_RE => qr/inf_[0-9a-f]{32}/,
+    ENDPOINT_LOCATION => '~ ^/v1/projects/[^/]+/influencers$',
+};
+
+# the 202 body, byte for byte: $1 jobId, $2 influencerId
+use constant ACCEPT_RE => qr/^\{"jobId":"(job_[0-7][0-9A-HJKMNP-TV-Z]{25})","kind":"influencer_create","status":"running","influencerId":"(inf_[0-9a-f]{32})","locationUrl":"\/v1\/jobs\/\1"\}$/;
+
+sub default_keys {
+    return [
+        { key => K_WRITE,   org => 'org_acme',   scopes => ['influencers:write'],
+          label => 'acme prod' },
+        { key => K_READ,    org => 'org_acme',   scopes => ['influencers:read'] },
+        { key => K_NOSCOPE, org => 'org_acme',   scopes => [] },
+        { key => K_MULTI,   org => 'org_acme',
+          scopes => ['projects:read', 'influencers:write', 'jobs:read'] },
+        { key => K_WRITER,  org => 'org_acme',   scopes => ['influencers:writer'] },
+        { key => K_GLOBEX,  org => 'org_globex', scopes => ['influencers:write'] },
+    ];
+}
+
+sub default_projects {
+    return [
+        { id => P_FEMALE, org => 'org_acme', targetGender => 'female' },
+        { id => P_MALE,   org => 'org_acme', targetGender => 'male' },
+        { id => P_NB,     org => 'org_acme', targetGender => 'non_binary' },
+        { id => P_ANY,    org => 'org_acme', targetGender => 'any' },
+        { id => P_NONE,   org => 'org_acme' },
+        { id => P_GLOBEX, org => 'org_globex', targetGender => 'male' },
+    ];
+}
+
+# ---------------------------------------------------------------------------
+# Small helpers
+
+my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
+
+sub json_decode { my ($s) = @_; return eval { $JSON->decode($s) }; }
+sub json_encode { my ($v) = @_; return $JSON->encode($v); }
+
+sub module_path {
+    return $ENV{INFLUENCERS_MODULE}
+        || '/work/main/build/ngx_http_influencers_module.so';
+}
+
+sub have_module { return -f module_path(); }
+
+sub nginx_binary { return $ENV{INFLUENCERS_NGINX} || '/usr/sbin/nginx'; }
+
+# the 48-bit millisecond time of a ULID (with or without "job_")
+sub ulid_ms {
+    my ($u) = @_;
+    $u =~ s/^job_//;
+    my $alphabet = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
+    my $ms = 0;
+    for my $c (split //, substr($u, 0, 10)) {
+        my $v = index($alphabet, uc $c);
+        return undef if $v < 0;
+        $ms = $ms * 32 + $v;
+    }
+    return $ms;
+}
+
+# milliseconds since the epoch -> 2026-11-28T09:56:07.123Z
+sub iso_ms {
+    my ($ms) = @_;
+    my $s = int($ms / 1000);
+    my @t = gmtime($s);
+    return sprintf('%04d-%02d-%02dT%02d:%02d:%02d.%03dZ',
+        $t[5] + 1900, $t[4] + 1, $t[3], $t[2], $t[1], $t[0], $ms - $s * 1000);
+}
+
+my $ASAN_LIB;
+
+sub _asan_lib {
+    return $ASAN_LIB if defined $ASAN_LIB;
+    my $p = `gcc -print-file-name=libasan.so 2>/dev/null`;
+    chomp $p;
+    $ASAN_LIB = $p;
+    return $p;
+}
+
+my @INSTANCES;
+
+# a test killed by a signal (a closed pipe under `prove | head`, ^C) still
+# runs its END block, which stops nginx and the backends
+for my $sig (qw(INT TERM HUP PIPE)) {
+    $SIG{$sig} = sub { exit 1 } if !defined $SIG{$sig} || $SIG{$sig} eq ''
+                                    || $SIG{$sig} eq 'DEFAULT';
+}
+
+# ---------------------------------------------------------------------------
+# Construction and files
+
+sub new {
+    my ($class, %o) = @_;
+
+    my $dir = File::Temp::tempdir('inf-test-XXXXXXXXXX', TMPDIR => 1,
+                                  CLEANUP => 0);
+    # workers run as nobody when the tests run as root
+    chmod 0755, $dir;
+
+    my $self = bless {
+        dir        => $dir,
+        owner      => $$,
+        ports      => {},
+        used_ports => {},
+        backends   => {},
+        nginx_pid  => undef,
+        log_level  => $o{log_level} || 'debug',
+        module     => module_path(),
+        timeout    => $o{timeout} || 5,
+    }, $class;
+
+    push @INSTANCES, $self;
+    Scalar::Util::weaken($INSTANCES[-1]);
+
+    return $self;
+}
+
+# the usual start: directory file, default_conf(%conf), backend, nginx
+#   InfTest->setup(location => '...', log_level => 'info', control => {...})
+sub setup {
+    my ($class, %o) = @_;
+    my $t = $class->new(log_level => delete $o{log_level});
+    my $control = delete $o{control};
+    my $no_backend = delete $o{no_backend};
+    $t->write_directory;
+    $t->conf($t->default_conf(%o));
+    $t->start_backend(control => $control) unless $no_backend;
+    $t->run;
+    return $t;
+}
+
+sub dir { return $_[0]->{dir}; }
+
+sub path { my ($s, $name) = @_; return "$s->{dir}/$name"; }
+
+sub write_file {
+    my ($s, $name, $content) = @_;
+    my $path = $name =~ m{^/} ? $name : "$s->{dir}/$name";
+    my $tmp = "$path.tmp$$";
+    open my $fh, '>:raw', $tmp or die "cannot write $tmp: $!";
+    print {$fh} $content;
+    close $fh or die "cannot close $tmp: $!";
+    rename $tmp, $path or die "cannot rename $tmp: $!";
+    chmod 0644, $path;
+    return $path;
+}
+
+sub read_file {
+    my ($s, $name) = @_;
+    my $path = $name =~ m{^/} ? $name : "$s->{dir}/$name";
+    open my $fh, '<:raw', $path or return undef;
+    local $/;
+    my $c = <$fh>;
+    close $fh;
+    return $c;
+}
+
+sub sha256_hex { return Digest::SHA::sha256_hex($_[-1]); }
+
+# write_directory(keys => [{key => 'clear', org => .., scopes => [..]}],
+#                 projects => [...], file => 'directory.json')
+# Keys given in clear get their sha256; a key entry may carry 'sha256'
+# directly (used as is) and any extra fields (copied, for error tests).
+sub directory_json {
+    my ($s, %o) = @_;
+    my $keys = $o{keys} || default_keys();
+    my $projects = $o{projects} || default_projects();
+
+    my @k;
+    for my $e (@$keys) {
+        my %x = %$e;
+        if (exists $x{key}) {
+            $x{sha256} = Digest::SHA::sha256_hex(delete $x{key});
+        }
+        push @k, \%x;
+    }
+
+    # keep a readable, stable field order
+    my $enc = JSON::PP->new->utf8->canonical->pretty;
+    return $enc->encode({ keys => \@k, projects => $projects });
+}
+
+sub write_directory {
+    my ($s, %o) = @_;
+    my $file = delete $o{file} || 'directory.json';
+    return $s->write_file($file, $s->directory_json(%o));
+}
+
+# ---------------------------------------------------------------------------
+# Ports
+
+sub _free_port {
+    my ($s) = @_;
+    for (1 .. 50) {
+        my $sock = IO::Socket::INET->new(
+            LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+            Listen => 1, ReuseAddr => 1,
+        ) or die "cannot bind a loopback port: $!";
+        my $port = $sock->sockport;
+        close $sock;
+        next if $s->{used_ports}{$port}++;
+        return $port;
+    }
+    die "no free port found";
+}
+
+# port() is the main nginx port; port('backend'), port('auth'), port(1)...
+# (names are case-insensitive: %%PORT_OTHER%% is port('other'))
+sub port {
+    my ($s, $name) = @_;
+    $name = defined $name ? lc $name : 'main';
+    return $s->{ports}{$name} //= $s->_free_port;
+}
+
+# ---------------------------------------------------------------------------
+# Configuration
+
+sub http_globals {
+    my ($s) = @_;
+    my $d = $s->{dir};
+    return join "\n    ",
+        "access_log $d/access.log;",
+        "client_body_temp_path $d/client_body_temp;",
+        "proxy_temp_path $d/proxy_temp;",
+        "fastcgi_temp_path $d/fastcgi_temp;",
+        "uwsgi_temp_path $d/uwsgi_temp;",
+        "scgi_temp_path $d/scgi_temp;";
+}
+
+sub main_globals {
+    my ($s) = @_;
+    my $d = $s->{dir};
+    return join "\n",
+        "pid $d/nginx.pid;",
+        "error_log $d/error.log $s->{log_level};";
+}
+
+# The "Typical server" of the spec, with pieces that tests can override:
+#   zone        influencers_zone arguments         ('zone=jobs:1m')
+#   main        extra main-context directives
+#   http        extra http-level directives
+#   server      extra server-level directives
+#   location    extra directives in the endpoint location
+#   identity    the identity directive(s) of the endpoint location
+#   match       the endpoint location's match        (ENDPOINT_LOCATION)
+#   render      extra directives in the /_render location
+#   upstream    extra parameters of the upstream's server line
+#   read_timeout / connect_timeout  of /_render      ('3s' / '2s')
+#   error_page  statuses handed to the error location
+#   error_target a URI location (default '/_influencers/error'); a named
+#               one cannot serve a request whose request line was bad
+#   workers     worker_processes                    (2)
+#   load_module 0 to leave the module out
+sub default_conf {
+    my ($s, %o) = @_;
+
+    my $zone      = $o{zone} // 'zone=jobs:1m';
+    my $identity  = $o{identity}
+                    // 'influencers_directory %%TESTDIR%%/directory.json;';
+    my $match     = $o{match} // ENDPOINT_LOCATION;
+    my $errpage   = $o{error_page}
+                    // '400 404 405 413 414 494 500 502 503 504';
+    my $etarget   = $o{error_target} // '/_influencers/error';
+    my $eloc      = $etarget =~ /^@/ ? "location $etarget {\n            influencers_errors;\n        }"
+                  : "location = $etarget {\n            internal;\n            influencers_errors;\n        }";
+    my $workers   = $o{workers} // 2;
+    my $rt        = $o{read_timeout} // '3s';
+    my $ct        = $o{connect_timeout} // '2s';
+    my $up        = $o{upstream} // '';
+    my $main      = $o{main} // '';
+    my $http      = $o{http} // '';
+    my $server    = $o{server} // '';
+    my $location  = $o{location} // '';
+    my $render    = $o{render} // '';
+    my $load      = (!defined $o{load_module} || $o{load_module})
+                    ? 'load_module %%MODULE%%;' : '';
+
+    return <<"EOF";
+$load
+worker_processes $workers;
+master_process on;
+daemon off;
+%%MAIN_GLOBALS%%
+$main
+
+events {
+    worker_connections 256;
+}
+
+http {
+    %%HTTP_GLOBALS%%
+    $http
+
+    influencers_zone $zone;
+
+    upstream render {
+        server 127.0.0.1:%%BACKEND_PORT%% $up;
+        keepalive 8;
+    }
+
+    server {
+        listen 127.0.0.1:%%PORT%%;
+        server_name localhost;
+
+        error_page $errpage $etarget;
+
+        $eloc
+
+        location $match {
+            influencers zone=jobs;
+            influencers_backend /_render;
+            $identity
+            $location
+        }
+
+        location = /_render {
+            internal;
+            proxy_pass http://render/jobs;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_ignore_client_abort on;
+            proxy_connect_timeout $ct;
+            proxy_read_timeout $rt;
+            $render
+        }
+
+        $server
+    }
+}
+EOF
+}
+
+sub expand {
+    my ($s, $text) = @_;
+    $text =~ s/%%MODULE%%/$s->{module}/g;
+    $text =~ s/%%TESTDIR%%/$s->{dir}/g;
+    $text =~ s/%%HTTP_GLOBALS%%/$s->http_globals/ge;
+    $text =~ s/%%MAIN_GLOBALS%%/$s->main_globals/ge;
+    $text =~ s/%%PORT%%/$s->port('main')/ge;
+    $text =~ s/%%BACKEND_PORT%%/$s->port('backend')/ge;
+    $text =~ s/%%([A-Z]+)_PORT%%/$s->port(lc $1)/ge;
+    $text =~ s/%%PORT_(\w+)%%/$s->port($1)/ge;
+    return $text;
+}
+
+# conf($template): expands and writes nginx.conf; no argument: default_conf()
+sub conf {
+    my ($s, $template) = @_;
+    $template = $s->default_conf unless defined $template;
+    my $text = $s->expand($template);
+    $s->write_file('nginx.conf', $text);
+    $s->{conf_text} = $text;
+    ($s->{workers}) = $text =~ /^\s*worker_processes\s+(\d+)\s*;/m;
+    $s->{workers} ||= 1;
+    return $text;
+}
+
+sub _nginx_env {
+    my ($s) = @_;
+    if ($ENV{INFLUENCERS_ASAN}) {
+        $ENV{LD_PRELOAD} = _asan_lib();
+        $ENV{ASAN_OPTIONS} = 'detect_leaks=0';
+    }
+}
+
+# runs nginx -t on the current nginx.conf: (exit code, stderr text)
+sub test_config {
+    my ($s) = @_;
+    my $out = "$s->{dir}/test_config.stderr";
+    unlink $out;
+    my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
+               '-t');
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDOUT, '>>', $out;
+        open STDERR, '>>', $out;
+        $s->_nginx_env;
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+    my $rc = _wait_pid($pid, 10);
+    if (!defined $rc) {
+        kill 'KILL', $pid;
+        waitpid $pid, 0;
+        $rc = -1;
+    }
+    return ($rc, $s->read_file($out) // '');
+}
+
+sub _wait_pid {
+    my ($pid, $timeout) = @_;
+    my $end = Time::HiRes::time() + $timeout;
+    while (Time::HiRes::time() < $end) {
+        my $r = waitpid($pid, POSIX::WNOHANG());
+        if ($r == $pid) {
+            return $? & 127 ? 128 + ($? & 127) : $? >> 8;
+        }
+        return -2 if $r < 0;
+        Time::HiRes::sleep(0.02);
+    }
+    return undef;
+}
+
+sub _port_open {
+    my ($port) = @_;
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => 1);
+    return 0 unless $c;
+    close $c;
+    return 1;
+}
+
+# ---------------------------------------------------------------------------
+# nginx processes
+
+sub run {
+    my ($s, %o) = @_;
+
+    die "nginx already running" if $s->{nginx_pid};
+    $s->conf unless -f "$s->{dir}/nginx.conf";
+
+    my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
+               '-e', "$s->{dir}/error.log");
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$s->{dir}/stderr.log";
+        open STDERR, '>>', "$s->{dir}/stderr.log";
+        $s->_nginx_env;
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+    $s->{nginx_pid} = $pid;
+    $s->_watchdog;
+
+    my $port = $o{port} // $s->{ports}{main};
+    my $end = Time::HiRes::time() + ($o{timeout} || 5);
+    my $ok = 0;
+    while (Time::HiRes::time() < $end) {
+        my $r = waitpid($pid, POSIX::WNOHANG());
+        if ($r == $pid) {
+            $s->{nginx_pid} = undef;
+            last;
+        }
+        my @w = $s->worker_pids;
+        if ((!defined $port || _port_open($port)) && @w >= $s->{workers})
+        {
+            $ok = 1;
+            last;
+        }
+        Time::HiRes::sleep(0.05);
+    }
+
+    unless ($ok) {
+        $s->stop;
+        my @log = grep { !/\[debug\]/ }
+                  split /\n/, ($s->read_file('stderr.log') // '')
+                               . ($s->read_file('error.log') // '');
+        splice @log, 0, @log - 30 if @log > 30;
+        die "nginx did not start:\n" . join("\n", @log) . "\n";
+    }
+    return $s;
+}
+
+# a small process that stops nginx and the backends (by pid) if this test
+# process dies without running its END block (SIGKILL)
+sub _watchdog {
+    my ($s) = @_;
+    $s->_stop_watchdog;
+    my $owner = $$;
+    my @pids = ($s->{nginx_pid}, map { $_->{pid} } values %{ $s->{backends} });
+    my $pid = fork;
+    return unless defined $pid;
+    if ($pid == 0) {
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE);
+        open STDIN, '<', '/dev/null';
+        while (1) {
+            Time::HiRes::sleep(0.5);
+            last if getppid() != $owner;
+            last unless kill 0, $pids[0];
+        }
+        if (getppid() != $owner) {
+            kill 'QUIT', $pids[0];
+            kill 'TERM', @pids[1 .. $#pids] if @pids > 1;
+            my $end = Time::HiRes::time() + 3;
+            Time::HiRes::sleep(0.1)
+                while Time::HiRes::time() < $end && grep { kill 0, $_ } @pids;
+            kill 'KILL', grep { kill 0, $_ } @pids;
+            Time::HiRes::sleep(0.2);
+            File::Path::remove_tree($s->{dir}) unless $ENV{INFLUENCERS_LEAVE};
+        }
+        POSIX::_exit(0);
+    }
+    $s->{watchdog} = $pid;
+}
+
+sub _stop_watchdog {
+    my ($s) = @_;
+    my $pid = delete $s->{watchdog} or return;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+sub nginx_pid { return $_[0]->{nginx_pid}; }
+
+sub nginx_alive {
+    my ($s) = @_;
+    my $pid = $s->{nginx_pid} or return 0;
+    return waitpid($pid, POSIX::WNOHANG()) == 0 ? 1 : 0;
+}
+
+sub _children {
+    my ($ppid) = @_;
+    my @kids;
+    opendir my $dh, '/proc' or return ();
+    for my $p (grep { /^\d+$/ } readdir $dh) {
+        open my $fh, '<', "/proc/$p/stat" or next;
+        my $stat = <$fh>;
+        close $fh;
+        next unless defined $stat && $stat =~ /^\d+ \(.*\) \S (\d+) /s;
+        next unless $1 == $ppid;
+        my $cmd = '';
+        if (open my $ch, '<', "/proc/$p/cmdline") {
+            local $/;
+            $cmd = <$ch> // '';
+            close $ch;
+        }
+        $cmd =~ s/\0+$//;
+        $cmd =~ s/\0/ /g;
+        push @kids, [$p, $cmd];
+    }
+    closedir $dh;
+    return @kids;
+}
+
+# pids of the running (not shutting down) worker processes
+sub worker_pids {
+    my ($s) = @_;
+    my $m = $s->{nginx_pid} or return ();
+    my @w = sort { $a <=> $b }
+            map { $_->[0] }
+            grep { $_->[1] =~ /worker process$/ } _children($m);
+    return @w;
+}
+
+# HUP, then wait until a new generation of workers is up: 1 on success,
+# 0 when nginx refused the new configuration (an [emerg] appeared instead)
+sub reload {
+    my ($s, %o) = @_;
+    my $m = $s->{nginx_pid} or die "nginx not running";
+    $s->conf($o{conf}) if defined $o{conf};
+
+    my %old = map { $_ => 1 } $s->worker_pids;
+    my $off = -s "$s->{dir}/error.log" || 0;
+
+    kill 'HUP', $m;
+
+    my $end = Time::HiRes::time() + ($o{timeout} || 5);
+    while (Time::HiRes::time() < $end) {
+        my @new = grep { !$old{$_} } $s->worker_pids;
+        if (@new >= $s->{workers}) {
+            # let the old generation go (bounded: idle ones exit at once)
+            my $end2 = Time::HiRes::time() + 3;
+            while (Time::HiRes::time() < $end2) {
+                my %alive = map { $_->[0] => 1 } _children($m);
+                last unless grep { $alive{$_} } keys %old;
+                Time::HiRes::sleep(0.05);
+            }
+            return 1;
+        }
+        my $log = $s->read_file('error.log') // '';
+        if (length($log) > $off && substr($log, $off) =~ /\[emerg\]/) {
+            return 0;
+        }
+        Time::HiRes::sleep(0.05);
+    }
+    return 0;
+}
+
+sub stop {
+    my ($s) = @_;
+    if (my $pid = $s->{nginx_pid}) {
+        kill 'QUIT', $pid;
+        my $rc = _wait_pid($pid, 5);
+        if (!defined $rc) {
+            kill 'TERM', $pid;
+            $rc = _wait_pid($pid, 3);
+        }
+        if (!defined $rc) {
+            kill 'KILL', $pid;
+            waitpid $pid, 0;
+        }
+        $s->{nginx_pid} = undef;
+    }
+    $s->_stop_watchdog;
+    return $s;
+}
+
+# ---------------------------------------------------------------------------
+# Backends (t/lib/backend.pl)
+
+sub backend_script {
+    my $here = File::Basename::dirname(File::Spec->rel2abs(__FILE__));
+    return "$here/backend.pl";
+}
+
+# start_backend(name => 'backend', control => {...}): uses port(name)
+sub start_backend {
+    my ($s, %o) = @_;
+    my $name = $o{name} || 'backend';
+    die "backend $name already running" if $s->{backends}{$name};
+
+    my $port = $s->port($name);
+    my $record = "$s->{dir}/$name.requests.jsonl";
+    my $control = "$s->{dir}/$name.control.json";
+    $s->write_file($control, json_encode($o{control} || {}));
+    unless (-f $record) {
+        $s->write_file($record, '');
+    }
+
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$s->{dir}/$name.log";
+        open STDERR, '>>', "$s->{dir}/$name.log";
+        my @cmd = ($^X, backend_script(), '--port', $port,
+                   '--record', $record, '--control', $control,
+                   '--exit-with-parent');
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+
+    $s->{backends}{$name} = { pid => $pid, port => $port, record => $record,
+                              control => $control };
+
+    my $end = Time::HiRes::time() + 5;
+    while (Time::HiRes::time() < $end) {
+        return $s if _port_open($port);
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            delete $s->{backends}{$name};
+            die "backend $name exited: " . ($s->read_file("$name.log") // '');
+        }
+        Time::HiRes::sleep(0.05);
+    }
+    $s->stop_backend($name);
+    die "backend $name did not start";
+}
+
+sub stop_backend {
+    my ($s, $name) = @_;
+    $name ||= 'backend';
+    my $b = delete $s->{backends}{$name} or return;
+    kill 'TERM', $b->{pid};
+    my $rc = _wait_pid($b->{pid}, 3);
+    if (!defined $rc) {
+        kill 'KILL', $b->{pid};
+        waitpid $b->{pid}, 0;
+    }
+    # leave the record/control files for the next start of that name
+    $s->{stopped_backends}{$name} = $b;
+    return;
+}
+
+sub _backend_files {
+    my ($s, $name) = @_;
+    $name ||= 'backend';
+    my $b = $s->{backends}{$name} || $s->{stopped_backends}{$name};
+    return $b if $b;
+    return { record => "$s->{dir}/$name.requests.jsonl",
+             control => "$s->{dir}/$name.control.json" };
+}
+
+# set_backend(status => 500, delay => 2, body => '...', headers => {...},
+#             close => 1, drop => 1, rules => [...], name => 'backend')
+sub set_backend {
+    my ($s, %c) = @_;
+    my $name = delete $c{name};
+    my $b = $s->_backend_files($name);
+    $s->write_file($b->{control}, json_encode(\%c));
+    return;
+}
+
+# the requests a backend received, oldest first; each one a hash with
+# method, uri, version, headers ([name, value] pairs), body (bytes), time,
+# and h: lowercased name -> [values]
+sub backend_requests {
+    my ($s, $name) = @_;
+    my $b = $s->_backend_files($name);
+    my $text = $s->read_file($b->{record}) // '';
+    my @r;
+    for my $line (split /\n/, $text) {
+        next unless length $line;
+        my $rec = json_decode($line) or next;
+        my %h;
+        push @{ $h{lc $_->[0]} }, $_->[1] for @{ $rec->{headers} };
+        $rec->{h} = \%h;
+        push @r, $rec;
+    }
+    return @r;
+}
+
+# waits (bounded) until the backend has recorded at least $n requests
+sub wait_backend_requests {
+    my ($s, $n, %o) = @_;
+    my $end = Time::HiRes::time() + ($o{timeout} || 5);
+    my @r;
+    while (1) {
+        @r = $s->backend_requests($o{name});
+        last if @r >= $n || Time::HiRes::time() >= $end;
+        Time::HiRes::sleep(0.05);
+    }
+    return @r;
+}
+
+# ---------------------------------------------------------------------------
+# HTTP client on raw sockets
+
+# request($method, $path, $headers, $body, %opts): the bytes of a request
+#   $headers: arrayref of name => value pairs (order and duplicates kept)
+#             or a hashref; a Host header is added unless given (or
+#             no_host => 1), and Connection: close unless given (or
+#             keepalive => 1).
+#   $body:    bytes; Content-Length is added unless given, unless
+#             no_content_length => 1 or chunked => 1
+#   chunked => 1 | [chunk sizes]: sends the body with chunked encoding
+#   pause => seconds: returns [head, first half of the body, second half]
+#             so that raw() sends them apart (the body arrives late)
+sub request {
+    my ($s, $method, $path, $headers, $body, %o) = @_;
+
+    my @h;
+    if (ref $headers eq 'HASH') {
+        @h = map { ($_ => $headers->{$_}) } sort keys %$headers;
+    } elsif (ref $headers eq 'ARRAY') {
+        @h = @$headers;
+    }
+
+    my %has;
+    for (my $i = 0; $i < @h; $i += 2) {
+        $has{lc $h[$i]} = 1;
+    }
+
+    my $req = "$method $path HTTP/1.1\r\n";
+    $req .= "Host: localhost\r\n" unless $has{host} || $o{no_host};
+    $req .= "Connection: close\r\n" unless $has{connection} || $o{keepalive};
+    for (my $i = 0; $i < @h; $i += 2) {
+        $req .= "$h[$i]: $h[$i + 1]\r\n";
+    }
+
+    my $payload = '';
+    if ($o{chunked}) {
+        $req .= "Transfer-Encoding: chunked\r\n" unless $has{'transfer-encoding'};
+        my $b = $body // '';
+        my @sizes = ref $o{chunked} ? @{ $o{chunked} } : ();
+        while (length $b) {
+            my $n = @sizes ? shift @sizes : 1000;
+            my $chunk = substr($b, 0, $n, '');
+            $payload .= sprintf("%x\r\n%s\r\n", length $chunk, $chunk);
+        }
+        $payload .= "0\r\n\r\n";
+    } elsif (defined $body) {
+        $req .= 'Content-Length: ' . length($body) . "\r\n"
+            unless $has{'content-length'} || $o{no_content_length};
+        $payload = $body;
+    }
+    $req .= "\r\n";
+
+    if ($o{pause}) {
+        my $half = int(length($payload) / 2);
+        return [ $req, substr($payload, 0, $half), substr($payload, $half) ];
+    }
+    return $req . $payload;
+}
+
+# http($method, $path, $headers, $body, %opts): request() sent by raw()
+sub http {
+    my ($s, $method, $path, $headers, $body, %o) = @_;
+    my $req = $s->request($method, $path, $headers, $body, %o);
+    return $s->raw($req, %o, head => ($method eq 'HEAD'));
+}
+
+sub _connect {
+    my ($s, %o) = @_;
+    my $port = $o{port} // $s->port('main');
+    my $timeout = $o{timeout} // $s->{timeout};
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                     Proto => 'tcp', Timeout => $timeout)
+        or return undef;
+    binmode $sock;
+    $sock->blocking(0);
+    return $sock;
+}
+
+# writes bytes (or pieces, pause seconds apart) until done, an early answer
+# or the deadline
+sub _send {
+    my ($sock, $bytes, $end, $pause) = @_;
+    my @pieces = ref $bytes ? @$bytes : ($bytes);
+    my $sel = IO::Select->new($sock);
+    for my $k (0 .. $#pieces) {
+        my $piece = $pieces[$k];
+        if ($k > 0) {
+            Time::HiRes::sleep($pause // 0.2);
+        }
+        my $off = 0;
+        while ($off < length $piece) {
+            my $left = $end - Time::HiRes::time();
+            return if $left <= 0;
+            my ($r, $w) = IO::Select->select($sel, $sel, undef, $left);
+            return if $r && @$r;   # an early answer: read it
+            next unless $w && @$w;
+            my $n = syswrite($sock, $piece, 65536, $off);
+            if (!defined $n) {
+                next if $!{EAGAIN} || $!{EINTR};
+                return;
+            }
+            $off += $n;
+        }
+    }
+}
+
+# reads one response into $$buf (bounded); 1 if it timed out
+sub _receive {
+    my ($sock, $buf, $end, $head) = @_;
+    my $sel = IO::Select->new($sock);
+    while (1) {
+        return 0 if _response_complete($$buf, $head);
+        my $left = $end - Time::HiRes::time();
+        return 1 if $left <= 0;
+        my @r = $sel->can_read($left);
+        next unless @r;
+        my $n = sysread($sock, $$buf, 65536, length $$buf);
+        if (!defined $n) {
+            next if $!{EAGAIN} || $!{EINTR};
+            return 0;
+        }
+        return 0 if $n == 0;
+    }
+}
+
+# raw($bytes or [pieces], %opts): sends, reads one response (bounded),
+# parses it.  Options: timeout (5), port, head (HEAD: no body), pause
+# (seconds between pieces), close_after (seconds: send, wait, close, and
+# return undef).
+sub raw {
+    my ($s, $bytes, %o) = @_;
+    my $timeout = $o{timeout} // $s->{timeout};
+
+    local $SIG{PIPE} = 'IGNORE';
+
+    my $sock = $s->_connect(%o)
+        or return InfTest::Response->failed("connect: $!");
+    my $end = Time::HiRes::time() + $timeout;
+
+    _send($sock, $bytes, $end, $o{pause});
+
+    if (defined $o{close_after}) {
+        Time::HiRes::sleep($o{close_after});
+        close $sock;
+        return undef;
+    }
+
+    my $buf = '';
+    my $timed_out = _receive($sock, \$buf, $end, $o{head});
+    close $sock;
+
+    my $resp = InfTest::Response->parse($buf, $o{head});
+    $resp->{timed_out} = $timed_out;
+    return $resp;
+}
+
+# session(@requests): several requests, one after the other, on one
+# keepalive connection; each request is [$method, $path, $headers, $body,
+# %opts] (sent with keepalive => 1) or raw bytes.  Returns the responses;
+# stops at the first that closes the connection or does not come.
+sub session {
+    my ($s, @reqs) = @_;
+    my %o = ref $reqs[-1] eq 'HASH' ? %{ pop @reqs } : ();
+    my $timeout = $o{timeout} // $s->{timeout};
+
+    local $SIG{PIPE} = 'IGNORE';
+
+    my $sock = $s->_connect(%o)
+        or return (InfTest::Response->failed("connect: $!"));
+    my @out;
+    for my $q (@reqs) {
+        my ($bytes, $head);
+        if (ref $q eq 'ARRAY') {
+            my ($m, $p, $h, $b, %ro) = @$q;
+            $bytes = $s->request($m, $p, $h, $b, keepalive => 1, %ro);
+            $head = $m eq 'HEAD';
+        } else {
+            $bytes = $q;
+        }
+        my $end = Time::HiRes::time() + $timeout;
+        _send($sock, $bytes, $end, $o{pause});
+        my $buf = '';
+        my $timed_out = _receive($sock, \$buf, $end, $head);
+        my $resp = InfTest::Response->parse($buf, $head);
+        $resp->{timed_out} = $timed_out;
+        push @out, $resp;
+        last if $timed_out || !$resp->status
+             || ($resp->header('connection') // '') =~ /close/i;
+    }
+    close $sock;
+    return @out;
+}
+
+# has the buffer one whole response (skipping 1xx)?
+sub _response_complete {
+    my ($buf, $head) = @_;
+    while (1) {
+        my $i = index($buf, "\r\n\r\n");
+        return 0 if $i < 0;
+        my $hdr = substr($buf, 0, $i);
+        my $rest = substr($buf, $i + 4);
+        my ($status) = $hdr =~ m{^HTTP/\d\.\d (\d{3})};
+        return 0 unless defined $status;
+        if ($status =~ /^1/) {
+            $buf = $rest;
+            next;
+        }
+        return 1 if $head || $status == 204 || $status == 304;
+        if ($hdr =~ /^transfer-encoding:\s*chunked/im) {
+            return defined _dechunk($rest) ? 1 : 0;
+        }
+        if ($hdr =~ /^content-length:\s*(\d+)/im) {
+            return length($rest) >= $1 ? 1 : 0;
+        }
+        return 0;   # until EOF
+    }
+}
+
+sub _dechunk {
+    my ($data) = @_;
+    my $out = '';
+    while (1) {
+        return undef unless $data =~ s/^([0-9a-fA-F]+)[^\r\n]*\r\n//;
+        my $n = hex $1;
+        if ($n == 0) {
+            # trailers until an empty line
+            return $data =~ /^(?:[^\r\n]+\r\n)*\r\n/ ? $out : undef;
+        }
+        return undef if length($data) < $n + 2;
+        $out .= substr($data, 0, $n);
+        substr($data, 0, $n + 2) = '';
+    }
+}
+
+# POST /v1/projects/{project}/influencers with sensible defaults:
+#   project (P_FEMALE), key (K_WRITE; undef: no Authorization),
+#   auth (the raw Authorization value), body ('{}'; undef: none),
+#   ctype ('application/json' when there is a body; undef: none),
+#   headers (more pairs), method ('POST'), path (overrides project)
+#   and any option of http()
+sub create {
+    my ($s, %o) = @_;
+    return $s->http($s->create_args(%o));
+}
+
+# the arguments of http() that create() would use: for session()
+sub create_args {
+    my ($s, %o) = @_;
+    my $project = exists $o{project} ? delete $o{project} : P_FEMALE;
+    my $path = delete $o{path} // "/v1/projects/$project/influencers";
+    my $method = delete $o{method} // 'POST';
+    my $body = exists $o{body} ? delete $o{body} : '{}';
+
+    my @h;
+    if (exists $o{auth}) {
+        my $a = delete $o{auth};
+        push @h, Authorization => $a if defined $a;
+        delete $o{key};
+    } else {
+        my $key = exists $o{key} ? delete $o{key} : K_WRITE;
+        push @h, Authorization => "Bearer $key" if defined $key;
+    }
+    my $ctype = exists $o{ctype} ? delete $o{ctype}
+              : (defined $body && length $body ? 'application/json' : undef);
+    push @h, 'Content-Type' => $ctype if defined $ctype;
+    push @h, @{ delete $o{headers} } if $o{headers};
+
+    return ($method, $path, \@h, $body, %o);
+}
+
+# ---------------------------------------------------------------------------
+# Assertions on answers (each one a subtest named after the behaviour)
+
+# check_error($r, $status, $code, $message or undef, $name, %o)
+#   the status, Content-Type: application/json, X-Request-Id: req_<32 hex>,
+#   {"error":{"code","message","requestId"[,"details"]}} with requestId equal
+#   to the header; details absent unless o{details} (then is_deeply), and
+#   o{allow_details} to leave it unchecked.
+sub check_error {
+    my ($r, $status, $code, $message, $name, %o) = @_;
+    my $ok;
+    Test::More::subtest($name => sub {
+        Test::More::is($r->status, $status, "status $status")
+            or Test::More::diag($r->summary);
+        Test::More::like($r->header('content-type') // '',
+            qr{^application/json(?:\s*;|$)}i, 'Content-Type application/json');
+        my $rid = $r->header('x-request-id') // '';
+        Test::More::like($rid, qr/^${\REQID_RE}$/, 'X-Request-Id req_<32 hex>');
+        Test::More::is(scalar(my @x = $r->headers('x-request-id')), 1,
+            'one X-Request-Id');
+        my $j = $r->json;
+        Test::More::ok(ref $j eq 'HASH' && ref $j->{error} eq 'HASH',
+            'body is {"error":{...}}') or Test::More::diag($r->summary);
+        $j = { error => {} } unless ref $j eq 'HASH' && ref $j->{error} eq 'HASH';
+        my $e = $j->{error};
+        Test::More::is(join(',', sort keys %$j), 'error', 'only "error" at the top');
+        Test::More::is($e->{code}, $code, "code $code");
+        if (defined $message) {
+            Test::More::is($e->{message}, $message, "message '$message'");
+        } else {
+            Test::More::ok(defined $e->{message} && !ref $e->{message}
+                && length $e->{message}, 'a message string');
+        }
+        Test::More::is($e->{requestId}, $rid, 'requestId equals X-Request-Id');
+        if ($o{details}) {
+            Test::More::is_deeply($e->{details}, $o{details}, 'details')
+                or Test::More::diag($r->body);
+        } elsif (!$o{allow_details}) {
+            Test::More::ok(!exists $e->{details}, 'no details')
+                or Test::More::diag($r->body);
+        }
+        my @extra = grep { !/^(?:code|message|requestId|details)$/ } keys %$e;
+        Test::More::is("@extra", '', 'no other keys in "error"');
+        Test::More::like($r->body,
+            qr/^\{"error":\{"code":"[^"]*","message":"(?:[^"\\]|\\.)*","requestId":"req_[0-9a-f]{32}"(?:,"details":.*)?\}\}$/s,
+            'error keys in the order code, message, requestId, details');
+        $ok = $r->status == $status && ($e->{code} // '') eq $code;
+    });
+    return $ok;
+}
+
+# check_validation($r, $message, {formErrors => [...], fieldErrors => {...}}, $name)
+sub check_validation {
+    my ($r, $message, $details, $name, %o) = @_;
+    $details = { formErrors => [], fieldErrors => {}, %$details };
+    return check_error($r, 422, 'VALIDATION', $message, $name,
+                       details => $details, %o);
+}
+
+# check_accepted($r, $name, retry_after => 5): the 202 envelope, byte-exact;
+# returns the decoded body (or undef)
+sub check_accepted {
+    my ($r, $name, %o) = @_;
+    my $ra = exists $o{retry_after} ? $o{retry_after} : 5;
+    my $j;
+    Test::More::subtest($name => sub {
+        Test::More::is($r->status, 202, 'status 202') or Test::More::diag($r->summary);
+        Test::More::like($r->header('content-type') // '',
+            qr{^application/json(?:\s*;|$)}i, 'Content-Type application/json');
+        Test::More::like($r->header('x-request-id') // '', qr/^${\REQID_RE}$/,
+            'X-Request-Id req_<32 hex>');
+        Test::More::like($r->body, ACCEPT_RE, 'body is the job envelope, byte-exact')
+            or Test::More::diag($r->body);
+        $j = $r->json;
+        my $job = ref $j eq 'HASH' ? $j->{jobId} // '' : '';
+        Test::More::is($r->header('location'), "/v1/jobs/$job",
+            'Location is the locationUrl');
+        Test::More::is(scalar(my @l = $r->headers('location')), 1, 'one Location');
+        Test::More::is($r->header('retry-after'), $ra, "Retry-After: $ra")
+            if defined $ra;
+    });
+    return ref $j eq 'HASH' && $r->status == 202 ? $j : undef;
+}
+
+# the body of an error with its requestId blanked (to compare two answers)
+sub without_request_id {
+    my ($body) = @_;
+    (my $b = $body // '') =~ s/"requestId":"req_[0-9a-f]{32}"/"requestId":"req_"/g;
+    return $b;
+}
+
+# ---------------------------------------------------------------------------
+# Logs
+
+sub error_log { my ($s) = @_; return $s->read_file('error.log') // ''; }
+
+# stops nginx (so that the logs are complete) and checks error.log and
+# nginx's stderr: no [alert], no [emerg] (unless allow_emerg => 1), no
+# Sanitizer reports.  Three Test::More assertions.
+sub check_log_clean {
+    my ($s, %o) = @_;
+    $s->stop unless $o{keep_running};
+    my $log = $s->error_log . ($s->read_file('stderr.log') // '');
+
+    my @alert = grep { /\[alert\]/ } split /\n/, $log;
+    my @emerg = grep { /\[emerg\]/ } split /\n/, $log;
+    my @asan  = grep { /Sanitizer|==\d+==ERROR/ } split /\n/, $log;
+
+    Test::More::is(scalar @alert, 0, 'error.log has no [alert] lines')
+        or Test::More::diag(join "\n", @alert[0 .. ($#alert < 9 ? $#alert : 9)]);
+    if ($o{allow_emerg}) {
+        Test::More::pass('error.log [emerg] lines expected by this test');
+    } else {
+        Test::More::is(scalar @emerg, 0, 'error.log has no [emerg] lines')
+            or Test::More::diag(join "\n", @emerg);
+    }
+    Test::More::is(scalar @asan, 0, 'no Sanitizer reports')
+        or Test::More::diag(join "\n", @asan[0 .. ($#asan < 19 ? $#asan : 19)]);
+}
+
+# ---------------------------------------------------------------------------
+# Shared memory (for "an API key never appears in the zone")
+
+# the contents of the shared anonymous mappings of a process (as root)
+sub shared_memory_of {
+    my ($s, $pid) = @_;
+    no warnings 'portable';
+    open my $maps, '<', "/proc/$pid/maps" or return undef;
+    my @ranges;
+    while (my $l = <$maps>) {
+        next unless $l =~ /^([0-9a-f]+)-([0-9a-f]+) r..s \S+ \S+ \d+\s*(.*)$/;
+        push @ranges, [hex $1, hex $2];
+    }
+    close $maps;
+    open my $mem, '<:raw', "/proc/$pid/mem" or return undef;
+    my $all = '';
+    for my $r (@ranges) {
+        my $len = $r->[1] - $r->[0];
+        next if $len > 64 * 1024 * 1024;
+        sysseek($mem, $r->[0], 0) or next;
+        my $buf = '';
+        my $got = 0;
+        while ($got < $len) {
+            my $n = sysread($mem, $buf, $len - $got, $got);
+            last unless $n;
+            $got += $n;
+        }
+        $all .= $buf;
+    }
+    close $mem;
+    return $all;
+}
+
+# ---------------------------------------------------------------------------
+# Cleanup
+
+sub cleanup {
+    my ($s) = @_;
+    return unless $s->{owner} == $$;
+    return if $s->{cleaned}++;
+    local $SIG{PIPE} = 'IGNORE';
+    $s->stop;
+    $s->stop_backend($_) for keys %{ $s->{backends} };
+    if ($ENV{INFLUENCERS_LEAVE}) {
+        Test::More::diag("INFLUENCERS_LEAVE: test dir kept at $s->{dir}");
+    } else {
+        File::Path::remove_tree($s->{dir});
+    }
+}
+
+sub DESTROY {
+    my ($s) = @_;
+    local ($?, $!, $@);
+    $s->cleanup;
+}
+
+END {
+    local ($?, $!, $@);
+    for my $s (@INSTANCES) {
+        $s->cleanup if $s;
+    }
+}
+
+# ---------------------------------------------------------------------------
+
+package InfTest::Response;
+
+sub failed {
+    my ($class, $why) = @_;
+    return bless { status => 0, error => $why, headers => {}, lines => [],
+                   body => '', raw => '' }, $class;
+}
+
+sub parse {
+    my ($class, $buf, $head) = @_;
+    my $self = bless { raw => $buf, status => 0, headers => {}, lines => [],
+                       body => '' }, $class;
+
+    # skip interim responses
+    while ($buf =~ m{^HTTP/\d\.\d 1\d\d}) {
+        my $i = index($buf, "\r\n\r\n");
+        last if $i < 0;
+        substr($buf, 0, $i + 4) = '';
+    }
+
+    my $i = index($buf, "\r\n\r\n");
+    if ($i < 0) {
+        $self->{error} = 'incomplete response';
+        return $self;
+    }
+    my $hdr = substr($buf, 0, $i);
+    my $rest = substr($buf, $i + 4);
+    my ($status_line, @lines) = split /\r\n/, $hdr;
+
+    if ($status_line =~ m{^HTTP/(\d\.\d) (\d{3})(?: (.*))?$}) {
+        $self->{version} = $1;
+        $self->{status} = $2 + 0;
+        $self->{reason} = $3 // '';
+    }
+    for my $l (@lines) {
+        next unless $l =~ /^([^:]+):[ \t]*(.*?)[ \t]*$/;
+        push @{ $self->{lines} }, [$1, $2];
+        push @{ $self->{headers}{lc $1} }, $2;
+    }
+
+    if ($head || $self->{status} == 204 || $self->{status} == 304) {
+        $self->{body} = '';
+    } elsif (($self->header('transfer-encoding') // '') =~ /chunked/i) {
+        $self->{body} = InfTest::_dechunk($rest) // $rest;
+    } elsif (defined(my $cl = $self->header('content-length'))) {
+        $self->{body} = substr($rest, 0, $cl);
+    } else {
+        $self->{body} = $rest;
+    }
+    return $self;
+}
+
+sub status { return $_[0]->{status}; }
+sub body   { return $_[0]->{body}; }
+sub raw    { return $_[0]->{raw}; }
+sub error  { return $_[0]->{error}; }
+sub timed_out { return $_[0]->{timed_out}; }
+
+# first value of a header (case-insensitive name)
+sub header {
+    my ($self, $name) = @_;
+    my $v = $self->{headers}{lc $name};
+    return $v ? $v->[0] : undef;
+}
+
+# all values of a header
+sub headers {
+    my ($self, $name) = @_;
+    return @{ $self->{headers}{lc $name} || [] };
+}
+
+sub header_names {
+    my ($self) = @_;
+    return map { $_->[0] } @{ $self->{lines} };
+}
+
+# the body decoded as JSON (undef if it is not JSON)
+sub json {
+    my ($self) = @_;
+    return $self->{json} if exists $self->{json};
+    $self->{json} = InfTest::json_decode($self->{body});
+    return $self->{json};
+}
+
+# a one-line description for diagnostics
+sub summary {
+    my ($self) = @_;
+    my $b = $self->{body} // '';
+    $b = substr($b, 0, 400) . '...' if length $b > 400;
+    return "status $self->{status}"
+        . ($self->{error} ? " ($self->{error})" : '')
+        . ($self->{timed_out} ? ' (timed out)' : '') . ": $b";
+}
+
+1;
