@@ -12,9 +12,9 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-# the spec's typical server hands errors to a named location
-# (@influencers_error); a second server hands them to an internal URI
-# location.  Both must answer JSON.
+# the default server hands errors to the documented internal URI location
+# (/_influencers/error); a second server does the same with another URI
+# and its own limits.  Both must answer JSON.
 my $t = InfTest->setup(server => <<'EOF', http => <<'EOF2');
         large_client_header_buffers 4 1k;
         client_max_body_size 8k;
