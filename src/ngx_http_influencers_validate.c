@@ -76,6 +76,7 @@ static size_t ngx_http_influencers_skip_value(const u_char *p, size_t i,
     size_t len);
 static int ngx_http_influencers_check_duplicates(
     ngx_http_influencers_body_t *b, const u_char *p, size_t len);
+static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
 
 
 int
@@ -114,6 +115,17 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     }
 
     b->root = root;
+
+    /*
+     * jansson allows 2048 levels; a valid body has one.  Deeper than a
+     * few levels is no partner's request, and is said so.
+     */
+
+    if (ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
+        && ngx_http_influencers_add_error(b, NULL, "Nesting too deep.") != 0)
+    {
+        return -1;
+    }
 
     if (ngx_http_influencers_check_duplicates(b, p, len) != 0) {
         return -1;
@@ -446,6 +458,42 @@ done:
     json_decref(seen);
 
     return rc;
+}
+
+
+/* the deepest nesting of a well-formed document */
+
+static size_t
+ngx_http_influencers_depth(const u_char *p, size_t len)
+{
+    size_t  i, depth, max;
+
+    depth = 0;
+    max = 0;
+
+    for (i = 0; i < len; i++) {
+
+        switch (p[i]) {
+
+        case '"':
+            i = ngx_http_influencers_skip_string(p, i, len) - 1;
+            break;
+
+        case '{':
+        case '[':
+            if (++depth > max) {
+                max = depth;
+            }
+            break;
+
+        case '}':
+        case ']':
+            depth--;
+            break;
+        }
+    }
+
+    return max;
 }
 
 

@@ -23,6 +23,7 @@
 #define NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES  (4 * 60)
 #define NGX_HTTP_INFLUENCERS_IDEM_MAX          255
 #define NGX_HTTP_INFLUENCERS_UUID_LEN          36
+#define NGX_HTTP_INFLUENCERS_MAX_DEPTH         32
 
 /* gender and ageRange are indexes into the tables below; 0 is "omitted" */
 #define NGX_HTTP_INFLUENCERS_GENDER_MALE       1

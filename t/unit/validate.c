@@ -305,6 +305,33 @@ test_body(void)
 }
 
 
+/* {"x": and n arrays around 1: n + 1 levels */
+
+static const char *
+nested(char *buf, size_t n, ngx_http_influencers_body_t *b)
+{
+    size_t  i, len;
+
+    len = 0;
+    memcpy(buf, "{\"x\":", 5);
+    len = 5;
+
+    for (i = 0; i < n; i++) {
+        buf[len++] = '[';
+    }
+
+    buf[len++] = '1';
+
+    for (i = 0; i < n; i++) {
+        buf[len++] = ']';
+    }
+
+    buf[len++] = '}';
+
+    return body(buf, len, b);
+}
+
+
 static void
 test_deep(void)
 {
@@ -312,6 +339,22 @@ test_deep(void)
     size_t                       i;
     const char                  *e;
     ngx_http_influencers_body_t  b;
+
+    e = nested(buf, 32, &b);
+    CHECK(strcmp(e, "{\"formErrors\":[\"Nesting too deep.\"],"
+                    "\"fieldErrors\":{\"x\":[\"Unrecognized key.\"]}}") == 0,
+          "33 levels");
+    ngx_http_influencers_body_free(&b);
+
+    e = nested(buf, 31, &b);
+    CHECK(strcmp(e, "{\"formErrors\":[],"
+                    "\"fieldErrors\":{\"x\":[\"Unrecognized key.\"]}}") == 0,
+          "32 levels");
+    ngx_http_influencers_body_free(&b);
+
+    BODY_IS("{\"x\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
+            "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"x\":[\"Unrecognized key.\"]}}", "brackets in a string");
 
     for (i = 0; i < 4100; i++) {
         buf[i] = '[';
