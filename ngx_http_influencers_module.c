@@ -453,6 +453,10 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "influencers: request refused, %s",
+                  ngx_http_influencers_answer_name(answer));
+
     if (answer != NGX_HTTP_INFLUENCERS_TOO_LARGE) {
         /* no "100 Continue" for a request that is refused anyway */
         r->expect_tested = 1;

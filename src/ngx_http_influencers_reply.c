@@ -232,6 +232,13 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
 }
 
 
+const char *
+ngx_http_influencers_answer_name(ngx_uint_t answer)
+{
+    return (const char *) ngx_http_influencers_errors[answer].code.data;
+}
+
+
 /*
  * The handler of a location named in error_page: statuses that nginx
  * answers before the module runs (TRACE, a malformed request, a body over

@@ -48,6 +48,7 @@ ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     u_char *request_id, ngx_http_influencers_accept_t *accept,
     ngx_uint_t replayed);
 ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
+const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
 ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
 
