@@ -99,6 +99,8 @@ static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
 static void ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
     ngx_log_t *log);
+static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
+    ngx_shm_zone_t *prev);
 
 
 #define ngx_http_influencers_rbtree_key(key)                                  \
@@ -675,10 +677,8 @@ char *
 ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
     size_t size)
 {
-    ngx_uint_t        i;
-    ngx_cycle_t      *old;
-    ngx_list_part_t  *part;
-    ngx_shm_zone_t   *shm_zone;
+    ngx_cycle_t     *old;
+    ngx_shm_zone_t  *shm_zone;
 
     old = cf->cycle->old_cycle;
 
@@ -686,14 +686,47 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
         return NGX_CONF_OK;
     }
 
-    part = &old->shared_memory.part;
+    for (shm_zone = ngx_http_influencers_next_zone(old, NULL);
+         shm_zone;
+         shm_zone = ngx_http_influencers_next_zone(old, shm_zone))
+    {
+        if (shm_zone->shm.name.len == name->len
+            && ngx_strncmp(shm_zone->shm.name.data, name->data, name->len)
+               == 0
+            && shm_zone->shm.size != size)
+        {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "influencers zone \"%V\" cannot change size "
+                               "from %uz to %uz on reload: its entries would "
+                               "be lost; keep the size, or stop and start "
+                               "nginx (with \"state=\" the entries survive)",
+                               name, shm_zone->shm.size, size);
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* the influencers zones of a cycle, one after another: NULL starts */
+
+static ngx_shm_zone_t *
+ngx_http_influencers_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
+{
+    ngx_uint_t        i, seen;
+    ngx_list_part_t  *part;
+    ngx_shm_zone_t   *shm_zone;
+
+    seen = (prev == NULL);
+    part = &cycle->shared_memory.part;
     shm_zone = part->elts;
 
     for (i = 0; /* void */ ; i++) {
 
         if (i >= part->nelts) {
             if (part->next == NULL) {
-                break;
+                return NULL;
             }
 
             part = part->next;
@@ -701,26 +734,15 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
             i = 0;
         }
 
-        if (shm_zone[i].tag != &ngx_http_influencers_module
-            || shm_zone[i].shm.name.len != name->len
-            || ngx_strncmp(shm_zone[i].shm.name.data, name->data, name->len)
-               != 0)
-        {
+        if (!seen) {
+            seen = (&shm_zone[i] == prev);
             continue;
         }
 
-        if (shm_zone[i].shm.size != size) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "influencers zone \"%V\" cannot change size "
-                               "from %uz to %uz on reload: its entries would "
-                               "be lost; keep the size, or stop and start "
-                               "nginx (with \"state=\" the entries survive)",
-                               name, shm_zone[i].shm.size, size);
-            return NGX_CONF_ERROR;
+        if (shm_zone[i].tag == &ngx_http_influencers_module) {
+            return &shm_zone[i];
         }
     }
-
-    return NGX_CONF_OK;
 }
 
 
@@ -855,31 +877,14 @@ done:
 void
 ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
 {
-    ngx_uint_t                    i;
-    ngx_list_part_t              *part;
     ngx_shm_zone_t               *shm_zone;
     ngx_http_influencers_zone_t  *zone;
 
-    part = &cycle->shared_memory.part;
-    shm_zone = part->elts;
-
-    for (i = 0; /* void */ ; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            shm_zone = part->elts;
-            i = 0;
-        }
-
-        if (shm_zone[i].tag != &ngx_http_influencers_module) {
-            continue;
-        }
-
-        zone = shm_zone[i].data;
+    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
+         shm_zone;
+         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
+    {
+        zone = shm_zone->data;
 
         if (zone && zone->sh && zone->state_file.len) {
             ngx_http_influencers_zone_save(zone, cycle->log);
