@@ -57,6 +57,7 @@ smoke: $(MODULE)
 UNIT_BIN := $(BUILD)/unit_validate
 
 $(UNIT_BIN): t/unit/validate.c src/ngx_http_influencers_validate.c src/ngx_http_influencers_validate.h
+	@mkdir -p $(BUILD)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(WARN) \
 	    -I src -o $@ t/unit/validate.c src/ngx_http_influencers_validate.c -ljansson
 
