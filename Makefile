@@ -2,9 +2,10 @@
 # own libnginx-mod-* packages, and runs the test suite.
 #
 #   make                 build build/ngx_http_influencers_module.so
-#   make test            build, then run the C unit tests and the prove suite
-#   make asan            the same module built with AddressSanitizer
-#   make test-asan       the prove suite against the ASan build
+#   make test            the C unit tests, then the prove suite against the
+#                        module and again against its AddressSanitizer build
+#   make asan            the module built with AddressSanitizer
+#   make test-asan       the prove suite against the ASan build only
 #   make NGX_SRC=/path   build against an upstream nginx source tree instead
 
 SHELL      := /bin/bash
@@ -67,7 +68,7 @@ test-unit: $(UNIT_BIN)
 test-prove: $(MODULE) smoke
 	INFLUENCERS_MODULE=$(MODULE) prove -r t/
 
-test: test-unit test-prove
+test: test-unit test-prove test-asan
 
 test-asan: $(ASAN_MOD)
 	INFLUENCERS_MODULE=$(ASAN_MOD) INFLUENCERS_ASAN=1 prove -r t/
