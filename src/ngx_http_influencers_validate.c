@@ -691,14 +691,14 @@ ngx_http_influencers_parse_idempotency_key(const u_char *p, size_t len,
             i++;
         }
 
-        if (p[i] < 0x21 || p[i] > 0x7e) {
+        if (p[i] < 0x21 || p[i] > 0x7e || n == NGX_HTTP_INFLUENCERS_IDEM_MAX) {
             return -1;
         }
 
         out[n++] = p[i];
     }
 
-    if (n == 0 || n > NGX_HTTP_INFLUENCERS_IDEM_MAX) {
+    if (n == 0) {
         return -1;
     }
 

@@ -64,8 +64,9 @@ void ngx_http_influencers_format_uuid(const u_char *id, u_char *out);
 
 /*
  * Idempotency-Key: a token of visible ASCII, or a structured-field string.
- * The value is written to out (at least len bytes); returns its length,
- * or -1 when the header is malformed.
+ * The value is written to out (NGX_HTTP_INFLUENCERS_IDEM_MAX bytes at
+ * most, whatever len is); returns its length, or -1 when the header is
+ * malformed.
  */
 ssize_t ngx_http_influencers_parse_idempotency_key(const u_char *p,
     size_t len, u_char *out);

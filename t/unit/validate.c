@@ -6,6 +6,7 @@
 
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ngx_http_influencers_validate.h"
@@ -145,6 +146,23 @@ test_idempotency_key(void)
     big[257] = '"';
     CHECK(ngx_http_influencers_parse_idempotency_key(big, 258, out) == -1,
           "sf-string of 256");
+
+    /* the output buffer is exactly as large as the longest key */
+    {
+        u_char  *exact, in[520];
+
+        exact = malloc(NGX_HTTP_INFLUENCERS_IDEM_MAX);
+        memset(in, 'k', sizeof(in));
+        in[0] = '"';
+        in[sizeof(in) - 1] = '"';
+
+        CHECK(ngx_http_influencers_parse_idempotency_key(in, sizeof(in),
+                                                         exact) == -1,
+              "a long sf-string never writes past 255 bytes");
+        CHECK(ngx_http_influencers_parse_idempotency_key(in + 1, 255, exact)
+              == 255, "a token of 255 fills the buffer");
+        free(exact);
+    }
 }
 
 
