@@ -75,6 +75,7 @@ typedef struct ngx_http_influencers_shctx_s {
     u_char                        ulid_rand[10];
 
     time_t                        full_logged;
+    ngx_msec_t                    swept;
 
     ngx_http_influencers_counters_t  counters;
 } ngx_http_influencers_shctx_t;
@@ -88,6 +89,8 @@ static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
 static ngx_http_influencers_record_t *ngx_http_influencers_alloc(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
+static void ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_msec_t now);
 static ngx_uint_t ngx_http_influencers_expire(
     ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
     ngx_msec_t now);
@@ -516,6 +519,21 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
         ngx_http_influencers_expire(sh, rec, now);
     }
 
+    /*
+     * Deadlines follow the queues' order only while ttl and lease stay
+     * the same: after a reload that shortened them, or entries read from a
+     * state file, an expired record may sit anywhere.  A full zone is swept
+     * whole, at most once a second, so that those make room too.
+     */
+
+    if (ngx_queue_empty(&sh->jobs)
+        && (ngx_msec_int_t) (now - sh->swept) >= 1000)
+    {
+        sh->swept = now;
+        ngx_http_influencers_sweep(sh, &sh->keyed, now);
+        ngx_http_influencers_sweep(sh, &sh->inflight, now);
+    }
+
     if (ngx_queue_empty(&sh->jobs)) {
         return NULL;
     }
@@ -524,6 +542,24 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
     ngx_queue_remove(q);
 
     return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+}
+
+
+static void
+ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_msec_t now)
+{
+    ngx_queue_t                    *q, *next;
+    ngx_http_influencers_record_t  *rec;
+
+    for (q = ngx_queue_head(queue);
+         q != ngx_queue_sentinel(queue);
+         q = next)
+    {
+        next = ngx_queue_next(q);
+        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        (void) ngx_http_influencers_expire(sh, rec, now);
+    }
 }
 
 
@@ -754,6 +790,7 @@ ngx_http_influencers_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
  */
 
 #define NGX_HTTP_INFLUENCERS_STATE_MAGIC  0x53464e49    /* "INFS" */
+#define NGX_HTTP_INFLUENCERS_STATE_MAX    (4 * 1024 * 1024)  /* entries */
 
 #define ngx_http_influencers_payload(rec)                                     \
     ((u_char *) (rec) + offsetof(ngx_http_influencers_record_t, key))
@@ -914,7 +951,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
     ssize_t                               n;
     time_t                                now;
     ngx_fd_t                              fd;
-    ngx_uint_t                            i, loaded;
+    ngx_uint_t                            i, loaded, full;
     ngx_file_info_t                       fi;
     ngx_http_influencers_shctx_t         *sh;
     ngx_http_influencers_record_t        *rec, tmp;
@@ -934,10 +971,13 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
 
     buf = NULL;
 
+    /* a file from a larger zone is fine: its newest entries are read */
+
     if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
         || ngx_file_size(&fi) < (off_t) sizeof(*hdr)
-        || ngx_file_size(&fi) > (off_t) (sizeof(*hdr) + zone->sh->records
-                                         * NGX_HTTP_INFLUENCERS_PAYLOAD))
+        || ngx_file_size(&fi) > (off_t) (sizeof(*hdr)
+                                         + NGX_HTTP_INFLUENCERS_STATE_MAX
+                                           * NGX_HTTP_INFLUENCERS_PAYLOAD))
     {
         goto damaged;
     }
@@ -968,6 +1008,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
     sh = zone->sh;
     now = ngx_time();
     loaded = 0;
+    full = 0;
     p = buf + sizeof(*hdr);
 
     for (i = 0; i < hdr->count; i++, p += NGX_HTTP_INFLUENCERS_PAYLOAD) {
@@ -976,9 +1017,13 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
                    NGX_HTTP_INFLUENCERS_PAYLOAD);
 
         if (!ngx_http_influencers_record_valid(&tmp, now)
-            || ngx_http_influencers_lookup(sh, tmp.key) != NULL
-            || ngx_queue_empty(&sh->free))
+            || ngx_http_influencers_lookup(sh, tmp.key) != NULL)
         {
+            continue;
+        }
+
+        if (ngx_queue_empty(&sh->free)) {
+            full++;
             continue;
         }
 
@@ -1005,6 +1050,13 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "influencers zone \"%V\": %ui entries loaded from \"%V\"",
                   &zone->name, loaded, &zone->state_file);
+
+    if (full) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "influencers zone \"%V\" is too small for the state "
+                      "file: its %ui oldest entries were not loaded",
+                      &zone->name, full);
+    }
 
     goto done;
 

@@ -1,0 +1,435 @@
+#!/usr/bin/perl
+
+# CONTRACT 3 and 7 (idempotency): what one (org, Idempotency-Key) means.
+# The scope of a key, the fingerprint (method, path, the body's meaning),
+# what a replay carries, a reused key, a key in flight, requests without a
+# key, and the quoted form of a key.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use IO::Socket::INET;
+use IO::Select;
+use Time::HiRes ();
+use Time::Local ();
+use InfTest qw(:all);
+
+plan skip_all => 'module not built: ' . module_path() unless have_module();
+
+my $TTL = 600;
+
+my $t = InfTest->new(log_level => 'info');
+$t->write_directory;
+$t->conf($t->default_conf(
+    zone     => "zone=jobs:1m ttl=${TTL}s",
+    location => "influencers_retry_after 7s;\n"
+              . "            influencers_busy_retry_after 3s;",
+    server   => 'location = /_stats { influencers_stats zone=jobs; }',
+    # a second server on the same zone whose org comes from a header: the
+    # same path, body and key from two orgs
+    http     => <<'EOF',
+    server {
+        listen 127.0.0.1:%%PORT_VAR%%;
+        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
+        location = /_influencers/error { internal; influencers_errors; }
+        location ~ ^/v1/projects/[^/]+/influencers$ {
+            influencers zone=jobs;
+            influencers_backend /_render2;
+            influencers_org $http_x_test_org;
+            influencers_scopes "influencers:write";
+            influencers_retry_after 7s;
+        }
+        location = /_render2 {
+            internal;
+            proxy_pass http://render/jobs;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOF
+));
+$t->start_backend;
+$t->run;
+
+# ---------------------------------------------------------------- helpers
+
+# a request with an Idempotency-Key (undef: none); other options of create()
+sub idem {
+    my ($key, %o) = @_;
+    my $h = delete $o{headers} || [];
+    return $t->create(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
+}
+
+sub forwards { my @r = $t->backend_requests; return scalar @r; }
+
+# the jobIds the backend was sent (its Idempotency-Key header)
+sub forwarded_jobs {
+    return map { $_->{h}{'idempotency-key'}[0] // '' } $t->backend_requests;
+}
+
+sub stats {
+    my $r = $t->http('GET', '/_stats', [], undef);
+    return $r->json || {};
+}
+
+my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
+           Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
+
+# an IMF-fixdate -> epoch seconds (undef if it is not one)
+sub http_date {
+    my ($s) = @_;
+    return undef unless defined $s && $s =~
+        /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (\w{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
+    return undef unless exists $MON{$2};
+    return Time::Local::timegm($6, $5, $4, $1, $MON{$2}, $3);
+}
+
+# a request sent now whose answer is read later (Connection: close)
+sub start_async {
+    my (%o) = @_;
+    my $port = delete $o{port} // $t->port;
+    my $key = delete $o{idem};
+    my $h = delete $o{headers} || [];
+    my ($m, $p, $hd, $b, %ro) = $t->create_args(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
+    my $bytes = $t->request($m, $p, $hd, $b, %ro);
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port, Proto => 'tcp', Timeout => 5)
+        or die "connect: $!";
+    binmode $sock;
+    my $off = 0;
+    while ($off < length $bytes) {
+        my $n = syswrite($sock, $bytes, length($bytes) - $off, $off);
+        die "write: $!" unless defined $n;
+        $off += $n;
+    }
+    return $sock;
+}
+
+sub finish_async {
+    my ($sock, $timeout) = @_;
+    my $sel = IO::Select->new($sock);
+    my $end = Time::HiRes::time() + ($timeout // 10);
+    my ($buf, $timed_out) = ('', 1);
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $n = sysread($sock, $buf, 65536, length $buf);
+        next if !defined $n && $!{EINTR};
+        if (!$n) { $timed_out = 0; last; }
+    }
+    close $sock;
+    my $r = InfTest::Response->parse($buf);
+    $r->{timed_out} = $timed_out;
+    return $r;
+}
+
+# the replay of $first: same status and body byte for byte, the marker,
+# same Location, Retry-After and Idempotency-Expires, its own request id
+sub check_replay {
+    my ($r, $first, $name) = @_;
+    subtest $name => sub {
+        is($r->status, $first->status, 'same status ' . $first->status)
+            or diag($r->summary);
+        ok($r->body eq $first->body, 'byte-identical body')
+            or diag("first:  " . $first->body . "\nreplay: " . $r->body);
+        is($r->header('idempotent-replayed'), 'true', 'Idempotent-Replayed: true');
+        is(scalar(my @x = $r->headers('idempotent-replayed')), 1,
+           'one Idempotent-Replayed');
+        is($r->header('location'), $first->header('location'), 'same Location');
+        is($r->header('retry-after'), $first->header('retry-after'),
+           'same Retry-After');
+        is($r->header('idempotency-expires'),
+           $first->header('idempotency-expires'), 'same Idempotency-Expires');
+        like($r->header('content-type') // '', qr{^application/json}i,
+             'Content-Type application/json');
+        like($r->header('x-request-id') // '', qr/^${\REQID_RE}$/,
+             'X-Request-Id req_<32 hex>');
+        isnt($r->header('x-request-id') // '', $first->header('x-request-id') // '',
+             'a request id of its own');
+    };
+}
+
+# a first answer: accepted, not marked as a replay
+sub check_new {
+    my ($r, $name, %o) = @_;
+    my $j = check_accepted($r, $name, retry_after => $o{retry_after} // 7);
+    ok(!defined $r->header('idempotent-replayed'),
+       "$name: no Idempotent-Replayed") or diag($r->raw);
+    return $j ? $j->{jobId} : '';
+}
+
+sub reused {
+    my ($r, $name) = @_;
+    check_error($r, 422, 'IDEMPOTENCY_KEY_REUSED', undef, $name);
+}
+
+# ------------------------------------------------------------ a replay
+
+{
+    my $n0 = forwards();
+    my $first = idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
+    my $job = check_new($first, 'first request with a key: 202');
+    is(forwards(), $n0 + 1, 'the first request is forwarded');
+    is(($t->backend_requests)[-1]{h}{'idempotency-key'}[0], $job,
+       'the forward carries the jobId');
+    is($first->header('retry-after'), 7, 'Retry-After from influencers_retry_after');
+
+    # Idempotency-Expires: an HTTP date, about ttl from now
+    my $exp = http_date($first->header('idempotency-expires'));
+    ok(defined $exp, 'Idempotency-Expires is an HTTP date')
+        or diag($first->header('idempotency-expires') // '(none)');
+    my $in = ($exp // 0) - time;
+    ok($in >= $TTL - 5 && $in <= $TTL + 2, "Idempotency-Expires is ttl ($TTL s) ahead")
+        or diag("expires in $in s");
+
+    for my $i (1 .. 3) {
+        my $r = idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
+        check_replay($r, $first, "replay $i: the first answer again");
+    }
+    is(forwards(), $n0 + 1, 'replays are not forwarded');
+}
+
+# ------------------------------------------------------------ scope (org, key)
+
+{
+    my $n0 = forwards();
+    my $acme = idem('org-shared-1');
+    my $globex = idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX);
+    my $j1 = check_new($acme, 'org_acme with key org-shared-1: 202');
+    my $j2 = check_new($globex, 'org_globex with the same key: 202, not a reuse');
+    isnt($j1, $j2, 'two orgs, one key: two jobs');
+    is(forwards(), $n0 + 2, 'both forwarded');
+    check_replay(idem('org-shared-1'), $acme, 'org_acme replays its own job');
+    check_replay(idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX),
+                 $globex, 'org_globex replays its own job');
+
+    # the same path, body and key, only the org differs (org from a header)
+    my $va = idem('org-shared-2', port => $t->port('var'),
+                  headers => ['X-Test-Org' => 'org_alpha']);
+    my $vb = idem('org-shared-2', port => $t->port('var'),
+                  headers => ['X-Test-Org' => 'org_beta']);
+    my $ja = check_new($va, 'org_alpha, key org-shared-2: 202');
+    my $jb = check_new($vb, 'org_beta, same path, body and key: 202');
+    isnt($ja, $jb, 'same request from two orgs: two jobs');
+    check_replay(idem('org-shared-2', port => $t->port('var'),
+                      headers => ['X-Test-Org' => 'org_beta']),
+                 $vb, 'org_beta replays its own job');
+    check_replay(idem('org-shared-2', port => $t->port('var'),
+                      headers => ['X-Test-Org' => 'org_alpha']),
+                 $va, 'org_alpha replays its own job');
+    is(forwards(), $n0 + 4, 'four jobs forwarded, replays not');
+
+    # two API keys of one org share the cache
+    my $w = idem('org-shared-3');
+    check_new($w, 'org_acme key K_WRITE: 202');
+    check_replay(idem('org-shared-3', key => K_MULTI), $w,
+                 'another key of org_acme with the same Idempotency-Key: a replay');
+    # and so does the org whatever its identity source
+    check_replay(idem('org-shared-3', port => $t->port('var'),
+                      headers => ['X-Test-Org' => 'org_acme']), $w,
+                 'org_acme through the variable-identity server: a replay');
+}
+
+# ------------------------------------------------------------ fingerprint
+
+{
+    my $n0 = forwards();
+    my $f = idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x y"}');
+    check_new($f, 'fp-order: 202');
+    check_replay(idem('fp-order', body => '{"prompt":"x y","ageRange":"adult","gender":"male"}'),
+                 $f, 'keys in another order: the same request');
+    check_replay(idem('fp-order', body => qq[ {\n\t"ageRange" : "adult" ,\r\n  "prompt":"x y",  "gender":"male"}\n ]),
+                 $f, 'extra whitespace: the same request');
+    check_replay(idem('fp-order', body => '{"gend\u0065r":"male","ageRange":"adult","prompt":"x\u0020y"}'),
+                 $f, 'escaped key and value characters: the same request');
+    is(forwards(), $n0 + 1, 'one forward for all of them');
+
+    my $u = idem('fp-utf8', body => qq[{"prompt":"caf\xc3\xa9 \xe2\x80\x94 a/b"}]);
+    check_new($u, 'fp-utf8: 202');
+    check_replay(idem('fp-utf8', body => '{"prompt":"caf\u00e9 \u2014 a\/b"}'),
+                 $u, '\\u escapes and \\/ mean the same string: the same request');
+    check_replay(idem('fp-utf8', body => '{"prompt":"caf\u00E9 \u2014 a/b"}'),
+                 $u, 'uppercase hex in an escape: the same request');
+
+    # how the body travels does not matter: chunked is the same request
+    my $ch = idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}');
+    check_new($ch, 'fp-chunked: 202');
+    check_replay(idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}',
+                      chunked => [5, 7, 3]),
+                 $ch, 'the same body sent chunked: the same request');
+    check_replay($t->create(body => '{"gender":"male","prompt":"chunked body"}',
+                            headers => ['idempotency-key' => 'fp-chunked']),
+                 $ch, 'the header name in lowercase: the same key');
+
+    # {} and an empty body (with and without a content type)
+    my $e = idem('fp-empty', body => '{}');
+    check_new($e, 'fp-empty with {}: 202');
+    check_replay(idem('fp-empty', body => ''), $e,
+                 'an empty body without Content-Type: the same request as {}');
+    check_replay(idem('fp-empty', body => '', ctype => 'application/json'), $e,
+                 'an empty body with Content-Type: the same request as {}');
+    check_replay(idem('fp-empty', body => ' { } '), $e,
+                 '" { } ": the same request as {}');
+    my $e2 = idem('fp-empty-2', body => '');
+    check_new($e2, 'fp-empty-2 with an empty body: 202');
+    check_replay(idem('fp-empty-2', body => '{}'), $e2,
+                 '{} after an empty body: the same request');
+
+    # a default sent is not a default omitted
+    reused(idem('fp-empty', body => '{"ageRange":"young_adult"}'),
+           'ageRange sent with its default value: 422 IDEMPOTENCY_KEY_REUSED');
+    reused(idem('fp-empty', body => '{"gender":"female"}'),
+           'gender sent with the value it resolves to: 422 IDEMPOTENCY_KEY_REUSED');
+    my $d = idem('fp-default', body => '{"ageRange":"young_adult"}');
+    check_new($d, 'fp-default with ageRange young_adult: 202');
+    reused(idem('fp-default', body => '{}'),
+           'the same key with ageRange omitted: 422 IDEMPOTENCY_KEY_REUSED');
+
+    # other differences
+    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x  y"}'),
+           'another prompt: 422 IDEMPOTENCY_KEY_REUSED');
+    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult"}'),
+           'prompt left out: 422 IDEMPOTENCY_KEY_REUSED');
+    reused(idem('fp-order', body => '{"gender":"female","ageRange":"adult","prompt":"x y"}'),
+           'another gender: 422 IDEMPOTENCY_KEY_REUSED');
+    reused(idem('fp-order', project => P_MALE,
+                body => '{"gender":"male","ageRange":"adult","prompt":"x y"}'),
+           'another project (path): 422 IDEMPOTENCY_KEY_REUSED');
+    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"X Y"}'),
+           'a prompt differing in case: 422 IDEMPOTENCY_KEY_REUSED');
+
+    # the projectId's case does not matter
+    my $p = idem('fp-case');
+    check_new($p, 'fp-case, lowercase projectId: 202');
+    check_replay(idem('fp-case', path => '/v1/projects/' . uc(P_FEMALE) . '/influencers'),
+                 $p, 'uppercase projectId: the same request');
+    my $p2 = idem('fp-case-2', path => '/v1/projects/' . uc(P_MALE) . '/influencers');
+    check_new($p2, 'fp-case-2, uppercase projectId first: 202');
+    check_replay(idem('fp-case-2', project => P_MALE), $p2,
+                 'then lowercase: the same request');
+    my $mixed = P_MALE;
+    $mixed =~ s/([a-f])/uc $1/e for 1 .. 3;
+    check_replay(idem('fp-case-2', path => "/v1/projects/$mixed/influencers"), $p2,
+                 'mixed case: the same request');
+}
+
+# ------------------------------------------------------------ key reused
+
+{
+    my $n0 = forwards();
+    my $first = idem('reuse-1', body => '{"gender":"male"}');
+    check_new($first, 'reuse-1: 202');
+    my $r = idem('reuse-1', body => '{"gender":"non_binary"}');
+    reused($r, 'a different body: 422 IDEMPOTENCY_KEY_REUSED, without details');
+    unlike($r->body, qr/fieldErrors|formErrors/, 'the reuse answer has no fieldErrors');
+    ok(!defined $r->header('idempotent-replayed'), 'a reuse answer is not marked replayed');
+    is(forwards(), $n0 + 1, 'a reuse is not forwarded');
+    check_replay(idem('reuse-1', body => '{"gender":"male"}'), $first,
+                 'the original request still replays after a mismatch');
+}
+
+# ------------------------------------------------------------ in flight
+
+{
+    my $n0 = forwards();
+    $t->set_backend(delay => 1.5);
+    my $sock = start_async(idem => 'fly-1', body => '{"prompt":"slow"}');
+    my @fw = $t->wait_backend_requests($n0 + 1);
+    is(scalar @fw, $n0 + 1, 'the first request reached the backend');
+
+    my $busy = idem('fly-1', body => '{"prompt":"slow"}');
+    check_error($busy, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
+                'the same request while the first is in flight: 409');
+    is($busy->header('retry-after'), 3,
+       '409 carries Retry-After from influencers_busy_retry_after');
+
+    my $busy2 = idem('"fly-1"', body => '{ "prompt" : "slow" }');
+    check_error($busy2, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
+                'the same request (quoted key, other spacing) in flight: 409');
+
+    reused(idem('fly-1', body => '{"prompt":"fast"}'),
+           'a different body while in flight: 422 IDEMPOTENCY_KEY_REUSED, not 409');
+
+    my $first = finish_async($sock, 10);
+    my $job = check_new($first, 'the first request completes: 202');
+    ok(!$first->timed_out, 'the first request did not time out');
+    is(forwards(), $n0 + 1, 'one forward while in flight');
+    $t->set_backend;
+    check_replay(idem('fly-1', body => '{"prompt":"slow"}'), $first,
+                 'after it completed: a replay');
+    is(forwards(), $n0 + 1, 'still one forward');
+}
+
+# ------------------------------------------------------------ no key
+
+{
+    my $n0 = forwards();
+    my @jobs;
+    for my $i (1 .. 3) {
+        my $r = idem(undef, body => '{"prompt":"same body"}');
+        push @jobs, check_new($r, "no Idempotency-Key, request $i: 202");
+    }
+    my %u = map { $_ => 1 } @jobs;
+    is(scalar keys %u, 3, 'three requests without a key: three jobs');
+    is(forwards(), $n0 + 3, 'three forwards');
+}
+
+# ------------------------------------------------------------ quoted keys
+
+{
+    my $n0 = forwards();
+    my $q = idem('"quoted-abc"');
+    check_new($q, 'key "quoted-abc" (quoted form): 202');
+    check_replay(idem('quoted-abc'), $q, 'quoted-abc (bare): the same key');
+    check_replay(idem('"quoted-abc"'), $q, '"quoted-abc" again: the same key');
+
+    my $b = idem('bare-abc');
+    check_new($b, 'bare-abc: 202');
+    check_replay(idem('"bare-abc"'), $b, '"bare-abc": the same key');
+
+    my $e = idem('"q\\"k\\\\z"');
+    check_new($e, 'quoted key with escapes "q\\"k\\\\z": 202');
+    check_replay(idem('q"k\\z'), $e, 'its unescaped bare form q"k\\z: the same key');
+
+    my $other = idem('quoted-abc-2');
+    check_new($other, 'a different key: a new job');
+    is(forwards(), $n0 + 4, 'four keys, four forwards');
+}
+
+# ------------------------------------------------------------ rejections store nothing
+
+{
+    my $n0 = forwards();
+    check_validation(idem('rej-1', body => '{"gender":"robot"}'), 'Invalid body.',
+        { fieldErrors => { gender => [
+            "Invalid enum value. Expected 'male' | 'female' | 'non_binary'"] } },
+        'an invalid body with a key: 422 VALIDATION');
+    check_new(idem('rej-1'), 'then a valid request with that key: 202, a new job');
+
+    check_error(idem('rej-2', project => P_UNKNOWN), 404, 'NOT_FOUND',
+                'Project not found.', 'an unknown project with a key: 404');
+    check_new(idem('rej-2'), 'then a known project with that key: 202');
+
+    check_error(idem('rej-3', ctype => 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE',
+                undef, 'a wrong content type with a key: 415');
+    check_new(idem('rej-3', body => '{"gender":"male"}'),
+              'then another body with that key: 202, not a reuse');
+    is(forwards(), $n0 + 3, 'only the accepted requests were forwarded');
+}
+
+# ------------------------------------------------------------ counters agree
+
+{
+    my $s = stats();
+    is($s->{inflight}, 0, 'stats: nothing in flight at the end');
+    is($s->{bytesInUse}, $s->{entries} * $s->{recordSize},
+       'stats: bytesInUse = entries * recordSize');
+    is($s->{claims}, forwards(), 'stats: claims = forwards received by the backend');
+}
+
+$t->check_log_clean;
+
+done_testing;

@@ -1,0 +1,240 @@
+#!/usr/bin/perl
+
+# CONTRACT 3: an unexpired idempotency entry is never evicted.  When the
+# zone is full, job records without a key and expired entries make room;
+# when nothing can, 503 CAPACITY with Retry-After, a counter and one
+# rate-limited log line.  A tiny zone (32k) is filled to see it.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use Time::HiRes ();
+use InfTest qw(:all);
+
+plan skip_all => 'module not built: ' . module_path() unless have_module();
+
+my $TTL = 4;
+
+my $t = InfTest->setup(log_level => 'info',
+    zone   => "zone=jobs:32k ttl=${TTL}s",
+    location => 'influencers_busy_retry_after 2s;',
+    server => 'location = /_stats { influencers_stats zone=jobs; }');
+
+sub idem {
+    my ($key, %o) = @_;
+    return $t->create(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
+}
+
+sub forwards { my @r = $t->backend_requests; return scalar @r; }
+
+sub stats { return $t->http('GET', '/_stats', [], undef)->json || {}; }
+
+sub sleep_until {
+    my ($when) = @_;
+    my $d = $when - Time::HiRes::time();
+    Time::HiRes::sleep($d) if $d > 0;
+}
+
+sub full_lines {
+    return grep { /is full/ } split /\n/, $t->error_log;
+}
+
+my %expect = map { $_ => 0 } qw(claims replays mismatches capacityRejections
+                                accepted);
+
+my $s = stats();
+my $R = $s->{records} // 0;
+my $SIZE = $s->{recordSize} // 0;
+ok($R >= 8 && $R < 200, "a 32k zone holds a few dozen records ($R)");
+is($s->{entries}, 0, 'stats: no entries at the start');
+is($s->{bytesInUse}, 0, 'stats: no bytes in use at the start');
+cmp_ok($SIZE * $R, '<=', 32 * 1024, 'records * recordSize fits in 32k');
+
+# ---------------------------------------------------------------- jobs without a key make room
+
+{
+    my $ok = 0;
+    $ok += idem(undef, body => qq({"prompt":"keyless $_"}))->status == 202 for 1 .. $R + 5;
+    is($ok, $R + 5, sprintf('%d jobs without a key in %d records: all 202 (the oldest evicted)',
+                            $R + 5, $R));
+    $expect{claims} += $R + 5;
+    $expect{accepted} += $R + 5;
+    my $s = stats();
+    is($s->{entries}, $R, 'stats: every record in use');
+    is($s->{keyed}, 0, 'stats: none keyed');
+}
+
+my $kfill0 = Time::HiRes::time();
+my %first;
+{
+    my $ok = 0;
+    for my $i (1 .. $R) {
+        my $r = idem("mem-$i", body => qq({"prompt":"keyed $i"}));
+        $first{$i} = $r->body;
+        $ok++ if $r->status == 202 && !defined $r->header('idempotent-replayed');
+    }
+    is($ok, $R, "then $R keyed requests: all 202 (jobs without a key make room)");
+    $expect{claims} += $R;
+    $expect{accepted} += $R;
+}
+my $kfill1 = Time::HiRes::time();
+note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
+
+# ---------------------------------------------------------------- full
+
+{
+    my $s = stats();
+    is($s->{entries}, $R, 'stats: entries = records');
+    is($s->{keyed}, $R, 'stats: every record an unexpired entry');
+    is($s->{bytesInUse}, $R * $SIZE, 'stats: bytesInUse = entries * recordSize');
+
+    my $n0 = forwards();
+    my $before = scalar full_lines();
+    is($before, 0, 'no "is full" line yet');
+    my $m0 = int(time / 60);
+
+    my $r = idem('mem-new-0', body => '{}');
+    check_error($r, 503, 'CAPACITY', undef, 'a new key in a full zone: 503 CAPACITY');
+    is($r->header('retry-after'), 2, '503 carries Retry-After (influencers_busy_retry_after)');
+    my $n503 = 1;
+    for my $i (1 .. 25) {
+        my $x = idem("mem-new-$i", body => '{}');
+        $n503++ if $x->status == 503 && ($x->json || {})->{error}{code} eq 'CAPACITY'
+                   && defined $x->header('retry-after');
+    }
+    is($n503, 26, '26 new keys: all 503 CAPACITY with Retry-After');
+
+    my $nk = 0;
+    for my $i (1 .. 4) {
+        my $x = idem(undef, body => qq({"prompt":"keyless late $i"}));
+        $nk++ if $x->status == 503 && ($x->json || {})->{error}{code} eq 'CAPACITY';
+    }
+    is($nk, 4, 'requests without a key: 503 CAPACITY too (every record is an entry)');
+    $expect{capacityRejections} += 30;
+    is(forwards(), $n0, 'nothing forwarded while full');
+
+    # every unexpired entry is still there
+    my $replayed = 0;
+    for my $i (1 .. $R) {
+        my $x = idem("mem-$i", body => qq({"prompt":"keyed $i"}));
+        $replayed++ if $x->status == 202
+                       && ($x->header('idempotent-replayed') // '') eq 'true'
+                       && $x->body eq $first{$i};
+    }
+    is($replayed, $R, "all $R entries still replay while the zone is full");
+    $expect{replays} += $R;
+
+    check_error(idem('mem-1', body => '{"prompt":"something else"}'), 422,
+                'IDEMPOTENCY_KEY_REUSED', undef, 'a reuse is still told apart while full');
+    $expect{mismatches}++;
+
+    my $m1 = int(time / 60);
+    ok(Time::HiRes::time() < $kfill0 + $TTL, '(all of this within the ttl)');
+
+    my @lines = full_lines();
+    if ($m0 == $m1) {
+        is(scalar @lines, 1, 'error.log: exactly one "is full" line for 30 rejections');
+    } else {
+        ok(@lines >= 1 && @lines <= 2,
+           'error.log: one "is full" line per minute (the rejections spanned two)');
+    }
+    like($lines[0] // '', qr/\[warn\].*influencers zone "jobs" is full/,
+         'the line is a [warn] naming the zone');
+
+    my $st = stats();
+    is($st->{capacityRejections}, 30, 'stats: 30 capacity rejections');
+}
+
+# ---------------------------------------------------------------- expiry makes room
+
+sleep_until($kfill1 + $TTL + 0.3);
+{
+    my $n0 = forwards();
+    my $r = idem('mem-after-1', body => '{}');
+    my $j = check_accepted($r, 'after the ttl, a new key: 202 (expired entries make room)');
+    ok(!defined $r->header('idempotent-replayed'), '... not a replay');
+    my $k = idem(undef, body => '{}');
+    is($k->status, 202, 'after the ttl, a request without a key: 202');
+    my $old = idem('mem-1', body => '{"prompt":"keyed 1"}');
+    is($old->status, 202, 'after the ttl, an expired key: 202');
+    ok(!defined $old->header('idempotent-replayed') && $old->body ne $first{1},
+       '... a new job');
+    my $ok = 0;
+    for my $i (1 .. $R - 3) {
+        $ok++ if idem("mem-after-more-$i", body => '{}')->status == 202;
+    }
+    is($ok, $R - 3, sprintf('%d more new keys: 202 (every record made free by expiry)', $R - 3));
+    is(forwards(), $n0 + $R, "$R forwards");
+    $expect{claims} += $R;
+    $expect{accepted} += $R;
+
+    # R - 1 entries and one job without a key: the job makes room once more
+    my $extra = idem('mem-after-evict', body => '{}');
+    is($extra->status, 202, 'one more new key: 202 (the job without a key evicted)');
+    $expect{claims}++;
+    $expect{accepted}++;
+    my $over = idem('mem-after-overflow', body => '{}');
+    is($over->status, 503, 'then the zone is full of new entries again: 503');
+    $expect{capacityRejections}++;
+}
+
+# ---------------------------------------------------------------- the counters
+
+{
+    my $s = stats();
+    my $keyed = $R;       # every record an entry made after the ttl
+    is($s->{entries}, $R, 'stats: entries');
+    is($s->{keyed}, $keyed, 'stats: keyed');
+    is($s->{inflight}, 0, 'stats: inflight');
+    is($s->{bytesInUse}, $R * $SIZE, 'stats: bytesInUse');
+    for my $c (sort keys %expect) {
+        is($s->{$c}, $expect{$c}, "stats: $c = $expect{$c}");
+    }
+    is($s->{conflicts}, 0, 'stats: conflicts = 0');
+    is($s->{releases}, 0, 'stats: releases = 0');
+    is($s->{failed}, 0, 'stats: failed = 0');
+}
+
+$t->check_log_clean;
+$t->cleanup;
+
+# ---------------------------------------------------------------- a shorter ttl
+
+# Entries of a longer ttl (from before a restart with a state file, or a
+# reload) expire later than new ones: the expired new ones still make room.
+for my $how ('restart', 'reload') {
+    $t = InfTest->setup(log_level => 'info',
+        zone   => 'zone=jobs:32k ttl=1h state=%%TESTDIR%%/jobs.state',
+        server => 'location = /_stats { influencers_stats zone=jobs; }');
+    my $R = stats()->{records} // 0;
+    my $ok = 0;
+    $ok += idem("long-$_", body => '{}')->status == 202 for 1 .. 20;
+    is($ok, 20, "$how: 20 entries with ttl=1h");
+    my $conf = $t->default_conf(
+        zone   => 'zone=jobs:32k ttl=1s state=%%TESTDIR%%/jobs.state',
+        server => 'location = /_stats { influencers_stats zone=jobs; }');
+    if ($how eq 'restart') {
+        $t->stop;
+        $t->conf($conf);
+        $t->run;
+    } else {
+        ok($t->reload(conf => $conf), 'a reload to ttl=1s');
+    }
+    is(stats()->{keyed}, 20, "$how: the 20 entries are kept");
+    $ok = 0;
+    $ok += idem("short-$_", body => '{}')->status == 202 for 1 .. $R - 20;
+    is($ok, $R - 20, sprintf('%s: %d more entries with ttl=1s fill the zone', $how, $R - 20));
+    Time::HiRes::sleep(1.3);
+    my $r = idem("$how-new", body => '{}');
+    is($r->status, 202, "$how: once the ttl=1s entries expired, a new key: 202 "
+                        . '(expired entries make room, wherever they are)')
+        or diag($r->summary . "\n" . json_encode(stats()));
+    my $long = idem('long-1', body => '{}');
+    is($long->header('idempotent-replayed'), 'true', "$how: a ttl=1h entry still replays");
+    $t->cleanup;
+}
+
+done_testing;

@@ -1,0 +1,408 @@
+#!/usr/bin/perl
+
+# CONTRACT 3: entries survive `nginx -s reload`, and with a state file a
+# stop and a start.  A reload that would change the zone's size (and so
+# lose its entries) fails, the running gateway keeps its entries.  A
+# damaged or foreign state file is reported and ignored.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX ();
+use IO::Socket::INET;
+use IO::Select;
+use Time::HiRes ();
+use InfTest qw(:all);
+
+plan skip_all => 'module not built: ' . module_path() unless have_module();
+
+my $t;
+my $STATS = 'location = /_stats { influencers_stats zone=jobs; }';
+
+sub idem {
+    my ($key, %o) = @_;
+    return $t->create(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
+}
+
+sub forwards { my @r = $t->backend_requests; return scalar @r; }
+
+sub stats { return $t->http('GET', '/_stats', [], undef)->json || {}; }
+
+sub check_replay {
+    my ($r, $first, $name) = @_;
+    subtest $name => sub {
+        is($r->status, 202, 'status 202') or diag($r->summary);
+        ok($r->body eq $first->body, 'byte-identical body')
+            or diag("first:  " . $first->body . "\nreplay: " . $r->body);
+        is($r->header('idempotent-replayed'), 'true', 'Idempotent-Replayed: true');
+        is($r->header('location'), $first->header('location'), 'same Location');
+        is($r->header('retry-after'), $first->header('retry-after'), 'same Retry-After');
+        is($r->header('idempotency-expires'), $first->header('idempotency-expires'),
+           'same Idempotency-Expires');
+        isnt($r->header('x-request-id'), $first->header('x-request-id'),
+             'its own X-Request-Id');
+    };
+}
+
+sub check_new {
+    my ($r, $name, %o) = @_;
+    my $j = check_accepted($r, $name, %o);
+    ok(!defined $r->header('idempotent-replayed'), "$name: not a replay");
+    return $j || {};
+}
+
+sub count_log { my ($re) = @_; return scalar grep { /$re/ } split /\n/, $t->error_log; }
+
+sub start_async {
+    my ($key, $body) = @_;
+    my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
+        headers => ['Idempotency-Key' => $key]);
+    my $bytes = $t->request($m, $p, $h, $b, %o);
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $t->port, Proto => 'tcp', Timeout => 5) or die "connect: $!";
+    binmode $sock;
+    syswrite $sock, $bytes;
+    return $sock;
+}
+
+sub finish_async {
+    my ($sock, $timeout) = @_;
+    my $sel = IO::Select->new($sock);
+    my $end = Time::HiRes::time() + $timeout;
+    my ($buf, $timed_out) = ('', 1);
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $n = sysread($sock, $buf, 65536, length $buf);
+        next if !defined $n && $!{EINTR};
+        if (!$n) { $timed_out = 0; last; }
+    }
+    close $sock;
+    my $r = InfTest::Response->parse($buf);
+    $r->{timed_out} = $timed_out;
+    return $r;
+}
+
+# HUP, and wait (bounded) only for the new generation of workers: the old
+# one may still finish a request
+sub hup {
+    my %old = map { $_ => 1 } $t->worker_pids;
+    kill 'HUP', $t->nginx_pid;
+    my $end = Time::HiRes::time() + 5;
+    while (Time::HiRes::time() < $end) {
+        my @new = grep { !$old{$_} } $t->worker_pids;
+        return 1 if @new >= 2;
+        Time::HiRes::sleep(0.05);
+    }
+    return 0;
+}
+
+# ================================================================ reload
+
+$t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
+                    location => 'influencers_retry_after 7s;', server => $STATS);
+{
+    my $first = idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}');
+    check_new($first, 'before the reload: 202', retry_after => 7);
+    my $n0 = forwards();
+    my %old = map { $_ => 1 } $t->worker_pids;
+
+    ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m',
+            location => 'influencers_retry_after 9s;', server => $STATS)),
+       'nginx -s reload (HUP) with another influencers_retry_after');
+    my @new = $t->worker_pids;
+    ok(@new && !grep({ $old{$_} } @new), 'a new generation of workers');
+
+    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+                 $first, 'after the reload: the entry replays as it was (Retry-After 7)');
+    check_error(idem('reload-1', body => '{"gender":"female"}'), 422,
+                'IDEMPOTENCY_KEY_REUSED', undef,
+                'after the reload: its fingerprint is still known');
+    check_new(idem('reload-2'), 'after the reload: a new key uses the new Retry-After',
+              retry_after => 9);
+    is(forwards(), $n0 + 1, 'only the new key was forwarded');
+    my $s = stats();
+    is($s->{claims}, 2, 'stats: the counters survived the reload (claims 2)');
+    is($s->{replays}, 1, 'stats: replays 1');
+    is($s->{keyed}, 2, 'stats: two entries');
+
+    ok($t->reload, 'a second reload');
+    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+                 $first, 'after a second reload: still a replay');
+
+    # a claim in flight survives a reload: the new workers see it (409),
+    # the old one finishes the forward, the new ones replay it
+    {
+        my $n1 = forwards();
+        $t->set_backend(delay => 2);
+        my $sock = start_async('reload-fly', '{"prompt":"in flight"}');
+        $t->wait_backend_requests($n1 + 1);
+        ok(hup(), 'a reload while a request is in flight');
+        check_error(idem('reload-fly', body => '{"prompt":"in flight"}'), 409,
+                    'IDEMPOTENCY_IN_PROGRESS', undef,
+                    'the new workers see the claim of the old one: 409');
+        my $first = finish_async($sock, 5);
+        check_new($first, 'the old worker finishes the forward: 202', retry_after => 9);
+        $t->set_backend;
+        check_replay(idem('reload-fly', body => '{"prompt":"in flight"}'), $first,
+                     'the new workers replay it');
+        is(forwards(), $n1 + 1, 'one forward');
+        my $end = Time::HiRes::time() + 3;   # the old generation leaves
+        Time::HiRes::sleep(0.05) while $t->worker_pids > 2 && Time::HiRes::time() < $end;
+    }
+
+    # a reload that changes the zone's size is refused
+    %old = map { $_ => 1 } $t->worker_pids;
+    my $before = count_log(qr/cannot change size/);
+    ok(!$t->reload(conf => $t->default_conf(zone => 'zone=jobs:2m',
+            location => 'influencers_retry_after 9s;', server => $STATS)),
+       'a reload that changes the zone size (1m -> 2m) fails');
+    Time::HiRes::sleep(0.3);
+    is(count_log(qr/\[emerg\].*cannot change size/), $before + 1,
+       'error.log: [emerg] ... cannot change size');
+    is_deeply([ $t->worker_pids ], [ sort { $a <=> $b } keys %old ],
+              'the running workers keep serving');
+    ok($t->nginx_alive, 'the master is still running');
+    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+                 $first, 'after the refused reload: the old entry still replays');
+    check_new(idem('reload-3'), 'after the refused reload: a new key works',
+              retry_after => 9);
+
+    # and a reload back to a valid configuration works again
+    ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m', server => $STATS)),
+       'a reload keeping the size succeeds afterwards');
+    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+                 $first, 'and the entry still replays');
+}
+$t->check_log_clean(allow_emerg => 1);
+{
+    my @emerg = grep { /\[emerg\]/ } split /\n/, $t->error_log;
+    is(scalar(grep { !/cannot change size/ } @emerg), 0,
+       'the only [emerg] lines are the refused size change');
+}
+$t->cleanup;
+
+# ================================================================ restart with a state file
+
+$t = InfTest->setup(log_level => 'info',
+                    zone => 'zone=jobs:1m state=%%TESTDIR%%/jobs.state',
+                    server => $STATS);
+my $state = $t->path('jobs.state');
+
+# a fast stop (TERM), waited for by pid
+sub term_stop {
+    my $pid = $t->nginx_pid;
+    kill 'TERM', $pid;
+    my $end = Time::HiRes::time() + 5;
+    my $done = 0;
+    while (Time::HiRes::time() < $end) {
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) { $done = 1; last; }
+        Time::HiRes::sleep(0.02);
+    }
+    $t->{nginx_pid} = undef if $done;   # reaped here: the harness must not signal it
+    $t->stop;                           # the watchdog; nginx too if TERM did not end it
+    return $done;
+}
+
+my %keep;
+{
+    my $b1 = qq({"prompt":"caf\xc3\xa9 \xe2\x80\x94 survives","gender":"non_binary"});
+    my $b2 = '{"ageRange":"senior"}';
+    $keep{s1} = [ $b1, P_FEMALE, idem('state-1', body => $b1) ];
+    $keep{s2} = [ $b2, P_MALE, idem('state-2', body => $b2, project => P_MALE) ];
+    check_new($keep{s1}[2], 'state-1: 202');
+    check_new($keep{s2}[2], 'state-2: 202');
+    check_new(idem(undef), 'a job without a key: 202');
+    ok(!-e $state, 'no state file while running');
+
+    $t->stop;
+    ok(-s $state, 'a graceful stop (QUIT) wrote the state file');
+    is(count_log(qr/\[notice\].*2 entries saved to/), 1, 'error.log: 2 entries saved');
+
+    my $n0 = forwards();
+    $t->run;
+    is(count_log(qr/\[notice\].*2 entries loaded from/), 1, 'error.log: 2 entries loaded');
+    is(stats()->{keyed}, 2, 'stats: two entries after the start');
+    for my $k (qw(s1 s2)) {
+        my ($body, $project, $first) = @{ $keep{$k} };
+        check_replay(idem("state-" . substr($k, 1), body => $body, project => $project),
+                     $first, "after a stop and a start: state-" . substr($k, 1) . ' replays');
+    }
+    check_error(idem('state-1', body => '{}'), 422, 'IDEMPOTENCY_KEY_REUSED', undef,
+                'after the restart: the fingerprint is still known');
+    is(forwards(), $n0, 'nothing forwarded after the restart');
+
+    # a fast stop (TERM) writes it too
+    my $b3 = '{"prompt":"fast stop"}';
+    $keep{s3} = [ $b3, P_FEMALE, idem('state-3', body => $b3) ];
+    check_new($keep{s3}[2], 'state-3: 202');
+    unlink $state;
+    ok(term_stop(), 'a fast stop (TERM): nginx exited');
+    ok(-s $state, 'the fast stop wrote the state file');
+    $t->run;
+    is(stats()->{keyed}, 3, 'stats: three entries after the start');
+    check_replay(idem('state-3', body => $b3), $keep{s3}[2],
+                 'after TERM and a start: state-3 replays');
+    check_replay(idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
+                 'and state-1 still does (a second restart)');
+    is(forwards(), $n0 + 1, 'nothing forwarded but state-3');
+
+    # a request in flight at a graceful stop is finished, then saved
+    $t->set_backend(delay => 1);
+    my $sock = start_async('state-fly', '{"prompt":"in flight at stop"}');
+    $t->wait_backend_requests($n0 + 2);
+    # QUIT, and read the answer (and close, as a client of Connection:
+    # close does) while nginx shuts down; then wait for its exit
+    kill 'QUIT', $t->nginx_pid;
+    my $fly = finish_async($sock, 5);
+    ok(!$fly->timed_out, 'the request in flight is answered during the graceful stop');
+    $t->stop;
+    check_new($fly, 'a request in flight at a graceful stop: finished, 202');
+    $t->set_backend;
+    $t->run;
+    check_replay(idem('state-fly', body => '{"prompt":"in flight at stop"}'), $fly,
+                 'after the start: it replays (saved after it finished)');
+    is(forwards(), $n0 + 2, 'one forward for it');
+}
+
+# ================================================================ expired entries are not kept
+
+{
+    my $main = $t;
+    $t = InfTest->setup(log_level => 'info',
+                        zone => 'zone=jobs:1m ttl=2s state=%%TESTDIR%%/short.state',
+                        server => $STATS);
+    my $old = idem('short-old');
+    check_new($old, 'short-old: 202');
+    Time::HiRes::sleep(1.2);
+    my $new = idem('short-new');
+    check_new($new, 'short-new: 202');
+    Time::HiRes::sleep(1.0);
+    $t->stop;
+    is(count_log(qr/1 entries saved to/), 1, 'error.log: only the unexpired entry saved');
+    $t->run;
+    check_replay(idem('short-new'), $new, 'short-new replays after the restart');
+    my $again = idem('short-old');
+    check_new($again, 'short-old (expired before the stop) is a new job');
+    isnt($again->body, $old->body, '... another job');
+    $t->check_log_clean;
+    $t->cleanup;
+    $t = $main;
+}
+
+# ================================================================ another size across a restart
+
+# the refused reload's advice: "stop and start nginx (with state= the
+# entries survive)"
+{
+    my $main = $t;
+    $t = InfTest->setup(log_level => 'info',
+                        zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+                        server => $STATS);
+    my %first;
+    $first{$_} = idem("size-$_") for 1 .. 10;
+    is(scalar(grep { $_->status == 202 } values %first), 10, '32k zone: 10 entries');
+    $t->stop;
+    $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
+                              server => $STATS));
+    $t->run;
+    is(stats()->{keyed}, 10, 'restarted with 1m: the 10 entries loaded');
+    my $ok = grep { my $r = idem("size-$_"); ($r->header('idempotent-replayed') // '') eq 'true'
+                    && $r->body eq $first{$_}->body } 1 .. 10;
+    is($ok, 10, 'restarted with 1m: all 10 replay');
+
+    $t->stop;
+    $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+                              server => $STATS));
+    $t->run;
+    is(stats()->{keyed}, 10, 'back to 32k: the 10 entries loaded (they fit)');
+
+    # more entries than the smaller zone holds
+    $t->stop;
+    $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
+                              server => $STATS));
+    $t->run;
+    $first{$_} = idem("size-$_") for 11 .. 60;
+    is(stats()->{keyed}, 60, '1m zone: 60 entries');
+    $t->stop;
+    $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+                              server => $STATS));
+    my $before = count_log(qr/is damaged or of another layout/);
+    $t->run;
+    my $s = stats();
+    is(count_log(qr/is damaged or of another layout/), $before,
+       'a valid state file with more entries than a smaller zone holds is not "damaged"');
+    is($s->{keyed}, $s->{records},
+       "restarted with 32k: as many entries as fit are loaded ($s->{records})");
+    my $r = idem('size-60');
+    is($r->header('idempotent-replayed'), 'true', 'the newest entry replays')
+        or diag($r->summary);
+    $t->check_log_clean;
+    $t->cleanup;
+    $t = $main;
+}
+
+# ================================================================ damaged and foreign files
+
+sub damaged_start {
+    my ($what, $damage) = @_;
+    $t->stop;
+    ok(-s $state, "$what: (a state file to damage)");
+    open my $fh, '<:raw', $state or die "$state: $!";
+    my $data = do { local $/; <$fh> };
+    close $fh;
+    $data = $damage->($data);
+    $t->write_file($state, $data);
+
+    my $before = count_log(qr/is damaged or of another layout/);
+    my $ok = eval { $t->run; 1 };
+    ok($ok, "$what: nginx starts") or diag($@);
+    return unless $ok;
+    my @l = grep { /is damaged or of another layout/ } split /\n/, $t->error_log;
+    is(scalar @l, $before + 1, "$what: reported once");
+    like($l[-1] // '', qr/\[error\].*state file "\Q$state\E" is damaged or of another layout, ignored/,
+         "$what: [error] the state file ... is damaged or of another layout, ignored");
+    is(stats()->{keyed}, 0, "$what: the zone starts empty");
+
+    my $n0 = forwards();
+    my ($body, $project, $first) = @{ $keep{s1} };
+    my $r = idem('state-1', body => $body);
+    my $j = check_new($r, "$what: state-1 creates a new job");
+    isnt($r->body, $first->body, "$what: another job than before");
+    is(forwards(), $n0 + 1, "$what: forwarded");
+    $keep{s1}[2] = $r;
+}
+
+damaged_start('a truncated state file', sub { substr($_[0], 0, length($_[0]) - 7) });
+damaged_start('a state file with a flipped byte', sub {
+    my $d = $_[0];
+    my $i = int(length($d) * 2 / 3);
+    substr($d, $i, 1) = chr(ord(substr($d, $i, 1)) ^ 0x5a);
+    return $d;
+});
+damaged_start('a state file with a flipped header byte', sub {
+    my $d = $_[0];
+    substr($d, 1, 1) = chr(ord(substr($d, 1, 1)) ^ 0x01);
+    return $d;
+});
+damaged_start('a foreign file (random bytes)', sub {
+    return join '', map { chr int rand 256 } 1 .. 4096;
+});
+damaged_start('a foreign file (text)', sub {
+    return "{\"entries\":[]}\n" x 20;
+});
+damaged_start('an empty state file', sub { '' });
+
+# a state file left as it was written still works after all this
+{
+    $t->stop;
+    $t->run;
+    check_replay(idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
+                 'a clean stop and start: the newest state-1 replays');
+}
+
+$t->check_log_clean;
+
+done_testing;
