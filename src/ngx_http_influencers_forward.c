@@ -23,6 +23,9 @@ static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
+#define ngx_http_influencers_cpy(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
+
+
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 static ngx_str_t  ngx_http_influencers_post = ngx_string("POST");
@@ -182,13 +185,11 @@ static ngx_str_t *
 ngx_http_influencers_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
-    size_t                       len;
-    u_char                      *p;
-    ngx_str_t                   *json;
-    ngx_http_influencers_job_t  *job;
-    u_char                       ulid[NGX_HTTP_INFLUENCERS_ULID_LEN];
-    u_char                       uuid[NGX_HTTP_INFLUENCERS_UUID_LEN];
-    u_char                       inf[32];
+    size_t                              len;
+    u_char                             *p;
+    ngx_str_t                          *json;
+    ngx_http_influencers_job_t         *job;
+    const ngx_http_influencers_enum_t  *gender, *age;
 
     job = &ctx->job;
 
@@ -212,31 +213,35 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
 
     json->data = p;
 
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id, ulid);
-    ngx_hex_dump(inf, ctx->accept.influencer_id, 16);
-    ngx_http_influencers_format_uuid(job->project, uuid);
+    gender = &ngx_http_influencers_genders[job->gender];
+    age = &ngx_http_influencers_age_ranges[job->age_range];
 
     /* orgs are checked to need no escaping when they are read */
 
-    p = ngx_sprintf(p, "{\"jobId\":\"job_%*s\",\"kind\":\"influencer_create\","
-                    "\"influencerId\":\"inf_%*s\",\"projectId\":\"%*s\","
-                    "\"orgId\":\"%V\",\"requestId\":\"%*s\",\"createdAt\":\"",
-                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, ulid,
-                    (size_t) 32, inf,
-                    (size_t) NGX_HTTP_INFLUENCERS_UUID_LEN, uuid,
-                    &job->org,
-                    (size_t) NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN,
-                    ctx->request_id);
-
+    p = ngx_http_influencers_cpy(p, "{\"jobId\":\"job_");
+    ngx_http_influencers_ulid_encode(ctx->accept.job_id, p);
+    p += NGX_HTTP_INFLUENCERS_ULID_LEN;
+    p = ngx_http_influencers_cpy(p, "\",\"kind\":\"influencer_create\","
+                                    "\"influencerId\":\"inf_");
+    p = ngx_hex_dump(p, ctx->accept.influencer_id, 16);
+    p = ngx_http_influencers_cpy(p, "\",\"projectId\":\"");
+    ngx_http_influencers_format_uuid(job->project, p);
+    p += NGX_HTTP_INFLUENCERS_UUID_LEN;
+    p = ngx_http_influencers_cpy(p, "\",\"orgId\":\"");
+    p = ngx_cpymem(p, job->org.data, job->org.len);
+    p = ngx_http_influencers_cpy(p, "\",\"requestId\":\"");
+    p = ngx_cpymem(p, ctx->request_id, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
+    p = ngx_http_influencers_cpy(p, "\",\"createdAt\":\"");
     p = ngx_http_influencers_iso_time(p,
                           ngx_http_influencers_ulid_time(ctx->accept.job_id));
-
-    p = ngx_sprintf(p, "\",\"params\":{\"gender\":\"%s\",\"ageRange\":\"%s\"",
-                    ngx_http_influencers_genders[job->gender].name,
-                    ngx_http_influencers_age_ranges[job->age_range].name);
+    p = ngx_http_influencers_cpy(p, "\",\"params\":{\"gender\":\"");
+    p = ngx_cpymem(p, gender->name, gender->len);
+    p = ngx_http_influencers_cpy(p, "\",\"ageRange\":\"");
+    p = ngx_cpymem(p, age->name, age->len);
+    *p++ = '"';
 
     if (job->has_prompt) {
-        p = ngx_cpymem(p, ",\"prompt\":\"", sizeof(",\"prompt\":\"") - 1);
+        p = ngx_http_influencers_cpy(p, ",\"prompt\":\"");
         p = (u_char *) ngx_escape_json(p, job->prompt, job->prompt_len);
         *p++ = '"';
     }

@@ -8,6 +8,16 @@
 #include "ngx_http_influencers_reply.h"
 
 
+/* the 202 envelope, in pieces around its ids */
+
+#define NGX_HTTP_INFLUENCERS_JOB     "{\"jobId\":\"job_"
+#define NGX_HTTP_INFLUENCERS_INF                                              \
+    "\",\"kind\":\"influencer_create\",\"status\":\"running\","              \
+    "\"influencerId\":\"inf_"
+#define NGX_HTTP_INFLUENCERS_LOC     "\",\"locationUrl\":\""
+#define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/job_"
+
+
 typedef struct {
     ngx_uint_t   status;
     ngx_str_t    code;
@@ -138,13 +148,18 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body, "{\"error\":{\"code\":\"%V\",\"message\":\"%V\","
-                    "\"requestId\":\"%*s\"",
-                    &e->code, &e->message,
-                    (size_t) NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN, request_id);
+    p = ngx_cpymem(body, "{\"error\":{\"code\":\"",
+                   sizeof("{\"error\":{\"code\":\"") - 1);
+    p = ngx_cpymem(p, e->code.data, e->code.len);
+    p = ngx_cpymem(p, "\",\"message\":\"", sizeof("\",\"message\":\"") - 1);
+    p = ngx_cpymem(p, e->message.data, e->message.len);
+    p = ngx_cpymem(p, "\",\"requestId\":\"", sizeof("\",\"requestId\":\"") - 1);
+    p = ngx_cpymem(p, request_id, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
+    *p++ = '"';
 
     if (details) {
-        p = ngx_sprintf(p, ",\"details\":%V", details);
+        p = ngx_cpymem(p, ",\"details\":", sizeof(",\"details\":") - 1);
+        p = ngx_cpymem(p, details->data, details->len);
     }
 
     *p++ = '}';
@@ -166,34 +181,38 @@ ngx_int_t
 ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
     ngx_http_influencers_accept_t *accept, ngx_uint_t replayed)
 {
-    u_char  *body, *p, *location;
-    u_char   job[NGX_HTTP_INFLUENCERS_ULID_LEN];
-    u_char   inf[32];
+    u_char  *body, *p, *job, *location;
 
-    static u_char  tmpl[] =
-        "{\"jobId\":\"job_XXXXXXXXXXXXXXXXXXXXXXXXXX\","
-        "\"kind\":\"influencer_create\",\"status\":\"running\","
-        "\"influencerId\":\"inf_XXXXXXXXXXXXXXXXXXXXXXXXXXXXXXXX\","
-        "\"locationUrl\":\"/v1/jobs/job_XXXXXXXXXXXXXXXXXXXXXXXXXX\"}";
+    /* the envelope, in the reference page's key order */
 
-    ngx_http_influencers_ulid_encode(accept->job_id, job);
-    ngx_hex_dump(inf, accept->influencer_id, 16);
-
-    body = ngx_pnalloc(r->pool, sizeof(tmpl) - 1);
+    body = ngx_pnalloc(r->pool, sizeof(NGX_HTTP_INFLUENCERS_JOB) - 1
+                                + NGX_HTTP_INFLUENCERS_ULID_LEN
+                                + sizeof(NGX_HTTP_INFLUENCERS_INF) - 1 + 32
+                                + sizeof(NGX_HTTP_INFLUENCERS_LOC) - 1
+                                + sizeof(NGX_HTTP_INFLUENCERS_JOBS) - 1
+                                + NGX_HTTP_INFLUENCERS_ULID_LEN + 2);
     if (body == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_sprintf(body, "{\"jobId\":\"job_%*s\","
-                    "\"kind\":\"influencer_create\",\"status\":\"running\","
-                    "\"influencerId\":\"inf_%*s\",\"locationUrl\":\"",
-                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job,
-                    (size_t) 32, inf);
+    p = ngx_cpymem(body, NGX_HTTP_INFLUENCERS_JOB,
+                   sizeof(NGX_HTTP_INFLUENCERS_JOB) - 1);
+    job = p;
+    ngx_http_influencers_ulid_encode(accept->job_id, job);
+    p += NGX_HTTP_INFLUENCERS_ULID_LEN;
+
+    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_INF,
+                   sizeof(NGX_HTTP_INFLUENCERS_INF) - 1);
+    p = ngx_hex_dump(p, accept->influencer_id, 16);
+    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_LOC,
+                   sizeof(NGX_HTTP_INFLUENCERS_LOC) - 1);
 
     location = p;
-
-    p = ngx_sprintf(p, "/v1/jobs/job_%*s\"}",
-                    (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job);
+    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_JOBS,
+                   sizeof(NGX_HTTP_INFLUENCERS_JOBS) - 1);
+    p = ngx_cpymem(p, job, NGX_HTTP_INFLUENCERS_ULID_LEN);
+    *p++ = '"';
+    *p++ = '}';
 
     /* a plain header: headers_out.location would be made absolute */
 
