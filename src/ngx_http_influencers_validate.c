@@ -83,7 +83,7 @@ int
 ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int           rc;
+    int           rc, nested;
     char          message[64];
     const char   *key;
     json_t       *root, *v;
@@ -118,10 +118,18 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
 
     /*
      * jansson allows 2048 levels; a valid body has one.  Deeper than a
-     * few levels is no partner's request, and is said so.
+     * few levels is no partner's request, and is said so.  Only a body
+     * with a nested value is scanned for it.
      */
 
-    if (ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
+    nested = 0;
+
+    json_object_foreach(root, key, v) {
+        nested |= json_is_object(v) || json_is_array(v);
+    }
+
+    if (nested
+        && ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
         && ngx_http_influencers_add_error(b, NULL, "Nesting too deep.") != 0)
     {
         return -1;
