@@ -1090,6 +1090,13 @@ ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    if (clcf->client_body_in_file_only) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers\" reads the body in memory: "
+                           "\"client_body_in_file_only\" must be off here");
+        return NGX_CONF_ERROR;
+    }
+
     if (clcf->client_max_body_size
         && (off_t) conf->body_limit > clcf->client_max_body_size)
     {

@@ -162,6 +162,9 @@ bad_config('influencers_body_limit over client_body_buffer_size',
            location => "client_body_buffer_size 8k;\n influencers_body_limit 16k;");
 ok_config('influencers_body_limit equal to client_body_buffer_size',
           location => "client_body_buffer_size 8k;\n influencers_body_limit 8k;");
+bad_config('client_body_in_file_only in the endpoint location',
+           qr/client_body_in_file_only/,
+           location => 'client_body_in_file_only on;');
 bad_config('influencers_retry_after: not a time', qr/influencers_retry_after/,
            location => 'influencers_retry_after abc;');
 bad_config('influencers_other_methods: another status', qr/404/,
