@@ -434,10 +434,14 @@ ngx_http_influencers_get_org(ngx_http_influencers_loader_t *ld, json_t *obj,
     }
 
     org->len = json_string_length(v);
-    org->data = ngx_pstrdup(ld->cf->pool, &(ngx_str_t) {
-                                org->len, (u_char *) json_string_value(v) });
+    org->data = ngx_pnalloc(ld->cf->pool, org->len);
+    if (org->data == NULL) {
+        return NGX_ERROR;
+    }
 
-    return org->data ? NGX_OK : NGX_ERROR;
+    ngx_memcpy(org->data, json_string_value(v), org->len);
+
+    return NGX_OK;
 }
 
 
