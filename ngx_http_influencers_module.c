@@ -241,6 +241,10 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
 
+    if (!(r->method & NGX_HTTP_POST) && ilcf->other_location.len) {
+        return ngx_http_named_location(r, &ilcf->other_location);
+    }
+
     ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
     if (ctx == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -250,10 +254,6 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     if (ngx_http_influencers_request_id(ctx->request_id) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    if (!(r->method & NGX_HTTP_POST) && ilcf->other_location.len) {
-        return ngx_http_named_location(r, &ilcf->other_location);
     }
 
     details.len = 0;
