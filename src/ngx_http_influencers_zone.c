@@ -38,7 +38,7 @@ typedef struct {
     u_char                        influencer_id[16];
     u_char                        project[16];
     ngx_msec_t                    deadline;
-    time_t                        expires;
+    uint64_t                      expires;      /* wall clock, ms */
     uint16_t                      retry_after;
     u_char                        state;
     u_char                        keyed;
@@ -98,6 +98,7 @@ static void ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
 static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out);
+static uint64_t ngx_http_influencers_wall_ms(void);
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
 static void ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
@@ -297,7 +298,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
                 ngx_memcpy(acc->job_id, rec->job_id, 16);
                 ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
                 acc->retry_after = rec->retry_after;
-                acc->expires = rec->expires;
+                acc->expires = (time_t) (rec->expires / 1000);
                 rc = NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
             }
 
@@ -398,8 +399,8 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
         if (rec->keyed) {
             rec->deadline = ngx_current_msec + zone->ttl;
-            rec->expires = ngx_time() + zone->ttl / 1000;
-            acc->expires = rec->expires;
+            rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
+            acc->expires = (time_t) (rec->expires / 1000);
             ngx_queue_insert_head(&sh->keyed, &rec->queue);
             sh->nkeyed++;
 
@@ -588,16 +589,25 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 }
 
 
+static uint64_t
+ngx_http_influencers_wall_ms(void)
+{
+    ngx_time_t  *tp;
+
+    tp = ngx_timeofday();
+
+    return (uint64_t) tp->sec * 1000 + tp->msec;
+}
+
+
 static void
 ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out)
 {
     uint64_t    ms;
     ngx_int_t   i;
-    ngx_time_t *tp;
 
-    tp = ngx_timeofday();
-    ms = (uint64_t) tp->sec * 1000 + tp->msec;
+    ms = ngx_http_influencers_wall_ms();
 
     if (ms > sh->ulid_ms) {
         sh->ulid_ms = ms;
@@ -816,7 +826,7 @@ ngx_http_influencers_zone_save(ngx_http_influencers_zone_t *zone,
 {
     u_char                               *buf, *p;
     size_t                                size;
-    time_t                                now;
+    uint64_t                              now_ms;
     ngx_fd_t                              fd;
     ngx_str_t                             tmp;
     ngx_queue_t                          *q;
@@ -825,7 +835,7 @@ ngx_http_influencers_zone_save(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_state_header_t  *hdr;
 
     sh = zone->sh;
-    now = ngx_time();
+    now_ms = ngx_http_influencers_wall_ms();
 
     size = sizeof(ngx_http_influencers_state_header_t)
            + sh->nkeyed * NGX_HTTP_INFLUENCERS_PAYLOAD;
@@ -847,7 +857,7 @@ ngx_http_influencers_zone_save(ngx_http_influencers_zone_t *zone,
     {
         rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
 
-        if (rec->expires <= now || hdr->count == sh->nkeyed) {
+        if (rec->expires <= now_ms || hdr->count == sh->nkeyed) {
             continue;
         }
 
@@ -932,10 +942,10 @@ ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
 
 static ngx_int_t
 ngx_http_influencers_record_valid(ngx_http_influencers_record_t *rec,
-    time_t now)
+    uint64_t now_ms)
 {
-    return rec->expires > now
-           && rec->expires - now <= 366 * 24 * 60 * 60
+    return rec->expires > now_ms
+           && rec->expires - now_ms <= (uint64_t) 366 * 24 * 60 * 60 * 1000
            && rec->org_len >= 1 && rec->org_len <= NGX_HTTP_INFLUENCERS_ORG_MAX
            && rec->prompt_len <= NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES
            && rec->gender >= 1 && rec->gender <= 3
@@ -949,7 +959,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
 {
     u_char                               *buf, *p;
     ssize_t                               n;
-    time_t                                now;
+    uint64_t                              now_ms;
     ngx_fd_t                              fd;
     ngx_uint_t                            i, loaded, full;
     ngx_file_info_t                       fi;
@@ -1006,7 +1016,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
     }
 
     sh = zone->sh;
-    now = ngx_time();
+    now_ms = ngx_http_influencers_wall_ms();
     loaded = 0;
     full = 0;
     p = buf + sizeof(*hdr);
@@ -1016,7 +1026,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
         ngx_memcpy(ngx_http_influencers_payload(&tmp), p,
                    NGX_HTTP_INFLUENCERS_PAYLOAD);
 
-        if (!ngx_http_influencers_record_valid(&tmp, now)
+        if (!ngx_http_influencers_record_valid(&tmp, now_ms)
             || ngx_http_influencers_lookup(sh, tmp.key) != NULL)
         {
             continue;
@@ -1038,7 +1048,7 @@ ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
         rec->state = NGX_HTTP_INFLUENCERS_DONE;
         rec->keyed = 1;
         rec->deadline = ngx_current_msec
-                        + (ngx_msec_t) (rec->expires - now) * 1000;
+                        + (ngx_msec_t) (rec->expires - now_ms);
         rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
 
         ngx_rbtree_insert(&sh->rbtree, &rec->node);

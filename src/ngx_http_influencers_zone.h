@@ -15,7 +15,7 @@
 
 
 #define NGX_HTTP_INFLUENCERS_ZONE_MAGIC    0x5a464e49    /* "INFZ" */
-#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  1
+#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  2
 
 
 /* the outcome of a claim */

@@ -56,23 +56,9 @@ $t->run;
 # ---------------------------------------------------------------- helpers
 
 # a request with an Idempotency-Key (undef: none); other options of create()
-sub idem {
-    my ($key, %o) = @_;
-    my $h = delete $o{headers} || [];
-    return $t->create(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
 # the jobIds the backend was sent (its Idempotency-Key header)
 sub forwarded_jobs {
     return map { $_->{h}{'idempotency-key'}[0] // '' } $t->backend_requests;
-}
-
-sub stats {
-    my $r = $t->http('GET', '/_stats', [], undef);
-    return $r->json || {};
 }
 
 my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
@@ -96,34 +82,7 @@ sub start_async {
     my ($m, $p, $hd, $b, %ro) = $t->create_args(%o, headers => [
         (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
     my $bytes = $t->request($m, $p, $hd, $b, %ro);
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $port, Proto => 'tcp', Timeout => 5)
-        or die "connect: $!";
-    binmode $sock;
-    my $off = 0;
-    while ($off < length $bytes) {
-        my $n = syswrite($sock, $bytes, length($bytes) - $off, $off);
-        die "write: $!" unless defined $n;
-        $off += $n;
-    }
-    return $sock;
-}
-
-sub finish_async {
-    my ($sock, $timeout) = @_;
-    my $sel = IO::Select->new($sock);
-    my $end = Time::HiRes::time() + ($timeout // 10);
-    my ($buf, $timed_out) = ('', 1);
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        if (!$n) { $timed_out = 0; last; }
-    }
-    close $sock;
-    my $r = InfTest::Response->parse($buf);
-    $r->{timed_out} = $timed_out;
-    return $r;
+    return $t->send_async($bytes, $port);
 }
 
 # the replay of $first: same status and body byte for byte, the marker,
@@ -169,10 +128,10 @@ sub reused {
 # ------------------------------------------------------------ a replay
 
 {
-    my $n0 = forwards();
-    my $first = idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
+    my $n0 = $t->forwards();
+    my $first = $t->idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
     my $job = check_new($first, 'first request with a key: 202');
-    is(forwards(), $n0 + 1, 'the first request is forwarded');
+    is($t->forwards(), $n0 + 1, 'the first request is forwarded');
     is(($t->backend_requests)[-1]{h}{'idempotency-key'}[0], $job,
        'the forward carries the jobId');
     is($first->header('retry-after'), 7, 'Retry-After from influencers_retry_after');
@@ -186,49 +145,49 @@ sub reused {
         or diag("expires in $in s");
 
     for my $i (1 .. 3) {
-        my $r = idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
+        my $r = $t->idem('replay-1', body => '{"gender":"male","prompt":"barista energy"}');
         check_replay($r, $first, "replay $i: the first answer again");
     }
-    is(forwards(), $n0 + 1, 'replays are not forwarded');
+    is($t->forwards(), $n0 + 1, 'replays are not forwarded');
 }
 
 # ------------------------------------------------------------ scope (org, key)
 
 {
-    my $n0 = forwards();
-    my $acme = idem('org-shared-1');
-    my $globex = idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX);
+    my $n0 = $t->forwards();
+    my $acme = $t->idem('org-shared-1');
+    my $globex = $t->idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX);
     my $j1 = check_new($acme, 'org_acme with key org-shared-1: 202');
     my $j2 = check_new($globex, 'org_globex with the same key: 202, not a reuse');
     isnt($j1, $j2, 'two orgs, one key: two jobs');
-    is(forwards(), $n0 + 2, 'both forwarded');
-    check_replay(idem('org-shared-1'), $acme, 'org_acme replays its own job');
-    check_replay(idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX),
+    is($t->forwards(), $n0 + 2, 'both forwarded');
+    check_replay($t->idem('org-shared-1'), $acme, 'org_acme replays its own job');
+    check_replay($t->idem('org-shared-1', key => K_GLOBEX, project => P_GLOBEX),
                  $globex, 'org_globex replays its own job');
 
     # the same path, body and key, only the org differs (org from a header)
-    my $va = idem('org-shared-2', port => $t->port('var'),
+    my $va = $t->idem('org-shared-2', port => $t->port('var'),
                   headers => ['X-Test-Org' => 'org_alpha']);
-    my $vb = idem('org-shared-2', port => $t->port('var'),
+    my $vb = $t->idem('org-shared-2', port => $t->port('var'),
                   headers => ['X-Test-Org' => 'org_beta']);
     my $ja = check_new($va, 'org_alpha, key org-shared-2: 202');
     my $jb = check_new($vb, 'org_beta, same path, body and key: 202');
     isnt($ja, $jb, 'same request from two orgs: two jobs');
-    check_replay(idem('org-shared-2', port => $t->port('var'),
+    check_replay($t->idem('org-shared-2', port => $t->port('var'),
                       headers => ['X-Test-Org' => 'org_beta']),
                  $vb, 'org_beta replays its own job');
-    check_replay(idem('org-shared-2', port => $t->port('var'),
+    check_replay($t->idem('org-shared-2', port => $t->port('var'),
                       headers => ['X-Test-Org' => 'org_alpha']),
                  $va, 'org_alpha replays its own job');
-    is(forwards(), $n0 + 4, 'four jobs forwarded, replays not');
+    is($t->forwards(), $n0 + 4, 'four jobs forwarded, replays not');
 
     # two API keys of one org share the cache
-    my $w = idem('org-shared-3');
+    my $w = $t->idem('org-shared-3');
     check_new($w, 'org_acme key K_WRITE: 202');
-    check_replay(idem('org-shared-3', key => K_MULTI), $w,
+    check_replay($t->idem('org-shared-3', key => K_MULTI), $w,
                  'another key of org_acme with the same Idempotency-Key: a replay');
     # and so does the org whatever its identity source
-    check_replay(idem('org-shared-3', port => $t->port('var'),
+    check_replay($t->idem('org-shared-3', port => $t->port('var'),
                       headers => ['X-Test-Org' => 'org_acme']), $w,
                  'org_acme through the variable-identity server: a replay');
 }
@@ -236,28 +195,28 @@ sub reused {
 # ------------------------------------------------------------ fingerprint
 
 {
-    my $n0 = forwards();
-    my $f = idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x y"}');
+    my $n0 = $t->forwards();
+    my $f = $t->idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x y"}');
     check_new($f, 'fp-order: 202');
-    check_replay(idem('fp-order', body => '{"prompt":"x y","ageRange":"adult","gender":"male"}'),
+    check_replay($t->idem('fp-order', body => '{"prompt":"x y","ageRange":"adult","gender":"male"}'),
                  $f, 'keys in another order: the same request');
-    check_replay(idem('fp-order', body => qq[ {\n\t"ageRange" : "adult" ,\r\n  "prompt":"x y",  "gender":"male"}\n ]),
+    check_replay($t->idem('fp-order', body => qq[ {\n\t"ageRange" : "adult" ,\r\n  "prompt":"x y",  "gender":"male"}\n ]),
                  $f, 'extra whitespace: the same request');
-    check_replay(idem('fp-order', body => '{"gend\u0065r":"male","ageRange":"adult","prompt":"x\u0020y"}'),
+    check_replay($t->idem('fp-order', body => '{"gend\u0065r":"male","ageRange":"adult","prompt":"x\u0020y"}'),
                  $f, 'escaped key and value characters: the same request');
-    is(forwards(), $n0 + 1, 'one forward for all of them');
+    is($t->forwards(), $n0 + 1, 'one forward for all of them');
 
-    my $u = idem('fp-utf8', body => qq[{"prompt":"caf\xc3\xa9 \xe2\x80\x94 a/b"}]);
+    my $u = $t->idem('fp-utf8', body => qq[{"prompt":"caf\xc3\xa9 \xe2\x80\x94 a/b"}]);
     check_new($u, 'fp-utf8: 202');
-    check_replay(idem('fp-utf8', body => '{"prompt":"caf\u00e9 \u2014 a\/b"}'),
+    check_replay($t->idem('fp-utf8', body => '{"prompt":"caf\u00e9 \u2014 a\/b"}'),
                  $u, '\\u escapes and \\/ mean the same string: the same request');
-    check_replay(idem('fp-utf8', body => '{"prompt":"caf\u00E9 \u2014 a/b"}'),
+    check_replay($t->idem('fp-utf8', body => '{"prompt":"caf\u00E9 \u2014 a/b"}'),
                  $u, 'uppercase hex in an escape: the same request');
 
     # how the body travels does not matter: chunked is the same request
-    my $ch = idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}');
+    my $ch = $t->idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}');
     check_new($ch, 'fp-chunked: 202');
-    check_replay(idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}',
+    check_replay($t->idem('fp-chunked', body => '{"prompt":"chunked body","gender":"male"}',
                       chunked => [5, 7, 3]),
                  $ch, 'the same body sent chunked: the same request');
     check_replay($t->create(body => '{"gender":"male","prompt":"chunked body"}',
@@ -265,169 +224,169 @@ sub reused {
                  $ch, 'the header name in lowercase: the same key');
 
     # {} and an empty body (with and without a content type)
-    my $e = idem('fp-empty', body => '{}');
+    my $e = $t->idem('fp-empty', body => '{}');
     check_new($e, 'fp-empty with {}: 202');
-    check_replay(idem('fp-empty', body => ''), $e,
+    check_replay($t->idem('fp-empty', body => ''), $e,
                  'an empty body without Content-Type: the same request as {}');
-    check_replay(idem('fp-empty', body => '', ctype => 'application/json'), $e,
+    check_replay($t->idem('fp-empty', body => '', ctype => 'application/json'), $e,
                  'an empty body with Content-Type: the same request as {}');
-    check_replay(idem('fp-empty', body => ' { } '), $e,
+    check_replay($t->idem('fp-empty', body => ' { } '), $e,
                  '" { } ": the same request as {}');
-    my $e2 = idem('fp-empty-2', body => '');
+    my $e2 = $t->idem('fp-empty-2', body => '');
     check_new($e2, 'fp-empty-2 with an empty body: 202');
-    check_replay(idem('fp-empty-2', body => '{}'), $e2,
+    check_replay($t->idem('fp-empty-2', body => '{}'), $e2,
                  '{} after an empty body: the same request');
 
     # a default sent is not a default omitted
-    reused(idem('fp-empty', body => '{"ageRange":"young_adult"}'),
+    reused($t->idem('fp-empty', body => '{"ageRange":"young_adult"}'),
            'ageRange sent with its default value: 422 IDEMPOTENCY_KEY_REUSED');
-    reused(idem('fp-empty', body => '{"gender":"female"}'),
+    reused($t->idem('fp-empty', body => '{"gender":"female"}'),
            'gender sent with the value it resolves to: 422 IDEMPOTENCY_KEY_REUSED');
-    my $d = idem('fp-default', body => '{"ageRange":"young_adult"}');
+    my $d = $t->idem('fp-default', body => '{"ageRange":"young_adult"}');
     check_new($d, 'fp-default with ageRange young_adult: 202');
-    reused(idem('fp-default', body => '{}'),
+    reused($t->idem('fp-default', body => '{}'),
            'the same key with ageRange omitted: 422 IDEMPOTENCY_KEY_REUSED');
 
     # other differences
-    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x  y"}'),
+    reused($t->idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"x  y"}'),
            'another prompt: 422 IDEMPOTENCY_KEY_REUSED');
-    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult"}'),
+    reused($t->idem('fp-order', body => '{"gender":"male","ageRange":"adult"}'),
            'prompt left out: 422 IDEMPOTENCY_KEY_REUSED');
-    reused(idem('fp-order', body => '{"gender":"female","ageRange":"adult","prompt":"x y"}'),
+    reused($t->idem('fp-order', body => '{"gender":"female","ageRange":"adult","prompt":"x y"}'),
            'another gender: 422 IDEMPOTENCY_KEY_REUSED');
-    reused(idem('fp-order', project => P_MALE,
+    reused($t->idem('fp-order', project => P_MALE,
                 body => '{"gender":"male","ageRange":"adult","prompt":"x y"}'),
            'another project (path): 422 IDEMPOTENCY_KEY_REUSED');
-    reused(idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"X Y"}'),
+    reused($t->idem('fp-order', body => '{"gender":"male","ageRange":"adult","prompt":"X Y"}'),
            'a prompt differing in case: 422 IDEMPOTENCY_KEY_REUSED');
 
     # the projectId's case does not matter
-    my $p = idem('fp-case');
+    my $p = $t->idem('fp-case');
     check_new($p, 'fp-case, lowercase projectId: 202');
-    check_replay(idem('fp-case', path => '/v1/projects/' . uc(P_FEMALE) . '/influencers'),
+    check_replay($t->idem('fp-case', path => '/v1/projects/' . uc(P_FEMALE) . '/influencers'),
                  $p, 'uppercase projectId: the same request');
-    my $p2 = idem('fp-case-2', path => '/v1/projects/' . uc(P_MALE) . '/influencers');
+    my $p2 = $t->idem('fp-case-2', path => '/v1/projects/' . uc(P_MALE) . '/influencers');
     check_new($p2, 'fp-case-2, uppercase projectId first: 202');
-    check_replay(idem('fp-case-2', project => P_MALE), $p2,
+    check_replay($t->idem('fp-case-2', project => P_MALE), $p2,
                  'then lowercase: the same request');
     my $mixed = P_MALE;
     $mixed =~ s/([a-f])/uc $1/e for 1 .. 3;
-    check_replay(idem('fp-case-2', path => "/v1/projects/$mixed/influencers"), $p2,
+    check_replay($t->idem('fp-case-2', path => "/v1/projects/$mixed/influencers"), $p2,
                  'mixed case: the same request');
 }
 
 # ------------------------------------------------------------ key reused
 
 {
-    my $n0 = forwards();
-    my $first = idem('reuse-1', body => '{"gender":"male"}');
+    my $n0 = $t->forwards();
+    my $first = $t->idem('reuse-1', body => '{"gender":"male"}');
     check_new($first, 'reuse-1: 202');
-    my $r = idem('reuse-1', body => '{"gender":"non_binary"}');
+    my $r = $t->idem('reuse-1', body => '{"gender":"non_binary"}');
     reused($r, 'a different body: 422 IDEMPOTENCY_KEY_REUSED, without details');
     unlike($r->body, qr/fieldErrors|formErrors/, 'the reuse answer has no fieldErrors');
     ok(!defined $r->header('idempotent-replayed'), 'a reuse answer is not marked replayed');
-    is(forwards(), $n0 + 1, 'a reuse is not forwarded');
-    check_replay(idem('reuse-1', body => '{"gender":"male"}'), $first,
+    is($t->forwards(), $n0 + 1, 'a reuse is not forwarded');
+    check_replay($t->idem('reuse-1', body => '{"gender":"male"}'), $first,
                  'the original request still replays after a mismatch');
 }
 
 # ------------------------------------------------------------ in flight
 
 {
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     $t->set_backend(delay => 1.5);
     my $sock = start_async(idem => 'fly-1', body => '{"prompt":"slow"}');
     my @fw = $t->wait_backend_requests($n0 + 1);
     is(scalar @fw, $n0 + 1, 'the first request reached the backend');
 
-    my $busy = idem('fly-1', body => '{"prompt":"slow"}');
+    my $busy = $t->idem('fly-1', body => '{"prompt":"slow"}');
     check_error($busy, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
                 'the same request while the first is in flight: 409');
     is($busy->header('retry-after'), 3,
        '409 carries Retry-After from influencers_busy_retry_after');
 
-    my $busy2 = idem('"fly-1"', body => '{ "prompt" : "slow" }');
+    my $busy2 = $t->idem('"fly-1"', body => '{ "prompt" : "slow" }');
     check_error($busy2, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
                 'the same request (quoted key, other spacing) in flight: 409');
 
-    reused(idem('fly-1', body => '{"prompt":"fast"}'),
+    reused($t->idem('fly-1', body => '{"prompt":"fast"}'),
            'a different body while in flight: 422 IDEMPOTENCY_KEY_REUSED, not 409');
 
     my $first = finish_async($sock, 10);
     my $job = check_new($first, 'the first request completes: 202');
     ok(!$first->timed_out, 'the first request did not time out');
-    is(forwards(), $n0 + 1, 'one forward while in flight');
+    is($t->forwards(), $n0 + 1, 'one forward while in flight');
     $t->set_backend;
-    check_replay(idem('fly-1', body => '{"prompt":"slow"}'), $first,
+    check_replay($t->idem('fly-1', body => '{"prompt":"slow"}'), $first,
                  'after it completed: a replay');
-    is(forwards(), $n0 + 1, 'still one forward');
+    is($t->forwards(), $n0 + 1, 'still one forward');
 }
 
 # ------------------------------------------------------------ no key
 
 {
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my @jobs;
     for my $i (1 .. 3) {
-        my $r = idem(undef, body => '{"prompt":"same body"}');
+        my $r = $t->idem(undef, body => '{"prompt":"same body"}');
         push @jobs, check_new($r, "no Idempotency-Key, request $i: 202");
     }
     my %u = map { $_ => 1 } @jobs;
     is(scalar keys %u, 3, 'three requests without a key: three jobs');
-    is(forwards(), $n0 + 3, 'three forwards');
+    is($t->forwards(), $n0 + 3, 'three forwards');
 }
 
 # ------------------------------------------------------------ quoted keys
 
 {
-    my $n0 = forwards();
-    my $q = idem('"quoted-abc"');
+    my $n0 = $t->forwards();
+    my $q = $t->idem('"quoted-abc"');
     check_new($q, 'key "quoted-abc" (quoted form): 202');
-    check_replay(idem('quoted-abc'), $q, 'quoted-abc (bare): the same key');
-    check_replay(idem('"quoted-abc"'), $q, '"quoted-abc" again: the same key');
+    check_replay($t->idem('quoted-abc'), $q, 'quoted-abc (bare): the same key');
+    check_replay($t->idem('"quoted-abc"'), $q, '"quoted-abc" again: the same key');
 
-    my $b = idem('bare-abc');
+    my $b = $t->idem('bare-abc');
     check_new($b, 'bare-abc: 202');
-    check_replay(idem('"bare-abc"'), $b, '"bare-abc": the same key');
+    check_replay($t->idem('"bare-abc"'), $b, '"bare-abc": the same key');
 
-    my $e = idem('"q\\"k\\\\z"');
+    my $e = $t->idem('"q\\"k\\\\z"');
     check_new($e, 'quoted key with escapes "q\\"k\\\\z": 202');
-    check_replay(idem('q"k\\z'), $e, 'its unescaped bare form q"k\\z: the same key');
+    check_replay($t->idem('q"k\\z'), $e, 'its unescaped bare form q"k\\z: the same key');
 
-    my $other = idem('quoted-abc-2');
+    my $other = $t->idem('quoted-abc-2');
     check_new($other, 'a different key: a new job');
-    is(forwards(), $n0 + 4, 'four keys, four forwards');
+    is($t->forwards(), $n0 + 4, 'four keys, four forwards');
 }
 
 # ------------------------------------------------------------ rejections store nothing
 
 {
-    my $n0 = forwards();
-    check_validation(idem('rej-1', body => '{"gender":"robot"}'), 'Invalid body.',
+    my $n0 = $t->forwards();
+    check_validation($t->idem('rej-1', body => '{"gender":"robot"}'), 'Invalid body.',
         { fieldErrors => { gender => [
             "Invalid enum value. Expected 'male' | 'female' | 'non_binary'"] } },
         'an invalid body with a key: 422 VALIDATION');
-    check_new(idem('rej-1'), 'then a valid request with that key: 202, a new job');
+    check_new($t->idem('rej-1'), 'then a valid request with that key: 202, a new job');
 
-    check_error(idem('rej-2', project => P_UNKNOWN), 404, 'NOT_FOUND',
+    check_error($t->idem('rej-2', project => P_UNKNOWN), 404, 'NOT_FOUND',
                 'Project not found.', 'an unknown project with a key: 404');
-    check_new(idem('rej-2'), 'then a known project with that key: 202');
+    check_new($t->idem('rej-2'), 'then a known project with that key: 202');
 
-    check_error(idem('rej-3', ctype => 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE',
+    check_error($t->idem('rej-3', ctype => 'text/plain'), 415, 'UNSUPPORTED_MEDIA_TYPE',
                 undef, 'a wrong content type with a key: 415');
-    check_new(idem('rej-3', body => '{"gender":"male"}'),
+    check_new($t->idem('rej-3', body => '{"gender":"male"}'),
               'then another body with that key: 202, not a reuse');
-    is(forwards(), $n0 + 3, 'only the accepted requests were forwarded');
+    is($t->forwards(), $n0 + 3, 'only the accepted requests were forwarded');
 }
 
 # ------------------------------------------------------------ counters agree
 
 {
-    my $s = stats();
+    my $s = $t->stats();
     is($s->{inflight}, 0, 'stats: nothing in flight at the end');
     is($s->{bytesInUse}, $s->{entries} * $s->{recordSize},
        'stats: bytesInUse = entries * recordSize');
-    is($s->{claims}, forwards(), 'stats: claims = forwards received by the backend');
+    is($s->{claims}, $t->forwards(), 'stats: claims = forwards received by the backend');
 }
 
 $t->check_log_clean;

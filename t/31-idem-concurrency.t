@@ -39,8 +39,6 @@ $t->run;
 
 is(scalar(my @w = $t->worker_pids), $WORKERS, "$WORKERS worker processes");
 
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
 # ---------------------------------------------------------------- clients
 
 # One burst: $n forked clients connect, wait at the gate (a pipe whose
@@ -180,7 +178,7 @@ for my $round (1 .. $ROUNDS) {
 
     my $key = sprintf('conc-%02d-%d-%04x', $round, $$, int rand 65536);
     my $body = qq({"prompt":"round $round"});
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
 
     # one client in five sends its request after the backend's delay
     my ($ready, @a) = burst(key_request($key, $body), $CLIENTS, 2 * $DELAY);
@@ -229,7 +227,7 @@ for my $round (1 .. $ROUNDS) {
     # the key is answered now: a second burst gets nothing but replays
     if ($round % 3 == 1) {
         my ($ready2, @b) = burst(key_request($key, $body), $CLIENTS);
-        my $n1 = forwards();
+        my $n1 = $t->forwards();
         subtest "round $round: $CLIENTS parallel requests after it completed" => sub {
             is(scalar @b, $CLIENTS, 'every client got an answer');
             is(scalar(grep { $_->status == 202
@@ -263,7 +261,7 @@ cmp_ok($multi_worker_rounds, '>=', int($ROUNDS / 2),
        . "(in $multi_worker_rounds of $ROUNDS rounds)");
 
 Time::HiRes::sleep(0.3);
-is(forwards(), $ROUNDS, "$ROUNDS keys, $ROUNDS forwards in all");
+is($t->forwards(), $ROUNDS, "$ROUNDS keys, $ROUNDS forwards in all");
 
 my $s = $t->http('GET', '/_stats', [], undef)->json || {};
 is($s->{claims}, $ROUNDS, 'stats: one claim per key');

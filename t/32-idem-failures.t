@@ -23,15 +23,6 @@ my $t;    # the instance the helpers talk to
 
 # ---------------------------------------------------------------- helpers
 
-sub idem {
-    my ($key, %o) = @_;
-    my $h = delete $o{headers} || [];
-    return $t->create(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
 sub last_forward {
     my @r = $t->backend_requests;
     return undef unless @r;
@@ -40,45 +31,13 @@ sub last_forward {
              inf => $b->{influencerId} // '', rid => $r[-1]{h}{'x-request-id'}[0] };
 }
 
-sub stats {
-    my $r = $t->http('GET', '/_stats', [], undef);
-    return $r->json || {};
-}
-
 sub start_async {
     my (%o) = @_;
     my $key = delete $o{idem};
     my ($m, $p, $hd, $b, %ro) = $t->create_args(%o, headers => [
         (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
     my $bytes = $t->request($m, $p, $hd, $b, %ro);
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port, Proto => 'tcp', Timeout => 5)
-        or die "connect: $!";
-    binmode $sock;
-    my $off = 0;
-    while ($off < length $bytes) {
-        my $n = syswrite($sock, $bytes, length($bytes) - $off, $off);
-        die "write: $!" unless defined $n;
-        $off += $n;
-    }
-    return $sock;
-}
-
-sub finish_async {
-    my ($sock, $timeout) = @_;
-    my $sel = IO::Select->new($sock);
-    my $end = Time::HiRes::time() + ($timeout // 10);
-    my ($buf, $timed_out) = ('', 1);
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        if (!$n) { $timed_out = 0; last; }
-    }
-    close $sock;
-    my $r = InfTest::Response->parse($buf);
-    $r->{timed_out} = $timed_out;
-    return $r;
+    return $t->send_async($bytes);
 }
 
 sub new_job {
@@ -86,12 +45,6 @@ sub new_job {
     my $j = check_accepted($r, $name);
     ok(!defined $r->header('idempotent-replayed'), "$name: not a replay");
     return $j || {};
-}
-
-sub sleep_until {
-    my ($when) = @_;
-    my $d = $when - Time::HiRes::time();
-    Time::HiRes::sleep($d) if $d > 0;
 }
 
 # waits (bounded) until $n workers run and none of %$old is among them
@@ -140,56 +93,56 @@ for my $c (@cases) {
     my $body = qq({"prompt":"case $k"});
 
     $t->set_backend(%$control);
-    my $n0 = forwards();
-    my $r = idem($key, body => $body);
+    my $n0 = $t->forwards();
+    my $r = $t->idem($key, body => $body);
     check_error($r, $status, $code, undef, "$what: $status $code");
-    is(forwards(), $n0 + 1, "$what: the request was forwarded");
+    is($t->forwards(), $n0 + 1, "$what: the request was forwarded");
     my $failed = last_forward() || {};
     $failures++;
 
     $t->set_backend;
-    my $retry = idem($key, body => $body);
+    my $retry = $t->idem($key, body => $body);
     my $j = new_job($retry, "$what: the retry with the same key is accepted");
-    is(forwards(), $n0 + 2, "$what: the retry was forwarded again");
+    is($t->forwards(), $n0 + 2, "$what: the retry was forwarded again");
     my $now = last_forward() || {};
     is($now->{job}, $j->{jobId}, "$what: the retry forwarded the answered job");
     isnt($j->{jobId}, $failed->{job}, "$what: a new jobId");
     isnt($j->{influencerId}, $failed->{inf}, "$what: a new influencerId");
     isnt($now->{rid}, $failed->{rid}, "$what: a new request id");
 
-    my $again = idem($key, body => $body);
+    my $again = $t->idem($key, body => $body);
     is($again->status, 202, "$what: then the key replays");
     is($again->header('idempotent-replayed'), 'true', "$what: marked replayed");
     ok($again->body eq $retry->body, "$what: the accepted retry's body");
-    is(forwards(), $n0 + 2, "$what: the replay is not forwarded");
+    is($t->forwards(), $n0 + 2, "$what: the replay is not forwarded");
 }
 
 # a released key remembers nothing: another body is not a reuse
 {
     $t->set_backend(status => 500);
-    my $r = idem('fail-other', body => '{"gender":"male"}');
+    my $r = $t->idem('fail-other', body => '{"gender":"male"}');
     check_error($r, 502, 'UPSTREAM_ERROR', undef, 'fail-other: 502');
     $failures++;
     $t->set_backend;
-    new_job(idem('fail-other', body => '{"gender":"female"}'),
+    new_job($t->idem('fail-other', body => '{"gender":"female"}'),
             'fail-other retried with another body: 202, not 422');
 }
 
 # the backend down, then back
 {
     $t->stop_backend;
-    my $n0 = forwards();
-    my $r = idem('fail-down', body => '{"prompt":"down"}');
+    my $n0 = $t->forwards();
+    my $r = $t->idem('fail-down', body => '{"prompt":"down"}');
     check_error($r, 502, 'UPSTREAM_ERROR', undef, 'backend down: 502');
     $failures++;
-    my $r2 = idem('fail-down', body => '{"prompt":"down"}');
+    my $r2 = $t->idem('fail-down', body => '{"prompt":"down"}');
     check_error($r2, 502, 'UPSTREAM_ERROR', undef,
                 'backend still down, same key: 502 again (not 409)');
     $failures++;
     $t->start_backend;
-    my $j = new_job(idem('fail-down', body => '{"prompt":"down"}'),
+    my $j = new_job($t->idem('fail-down', body => '{"prompt":"down"}'),
                     'backend back, same key: 202');
-    is(forwards(), $n0 + 1, 'backend back: forwarded');
+    is($t->forwards(), $n0 + 1, 'backend back: forwarded');
     is((last_forward() || {})->{job}, $j->{jobId}, 'backend back: that job was forwarded');
 }
 
@@ -198,7 +151,7 @@ for my $c (@cases) {
 # 0.6 s stays under this server's proxy_read_timeout of 1 s)
 {
     $t->set_backend(delay => 0.6);
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my ($m, $p, $h, $b, %o) = $t->create_args(body => '{"prompt":"gone"}',
         headers => ['Idempotency-Key' => 'gone-ok']);
     $t->raw($t->request($m, $p, $h, $b, %o), close_after => 0.2);
@@ -207,11 +160,11 @@ for my $c (@cases) {
     my $job = (last_forward() || {})->{job};
     Time::HiRes::sleep(0.8);
     $t->set_backend;
-    my $r = idem('gone-ok', body => '{"prompt":"gone"}');
+    my $r = $t->idem('gone-ok', body => '{"prompt":"gone"}');
     is($r->status, 202, 'the client comes back after the backend accepted: 202');
     is($r->header('idempotent-replayed'), 'true', '... a replay');
     like($r->body, qr/"jobId":"\Q$job\E"/, '... of the job the backend accepted');
-    is(forwards(), $n0 + 1, '... not forwarded again');
+    is($t->forwards(), $n0 + 1, '... not forwarded again');
 
     $t->set_backend(delay => 0.6, status => 500);
     ($m, $p, $h, $b, %o) = $t->create_args(body => '{"prompt":"gone"}',
@@ -222,14 +175,14 @@ for my $c (@cases) {
     Time::HiRes::sleep(0.8);
     $failures++;
     $t->set_backend;
-    my $r2 = idem('gone-fail', body => '{"prompt":"gone"}');
+    my $r2 = $t->idem('gone-fail', body => '{"prompt":"gone"}');
     my $j2 = new_job($r2, 'the client comes back after the backend failed: a new job');
     isnt($j2->{jobId}, $failed_job, '... with a new jobId');
-    is(forwards(), $n0 + 3, '... forwarded');
+    is($t->forwards(), $n0 + 3, '... forwarded');
 }
 
 {
-    my $s = stats();
+    my $s = $t->stats();
     is($s->{releases}, $failures, "stats: $failures releases");
     is($s->{failed}, $failures, "stats: $failures failed forwards");
     is($s->{inflight}, 0, 'stats: nothing in flight');
@@ -245,14 +198,14 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
                     read_timeout => '30s', server => $STATS,
                     control => { delay => 60 });
 {
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my $sock = start_async(idem => 'lease-kill', body => '{"prompt":"never"}');
     my @fw = $t->wait_backend_requests($n0 + 1);
     my $claimed = Time::HiRes::time();
     is(scalar @fw, $n0 + 1, 'the claim holder forwarded (the backend never answers)');
     my $lost_job = (last_forward() || {})->{job};
 
-    my $busy = idem('lease-kill', body => '{"prompt":"never"}');
+    my $busy = $t->idem('lease-kill', body => '{"prompt":"never"}');
     check_error($busy, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
                 'while the claim is held: 409');
 
@@ -268,23 +221,23 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
 
     $t->set_backend;
     if (Time::HiRes::time() < $claimed + 1.5) {
-        my $r = idem('lease-kill', body => '{"prompt":"never"}');
+        my $r = $t->idem('lease-kill', body => '{"prompt":"never"}');
         check_error($r, 409, 'IDEMPOTENCY_IN_PROGRESS', undef,
                     'before the lease (2 s) ran out: still 409');
     } else {
         pass('(too slow to look before the lease ran out)');
     }
-    is(forwards(), $n0 + 1, 'nothing forwarded meanwhile');
+    is($t->forwards(), $n0 + 1, 'nothing forwarded meanwhile');
 
     sleep_until($claimed + 2.3);
-    my $r = idem('lease-kill', body => '{"prompt":"never"}');
+    my $r = $t->idem('lease-kill', body => '{"prompt":"never"}');
     my $j = new_job($r, 'after the lease ran out: the same key goes ahead (202)');
-    is(forwards(), $n0 + 2, 'and is forwarded');
+    is($t->forwards(), $n0 + 2, 'and is forwarded');
     isnt($j->{jobId}, $lost_job, 'as a new job');
-    check_error(idem('lease-kill', body => '{"prompt":"other"}'), 422,
+    check_error($t->idem('lease-kill', body => '{"prompt":"other"}'), 422,
                 'IDEMPOTENCY_KEY_REUSED', undef, 'then the key is an entry again: 422 on another body');
 
-    my $s = stats();
+    my $s = $t->stats();
     is($s->{leaseExpiries}, 1, 'stats: one lease expiry');
     is($s->{inflight}, 0, 'stats: nothing in flight');
     is($s->{claims}, 2, 'stats: two claims');
@@ -301,7 +254,7 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
                     read_timeout => '5s', server => $STATS,
                     control => { delay => 2.5 });
 {
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my $body = '{"prompt":"slow"}';
     my $a = start_async(idem => 'lease-slow', body => $body);
     my @fw = $t->wait_backend_requests($n0 + 1);
@@ -321,14 +274,14 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
     my $jb = new_job($rb, 'the second request: 202');
     isnt($ja->{jobId}, $jb->{jobId}, 'two jobs');
 
-    my $c = idem('lease-slow', body => $body);
+    my $c = $t->idem('lease-slow', body => $body);
     is($c->status, 202, 'a third request: 202');
     is($c->header('idempotent-replayed'), 'true', '... a replay');
     ok($c->body eq $rb->body, '... of the claim that held the key last (the second)')
         or diag("replay: " . $c->body . "\nsecond: " . $rb->body);
-    is(forwards(), $n0 + 2, 'two forwards in all');
+    is($t->forwards(), $n0 + 2, 'two forwards in all');
 
-    my $s = stats();
+    my $s = $t->stats();
     cmp_ok($s->{leaseExpiries}, '>=', 1, 'stats: leaseExpiries >= 1');
     is($s->{leaseExpiries}, 1, 'stats: exactly one lease expiry');
     is($s->{inflight}, 0, 'stats: nothing in flight');

@@ -18,13 +18,6 @@ plan skip_all => 'module not built: ' . module_path() unless have_module();
 my $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m ttl=2s',
     server => 'location = /_stats { influencers_stats zone=jobs; }');
 
-sub idem {
-    my ($key, %o) = @_;
-    return $t->create(%o, headers => ['Idempotency-Key' => $key]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
 my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
            Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
 
@@ -36,19 +29,13 @@ sub http_date {
     return Time::Local::timegm($6, $5, $4, $1, $MON{$2}, $3);
 }
 
-sub sleep_until {
-    my ($when) = @_;
-    my $d = $when - Time::HiRes::time();
-    Time::HiRes::sleep($d) if $d > 0;
-}
-
-my $n0 = forwards();
+my $n0 = $t->forwards();
 my $t0 = Time::HiRes::time();
-my $a = idem('exp-same', body => '{"prompt":"first"}');
-my $b = idem('exp-other', body => '{"prompt":"first"}');
+my $a = $t->idem('exp-same', body => '{"prompt":"first"}');
+my $b = $t->idem('exp-other', body => '{"prompt":"first"}');
 my $ja = check_accepted($a, 'exp-same: 202') || {};
 my $jb = check_accepted($b, 'exp-other: 202') || {};
-is(forwards(), $n0 + 2, 'two forwards');
+is($t->forwards(), $n0 + 2, 'two forwards');
 
 # Idempotency-Expires: about 2 s ahead (a whole second, so 1 to 3 s)
 my $exp = http_date($a->header('idempotency-expires'));
@@ -60,20 +47,20 @@ ok($in >= 1 && $in <= 3.01, 'Idempotency-Expires is ttl (2 s) ahead')
 
 # within a second: replays
 Time::HiRes::sleep(0.5);
-my $r = idem('exp-same', body => '{"prompt":"first"}');
+my $r = $t->idem('exp-same', body => '{"prompt":"first"}');
 ok(Time::HiRes::time() < $t0 + 1.5, '(the replay was asked within the ttl)');
 is($r->status, 202, 'within the ttl: 202');
 is($r->header('idempotent-replayed'), 'true', 'within the ttl: a replay');
 ok($r->body eq $a->body, 'within the ttl: the same body');
 is($r->header('idempotency-expires'), $a->header('idempotency-expires'),
    'within the ttl: the same Idempotency-Expires');
-check_error(idem('exp-other', body => '{"prompt":"second"}'), 422,
+check_error($t->idem('exp-other', body => '{"prompt":"second"}'), 422,
             'IDEMPOTENCY_KEY_REUSED', undef, 'within the ttl: another body is a reuse');
-is(forwards(), $n0 + 2, 'no forward within the ttl');
+is($t->forwards(), $n0 + 2, 'no forward within the ttl');
 
 # after 3 s: forgotten
 sleep_until($t0 + 3);
-my $c = idem('exp-same', body => '{"prompt":"first"}');
+my $c = $t->idem('exp-same', body => '{"prompt":"first"}');
 my $jc = check_accepted($c, 'after the ttl, the same request: 202') || {};
 ok(!defined $c->header('idempotent-replayed'), '... not a replay');
 isnt($jc->{jobId}, $ja->{jobId}, '... a new job');
@@ -81,16 +68,16 @@ isnt($jc->{influencerId}, $ja->{influencerId}, '... a new influencer');
 my $exp2 = http_date($c->header('idempotency-expires'));
 ok(defined $exp2 && defined $exp && $exp2 > $exp, '... with a later Idempotency-Expires');
 
-my $d = idem('exp-other', body => '{"prompt":"second"}');
+my $d = $t->idem('exp-other', body => '{"prompt":"second"}');
 my $jd = check_accepted($d, 'after the ttl, the same key with another body: 202, not 422') || {};
 isnt($jd->{jobId}, $jb->{jobId}, '... a new job');
-is(forwards(), $n0 + 4, 'both forwarded');
+is($t->forwards(), $n0 + 4, 'both forwarded');
 
 my @fw = $t->backend_requests;
 is_deeply([ map { $_->{h}{'idempotency-key'}[0] } @fw[-2, -1] ],
           [ $jc->{jobId}, $jd->{jobId} ], 'the new jobs were forwarded');
 
-my $e = idem('exp-same', body => '{"prompt":"first"}');
+my $e = $t->idem('exp-same', body => '{"prompt":"first"}');
 is($e->header('idempotent-replayed'), 'true', 'the new entry replays');
 ok($e->body eq $c->body, '... the new job');
 

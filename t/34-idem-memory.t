@@ -22,22 +22,6 @@ my $t = InfTest->setup(log_level => 'info',
     location => 'influencers_busy_retry_after 2s;',
     server => 'location = /_stats { influencers_stats zone=jobs; }');
 
-sub idem {
-    my ($key, %o) = @_;
-    return $t->create(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
-sub stats { return $t->http('GET', '/_stats', [], undef)->json || {}; }
-
-sub sleep_until {
-    my ($when) = @_;
-    my $d = $when - Time::HiRes::time();
-    Time::HiRes::sleep($d) if $d > 0;
-}
-
 sub full_lines {
     return grep { /is full/ } split /\n/, $t->error_log;
 }
@@ -45,7 +29,7 @@ sub full_lines {
 my %expect = map { $_ => 0 } qw(claims replays mismatches capacityRejections
                                 accepted);
 
-my $s = stats();
+my $s = $t->stats();
 my $R = $s->{records} // 0;
 my $SIZE = $s->{recordSize} // 0;
 ok($R >= 8 && $R < 200, "a 32k zone holds a few dozen records ($R)");
@@ -57,12 +41,12 @@ cmp_ok($SIZE * $R, '<=', 32 * 1024, 'records * recordSize fits in 32k');
 
 {
     my $ok = 0;
-    $ok += idem(undef, body => qq({"prompt":"keyless $_"}))->status == 202 for 1 .. $R + 5;
+    $ok += $t->idem(undef, body => qq({"prompt":"keyless $_"}))->status == 202 for 1 .. $R + 5;
     is($ok, $R + 5, sprintf('%d jobs without a key in %d records: all 202 (the oldest evicted)',
                             $R + 5, $R));
     $expect{claims} += $R + 5;
     $expect{accepted} += $R + 5;
-    my $s = stats();
+    my $s = $t->stats();
     is($s->{entries}, $R, 'stats: every record in use');
     is($s->{keyed}, 0, 'stats: none keyed');
 }
@@ -72,7 +56,7 @@ my %first;
 {
     my $ok = 0;
     for my $i (1 .. $R) {
-        my $r = idem("mem-$i", body => qq({"prompt":"keyed $i"}));
+        my $r = $t->idem("mem-$i", body => qq({"prompt":"keyed $i"}));
         $first{$i} = $r->body;
         $ok++ if $r->status == 202 && !defined $r->header('idempotent-replayed');
     }
@@ -86,22 +70,22 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
 # ---------------------------------------------------------------- full
 
 {
-    my $s = stats();
+    my $s = $t->stats();
     is($s->{entries}, $R, 'stats: entries = records');
     is($s->{keyed}, $R, 'stats: every record an unexpired entry');
     is($s->{bytesInUse}, $R * $SIZE, 'stats: bytesInUse = entries * recordSize');
 
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my $before = scalar full_lines();
     is($before, 0, 'no "is full" line yet');
     my $m0 = int(time / 60);
 
-    my $r = idem('mem-new-0', body => '{}');
+    my $r = $t->idem('mem-new-0', body => '{}');
     check_error($r, 503, 'CAPACITY', undef, 'a new key in a full zone: 503 CAPACITY');
     is($r->header('retry-after'), 2, '503 carries Retry-After (influencers_busy_retry_after)');
     my $n503 = 1;
     for my $i (1 .. 25) {
-        my $x = idem("mem-new-$i", body => '{}');
+        my $x = $t->idem("mem-new-$i", body => '{}');
         $n503++ if $x->status == 503 && ($x->json || {})->{error}{code} eq 'CAPACITY'
                    && defined $x->header('retry-after');
     }
@@ -109,17 +93,17 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
 
     my $nk = 0;
     for my $i (1 .. 4) {
-        my $x = idem(undef, body => qq({"prompt":"keyless late $i"}));
+        my $x = $t->idem(undef, body => qq({"prompt":"keyless late $i"}));
         $nk++ if $x->status == 503 && ($x->json || {})->{error}{code} eq 'CAPACITY';
     }
     is($nk, 4, 'requests without a key: 503 CAPACITY too (every record is an entry)');
     $expect{capacityRejections} += 30;
-    is(forwards(), $n0, 'nothing forwarded while full');
+    is($t->forwards(), $n0, 'nothing forwarded while full');
 
     # every unexpired entry is still there
     my $replayed = 0;
     for my $i (1 .. $R) {
-        my $x = idem("mem-$i", body => qq({"prompt":"keyed $i"}));
+        my $x = $t->idem("mem-$i", body => qq({"prompt":"keyed $i"}));
         $replayed++ if $x->status == 202
                        && ($x->header('idempotent-replayed') // '') eq 'true'
                        && $x->body eq $first{$i};
@@ -127,7 +111,7 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
     is($replayed, $R, "all $R entries still replay while the zone is full");
     $expect{replays} += $R;
 
-    check_error(idem('mem-1', body => '{"prompt":"something else"}'), 422,
+    check_error($t->idem('mem-1', body => '{"prompt":"something else"}'), 422,
                 'IDEMPOTENCY_KEY_REUSED', undef, 'a reuse is still told apart while full');
     $expect{mismatches}++;
 
@@ -144,7 +128,7 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
     like($lines[0] // '', qr/\[warn\].*influencers zone "jobs" is full/,
          'the line is a [warn] naming the zone');
 
-    my $st = stats();
+    my $st = $t->stats();
     is($st->{capacityRejections}, 30, 'stats: 30 capacity rejections');
 }
 
@@ -152,31 +136,31 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
 
 sleep_until($kfill1 + $TTL + 0.3);
 {
-    my $n0 = forwards();
-    my $r = idem('mem-after-1', body => '{}');
+    my $n0 = $t->forwards();
+    my $r = $t->idem('mem-after-1', body => '{}');
     my $j = check_accepted($r, 'after the ttl, a new key: 202 (expired entries make room)');
     ok(!defined $r->header('idempotent-replayed'), '... not a replay');
-    my $k = idem(undef, body => '{}');
+    my $k = $t->idem(undef, body => '{}');
     is($k->status, 202, 'after the ttl, a request without a key: 202');
-    my $old = idem('mem-1', body => '{"prompt":"keyed 1"}');
+    my $old = $t->idem('mem-1', body => '{"prompt":"keyed 1"}');
     is($old->status, 202, 'after the ttl, an expired key: 202');
     ok(!defined $old->header('idempotent-replayed') && $old->body ne $first{1},
        '... a new job');
     my $ok = 0;
     for my $i (1 .. $R - 3) {
-        $ok++ if idem("mem-after-more-$i", body => '{}')->status == 202;
+        $ok++ if $t->idem("mem-after-more-$i", body => '{}')->status == 202;
     }
     is($ok, $R - 3, sprintf('%d more new keys: 202 (every record made free by expiry)', $R - 3));
-    is(forwards(), $n0 + $R, "$R forwards");
+    is($t->forwards(), $n0 + $R, "$R forwards");
     $expect{claims} += $R;
     $expect{accepted} += $R;
 
     # R - 1 entries and one job without a key: the job makes room once more
-    my $extra = idem('mem-after-evict', body => '{}');
+    my $extra = $t->idem('mem-after-evict', body => '{}');
     is($extra->status, 202, 'one more new key: 202 (the job without a key evicted)');
     $expect{claims}++;
     $expect{accepted}++;
-    my $over = idem('mem-after-overflow', body => '{}');
+    my $over = $t->idem('mem-after-overflow', body => '{}');
     is($over->status, 503, 'then the zone is full of new entries again: 503');
     $expect{capacityRejections}++;
 }
@@ -184,7 +168,7 @@ sleep_until($kfill1 + $TTL + 0.3);
 # ---------------------------------------------------------------- the counters
 
 {
-    my $s = stats();
+    my $s = $t->stats();
     my $keyed = $R;       # every record an entry made after the ttl
     is($s->{entries}, $R, 'stats: entries');
     is($s->{keyed}, $keyed, 'stats: keyed');
@@ -209,9 +193,9 @@ for my $how ('restart', 'reload') {
     $t = InfTest->setup(log_level => 'info',
         zone   => 'zone=jobs:32k ttl=1h state=%%TESTDIR%%/jobs.state',
         server => 'location = /_stats { influencers_stats zone=jobs; }');
-    my $R = stats()->{records} // 0;
+    my $R = $t->stats()->{records} // 0;
     my $ok = 0;
-    $ok += idem("long-$_", body => '{}')->status == 202 for 1 .. 20;
+    $ok += $t->idem("long-$_", body => '{}')->status == 202 for 1 .. 20;
     is($ok, 20, "$how: 20 entries with ttl=1h");
     my $conf = $t->default_conf(
         zone   => 'zone=jobs:32k ttl=1s state=%%TESTDIR%%/jobs.state',
@@ -223,16 +207,16 @@ for my $how ('restart', 'reload') {
     } else {
         ok($t->reload(conf => $conf), 'a reload to ttl=1s');
     }
-    is(stats()->{keyed}, 20, "$how: the 20 entries are kept");
+    is($t->stats()->{keyed}, 20, "$how: the 20 entries are kept");
     $ok = 0;
-    $ok += idem("short-$_", body => '{}')->status == 202 for 1 .. $R - 20;
+    $ok += $t->idem("short-$_", body => '{}')->status == 202 for 1 .. $R - 20;
     is($ok, $R - 20, sprintf('%s: %d more entries with ttl=1s fill the zone', $how, $R - 20));
     Time::HiRes::sleep(1.3);
-    my $r = idem("$how-new", body => '{}');
+    my $r = $t->idem("$how-new", body => '{}');
     is($r->status, 202, "$how: once the ttl=1s entries expired, a new key: 202 "
                         . '(expired entries make room, wherever they are)')
-        or diag($r->summary . "\n" . json_encode(stats()));
-    my $long = idem('long-1', body => '{}');
+        or diag($r->summary . "\n" . json_encode($t->stats()));
+    my $long = $t->idem('long-1', body => '{}');
     is($long->header('idempotent-replayed'), 'true', "$how: a ttl=1h entry still replays");
     $t->cleanup;
 }

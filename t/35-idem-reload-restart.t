@@ -21,16 +21,6 @@ plan skip_all => 'module not built: ' . module_path() unless have_module();
 my $t;
 my $STATS = 'location = /_stats { influencers_stats zone=jobs; }';
 
-sub idem {
-    my ($key, %o) = @_;
-    return $t->create(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
-sub stats { return $t->http('GET', '/_stats', [], undef)->json || {}; }
-
 sub check_replay {
     my ($r, $first, $name) = @_;
     subtest $name => sub {
@@ -61,28 +51,7 @@ sub start_async {
     my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
         headers => ['Idempotency-Key' => $key]);
     my $bytes = $t->request($m, $p, $h, $b, %o);
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port, Proto => 'tcp', Timeout => 5) or die "connect: $!";
-    binmode $sock;
-    syswrite $sock, $bytes;
-    return $sock;
-}
-
-sub finish_async {
-    my ($sock, $timeout) = @_;
-    my $sel = IO::Select->new($sock);
-    my $end = Time::HiRes::time() + $timeout;
-    my ($buf, $timed_out) = ('', 1);
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        if (!$n) { $timed_out = 0; last; }
-    }
-    close $sock;
-    my $r = InfTest::Response->parse($buf);
-    $r->{timed_out} = $timed_out;
-    return $r;
+    return $t->send_async($bytes);
 }
 
 # HUP, and wait (bounded) only for the new generation of workers: the old
@@ -104,9 +73,9 @@ sub hup {
 $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
                     location => 'influencers_retry_after 7s;', server => $STATS);
 {
-    my $first = idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}');
+    my $first = $t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}');
     check_new($first, 'before the reload: 202', retry_after => 7);
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my %old = map { $_ => 1 } $t->worker_pids;
 
     ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m',
@@ -115,40 +84,40 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
     my @new = $t->worker_pids;
     ok(@new && !grep({ $old{$_} } @new), 'a new generation of workers');
 
-    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+    check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
                  $first, 'after the reload: the entry replays as it was (Retry-After 7)');
-    check_error(idem('reload-1', body => '{"gender":"female"}'), 422,
+    check_error($t->idem('reload-1', body => '{"gender":"female"}'), 422,
                 'IDEMPOTENCY_KEY_REUSED', undef,
                 'after the reload: its fingerprint is still known');
-    check_new(idem('reload-2'), 'after the reload: a new key uses the new Retry-After',
+    check_new($t->idem('reload-2'), 'after the reload: a new key uses the new Retry-After',
               retry_after => 9);
-    is(forwards(), $n0 + 1, 'only the new key was forwarded');
-    my $s = stats();
+    is($t->forwards(), $n0 + 1, 'only the new key was forwarded');
+    my $s = $t->stats();
     is($s->{claims}, 2, 'stats: the counters survived the reload (claims 2)');
     is($s->{replays}, 1, 'stats: replays 1');
     is($s->{keyed}, 2, 'stats: two entries');
 
     ok($t->reload, 'a second reload');
-    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+    check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
                  $first, 'after a second reload: still a replay');
 
     # a claim in flight survives a reload: the new workers see it (409),
     # the old one finishes the forward, the new ones replay it
     {
-        my $n1 = forwards();
+        my $n1 = $t->forwards();
         $t->set_backend(delay => 2);
         my $sock = start_async('reload-fly', '{"prompt":"in flight"}');
         $t->wait_backend_requests($n1 + 1);
         ok(hup(), 'a reload while a request is in flight');
-        check_error(idem('reload-fly', body => '{"prompt":"in flight"}'), 409,
+        check_error($t->idem('reload-fly', body => '{"prompt":"in flight"}'), 409,
                     'IDEMPOTENCY_IN_PROGRESS', undef,
                     'the new workers see the claim of the old one: 409');
         my $first = finish_async($sock, 5);
         check_new($first, 'the old worker finishes the forward: 202', retry_after => 9);
         $t->set_backend;
-        check_replay(idem('reload-fly', body => '{"prompt":"in flight"}'), $first,
+        check_replay($t->idem('reload-fly', body => '{"prompt":"in flight"}'), $first,
                      'the new workers replay it');
-        is(forwards(), $n1 + 1, 'one forward');
+        is($t->forwards(), $n1 + 1, 'one forward');
         my $end = Time::HiRes::time() + 3;   # the old generation leaves
         Time::HiRes::sleep(0.05) while $t->worker_pids > 2 && Time::HiRes::time() < $end;
     }
@@ -165,15 +134,15 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
     is_deeply([ $t->worker_pids ], [ sort { $a <=> $b } keys %old ],
               'the running workers keep serving');
     ok($t->nginx_alive, 'the master is still running');
-    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+    check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
                  $first, 'after the refused reload: the old entry still replays');
-    check_new(idem('reload-3'), 'after the refused reload: a new key works',
+    check_new($t->idem('reload-3'), 'after the refused reload: a new key works',
               retry_after => 9);
 
     # and a reload back to a valid configuration works again
     ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m', server => $STATS)),
        'a reload keeping the size succeeds afterwards');
-    check_replay(idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
+    check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
                  $first, 'and the entry still replays');
 }
 $t->check_log_clean(allow_emerg => 1);
@@ -210,44 +179,44 @@ my %keep;
 {
     my $b1 = qq({"prompt":"caf\xc3\xa9 \xe2\x80\x94 survives","gender":"non_binary"});
     my $b2 = '{"ageRange":"senior"}';
-    $keep{s1} = [ $b1, P_FEMALE, idem('state-1', body => $b1) ];
-    $keep{s2} = [ $b2, P_MALE, idem('state-2', body => $b2, project => P_MALE) ];
+    $keep{s1} = [ $b1, P_FEMALE, $t->idem('state-1', body => $b1) ];
+    $keep{s2} = [ $b2, P_MALE, $t->idem('state-2', body => $b2, project => P_MALE) ];
     check_new($keep{s1}[2], 'state-1: 202');
     check_new($keep{s2}[2], 'state-2: 202');
-    check_new(idem(undef), 'a job without a key: 202');
+    check_new($t->idem(undef), 'a job without a key: 202');
     ok(!-e $state, 'no state file while running');
 
     $t->stop;
     ok(-s $state, 'a graceful stop (QUIT) wrote the state file');
     is(count_log(qr/\[notice\].*2 entries saved to/), 1, 'error.log: 2 entries saved');
 
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     $t->run;
     is(count_log(qr/\[notice\].*2 entries loaded from/), 1, 'error.log: 2 entries loaded');
-    is(stats()->{keyed}, 2, 'stats: two entries after the start');
+    is($t->stats()->{keyed}, 2, 'stats: two entries after the start');
     for my $k (qw(s1 s2)) {
         my ($body, $project, $first) = @{ $keep{$k} };
-        check_replay(idem("state-" . substr($k, 1), body => $body, project => $project),
+        check_replay($t->idem("state-" . substr($k, 1), body => $body, project => $project),
                      $first, "after a stop and a start: state-" . substr($k, 1) . ' replays');
     }
-    check_error(idem('state-1', body => '{}'), 422, 'IDEMPOTENCY_KEY_REUSED', undef,
+    check_error($t->idem('state-1', body => '{}'), 422, 'IDEMPOTENCY_KEY_REUSED', undef,
                 'after the restart: the fingerprint is still known');
-    is(forwards(), $n0, 'nothing forwarded after the restart');
+    is($t->forwards(), $n0, 'nothing forwarded after the restart');
 
     # a fast stop (TERM) writes it too
     my $b3 = '{"prompt":"fast stop"}';
-    $keep{s3} = [ $b3, P_FEMALE, idem('state-3', body => $b3) ];
+    $keep{s3} = [ $b3, P_FEMALE, $t->idem('state-3', body => $b3) ];
     check_new($keep{s3}[2], 'state-3: 202');
     unlink $state;
     ok(term_stop(), 'a fast stop (TERM): nginx exited');
     ok(-s $state, 'the fast stop wrote the state file');
     $t->run;
-    is(stats()->{keyed}, 3, 'stats: three entries after the start');
-    check_replay(idem('state-3', body => $b3), $keep{s3}[2],
+    is($t->stats()->{keyed}, 3, 'stats: three entries after the start');
+    check_replay($t->idem('state-3', body => $b3), $keep{s3}[2],
                  'after TERM and a start: state-3 replays');
-    check_replay(idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
+    check_replay($t->idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
                  'and state-1 still does (a second restart)');
-    is(forwards(), $n0 + 1, 'nothing forwarded but state-3');
+    is($t->forwards(), $n0 + 1, 'nothing forwarded but state-3');
 
     # a request in flight at a graceful stop is finished, then saved
     $t->set_backend(delay => 1);
@@ -262,9 +231,9 @@ my %keep;
     check_new($fly, 'a request in flight at a graceful stop: finished, 202');
     $t->set_backend;
     $t->run;
-    check_replay(idem('state-fly', body => '{"prompt":"in flight at stop"}'), $fly,
+    check_replay($t->idem('state-fly', body => '{"prompt":"in flight at stop"}'), $fly,
                  'after the start: it replays (saved after it finished)');
-    is(forwards(), $n0 + 2, 'one forward for it');
+    is($t->forwards(), $n0 + 2, 'one forward for it');
 }
 
 # ================================================================ expired entries are not kept
@@ -274,17 +243,17 @@ my %keep;
     $t = InfTest->setup(log_level => 'info',
                         zone => 'zone=jobs:1m ttl=2s state=%%TESTDIR%%/short.state',
                         server => $STATS);
-    my $old = idem('short-old');
+    my $old = $t->idem('short-old');
     check_new($old, 'short-old: 202');
     Time::HiRes::sleep(1.2);
-    my $new = idem('short-new');
+    my $new = $t->idem('short-new');
     check_new($new, 'short-new: 202');
     Time::HiRes::sleep(1.0);
     $t->stop;
     is(count_log(qr/1 entries saved to/), 1, 'error.log: only the unexpired entry saved');
     $t->run;
-    check_replay(idem('short-new'), $new, 'short-new replays after the restart');
-    my $again = idem('short-old');
+    check_replay($t->idem('short-new'), $new, 'short-new replays after the restart');
+    my $again = $t->idem('short-old');
     check_new($again, 'short-old (expired before the stop) is a new job');
     isnt($again->body, $old->body, '... another job');
     $t->check_log_clean;
@@ -302,14 +271,14 @@ my %keep;
                         zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
                         server => $STATS);
     my %first;
-    $first{$_} = idem("size-$_") for 1 .. 10;
+    $first{$_} = $t->idem("size-$_") for 1 .. 10;
     is(scalar(grep { $_->status == 202 } values %first), 10, '32k zone: 10 entries');
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
                               server => $STATS));
     $t->run;
-    is(stats()->{keyed}, 10, 'restarted with 1m: the 10 entries loaded');
-    my $ok = grep { my $r = idem("size-$_"); ($r->header('idempotent-replayed') // '') eq 'true'
+    is($t->stats()->{keyed}, 10, 'restarted with 1m: the 10 entries loaded');
+    my $ok = grep { my $r = $t->idem("size-$_"); ($r->header('idempotent-replayed') // '') eq 'true'
                     && $r->body eq $first{$_}->body } 1 .. 10;
     is($ok, 10, 'restarted with 1m: all 10 replay');
 
@@ -317,26 +286,26 @@ my %keep;
     $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
                               server => $STATS));
     $t->run;
-    is(stats()->{keyed}, 10, 'back to 32k: the 10 entries loaded (they fit)');
+    is($t->stats()->{keyed}, 10, 'back to 32k: the 10 entries loaded (they fit)');
 
     # more entries than the smaller zone holds
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
                               server => $STATS));
     $t->run;
-    $first{$_} = idem("size-$_") for 11 .. 60;
-    is(stats()->{keyed}, 60, '1m zone: 60 entries');
+    $first{$_} = $t->idem("size-$_") for 11 .. 60;
+    is($t->stats()->{keyed}, 60, '1m zone: 60 entries');
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
                               server => $STATS));
     my $before = count_log(qr/is damaged or of another layout/);
     $t->run;
-    my $s = stats();
+    my $s = $t->stats();
     is(count_log(qr/is damaged or of another layout/), $before,
        'a valid state file with more entries than a smaller zone holds is not "damaged"');
     is($s->{keyed}, $s->{records},
        "restarted with 32k: as many entries as fit are loaded ($s->{records})");
-    my $r = idem('size-60');
+    my $r = $t->idem('size-60');
     is($r->header('idempotent-replayed'), 'true', 'the newest entry replays')
         or diag($r->summary);
     $t->check_log_clean;
@@ -364,14 +333,14 @@ sub damaged_start {
     is(scalar @l, $before + 1, "$what: reported once");
     like($l[-1] // '', qr/\[error\].*state file "\Q$state\E" is damaged or of another layout, ignored/,
          "$what: [error] the state file ... is damaged or of another layout, ignored");
-    is(stats()->{keyed}, 0, "$what: the zone starts empty");
+    is($t->stats()->{keyed}, 0, "$what: the zone starts empty");
 
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my ($body, $project, $first) = @{ $keep{s1} };
-    my $r = idem('state-1', body => $body);
+    my $r = $t->idem('state-1', body => $body);
     my $j = check_new($r, "$what: state-1 creates a new job");
     isnt($r->body, $first->body, "$what: another job than before");
-    is(forwards(), $n0 + 1, "$what: forwarded");
+    is($t->forwards(), $n0 + 1, "$what: forwarded");
     $keep{s1}[2] = $r;
 }
 
@@ -399,7 +368,7 @@ damaged_start('an empty state file', sub { '' });
 {
     $t->stop;
     $t->run;
-    check_replay(idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
+    check_replay($t->idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
                  'a clean stop and start: the newest state-1 replays');
 }
 

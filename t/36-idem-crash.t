@@ -118,28 +118,7 @@ sub poke_word {
 
 sub start_async {
     my ($bytes) = @_;
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port, Proto => 'tcp', Timeout => 5) or die "connect: $!";
-    binmode $sock;
-    syswrite $sock, $bytes;
-    return $sock;
-}
-
-sub finish_async {
-    my ($sock, $timeout) = @_;
-    my $sel = IO::Select->new($sock);
-    my $end = Time::HiRes::time() + $timeout;
-    my ($buf, $timed_out) = ('', 1);
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        if (!$n) { $timed_out = 0; last; }
-    }
-    close $sock;
-    my $r = InfTest::Response->parse($buf);
-    $r->{timed_out} = $timed_out;
-    return $r;
+    return $t->send_async($bytes);
 }
 
 SKIP: {

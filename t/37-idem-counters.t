@@ -24,44 +24,12 @@ my $t = InfTest->setup(log_level => 'info',
     zone   => "zone=jobs:32k ttl=1h lease=${LEASE}s",
     server => 'location = /_stats { influencers_stats zone=jobs; }');
 
-sub idem {
-    my ($key, %o) = @_;
-    return $t->create(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
-}
-
-sub forwards { my @r = $t->backend_requests; return scalar @r; }
-
-sub stats {
-    my $r = $t->http('GET', '/_stats', [], undef);
-    return ($r->json || {}, $r);
-}
-
 sub start_async {
     my ($key, $body) = @_;
     my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
         headers => ['Idempotency-Key' => $key]);
     my $bytes = $t->request($m, $p, $h, $b, %o);
-    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
-        PeerPort => $t->port, Proto => 'tcp', Timeout => 5) or die "connect: $!";
-    binmode $sock;
-    syswrite $sock, $bytes;
-    return $sock;
-}
-
-sub finish_async {
-    my ($sock, $timeout) = @_;
-    my $sel = IO::Select->new($sock);
-    my $end = Time::HiRes::time() + $timeout;
-    my $buf = '';
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        last unless $n;
-    }
-    close $sock;
-    return InfTest::Response->parse($buf);
+    return $t->send_async($bytes);
 }
 
 my @FIELDS = qw(records entries keyed inflight bytesInUse recordSize claims
@@ -69,7 +37,7 @@ my @FIELDS = qw(records entries keyed inflight bytesInUse recordSize claims
                 capacityRejections accepted failed);
 
 # the stats answer itself
-my ($s0, $r0) = stats();
+my ($s0, $r0) = $t->stats();
 is($r0->status, 200, 'GET on the stats location: 200');
 like($r0->header('content-type') // '', qr{^application/json}i, 'application/json');
 like($r0->body, qr/^\{"records":\d+,"entries":\d+,"keyed":\d+,"inflight":\d+,"bytesInUse":\d+,"recordSize":\d+,"claims":\d+,"replays":\d+,"conflicts":\d+,"mismatches":\d+,"releases":\d+,"leaseExpiries":\d+,"capacityRejections":\d+,"accepted":\d+,"failed":\d+\}$/,
@@ -87,7 +55,7 @@ sub check_stats {
     my ($name, @skip) = @_;
     my %skip = map { $_ => 1 } @skip;
     $exp{bytesInUse} = $exp{entries} * $S;
-    my ($s) = stats();
+    my ($s) = $t->stats();
     my %got = map { $_ => $s->{$_} } grep { !$skip{$_} } @FIELDS;
     my %want = map { $_ => $exp{$_} } grep { !$skip{$_} } @FIELDS;
     is_deeply(\%got, \%want, "stats after: $name")
@@ -98,45 +66,45 @@ sub check_stats {
 
 check_stats('a fresh start');
 
-is(idem(undef)->status, 202, '1. a request without a key: 202');
+is($t->idem(undef)->status, 202, '1. a request without a key: 202');
 $exp{claims}++; $exp{accepted}++; $exp{entries}++;
 check_stats('1 (a job without a key)');
 
-is(idem('cnt-a')->status, 202, '2. key cnt-a: 202');
+is($t->idem('cnt-a')->status, 202, '2. key cnt-a: 202');
 $exp{claims}++; $exp{accepted}++; $exp{entries}++; $exp{keyed}++;
 check_stats('2 (a keyed job)');
 
-is(idem('cnt-a')->header('idempotent-replayed'), 'true', '3. cnt-a again: a replay') for 1 .. 2;
+is($t->idem('cnt-a')->header('idempotent-replayed'), 'true', '3. cnt-a again: a replay') for 1 .. 2;
 $exp{replays} += 2;
 check_stats('3 (two replays)');
 
-is(idem('cnt-a', body => '{"gender":"male"}')->status, 422, '4. cnt-a, another body: 422');
+is($t->idem('cnt-a', body => '{"gender":"male"}')->status, 422, '4. cnt-a, another body: 422');
 $exp{mismatches}++;
 check_stats('4 (a mismatch)');
 
 $t->set_backend(status => 500);
-is(idem('cnt-b')->status, 502, '5. cnt-b, backend 500: 502');
+is($t->idem('cnt-b')->status, 502, '5. cnt-b, backend 500: 502');
 $exp{claims}++; $exp{failed}++; $exp{releases}++; $exp{entries}++;
 check_stats('5 (a failed forward released its key; the failed job stays a record)');
 
 $t->set_backend;
-is(idem('cnt-b')->status, 202, '6. cnt-b again: 202');
+is($t->idem('cnt-b')->status, 202, '6. cnt-b again: 202');
 $exp{claims}++; $exp{accepted}++; $exp{entries}++; $exp{keyed}++;
 check_stats('6 (the retry)');
 
 # 7. in flight (shorter than the lease)
 {
     $t->set_backend(delay => 0.6);
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my $sock = start_async('cnt-c', '{}');
     $t->wait_backend_requests($n0 + 1);
     $exp{claims}++; $exp{entries}++; $exp{inflight}++;
     check_stats('7a (one request in flight)');
-    my $busy = idem('cnt-c');
+    my $busy = $t->idem('cnt-c');
     is($busy->status, 409, '7b. cnt-c while in flight: 409');
     is($busy->header('retry-after'), 1, '7b. with the default Retry-After: 1');
     $exp{conflicts}++;
-    is(idem('cnt-c', body => '{"prompt":"x"}')->status, 422,
+    is($t->idem('cnt-c', body => '{"prompt":"x"}')->status, 422,
        '7c. cnt-c with another body while in flight: 422');
     $exp{mismatches}++;
     check_stats('7b, 7c (a conflict, a mismatch)');
@@ -148,15 +116,15 @@ check_stats('6 (the retry)');
 # 8. a lease running out under a slow forward
 {
     $t->set_backend(delay => 1.5);
-    my $n0 = forwards();
+    my $n0 = $t->forwards();
     my $sock = start_async('cnt-d', '{}');
     $t->wait_backend_requests($n0 + 1);
     my $t0 = Time::HiRes::time();
     $exp{claims}++; $exp{entries}++; $exp{inflight}++;
     $t->set_backend;
     Time::HiRes::sleep($t0 + $LEASE + 0.15 - Time::HiRes::time());
-    is(idem('cnt-d')->status, 202, '8a. cnt-d after the lease ran out: 202 (forwarded again)');
-    is(forwards(), $n0 + 2, '8a. forwarded');
+    is($t->idem('cnt-d')->status, 202, '8a. cnt-d after the lease ran out: 202 (forwarded again)');
+    is($t->forwards(), $n0 + 2, '8a. forwarded');
     # the lost lease stays a record; the new claim is the entry
     $exp{leaseExpiries}++; $exp{claims}++; $exp{entries}++; $exp{accepted}++;
     $exp{keyed}++; $exp{inflight}--;
@@ -164,7 +132,7 @@ check_stats('6 (the retry)');
     is(finish_async($sock, 5)->status, 202, '8b. the first cnt-d: 202');
     # "accepted" for a forward whose lease ran out is not specified: left out
     check_stats('8b (the lost lease finished)', 'accepted');
-    my ($s) = stats();
+    my ($s) = $t->stats();
     $exp{accepted} = $s->{accepted};
     note("accepted after a lost lease whose forward then succeeded: $s->{accepted} (claims $s->{claims})");
 }
@@ -174,24 +142,24 @@ check_stats('6 (the retry)');
 {
     my $room = $R - $exp{entries} + 3;
     my $ok = 0;
-    $ok += idem("cnt-fill-$_")->status == 202 for 1 .. $room;
+    $ok += $t->idem("cnt-fill-$_")->status == 202 for 1 .. $room;
     is($ok, $room, "9a. $room new keys fill the zone: all 202");
     $exp{claims} += $room; $exp{accepted} += $room; $exp{keyed} += $room;
     $exp{entries} = $R;
     check_stats('9a (full of entries)');
 
     my $n503 = 0;
-    my $full = idem('cnt-over-0');
+    my $full = $t->idem('cnt-over-0');
     is($full->status, 503, '9b. a new key in the full zone: 503');
     is($full->header('retry-after'), 1, '9b. with the default Retry-After: 1');
     $exp{capacityRejections}++;
-    $n503 += idem("cnt-over-$_")->status == 503 for 1 .. 3;
-    $n503 += idem(undef)->status == 503;
+    $n503 += $t->idem("cnt-over-$_")->status == 503 for 1 .. 3;
+    $n503 += $t->idem(undef)->status == 503;
     is($n503, 4, '9b. three new keys and a request without a key: 503');
     $exp{capacityRejections} += 4;
-    is(idem('cnt-a')->status, 202, '9c. cnt-a still replays');
+    is($t->idem('cnt-a')->status, 202, '9c. cnt-a still replays');
     $exp{replays}++;
-    is(idem('cnt-b', body => '{"gender":"female"}')->status, 422, '9d. cnt-b, another body: 422');
+    is($t->idem('cnt-b', body => '{"gender":"female"}')->status, 422, '9d. cnt-b, another body: 422');
     $exp{mismatches}++;
     check_stats('9 (capacity rejections)');
 }

@@ -47,6 +47,7 @@ our @EXPORT_OK = qw(
     ulid_ms iso_ms json_decode json_encode module_path have_module
     ENDPOINT_LOCATION ACCEPT_RE
     check_error check_validation check_accepted without_request_id
+    finish_async sleep_until
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -1065,6 +1066,74 @@ sub create_args {
     push @h, @{ delete $o{headers} } if $o{headers};
 
     return ($method, $path, \@h, $body, %o);
+}
+
+# ---------------------------------------------------------------------------
+# Idempotency helpers shared by t/3*.t
+
+# create() with an Idempotency-Key (none if $key is undef) and more headers
+sub idem {
+    my ($s, $key, %o) = @_;
+    my $h = delete $o{headers} || [];
+    return $s->create(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
+}
+
+# how many requests the backend stand-in has received
+sub forwards {
+    my ($s) = @_;
+    my @r = $s->backend_requests;
+    return scalar @r;
+}
+
+# the counters of an influencers_stats location, decoded ({} if none);
+# in list context the answer too
+sub stats {
+    my ($s, $path) = @_;
+    my $r = $s->http('GET', $path // '/_stats', [], undef);
+    my $json = $r->json || {};
+    return wantarray ? ($json, $r) : $json;
+}
+
+# a request sent, its answer not read yet: for requests in flight
+sub send_async {
+    my ($s, $bytes, $port) = @_;
+    my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+        PeerPort => $port // $s->port, Proto => 'tcp', Timeout => 5)
+        or die "connect: $!";
+    binmode $sock;
+    my $off = 0;
+    while ($off < length $bytes) {
+        my $n = syswrite($sock, $bytes, length($bytes) - $off, $off);
+        die "write: $!" unless defined $n;
+        $off += $n;
+    }
+    return $sock;
+}
+
+# the answer on a send_async() socket, read until the server closes or
+# $timeout (10 s) passes; ->{timed_out} tells which
+sub finish_async {
+    my ($sock, $timeout) = @_;
+    my $sel = IO::Select->new($sock);
+    my $end = Time::HiRes::time() + ($timeout // 10);
+    my ($buf, $timed_out) = ('', 1);
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $n = sysread($sock, $buf, 65536, length $buf);
+        next if !defined $n && $!{EINTR};
+        if (!$n) { $timed_out = 0; last; }
+    }
+    close $sock;
+    my $r = InfTest::Response->parse($buf);
+    $r->{timed_out} = $timed_out;
+    return $r;
+}
+
+sub sleep_until {
+    my ($when) = @_;
+    my $d = $when - Time::HiRes::time();
+    Time::HiRes::sleep($d) if $d > 0;
 }
 
 # ---------------------------------------------------------------------------
