@@ -809,7 +809,6 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ctx->forwarding = 1;
     r->write_event_handler = ngx_http_influencers_resume;
 
     return NGX_DONE;

@@ -86,7 +86,6 @@ typedef struct {
     unsigned                           has_idem:1;
     unsigned                           type_unchecked:1;
     unsigned                           reading:1;
-    unsigned                           forwarding:1;
     unsigned                           done:1;
 } ngx_http_influencers_ctx_t;
 
