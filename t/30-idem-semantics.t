@@ -10,10 +10,7 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
 use Time::HiRes ();
-use Time::Local ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
@@ -26,7 +23,7 @@ $t->conf($t->default_conf(
     zone     => "zone=jobs:1m ttl=${TTL}s",
     location => "influencers_retry_after 7s;\n"
               . "            influencers_busy_retry_after 3s;",
-    server   => 'location = /_stats { influencers_stats zone=jobs; }',
+    server   => STATS_LOCATION,
     # a second server on the same zone whose org comes from a header: the
     # same path, body and key from two orgs
     http     => <<'EOF',
@@ -55,69 +52,16 @@ $t->run;
 
 # ---------------------------------------------------------------- helpers
 
-# a request with an Idempotency-Key (undef: none); other options of create()
 # the jobIds the backend was sent (its Idempotency-Key header)
 sub forwarded_jobs {
     return map { $_->{h}{'idempotency-key'}[0] // '' } $t->backend_requests;
 }
 
-my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
-           Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
-
-# an IMF-fixdate -> epoch seconds (undef if it is not one)
-sub http_date {
-    my ($s) = @_;
-    return undef unless defined $s && $s =~
-        /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (\w{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
-    return undef unless exists $MON{$2};
-    return Time::Local::timegm($6, $5, $4, $1, $MON{$2}, $3);
-}
-
-# a request sent now whose answer is read later (Connection: close)
-sub start_async {
-    my (%o) = @_;
-    my $port = delete $o{port} // $t->port;
-    my $key = delete $o{idem};
-    my $h = delete $o{headers} || [];
-    my ($m, $p, $hd, $b, %ro) = $t->create_args(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
-    my $bytes = $t->request($m, $p, $hd, $b, %ro);
-    return $t->send_async($bytes, $port);
-}
-
-# the replay of $first: same status and body byte for byte, the marker,
-# same Location, Retry-After and Idempotency-Expires, its own request id
-sub check_replay {
-    my ($r, $first, $name) = @_;
-    subtest $name => sub {
-        is($r->status, $first->status, 'same status ' . $first->status)
-            or diag($r->summary);
-        ok($r->body eq $first->body, 'byte-identical body')
-            or diag("first:  " . $first->body . "\nreplay: " . $r->body);
-        is($r->header('idempotent-replayed'), 'true', 'Idempotent-Replayed: true');
-        is(scalar(my @x = $r->headers('idempotent-replayed')), 1,
-           'one Idempotent-Replayed');
-        is($r->header('location'), $first->header('location'), 'same Location');
-        is($r->header('retry-after'), $first->header('retry-after'),
-           'same Retry-After');
-        is($r->header('idempotency-expires'),
-           $first->header('idempotency-expires'), 'same Idempotency-Expires');
-        like($r->header('content-type') // '', qr{^application/json}i,
-             'Content-Type application/json');
-        like($r->header('x-request-id') // '', qr/^${\REQID_RE}$/,
-             'X-Request-Id req_<32 hex>');
-        isnt($r->header('x-request-id') // '', $first->header('x-request-id') // '',
-             'a request id of its own');
-    };
-}
-
-# a first answer: accepted, not marked as a replay
+# a first answer (check_new_job) with this server's Retry-After: its jobId
 sub check_new {
     my ($r, $name, %o) = @_;
-    my $j = check_accepted($r, $name, retry_after => $o{retry_after} // 7);
-    ok(!defined $r->header('idempotent-replayed'),
-       "$name: no Idempotent-Replayed") or diag($r->raw);
-    return $j ? $j->{jobId} : '';
+    my $j = check_new_job($r, $name, retry_after => $o{retry_after} // 7);
+    return $j->{jobId} // '';
 }
 
 sub reused {
@@ -295,7 +239,7 @@ sub reused {
 {
     my $n0 = $t->forwards();
     $t->set_backend(delay => 1.5);
-    my $sock = start_async(idem => 'fly-1', body => '{"prompt":"slow"}');
+    my $sock = $t->idem_async('fly-1', body => '{"prompt":"slow"}');
     my @fw = $t->wait_backend_requests($n0 + 1);
     is(scalar @fw, $n0 + 1, 'the first request reached the backend');
 

@@ -31,7 +31,7 @@ $t->conf($t->default_conf(
     workers => $WORKERS,
     http    => q{log_format idem '$pid $status "$http_idempotency_key"';},
     server  => "access_log %%TESTDIR%%/idem.log idem;\n"
-             . '        location = /_stats { influencers_stats zone=jobs; }',
+             . '        ' . STATS_LOCATION,
     main    => 'worker_rlimit_nofile 1024;',
 ));
 $t->start_backend(control => { delay => $DELAY });
@@ -78,17 +78,9 @@ sub burst {
                     die "write: $!\n" unless defined $w;
                     $off += $w;
                 }
-                my $sel = IO::Select->new($sock);
-                my $end = Time::HiRes::time() + 10;
-                my ($buf, $timed_out) = ('', 1);
-                while ((my $left = $end - Time::HiRes::time()) > 0) {
-                    next unless $sel->can_read($left);
-                    my $r = sysread($sock, $buf, 65536, length $buf);
-                    next if !defined $r && $!{EINTR};
-                    if (!$r) { $timed_out = 0; last; }
-                }
-                close $sock;
-                json_encode({ raw => $buf, timed_out => $timed_out });
+                # the parent parses the bytes read (within 10 s)
+                my $r = finish_async($sock, 10);
+                json_encode({ raw => $r->raw, timed_out => $r->{timed_out} });
             } // json_encode({ raw => '', error => "$@" });
             # one line, one write (a pipe write under PIPE_BUF is atomic)
             syswrite $res_w, "$line\n";
@@ -147,12 +139,7 @@ sub burst {
     return ($ready, @answers);
 }
 
-sub key_request {
-    my ($key, $body) = @_;
-    my ($m, $p, $h, $b, %o) = $t->create_args(
-        body => $body, headers => ['Idempotency-Key' => $key]);
-    return $t->request($m, $p, $h, $b, %o);
-}
+sub key_request { my ($key, $body) = @_; return $t->idem_request($key, body => $body); }
 
 # pids of the workers that logged an answer for a key
 sub workers_for {
@@ -263,7 +250,7 @@ cmp_ok($multi_worker_rounds, '>=', int($ROUNDS / 2),
 Time::HiRes::sleep(0.3);
 is($t->forwards(), $ROUNDS, "$ROUNDS keys, $ROUNDS forwards in all");
 
-my $s = $t->http('GET', '/_stats', [], undef)->json || {};
+my $s = $t->stats();
 is($s->{claims}, $ROUNDS, 'stats: one claim per key');
 is($s->{inflight}, 0, 'stats: nothing left in flight');
 is($s->{keyed}, $ROUNDS, 'stats: one entry per key');

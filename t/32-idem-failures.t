@@ -12,8 +12,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
 use Time::HiRes ();
 use InfTest qw(:all);
 
@@ -31,34 +29,6 @@ sub last_forward {
              inf => $b->{influencerId} // '', rid => $r[-1]{h}{'x-request-id'}[0] };
 }
 
-sub start_async {
-    my (%o) = @_;
-    my $key = delete $o{idem};
-    my ($m, $p, $hd, $b, %ro) = $t->create_args(%o, headers => [
-        (defined $key ? ('Idempotency-Key' => $key) : ()) ]);
-    my $bytes = $t->request($m, $p, $hd, $b, %ro);
-    return $t->send_async($bytes);
-}
-
-sub new_job {
-    my ($r, $name) = @_;
-    my $j = check_accepted($r, $name);
-    ok(!defined $r->header('idempotent-replayed'), "$name: not a replay");
-    return $j || {};
-}
-
-# waits (bounded) until $n workers run and none of %$old is among them
-sub wait_new_workers {
-    my ($old, $n) = @_;
-    my $end = Time::HiRes::time() + 5;
-    while (Time::HiRes::time() < $end) {
-        my @w = grep { !$old->{$_} } $t->worker_pids;
-        return @w if @w >= $n;
-        Time::HiRes::sleep(0.05);
-    }
-    return grep { !$old->{$_} } $t->worker_pids;
-}
-
 # no [alert]/[emerg]/sanitizer lines but the expected ones
 sub check_log_except {
     my ($expected, $name) = @_;
@@ -68,11 +38,9 @@ sub check_log_except {
     is(scalar @bad, 0, $name) or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
 }
 
-my $STATS = 'location = /_stats { influencers_stats zone=jobs; }';
-
 # ================================================================ failed forwards
 
-$t = InfTest->setup(log_level => 'info', read_timeout => '1s', server => $STATS);
+$t = InfTest->setup(log_level => 'info', read_timeout => '1s', server => STATS_LOCATION);
 
 # each failure: the answer, then the retry with the same key is a new job
 my @cases = (
@@ -102,7 +70,7 @@ for my $c (@cases) {
 
     $t->set_backend;
     my $retry = $t->idem($key, body => $body);
-    my $j = new_job($retry, "$what: the retry with the same key is accepted");
+    my $j = check_new_job($retry, "$what: the retry with the same key is accepted");
     is($t->forwards(), $n0 + 2, "$what: the retry was forwarded again");
     my $now = last_forward() || {};
     is($now->{job}, $j->{jobId}, "$what: the retry forwarded the answered job");
@@ -124,7 +92,7 @@ for my $c (@cases) {
     check_error($r, 502, 'UPSTREAM_ERROR', undef, 'fail-other: 502');
     $failures++;
     $t->set_backend;
-    new_job($t->idem('fail-other', body => '{"gender":"female"}'),
+    check_new_job($t->idem('fail-other', body => '{"gender":"female"}'),
             'fail-other retried with another body: 202, not 422');
 }
 
@@ -140,7 +108,7 @@ for my $c (@cases) {
                 'backend still down, same key: 502 again (not 409)');
     $failures++;
     $t->start_backend;
-    my $j = new_job($t->idem('fail-down', body => '{"prompt":"down"}'),
+    my $j = check_new_job($t->idem('fail-down', body => '{"prompt":"down"}'),
                     'backend back, same key: 202');
     is($t->forwards(), $n0 + 1, 'backend back: forwarded');
     is((last_forward() || {})->{job}, $j->{jobId}, 'backend back: that job was forwarded');
@@ -176,7 +144,7 @@ for my $c (@cases) {
     $failures++;
     $t->set_backend;
     my $r2 = $t->idem('gone-fail', body => '{"prompt":"gone"}');
-    my $j2 = new_job($r2, 'the client comes back after the backend failed: a new job');
+    my $j2 = check_new_job($r2, 'the client comes back after the backend failed: a new job');
     isnt($j2->{jobId}, $failed_job, '... with a new jobId');
     is($t->forwards(), $n0 + 3, '... forwarded');
 }
@@ -195,11 +163,11 @@ $t->cleanup;
 # ================================================================ lease: a killed worker
 
 $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
-                    read_timeout => '30s', server => $STATS,
+                    read_timeout => '30s', server => STATS_LOCATION,
                     control => { delay => 60 });
 {
     my $n0 = $t->forwards();
-    my $sock = start_async(idem => 'lease-kill', body => '{"prompt":"never"}');
+    my $sock = $t->idem_async('lease-kill', body => '{"prompt":"never"}');
     my @fw = $t->wait_backend_requests($n0 + 1);
     my $claimed = Time::HiRes::time();
     is(scalar @fw, $n0 + 1, 'the claim holder forwarded (the backend never answers)');
@@ -213,7 +181,7 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
     my %old = map { $_ => 1 } $t->worker_pids;
     is(scalar keys %old, 2, 'two workers');
     kill 'KILL', keys %old;
-    my @new = wait_new_workers(\%old, 2);
+    my @new = $t->new_workers(\%old, 2);
     is(scalar @new, 2, 'the master started two new workers');
     my $lost = finish_async($sock, 3);
     ok(!$lost->timed_out, 'the client of the killed worker is not left hanging');
@@ -231,7 +199,7 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
 
     sleep_until($claimed + 2.3);
     my $r = $t->idem('lease-kill', body => '{"prompt":"never"}');
-    my $j = new_job($r, 'after the lease ran out: the same key goes ahead (202)');
+    my $j = check_new_job($r, 'after the lease ran out: the same key goes ahead (202)');
     is($t->forwards(), $n0 + 2, 'and is forwarded');
     isnt($j->{jobId}, $lost_job, 'as a new job');
     check_error($t->idem('lease-kill', body => '{"prompt":"other"}'), 422,
@@ -251,18 +219,18 @@ $t->cleanup;
 
 # documented: a lease shorter than the forward lets a second claim go ahead
 $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
-                    read_timeout => '5s', server => $STATS,
+                    read_timeout => '5s', server => STATS_LOCATION,
                     control => { delay => 2.5 });
 {
     my $n0 = $t->forwards();
     my $body = '{"prompt":"slow"}';
-    my $a = start_async(idem => 'lease-slow', body => $body);
+    my $a = $t->idem_async('lease-slow', body => $body);
     my @fw = $t->wait_backend_requests($n0 + 1);
     my $t0 = Time::HiRes::time();
     is(scalar @fw, $n0 + 1, 'the first request is forwarded');
 
     sleep_until($t0 + 1.2);
-    my $b = start_async(idem => 'lease-slow', body => $body);
+    my $b = $t->idem_async('lease-slow', body => $body);
     @fw = $t->wait_backend_requests($n0 + 2, timeout => 1.5);
     is(scalar @fw, $n0 + 2,
        'after the lease (1 s) ran out, the same request is forwarded too');
@@ -270,8 +238,8 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
 
     my $ra = finish_async($a, 8);
     my $rb = finish_async($b, 8);
-    my $ja = new_job($ra, 'the first request: 202');
-    my $jb = new_job($rb, 'the second request: 202');
+    my $ja = check_new_job($ra, 'the first request: 202');
+    my $jb = check_new_job($rb, 'the second request: 202');
     isnt($ja->{jobId}, $jb->{jobId}, 'two jobs');
 
     my $c = $t->idem('lease-slow', body => $body);

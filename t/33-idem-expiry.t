@@ -10,24 +10,12 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes ();
-use Time::Local ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
 my $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m ttl=2s',
-    server => 'location = /_stats { influencers_stats zone=jobs; }');
-
-my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
-           Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
-
-sub http_date {
-    my ($s) = @_;
-    return undef unless defined $s && $s =~
-        /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (\w{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
-    return undef unless exists $MON{$2};
-    return Time::Local::timegm($6, $5, $4, $1, $MON{$2}, $3);
-}
+    server => STATS_LOCATION);
 
 my $n0 = $t->forwards();
 my $t0 = Time::HiRes::time();
@@ -81,7 +69,7 @@ my $e = $t->idem('exp-same', body => '{"prompt":"first"}');
 is($e->header('idempotent-replayed'), 'true', 'the new entry replays');
 ok($e->body eq $c->body, '... the new job');
 
-my $s = $t->http('GET', '/_stats', [], undef)->json || {};
+my $s = $t->stats();
 is($s->{keyed}, 2, 'stats: two live entries');
 is($s->{claims}, 4, 'stats: four claims');
 is($s->{replays}, 2, 'stats: two replays');

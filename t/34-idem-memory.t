@@ -20,11 +20,7 @@ my $TTL = 4;
 my $t = InfTest->setup(log_level => 'info',
     zone   => "zone=jobs:32k ttl=${TTL}s",
     location => 'influencers_busy_retry_after 2s;',
-    server => 'location = /_stats { influencers_stats zone=jobs; }');
-
-sub full_lines {
-    return grep { /is full/ } split /\n/, $t->error_log;
-}
+    server => STATS_LOCATION);
 
 my %expect = map { $_ => 0 } qw(claims replays mismatches capacityRejections
                                 accepted);
@@ -76,7 +72,7 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
     is($s->{bytesInUse}, $R * $SIZE, 'stats: bytesInUse = entries * recordSize');
 
     my $n0 = $t->forwards();
-    my $before = scalar full_lines();
+    my $before = $t->count_log(qr/is full/);
     is($before, 0, 'no "is full" line yet');
     my $m0 = int(time / 60);
 
@@ -118,7 +114,7 @@ note(sprintf('filled %d keyed entries in %.2f s', $R, $kfill1 - $kfill0));
     my $m1 = int(time / 60);
     ok(Time::HiRes::time() < $kfill0 + $TTL, '(all of this within the ttl)');
 
-    my @lines = full_lines();
+    my @lines = $t->log_lines(qr/is full/);
     if ($m0 == $m1) {
         is(scalar @lines, 1, 'error.log: exactly one "is full" line for 30 rejections');
     } else {
@@ -192,14 +188,14 @@ $t->cleanup;
 for my $how ('restart', 'reload') {
     $t = InfTest->setup(log_level => 'info',
         zone   => 'zone=jobs:32k ttl=1h state=%%TESTDIR%%/jobs.state',
-        server => 'location = /_stats { influencers_stats zone=jobs; }');
+        server => STATS_LOCATION);
     my $R = $t->stats()->{records} // 0;
     my $ok = 0;
     $ok += $t->idem("long-$_", body => '{}')->status == 202 for 1 .. 20;
     is($ok, 20, "$how: 20 entries with ttl=1h");
     my $conf = $t->default_conf(
         zone   => 'zone=jobs:32k ttl=1s state=%%TESTDIR%%/jobs.state',
-        server => 'location = /_stats { influencers_stats zone=jobs; }');
+        server => STATS_LOCATION);
     if ($how eq 'restart') {
         $t->stop;
         $t->conf($conf);

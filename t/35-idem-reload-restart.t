@@ -11,85 +11,34 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use POSIX ();
-use IO::Socket::INET;
-use IO::Select;
 use Time::HiRes ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
 my $t;
-my $STATS = 'location = /_stats { influencers_stats zone=jobs; }';
-
-sub check_replay {
-    my ($r, $first, $name) = @_;
-    subtest $name => sub {
-        is($r->status, 202, 'status 202') or diag($r->summary);
-        ok($r->body eq $first->body, 'byte-identical body')
-            or diag("first:  " . $first->body . "\nreplay: " . $r->body);
-        is($r->header('idempotent-replayed'), 'true', 'Idempotent-Replayed: true');
-        is($r->header('location'), $first->header('location'), 'same Location');
-        is($r->header('retry-after'), $first->header('retry-after'), 'same Retry-After');
-        is($r->header('idempotency-expires'), $first->header('idempotency-expires'),
-           'same Idempotency-Expires');
-        isnt($r->header('x-request-id'), $first->header('x-request-id'),
-             'its own X-Request-Id');
-    };
-}
-
-sub check_new {
-    my ($r, $name, %o) = @_;
-    my $j = check_accepted($r, $name, %o);
-    ok(!defined $r->header('idempotent-replayed'), "$name: not a replay");
-    return $j || {};
-}
-
-sub count_log { my ($re) = @_; return scalar grep { /$re/ } split /\n/, $t->error_log; }
-
-sub start_async {
-    my ($key, $body) = @_;
-    my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
-        headers => ['Idempotency-Key' => $key]);
-    my $bytes = $t->request($m, $p, $h, $b, %o);
-    return $t->send_async($bytes);
-}
-
-# HUP, and wait (bounded) only for the new generation of workers: the old
-# one may still finish a request
-sub hup {
-    my %old = map { $_ => 1 } $t->worker_pids;
-    kill 'HUP', $t->nginx_pid;
-    my $end = Time::HiRes::time() + 5;
-    while (Time::HiRes::time() < $end) {
-        my @new = grep { !$old{$_} } $t->worker_pids;
-        return 1 if @new >= 2;
-        Time::HiRes::sleep(0.05);
-    }
-    return 0;
-}
-
 # ================================================================ reload
 
 $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
-                    location => 'influencers_retry_after 7s;', server => $STATS);
+                    location => 'influencers_retry_after 7s;', server => STATS_LOCATION);
 {
     my $first = $t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}');
-    check_new($first, 'before the reload: 202', retry_after => 7);
+    check_new_job($first, 'before the reload: 202', retry_after => 7);
     my $n0 = $t->forwards();
     my %old = map { $_ => 1 } $t->worker_pids;
 
     ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m',
-            location => 'influencers_retry_after 9s;', server => $STATS)),
+            location => 'influencers_retry_after 9s;', server => STATS_LOCATION)),
        'nginx -s reload (HUP) with another influencers_retry_after');
     my @new = $t->worker_pids;
     ok(@new && !grep({ $old{$_} } @new), 'a new generation of workers');
 
     check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
-                 $first, 'after the reload: the entry replays as it was (Retry-After 7)');
+                 $first, 'after the reload: the entry replays as it was (Retry-After 7)', status => 202);
     check_error($t->idem('reload-1', body => '{"gender":"female"}'), 422,
                 'IDEMPOTENCY_KEY_REUSED', undef,
                 'after the reload: its fingerprint is still known');
-    check_new($t->idem('reload-2'), 'after the reload: a new key uses the new Retry-After',
+    check_new_job($t->idem('reload-2'), 'after the reload: a new key uses the new Retry-After',
               retry_after => 9);
     is($t->forwards(), $n0 + 1, 'only the new key was forwarded');
     my $s = $t->stats();
@@ -99,24 +48,24 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
 
     ok($t->reload, 'a second reload');
     check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
-                 $first, 'after a second reload: still a replay');
+                 $first, 'after a second reload: still a replay', status => 202);
 
     # a claim in flight survives a reload: the new workers see it (409),
     # the old one finishes the forward, the new ones replay it
     {
         my $n1 = $t->forwards();
         $t->set_backend(delay => 2);
-        my $sock = start_async('reload-fly', '{"prompt":"in flight"}');
+        my $sock = $t->idem_async('reload-fly', body => '{"prompt":"in flight"}');
         $t->wait_backend_requests($n1 + 1);
-        ok(hup(), 'a reload while a request is in flight');
+        ok($t->hup, 'a reload while a request is in flight');
         check_error($t->idem('reload-fly', body => '{"prompt":"in flight"}'), 409,
                     'IDEMPOTENCY_IN_PROGRESS', undef,
                     'the new workers see the claim of the old one: 409');
         my $first = finish_async($sock, 5);
-        check_new($first, 'the old worker finishes the forward: 202', retry_after => 9);
+        check_new_job($first, 'the old worker finishes the forward: 202', retry_after => 9);
         $t->set_backend;
         check_replay($t->idem('reload-fly', body => '{"prompt":"in flight"}'), $first,
-                     'the new workers replay it');
+                     'the new workers replay it', status => 202);
         is($t->forwards(), $n1 + 1, 'one forward');
         my $end = Time::HiRes::time() + 3;   # the old generation leaves
         Time::HiRes::sleep(0.05) while $t->worker_pids > 2 && Time::HiRes::time() < $end;
@@ -124,30 +73,30 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m',
 
     # a reload that changes the zone's size is refused
     %old = map { $_ => 1 } $t->worker_pids;
-    my $before = count_log(qr/cannot change size/);
+    my $before = $t->count_log(qr/cannot change size/);
     ok(!$t->reload(conf => $t->default_conf(zone => 'zone=jobs:2m',
-            location => 'influencers_retry_after 9s;', server => $STATS)),
+            location => 'influencers_retry_after 9s;', server => STATS_LOCATION)),
        'a reload that changes the zone size (1m -> 2m) fails');
     Time::HiRes::sleep(0.3);
-    is(count_log(qr/\[emerg\].*cannot change size/), $before + 1,
+    is($t->count_log(qr/\[emerg\].*cannot change size/), $before + 1,
        'error.log: [emerg] ... cannot change size');
     is_deeply([ $t->worker_pids ], [ sort { $a <=> $b } keys %old ],
               'the running workers keep serving');
     ok($t->nginx_alive, 'the master is still running');
     check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
-                 $first, 'after the refused reload: the old entry still replays');
-    check_new($t->idem('reload-3'), 'after the refused reload: a new key works',
+                 $first, 'after the refused reload: the old entry still replays', status => 202);
+    check_new_job($t->idem('reload-3'), 'after the refused reload: a new key works',
               retry_after => 9);
 
     # and a reload back to a valid configuration works again
-    ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m', server => $STATS)),
+    ok($t->reload(conf => $t->default_conf(zone => 'zone=jobs:1m', server => STATS_LOCATION)),
        'a reload keeping the size succeeds afterwards');
     check_replay($t->idem('reload-1', body => '{"gender":"male","prompt":"before the reload"}'),
-                 $first, 'and the entry still replays');
+                 $first, 'and the entry still replays', status => 202);
 }
 $t->check_log_clean(allow_emerg => 1);
 {
-    my @emerg = grep { /\[emerg\]/ } split /\n/, $t->error_log;
+    my @emerg = $t->log_lines(qr/\[emerg\]/);
     is(scalar(grep { !/cannot change size/ } @emerg), 0,
        'the only [emerg] lines are the refused size change');
 }
@@ -157,7 +106,7 @@ $t->cleanup;
 
 $t = InfTest->setup(log_level => 'info',
                     zone => 'zone=jobs:1m state=%%TESTDIR%%/jobs.state',
-                    server => $STATS);
+                    server => STATS_LOCATION);
 my $state = $t->path('jobs.state');
 
 # a fast stop (TERM), waited for by pid
@@ -181,23 +130,23 @@ my %keep;
     my $b2 = '{"ageRange":"senior"}';
     $keep{s1} = [ $b1, P_FEMALE, $t->idem('state-1', body => $b1) ];
     $keep{s2} = [ $b2, P_MALE, $t->idem('state-2', body => $b2, project => P_MALE) ];
-    check_new($keep{s1}[2], 'state-1: 202');
-    check_new($keep{s2}[2], 'state-2: 202');
-    check_new($t->idem(undef), 'a job without a key: 202');
+    check_new_job($keep{s1}[2], 'state-1: 202');
+    check_new_job($keep{s2}[2], 'state-2: 202');
+    check_new_job($t->idem(undef), 'a job without a key: 202');
     ok(!-e $state, 'no state file while running');
 
     $t->stop;
     ok(-s $state, 'a graceful stop (QUIT) wrote the state file');
-    is(count_log(qr/\[notice\].*2 entries saved to/), 1, 'error.log: 2 entries saved');
+    is($t->count_log(qr/\[notice\].*2 entries saved to/), 1, 'error.log: 2 entries saved');
 
     my $n0 = $t->forwards();
     $t->run;
-    is(count_log(qr/\[notice\].*2 entries loaded from/), 1, 'error.log: 2 entries loaded');
+    is($t->count_log(qr/\[notice\].*2 entries loaded from/), 1, 'error.log: 2 entries loaded');
     is($t->stats()->{keyed}, 2, 'stats: two entries after the start');
     for my $k (qw(s1 s2)) {
         my ($body, $project, $first) = @{ $keep{$k} };
         check_replay($t->idem("state-" . substr($k, 1), body => $body, project => $project),
-                     $first, "after a stop and a start: state-" . substr($k, 1) . ' replays');
+                     $first, "after a stop and a start: state-" . substr($k, 1) . ' replays', status => 202);
     }
     check_error($t->idem('state-1', body => '{}'), 422, 'IDEMPOTENCY_KEY_REUSED', undef,
                 'after the restart: the fingerprint is still known');
@@ -206,21 +155,21 @@ my %keep;
     # a fast stop (TERM) writes it too
     my $b3 = '{"prompt":"fast stop"}';
     $keep{s3} = [ $b3, P_FEMALE, $t->idem('state-3', body => $b3) ];
-    check_new($keep{s3}[2], 'state-3: 202');
+    check_new_job($keep{s3}[2], 'state-3: 202');
     unlink $state;
     ok(term_stop(), 'a fast stop (TERM): nginx exited');
     ok(-s $state, 'the fast stop wrote the state file');
     $t->run;
     is($t->stats()->{keyed}, 3, 'stats: three entries after the start');
     check_replay($t->idem('state-3', body => $b3), $keep{s3}[2],
-                 'after TERM and a start: state-3 replays');
+                 'after TERM and a start: state-3 replays', status => 202);
     check_replay($t->idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
-                 'and state-1 still does (a second restart)');
+                 'and state-1 still does (a second restart)', status => 202);
     is($t->forwards(), $n0 + 1, 'nothing forwarded but state-3');
 
     # a request in flight at a graceful stop is finished, then saved
     $t->set_backend(delay => 1);
-    my $sock = start_async('state-fly', '{"prompt":"in flight at stop"}');
+    my $sock = $t->idem_async('state-fly', body => '{"prompt":"in flight at stop"}');
     $t->wait_backend_requests($n0 + 2);
     # QUIT, and read the answer (and close, as a client of Connection:
     # close does) while nginx shuts down; then wait for its exit
@@ -228,11 +177,11 @@ my %keep;
     my $fly = finish_async($sock, 5);
     ok(!$fly->timed_out, 'the request in flight is answered during the graceful stop');
     $t->stop;
-    check_new($fly, 'a request in flight at a graceful stop: finished, 202');
+    check_new_job($fly, 'a request in flight at a graceful stop: finished, 202');
     $t->set_backend;
     $t->run;
     check_replay($t->idem('state-fly', body => '{"prompt":"in flight at stop"}'), $fly,
-                 'after the start: it replays (saved after it finished)');
+                 'after the start: it replays (saved after it finished)', status => 202);
     is($t->forwards(), $n0 + 2, 'one forward for it');
 }
 
@@ -242,19 +191,19 @@ my %keep;
     my $main = $t;
     $t = InfTest->setup(log_level => 'info',
                         zone => 'zone=jobs:1m ttl=2s state=%%TESTDIR%%/short.state',
-                        server => $STATS);
+                        server => STATS_LOCATION);
     my $old = $t->idem('short-old');
-    check_new($old, 'short-old: 202');
+    check_new_job($old, 'short-old: 202');
     Time::HiRes::sleep(1.2);
     my $new = $t->idem('short-new');
-    check_new($new, 'short-new: 202');
+    check_new_job($new, 'short-new: 202');
     Time::HiRes::sleep(1.0);
     $t->stop;
-    is(count_log(qr/1 entries saved to/), 1, 'error.log: only the unexpired entry saved');
+    is($t->count_log(qr/1 entries saved to/), 1, 'error.log: only the unexpired entry saved');
     $t->run;
-    check_replay($t->idem('short-new'), $new, 'short-new replays after the restart');
+    check_replay($t->idem('short-new'), $new, 'short-new replays after the restart', status => 202);
     my $again = $t->idem('short-old');
-    check_new($again, 'short-old (expired before the stop) is a new job');
+    check_new_job($again, 'short-old (expired before the stop) is a new job');
     isnt($again->body, $old->body, '... another job');
     $t->check_log_clean;
     $t->cleanup;
@@ -269,13 +218,13 @@ my %keep;
     my $main = $t;
     $t = InfTest->setup(log_level => 'info',
                         zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
-                        server => $STATS);
+                        server => STATS_LOCATION);
     my %first;
     $first{$_} = $t->idem("size-$_") for 1 .. 10;
     is(scalar(grep { $_->status == 202 } values %first), 10, '32k zone: 10 entries');
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
-                              server => $STATS));
+                              server => STATS_LOCATION));
     $t->run;
     is($t->stats()->{keyed}, 10, 'restarted with 1m: the 10 entries loaded');
     my $ok = grep { my $r = $t->idem("size-$_"); ($r->header('idempotent-replayed') // '') eq 'true'
@@ -284,24 +233,24 @@ my %keep;
 
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
-                              server => $STATS));
+                              server => STATS_LOCATION));
     $t->run;
     is($t->stats()->{keyed}, 10, 'back to 32k: the 10 entries loaded (they fit)');
 
     # more entries than the smaller zone holds
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
-                              server => $STATS));
+                              server => STATS_LOCATION));
     $t->run;
     $first{$_} = $t->idem("size-$_") for 11 .. 60;
     is($t->stats()->{keyed}, 60, '1m zone: 60 entries');
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
-                              server => $STATS));
-    my $before = count_log(qr/is damaged or of another layout/);
+                              server => STATS_LOCATION));
+    my $before = $t->count_log(qr/is damaged or of another layout/);
     $t->run;
     my $s = $t->stats();
-    is(count_log(qr/is damaged or of another layout/), $before,
+    is($t->count_log(qr/is damaged or of another layout/), $before,
        'a valid state file with more entries than a smaller zone holds is not "damaged"');
     is($s->{keyed}, $s->{records},
        "restarted with 32k: as many entries as fit are loaded ($s->{records})");
@@ -325,11 +274,11 @@ sub damaged_start {
     $data = $damage->($data);
     $t->write_file($state, $data);
 
-    my $before = count_log(qr/is damaged or of another layout/);
+    my $before = $t->count_log(qr/is damaged or of another layout/);
     my $ok = eval { $t->run; 1 };
     ok($ok, "$what: nginx starts") or diag($@);
     return unless $ok;
-    my @l = grep { /is damaged or of another layout/ } split /\n/, $t->error_log;
+    my @l = $t->log_lines(qr/is damaged or of another layout/);
     is(scalar @l, $before + 1, "$what: reported once");
     like($l[-1] // '', qr/\[error\].*state file "\Q$state\E" is damaged or of another layout, ignored/,
          "$what: [error] the state file ... is damaged or of another layout, ignored");
@@ -338,7 +287,7 @@ sub damaged_start {
     my $n0 = $t->forwards();
     my ($body, $project, $first) = @{ $keep{s1} };
     my $r = $t->idem('state-1', body => $body);
-    my $j = check_new($r, "$what: state-1 creates a new job");
+    my $j = check_new_job($r, "$what: state-1 creates a new job");
     isnt($r->body, $first->body, "$what: another job than before");
     is($t->forwards(), $n0 + 1, "$what: forwarded");
     $keep{s1}[2] = $r;
@@ -369,7 +318,7 @@ damaged_start('an empty state file', sub { '' });
     $t->stop;
     $t->run;
     check_replay($t->idem('state-1', body => $keep{s1}[0]), $keep{s1}[2],
-                 'a clean stop and start: the newest state-1 replays');
+                 'a clean stop and start: the newest state-1 replays', status => 202);
 }
 
 $t->check_log_clean;

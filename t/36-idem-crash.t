@@ -39,19 +39,14 @@ $t->write_directory;
 $t->conf($t->default_conf(
     workers => $WORKERS,
     zone    => "zone=jobs:${\ ($ZONE / 1024) }k lease=${LEASE}s",
-    server  => 'location = /_stats { influencers_stats zone=jobs; }',
+    server  => STATS_LOCATION,
 ));
 $t->start_backend;
 $t->run;
 
 my @SHARED = map { "crash-shared-$_" } 0 .. 9;
 
-sub req_bytes {
-    my ($key, $body) = @_;
-    my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
-        headers => [ defined $key ? ('Idempotency-Key' => $key) : () ]);
-    return $t->request($m, $p, $h, $b, %o);
-}
+sub req_bytes { my ($key, $body) = @_; return $t->idem_request($key, body => $body); }
 
 # one request on its own connection: (status, seconds, timed out)
 sub one {
@@ -68,18 +63,9 @@ sub one {
         last unless defined $n;
         $off += $n;
     }
-    my $sel = IO::Select->new($sock);
-    my $end = $t0 + $timeout;
-    my ($buf, $timed_out) = ('', 1);
-    while ((my $left = $end - Time::HiRes::time()) > 0) {
-        next unless $sel->can_read($left);
-        my $n = sysread($sock, $buf, 65536, length $buf);
-        next if !defined $n && $!{EINTR};
-        if (!$n) { $timed_out = 0; last; }
-    }
-    close $sock;
-    my $r = InfTest::Response->parse($buf);
-    return ($r->status, Time::HiRes::time() - $t0, $timed_out, $r);
+    # read until close, within what is left of $timeout since $t0
+    my $r = finish_async($sock, $t0 + $timeout - Time::HiRes::time());
+    return ($r->status, Time::HiRes::time() - $t0, $r->{timed_out}, $r);
 }
 
 # ---------------------------------------------------------------- a dead lock holder
@@ -116,11 +102,6 @@ sub poke_word {
     return defined $n && $n == 8;
 }
 
-sub start_async {
-    my ($bytes) = @_;
-    return $t->send_async($bytes);
-}
-
 SKIP: {
     my $m = $t->nginx_pid;
     my $addr = zone_addr($m);
@@ -133,7 +114,7 @@ SKIP: {
     ok(poke_word($m, $addr, $holder), "the lock word set to worker ${holder}'s pid")
         or skip 'cannot write /proc/<master>/mem', 8;
 
-    my @socks = map { start_async(req_bytes("lock-held-$_", '{}')) } 1 .. 6;
+    my @socks = map { $t->send_async(req_bytes("lock-held-$_", '{}')) } 1 .. 6;
     Time::HiRes::sleep(0.5);
     my $sel = IO::Select->new(@socks);
     my @ready = $sel->can_read(0);
@@ -295,7 +276,7 @@ Time::HiRes::sleep($LEASE + 0.3);
 }
 
 {
-    my $s = $t->http('GET', '/_stats', [], undef)->json || {};
+    my $s = $t->stats();
     is($s->{bytesInUse}, ($s->{entries} // -1) * ($s->{recordSize} // 0),
        'stats answer: bytesInUse = entries * recordSize');
     note('stats: ' . json_encode($s));

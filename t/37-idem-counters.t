@@ -11,8 +11,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use IO::Socket::INET;
-use IO::Select;
 use Time::HiRes ();
 use InfTest qw(:all);
 
@@ -22,15 +20,7 @@ my $LEASE = 1;
 
 my $t = InfTest->setup(log_level => 'info',
     zone   => "zone=jobs:32k ttl=1h lease=${LEASE}s",
-    server => 'location = /_stats { influencers_stats zone=jobs; }');
-
-sub start_async {
-    my ($key, $body) = @_;
-    my ($m, $p, $h, $b, %o) = $t->create_args(body => $body,
-        headers => ['Idempotency-Key' => $key]);
-    my $bytes = $t->request($m, $p, $h, $b, %o);
-    return $t->send_async($bytes);
-}
+    server => STATS_LOCATION);
 
 my @FIELDS = qw(records entries keyed inflight bytesInUse recordSize claims
                 replays conflicts mismatches releases leaseExpiries
@@ -96,7 +86,7 @@ check_stats('6 (the retry)');
 {
     $t->set_backend(delay => 0.6);
     my $n0 = $t->forwards();
-    my $sock = start_async('cnt-c', '{}');
+    my $sock = $t->idem_async('cnt-c', body => '{}');
     $t->wait_backend_requests($n0 + 1);
     $exp{claims}++; $exp{entries}++; $exp{inflight}++;
     check_stats('7a (one request in flight)');
@@ -117,7 +107,7 @@ check_stats('6 (the retry)');
 {
     $t->set_backend(delay => 1.5);
     my $n0 = $t->forwards();
-    my $sock = start_async('cnt-d', '{}');
+    my $sock = $t->idem_async('cnt-d', body => '{}');
     $t->wait_backend_requests($n0 + 1);
     my $t0 = Time::HiRes::time();
     $exp{claims}++; $exp{entries}++; $exp{inflight}++;

@@ -15,7 +15,11 @@ package InfTest;
 # http()/raw() (one connection, malformed bytes welcome), session() (one
 # keepalive connection), test_config() (nginx -t), reload(), stop(),
 # worker_pids(), set_backend()/backend_requests(), check_error(),
-# check_validation(), check_accepted() (assertion subtests).
+# check_validation(), check_accepted() (assertion subtests).  For the
+# idempotency tests (t/3*.t): idem(), idem_request(), idem_async() with
+# finish_async() (a request kept in flight), stats() on STATS_LOCATION,
+# hup()/new_workers(), log_lines()/count_log(), http_date(),
+# check_new_job(), check_replay().
 # Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
 # test is killed), and the temp dir removed.
 #
@@ -37,6 +41,7 @@ use JSON::PP ();
 use Digest::SHA ();
 use POSIX ();
 use Time::HiRes ();
+use Time::Local ();
 use Test::More ();
 use Scalar::Util ();
 
@@ -48,6 +53,7 @@ our @EXPORT_OK = qw(
     ENDPOINT_LOCATION ACCEPT_RE
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
+    STATS_LOCATION http_date check_replay check_new_job
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -79,6 +85,8 @@ use constant {
     REQID_RE => qr/req_[0-9a-f]{32}/,
     INFID_RE => qr/inf_[0-9a-f]{32}/,
     ENDPOINT_LOCATION => '~ ^/v1/projects/[^/]+/influencers$',
+    # the counters location that stats() reads, for default_conf(server => ..)
+    STATS_LOCATION => 'location = /_stats { influencers_stats zone=jobs; }',
 };
 
 # the 202 body, byte for byte: $1 jobId, $2 influencerId
@@ -1095,6 +1103,58 @@ sub stats {
     return wantarray ? ($json, $r) : $json;
 }
 
+# the bytes of idem($key, %o): for send_async() or a client of its own
+sub idem_request {
+    my ($s, $key, %o) = @_;
+    my $h = delete $o{headers} || [];
+    my ($m, $p, $hd, $b, %ro) = $s->create_args(%o, headers => [
+        (defined $key ? ('Idempotency-Key' => $key) : ()), @$h ]);
+    return $s->request($m, $p, $hd, $b, %ro);
+}
+
+# idem($key, %o) sent now, its answer read later with finish_async(): a
+# request kept in flight while others are made.  o{port}: another server.
+sub idem_async {
+    my ($s, $key, %o) = @_;
+    my $port = delete $o{port};
+    return $s->send_async($s->idem_request($key, %o), $port);
+}
+
+# waits (bounded, $timeout 5 s) until $n workers run and none of %$old is
+# among them; returns the new ones (fewer if they did not come)
+sub new_workers {
+    my ($s, $old, $n, $timeout) = @_;
+    my $end = Time::HiRes::time() + ($timeout || 5);
+    while (Time::HiRes::time() < $end) {
+        my @w = grep { !$old->{$_} } $s->worker_pids;
+        return @w if @w >= $n;
+        Time::HiRes::sleep(0.05);
+    }
+    return grep { !$old->{$_} } $s->worker_pids;
+}
+
+# HUP, and wait (bounded) only for the new generation of workers, unlike
+# reload(): the old one may still be finishing a request.  1 once it is up.
+sub hup {
+    my ($s) = @_;
+    my %old = map { $_ => 1 } $s->worker_pids;
+    kill 'HUP', $s->{nginx_pid} or return 0;
+    return $s->new_workers(\%old, $s->{workers}) >= $s->{workers} ? 1 : 0;
+}
+
+# an IMF-fixdate (Idempotency-Expires) -> epoch seconds, undef if it is not
+# one: "about ttl from now" is checked against the clock
+my %MON = (Jan => 0, Feb => 1, Mar => 2, Apr => 3, May => 4, Jun => 5,
+           Jul => 6, Aug => 7, Sep => 8, Oct => 9, Nov => 10, Dec => 11);
+
+sub http_date {
+    my ($d) = @_;
+    return undef unless defined $d && $d =~
+        /^(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), (\d\d) (\w{3}) (\d{4}) (\d\d):(\d\d):(\d\d) GMT$/;
+    return undef unless exists $MON{$2};
+    return Time::Local::timegm($6, $5, $4, $1, $MON{$2}, $3);
+}
+
 # a request sent, its answer not read yet: for requests in flight
 sub send_async {
     my ($s, $bytes, $port) = @_;
@@ -1220,6 +1280,51 @@ sub check_accepted {
     return ref $j eq 'HASH' && $r->status == 202 ? $j : undef;
 }
 
+# check_new_job($r, $name, %o): a first answer, check_accepted($r, $name,
+# %o) and not marked as a replay; returns the decoded body ({} if none)
+sub check_new_job {
+    my ($r, $name, %o) = @_;
+    my $j = check_accepted($r, $name, %o);
+    Test::More::ok(!defined $r->header('idempotent-replayed'),
+        "$name: not a replay") or Test::More::diag($r->raw);
+    return $j || {};
+}
+
+# check_replay($r, $first, $name, status => 202): the replay of $first, one
+# subtest: same status (or o{status}) and body byte for byte, the marker
+# once, same Location, Retry-After and Idempotency-Expires, and a request
+# id of its own
+sub check_replay {
+    my ($r, $first, $name, %o) = @_;
+    Test::More::subtest($name => sub {
+        if (defined $o{status}) {
+            Test::More::is($r->status, $o{status}, "status $o{status}")
+                or Test::More::diag($r->summary);
+        } else {
+            Test::More::is($r->status, $first->status,
+                'same status ' . $first->status) or Test::More::diag($r->summary);
+        }
+        Test::More::ok($r->body eq $first->body, 'byte-identical body')
+            or Test::More::diag("first:  " . $first->body . "\nreplay: " . $r->body);
+        Test::More::is($r->header('idempotent-replayed'), 'true',
+            'Idempotent-Replayed: true');
+        Test::More::is(scalar(my @x = $r->headers('idempotent-replayed')), 1,
+            'one Idempotent-Replayed');
+        Test::More::is($r->header('location'), $first->header('location'),
+            'same Location');
+        Test::More::is($r->header('retry-after'), $first->header('retry-after'),
+            'same Retry-After');
+        Test::More::is($r->header('idempotency-expires'),
+            $first->header('idempotency-expires'), 'same Idempotency-Expires');
+        Test::More::like($r->header('content-type') // '', qr{^application/json}i,
+            'Content-Type application/json');
+        Test::More::like($r->header('x-request-id') // '', qr/^${\REQID_RE}$/,
+            'X-Request-Id req_<32 hex>');
+        Test::More::isnt($r->header('x-request-id') // '',
+            $first->header('x-request-id') // '', 'a request id of its own');
+    });
+}
+
 # the body of an error with its requestId blanked (to compare two answers)
 sub without_request_id {
     my ($body) = @_;
@@ -1231,6 +1336,19 @@ sub without_request_id {
 # Logs
 
 sub error_log { my ($s) = @_; return $s->read_file('error.log') // ''; }
+
+# the lines of error.log matching $re
+sub log_lines {
+    my ($s, $re) = @_;
+    return grep { /$re/ } split /\n/, $s->error_log;
+}
+
+# how many lines of error.log match $re, in any context (is() gives its
+# arguments list context): to compare before and after a step
+sub count_log {
+    my ($s, $re) = @_;
+    return scalar(my @l = $s->log_lines($re));
+}
 
 # stops nginx (so that the logs are complete) and checks error.log and
 # nginx's stderr: no [alert], no [emerg] (unless allow_emerg => 1), no
