@@ -30,6 +30,7 @@ static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_str_t *details);
+static ngx_uint_t ngx_http_influencers_json_type(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_str_t *details);
 static ngx_uint_t ngx_http_influencers_idempotency_header(
@@ -42,7 +43,7 @@ static ngx_int_t ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_read_body(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, u_char **body, size_t *len);
-static ngx_int_t ngx_http_influencers_resolve(ngx_http_request_t *r,
+static void ngx_http_influencers_resolve(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b);
 static ngx_int_t ngx_http_influencers_digests(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
@@ -324,16 +325,26 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ctx->type_unchecked = (r->headers_in.content_length_n <= 0);
 
     if (r->headers_in.content_length_n > 0
-        && (r->headers_in.content_type == NULL
-            || ngx_http_influencers_check_content_type(
-                   r->headers_in.content_type->value.data,
-                   r->headers_in.content_type->value.len)
-               != 0))
+        && !ngx_http_influencers_json_type(r))
     {
         return NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
     }
 
     return NGX_HTTP_INFLUENCERS_ACCEPTED;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_json_type(ngx_http_request_t *r)
+{
+    ngx_table_elt_t  *h;
+
+    h = r->headers_in.content_type;
+
+    return h != NULL
+           && ngx_http_influencers_check_content_type(h->value.data,
+                                                      h->value.len)
+              == 0;
 }
 
 
@@ -447,8 +458,6 @@ static ngx_int_t
 ngx_http_influencers_reject(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_uint_t answer, ngx_str_t *details)
 {
-    ngx_http_influencers_loc_conf_t  *ilcf;
-
     if (answer == NGX_HTTP_INFLUENCERS_INTERNAL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -466,10 +475,10 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
         }
     }
 
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+    /* no answer refused before the body carries a Retry-After */
 
     return ngx_http_influencers_send_error(r, ctx->request_id, answer,
-                                           details, ilcf->busy_retry_after);
+                                           details, 0);
 }
 
 
@@ -512,13 +521,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         return rc;
     }
 
-    if (len && ctx->type_unchecked
-        && (r->headers_in.content_type == NULL
-            || ngx_http_influencers_check_content_type(
-                   r->headers_in.content_type->value.data,
-                   r->headers_in.content_type->value.len)
-               != 0))
-    {
+    if (len && ctx->type_unchecked && !ngx_http_influencers_json_type(r)) {
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                                NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
                                                NULL, 0);
@@ -549,11 +552,9 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    rc = ngx_http_influencers_resolve(r, ctx, &b);
+    ngx_http_influencers_resolve(r, ctx, &b);
 
-    if (rc == NGX_OK) {
-        rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
-    }
+    rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
 
     ngx_http_influencers_body_free(&b);
 
@@ -619,7 +620,7 @@ ngx_http_influencers_read_body(ngx_http_request_t *r,
 
 /* the job's parameters: what was sent, else the project's defaults */
 
-static ngx_int_t
+static void
 ngx_http_influencers_resolve(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b)
 {
@@ -647,8 +648,6 @@ ngx_http_influencers_resolve(ngx_http_request_t *r,
         job->prompt_len = b->prompt_len;
         ngx_memcpy(job->prompt, b->prompt, b->prompt_len);
     }
-
-    return NGX_OK;
 }
 
 
