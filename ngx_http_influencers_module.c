@@ -11,6 +11,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
 #include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 
@@ -42,7 +43,7 @@ static void ngx_http_influencers_body_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_read_body(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, u_char **body, size_t *len);
+    ngx_http_influencers_loc_conf_t *ilcf, u_char **body, size_t *len);
 static void ngx_http_influencers_resolve(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b);
 static ngx_int_t ngx_http_influencers_digests(ngx_http_request_t *r,
@@ -272,10 +273,19 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
                                            ngx_http_influencers_body_handler);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
+        /*
+         * reading stopped midway (our filter, or client_max_body_size):
+         * the rest of the body must not be parsed as the next request
+         */
+        r->keepalive = 0;
+        r->lingering_close = 1;
+
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                                NGX_HTTP_INFLUENCERS_TOO_LARGE,
                                                NULL, 0);
     }
+
+    /* nginx answers the rest (400 bad framing, 500) and drops keepalive */
 
     if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         return rc;
@@ -516,9 +526,10 @@ ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_http_influencers_body_t    b;
     ngx_http_influencers_claim_t   claim;
 
-    rc = ngx_http_influencers_read_body(r, ctx, &body, &len);
-    if (rc != NGX_OK) {
-        return rc;
+    /* a body that cannot be read is never taken for an empty one */
+
+    if (ngx_http_influencers_read_body(r, ilcf, &body, &len) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
     if (len && ctx->type_unchecked && !ngx_http_influencers_json_type(r)) {
@@ -566,14 +577,25 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 }
 
 
-/* the body in one piece: one buffer as it is, several copied once */
+/*
+ * The body in one piece: one buffer in memory as it is, anything else
+ * copied once.  A temporary file does not mean a large body: nginx spills
+ * the body to one as soon as the raw bytes it reads, chunk framing
+ * included, fill client_body_buffer_size, so a small body sent in tiny
+ * chunks lands there.  The decoded body is what the limit is about.
+ *
+ * NGX_OK: the body is in *body and *len (none: NULL and 0); NGX_ERROR:
+ * logged here, a 500 for the caller, which sends nothing of its own.
+ */
 
 static ngx_int_t
 ngx_http_influencers_read_body(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, u_char **body, size_t *len)
+    ngx_http_influencers_loc_conf_t *ilcf, u_char **body, size_t *len)
 {
+    off_t         n, size;
     u_char       *p;
-    size_t        n;
+    ssize_t       got;
+    ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
     *body = NULL;
@@ -586,32 +608,72 @@ ngx_http_influencers_read_body(ngx_http_request_t *r,
     n = 0;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        if (cl->buf->in_file) {
-            /* past client_body_buffer_size, which is above the limit */
-            return ngx_http_influencers_send_error(r, ctx->request_id,
-                                                NGX_HTTP_INFLUENCERS_TOO_LARGE,
-                                                NULL, 0);
-        }
-
         n += ngx_buf_size(cl->buf);
     }
 
-    if (r->request_body->bufs->next == NULL) {
-        *body = r->request_body->bufs->buf->pos;
-        *len = n;
+    /*
+     * Never more than the limit: the request body filter refuses more,
+     * and a body that another module (mirror) read before the handler ran
+     * was refused by its length, which nginx sets to the decoded total.
+     * Checked all the same, since it bounds what is read back.
+     */
+
+    if (n > (off_t) ilcf->body_limit) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: request body of %O bytes got past "
+                      "the %uz-byte limit", n, ilcf->body_limit);
+        return NGX_ERROR;
+    }
+
+    b = r->request_body->bufs->buf;
+
+    if (r->request_body->bufs->next == NULL && ngx_buf_in_memory(b)) {
+        *body = b->pos;
+        *len = (size_t) n;
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, n);
+    if (n == 0) {
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, (size_t) n);
     if (p == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: no memory for a request body of %O bytes",
+                      n);
+        return NGX_ERROR;
     }
 
     *body = p;
-    *len = n;
+    *len = (size_t) n;
 
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
-        p = ngx_cpymem(p, cl->buf->pos, ngx_buf_size(cl->buf));
+        b = cl->buf;
+
+        if (ngx_buf_in_memory(b)) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+            continue;
+        }
+
+        size = b->file_last - b->file_pos;
+
+        if (!b->in_file || size == 0) {
+            continue;
+        }
+
+        got = ngx_read_file(b->file, p, (size_t) size, b->file_pos);
+
+        if (got != (ssize_t) size) {
+            /* ngx_read_file() logs a failed pread() itself */
+            ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                          "influencers: request body file \"%V\": read %z "
+                          "of %O bytes at %O", &b->file->name, got, size,
+                          b->file_pos);
+            return NGX_ERROR;
+        }
+
+        p += size;
     }
 
     return NGX_OK;
@@ -675,6 +737,8 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
 
     claim->job = &ctx->job;
     claim->idem = NULL;
+    claim->org_hash = ngx_http_influencers_org_hash(ctx->job.org.data,
+                                                    ctx->job.org.len);
 
     if (ngx_http_influencers_random(claim->random, sizeof(claim->random))
         != NGX_OK)
@@ -795,6 +859,7 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
                                             NULL, 0);
 
     case NGX_HTTP_INFLUENCERS_CLAIM_FULL:
+    case NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE:
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_CAPACITY,
                                             NULL, ilcf->busy_retry_after);
@@ -804,7 +869,8 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: could not start the forward to \"%V\"",
                       &ilcf->backend);
-        ngx_http_influencers_zone_finish(zone, &ctx->accept, 0, 1);
+        ngx_http_influencers_zone_finish(zone, &ctx->accept, 0, 1,
+                                         r->connection->log);
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -865,7 +931,8 @@ ngx_http_influencers_details(ngx_http_request_t *r, json_t *errors,
 
 /*
  * The body limit holds while a chunked body is read, before it is all
- * buffered: the filter sees the decoded bytes as they come.
+ * buffered: the filter sees the decoded bytes as they come, so chunk
+ * framing never counts against it.
  */
 
 static ngx_int_t
@@ -892,6 +959,10 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "influencers: request body is larger than %uz bytes",
                       ilcf->body_limit);
+
+        /* the client may still be sending: let it read the 413 */
+        r->lingering_close = 1;
+
         return NGX_HTTP_REQUEST_ENTITY_TOO_LARGE;
     }
 
@@ -914,13 +985,14 @@ ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 {
     ngx_http_influencers_ids_init_process();
 
-    return NGX_OK;
+    return ngx_http_influencers_zone_init_process(cycle);
 }
 
 
 static void
 ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_influencers_zone_exit_process(cycle);
     ngx_http_influencers_ids_exit_process();
 }
 
@@ -949,7 +1021,7 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
 
     ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
 
-    body.data = ngx_pnalloc(r->pool, 512);
+    body.data = ngx_pnalloc(r->pool, 1024);
     if (body.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -960,14 +1032,17 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    "\"claims\":%uL,\"replays\":%uL,\"conflicts\":%uL,"
                    "\"mismatches\":%uL,\"releases\":%uL,"
                    "\"leaseExpiries\":%uL,\"capacityRejections\":%uL,"
-                   "\"accepted\":%uL,\"failed\":%uL}",
+                   "\"accepted\":%uL,\"failed\":%uL,"
+                   "\"orgs\":%ui,\"largestOrg\":%ui,\"orgLimit\":%ui,"
+                   "\"shareRejections\":%uL}",
                    st.records, st.records - st.free, st.keyed, st.inflight,
                    (st.records - st.free) * st.record_size, st.record_size,
                    st.counters.claims, st.counters.replays,
                    st.counters.conflicts, st.counters.mismatches,
                    st.counters.releases, st.counters.lease_expiries,
                    st.counters.capacity, st.counters.accepted,
-                   st.counters.failed)
+                   st.counters.failed, st.orgs, st.largest_org, st.org_limit,
+                   st.counters.share)
                - body.data;
 
     return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
@@ -1079,19 +1154,26 @@ ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
 
+    /*
+     * A body spilled to a temporary file is read back, so neither check
+     * is needed for correctness: they keep an ordinary body off the disk
+     * (only chunk framing can still push a small one there).
+     */
+
     if (conf->body_limit > clcf->client_body_buffer_size) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"influencers_body_limit\" %uz is larger than "
-                           "\"client_body_buffer_size\" %uz: the body must "
-                           "fit in memory",
+                           "\"client_body_buffer_size\" %uz: bodies within "
+                           "the limit would be written to temporary files",
                            conf->body_limit, clcf->client_body_buffer_size);
         return NGX_CONF_ERROR;
     }
 
     if (clcf->client_body_in_file_only) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers\" reads the body in memory: "
-                           "\"client_body_in_file_only\" must be off here");
+                           "\"client_body_in_file_only\" must be off where "
+                           "\"influencers\" is on: it writes every body "
+                           "to disk");
         return NGX_CONF_ERROR;
     }
 
@@ -1109,7 +1191,10 @@ ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/* influencers_zone zone=name:size [ttl=time] [lease=time] */
+/*
+ * influencers_zone zone=name:size [ttl=time] [lease=time] [org_share=N%]
+ *     [state=path]
+ */
 
 static char *
 ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -1117,7 +1202,7 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     u_char                       *p;
     ssize_t                       size;
     ngx_str_t                    *value, name, s;
-    ngx_int_t                     ttl, lease;
+    ngx_int_t                     ttl, lease, share;
     ngx_str_t                     state;
     ngx_uint_t                    i;
     ngx_http_influencers_zone_t  *zone;
@@ -1129,6 +1214,7 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     size = 0;
     ttl = 24 * 60 * 60;
     lease = 3 * 60;
+    share = 25;
 
     for (i = 1; i < cf->args->nelts; i++) {
 
@@ -1199,6 +1285,24 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "org_share=", 10) == 0) {
+            share = NGX_ERROR;
+
+            if (value[i].len > 11 && value[i].data[value[i].len - 1] == '%') {
+                share = ngx_atoi(value[i].data + 10, value[i].len - 11);
+            }
+
+            if (share == NGX_ERROR || share < 1 || share > 100) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid org_share \"%V\": a percentage "
+                                   "of the zone from 1%% to 100%% is "
+                                   "expected", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "state=", 6) == 0
             && value[i].len > 6)
         {
@@ -1237,7 +1341,12 @@ ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     zone->ttl = (ngx_msec_t) ttl * 1000;
     zone->lease = (ngx_msec_t) lease * 1000;
+    zone->org_share = share;
     zone->state_file = state;
+
+    if (state.len && ngx_http_influencers_state_conf(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
 
     return NGX_CONF_OK;
 }

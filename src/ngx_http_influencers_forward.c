@@ -321,7 +321,7 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 
     ngx_http_influencers_zone_finish(ilcf->shm_zone->data, &ctx->accept,
                                ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED,
-                               known);
+                               known, sr->connection->log);
 
     /* NGX_OK: nginx neither renders an error page for the subrequest nor
      * terminates the parent */

@@ -6,24 +6,44 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
+
+#if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 #include <sys/random.h>
+#endif
 
 #include "ngx_http_influencers_ids.h"
 
 
 #define NGX_HTTP_INFLUENCERS_RANDOM_POOL  4096
 
+#if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
+#define NGX_HTTP_INFLUENCERS_ENTROPY      "getrandom()"
+#else
+#define NGX_HTTP_INFLUENCERS_ENTROPY      "read(\"/dev/urandom\")"
+#endif
+
+
+static ssize_t ngx_http_influencers_entropy(u_char *buf, size_t n);
+static const EVP_MD *ngx_http_influencers_sha256_md(void);
+
 
 /*
- * One getrandom() call serves many requests.  The pool is per process and
- * emptied in every new worker, so that workers never share bytes that were
- * drawn before a fork.
+ * One getrandom() call (or read of /dev/urandom) serves many requests.
+ * The pool is per process and emptied in every new worker, so that
+ * workers never share bytes that were drawn before a fork.
  */
 
-static u_char     ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
-static size_t     ngx_http_influencers_pool_pos =
-                      NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+static u_char       ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
+static size_t       ngx_http_influencers_pool_pos =
+                        NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+
+#if !(NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
+static ngx_fd_t     ngx_http_influencers_urandom = NGX_INVALID_FILE;
+#endif
+
+#if (NGX_HTTP_INFLUENCERS_HAVE_EVP_MD_FETCH)
 static EVP_MD      *ngx_http_influencers_md;
+#endif
 static EVP_MD_CTX  *ngx_http_influencers_md_ctx;
 
 static const u_char  ngx_http_influencers_crockford[]
@@ -47,10 +67,19 @@ ngx_http_influencers_ids_exit_process(void)
         ngx_http_influencers_md_ctx = NULL;
     }
 
+#if (NGX_HTTP_INFLUENCERS_HAVE_EVP_MD_FETCH)
     if (ngx_http_influencers_md) {
         EVP_MD_free(ngx_http_influencers_md);
         ngx_http_influencers_md = NULL;
     }
+#endif
+
+#if !(NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
+    if (ngx_http_influencers_urandom != NGX_INVALID_FILE) {
+        (void) close(ngx_http_influencers_urandom);
+        ngx_http_influencers_urandom = NGX_INVALID_FILE;
+    }
+#endif
 }
 
 
@@ -63,16 +92,18 @@ ngx_http_influencers_refill(void)
     got = 0;
 
     while (got < NGX_HTTP_INFLUENCERS_RANDOM_POOL) {
-        n = getrandom(ngx_http_influencers_pool + got,
-                      NGX_HTTP_INFLUENCERS_RANDOM_POOL - got, 0);
+        n = ngx_http_influencers_entropy(ngx_http_influencers_pool + got,
+                                      NGX_HTTP_INFLUENCERS_RANDOM_POOL - got);
 
-        if (n == -1) {
-            if (ngx_errno == NGX_EINTR) {
+        if (n <= 0) {
+            if (n == -1 && ngx_errno == NGX_EINTR) {
                 continue;
             }
 
-            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, ngx_errno,
-                          "influencers: getrandom() failed");
+            /* 0 would be the end of /dev/urandom: never, but not a loop */
+            ngx_log_error(NGX_LOG_ALERT, ngx_cycle->log, n ? ngx_errno : 0,
+                          "influencers: " NGX_HTTP_INFLUENCERS_ENTROPY
+                          " failed");
             return NGX_ERROR;
         }
 
@@ -82,6 +113,33 @@ ngx_http_influencers_refill(void)
     ngx_http_influencers_pool_pos = 0;
 
     return NGX_OK;
+}
+
+
+/* the kernel's CSPRNG */
+
+static ssize_t
+ngx_http_influencers_entropy(u_char *buf, size_t n)
+{
+#if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
+
+    return getrandom(buf, n, 0);
+
+#else
+
+    /* opened once per process, on the first refill */
+
+    if (ngx_http_influencers_urandom == NGX_INVALID_FILE) {
+        ngx_http_influencers_urandom = open("/dev/urandom",
+                                            O_RDONLY | O_CLOEXEC);
+        if (ngx_http_influencers_urandom == NGX_INVALID_FILE) {
+            return -1;
+        }
+    }
+
+    return read(ngx_http_influencers_urandom, buf, n);
+
+#endif
 }
 
 
@@ -188,19 +246,19 @@ ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
 
 
 /*
- * The digest is fetched once and one context is reused per process (a
- * worker is single-threaded): an implicit fetch and a context allocation
- * per request would cost a lock and a malloc each.
+ * One context is reused per process (a worker is single-threaded), and
+ * with OpenSSL 3 the digest is fetched once: EVP_sha256() there costs an
+ * implicit fetch, a lock and a lookup, on every EVP_DigestInit_ex().
  */
 
 EVP_MD_CTX *
 ngx_http_influencers_sha256_init(void)
 {
-    if (ngx_http_influencers_md == NULL) {
-        ngx_http_influencers_md = EVP_MD_fetch(NULL, "SHA256", NULL);
-        if (ngx_http_influencers_md == NULL) {
-            return NULL;
-        }
+    const EVP_MD  *md;
+
+    md = ngx_http_influencers_sha256_md();
+    if (md == NULL) {
+        return NULL;
     }
 
     if (ngx_http_influencers_md_ctx == NULL) {
@@ -210,14 +268,30 @@ ngx_http_influencers_sha256_init(void)
         }
     }
 
-    if (EVP_DigestInit_ex(ngx_http_influencers_md_ctx,
-                          ngx_http_influencers_md, NULL)
-        != 1)
-    {
+    if (EVP_DigestInit_ex(ngx_http_influencers_md_ctx, md, NULL) != 1) {
         return NULL;
     }
 
     return ngx_http_influencers_md_ctx;
+}
+
+
+static const EVP_MD *
+ngx_http_influencers_sha256_md(void)
+{
+#if (NGX_HTTP_INFLUENCERS_HAVE_EVP_MD_FETCH)
+
+    if (ngx_http_influencers_md == NULL) {
+        ngx_http_influencers_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+    }
+
+    return ngx_http_influencers_md;
+
+#else
+
+    return EVP_sha256();
+
+#endif
 }
 
 

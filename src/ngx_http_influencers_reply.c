@@ -17,6 +17,9 @@
 #define NGX_HTTP_INFLUENCERS_LOC     "\",\"locationUrl\":\""
 #define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/job_"
 
+/* nginx 1.22 has no constant (and no reason phrase) for 422 */
+#define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
+
 
 typedef struct {
     ngx_uint_t   status;
@@ -50,11 +53,13 @@ static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
       ngx_string("Request URI too long.") },
     { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, ngx_string("UNSUPPORTED_MEDIA_TYPE"),
       ngx_string("Content-Type must be application/json.") },
-    { 422, ngx_string("VALIDATION"), ngx_string("Invalid body.") },
-    { 422, ngx_string("VALIDATION"), ngx_string("Invalid path parameter.") },
-    { 422, ngx_string("VALIDATION"),
+    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
+      ngx_string("Invalid body.") },
+    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
+      ngx_string("Invalid path parameter.") },
+    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
       ngx_string("Invalid Idempotency-Key header.") },
-    { 422, ngx_string("IDEMPOTENCY_KEY_REUSED"),
+    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("IDEMPOTENCY_KEY_REUSED"),
       ngx_string("This Idempotency-Key was used with a different "
                  "request.") },
     { NGX_HTTP_BAD_REQUEST, ngx_string("REQUEST_HEADER_TOO_LARGE"),
@@ -353,6 +358,22 @@ ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
     ngx_chain_t   out;
 
     r->headers_out.status = status;
+
+    /*
+     * nginx 1.22 has no reason phrase for 422 and would send "422 " with
+     * none; every other status the module sends has one in nginx's table,
+     * which a line set earlier must not override.  HTTP/2 sends the status
+     * alone and never reads the line.
+     */
+
+    if (status == NGX_HTTP_INFLUENCERS_UNPROCESSABLE) {
+        ngx_str_set(&r->headers_out.status_line,
+                    "422 Unprocessable Content");
+
+    } else {
+        ngx_str_null(&r->headers_out.status_line);
+    }
+
     r->headers_out.content_length_n = len;
     ngx_str_set(&r->headers_out.content_type, "application/json");
     r->headers_out.content_type_len = sizeof("application/json") - 1;

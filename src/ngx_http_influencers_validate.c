@@ -4,6 +4,7 @@
  */
 
 
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -60,6 +61,12 @@ static int ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message);
 static int ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
     json_error_t *err);
+static int ngx_http_influencers_load_zeroed(const u_char *p, size_t len,
+    json_t **root, json_error_t *err);
+static size_t ngx_http_influencers_skip_number(const u_char *p, size_t i,
+    size_t len);
+static size_t ngx_http_influencers_skip_digits(const u_char *p, size_t i,
+    size_t len);
 static const char *ngx_http_influencers_type_name(json_t *v);
 static int ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
     const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
@@ -102,6 +109,13 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     }
 
     root = json_loadb((const char *) p, len, JSON_DECODE_ANY, &err);
+
+    if (root == NULL
+        && json_error_code(&err) == json_error_numeric_overflow
+        && ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0)
+    {
+        return -1;
+    }
 
     if (root == NULL) {
         return ngx_http_influencers_json_error(b, &err) ? -1 : 1;
@@ -329,6 +343,10 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
 
     switch (json_error_code(err)) {
 
+    case json_error_out_of_memory:
+        /* not the partner's mistake */
+        return -1;
+
     case json_error_invalid_utf8:
         message = "Invalid UTF-8.";
         break;
@@ -344,6 +362,150 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
     }
 
     return ngx_http_influencers_add_error(b, NULL, message);
+}
+
+
+/*
+ * RFC 8259 puts no bound on numbers; jansson refuses one that a long long
+ * or a double cannot hold (1e999, 2^63, -1e999; 1e-999 it reads as 0) as
+ * if the body were broken.  No number is a valid value anywhere in a body,
+ * and where one is a mistake its type alone says so: a field's type, an
+ * unknown key's value (not looked at), the top level.  So a body refused
+ * for a number is parsed again from a copy in which every number is "0"
+ * padded with spaces to the same length.
+ *
+ * Numbers are found the way jansson's lexer finds them: outside strings,
+ * from a '-' or a digit, by the grammar of RFC 8259.  Only one that ends
+ * where a value may end (whitespace, ',', ']', '}', the end) is replaced,
+ * and by a number and whitespace.  Up to jansson's first error, then, the
+ * copy is the same sequence of tokens but for the numbers' values, and its
+ * first error, if any, is the body's first error that is not about a
+ * number's size.  A number that overflows and is not replaced is followed
+ * by something that cannot follow a value: the body is not JSON, and the
+ * second parse says so.
+ *
+ * One copy, one pass over it, one more parse, and only for bodies that
+ * jansson refused for a number: nothing loops.
+ */
+
+static int
+ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
+    json_error_t *err)
+{
+    size_t   i, end;
+    u_char  *q;
+
+    q = malloc(len);
+    if (q == NULL) {
+        return -1;
+    }
+
+    memcpy(q, p, len);
+
+    i = 0;
+
+    while (i < len) {
+
+        if (q[i] == '"') {
+            i = ngx_http_influencers_skip_string(q, i, len);
+            continue;
+        }
+
+        if (q[i] != '-' && (q[i] < '0' || q[i] > '9')) {
+            i++;
+            continue;
+        }
+
+        end = ngx_http_influencers_skip_number(q, i, len);
+
+        if (end == i) {
+            i++;
+            continue;
+        }
+
+        if (end == len || q[end] == ' ' || q[end] == '\t' || q[end] == '\r'
+            || q[end] == '\n' || q[end] == ',' || q[end] == ']'
+            || q[end] == '}')
+        {
+            q[i] = '0';
+            memset(q + i + 1, ' ', end - i - 1);
+        }
+
+        i = end;
+    }
+
+    *root = json_loadb((const char *) q, len, JSON_DECODE_ANY, err);
+
+    free(q);
+
+    return 0;
+}
+
+
+/*
+ * -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? at i: the position after
+ * it, or i if there is none
+ */
+
+static size_t
+ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
+{
+    size_t  j, k;
+
+    j = i;
+
+    if (j < len && p[j] == '-') {
+        j++;
+    }
+
+    if (j < len && p[j] == '0') {
+        j++;
+
+    } else {
+        k = ngx_http_influencers_skip_digits(p, j, len);
+        if (k == j) {
+            return i;
+        }
+
+        j = k;
+    }
+
+    if (j < len && p[j] == '.') {
+        k = ngx_http_influencers_skip_digits(p, j + 1, len);
+        if (k == j + 1) {
+            return i;
+        }
+
+        j = k;
+    }
+
+    if (j < len && (p[j] == 'e' || p[j] == 'E')) {
+        j++;
+
+        if (j < len && (p[j] == '+' || p[j] == '-')) {
+            j++;
+        }
+
+        k = ngx_http_influencers_skip_digits(p, j, len);
+        if (k == j) {
+            return i;
+        }
+
+        j = k;
+    }
+
+    return j;
+}
+
+
+static size_t
+ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
+{
+    while (i < len && p[i] >= '0' && p[i] <= '9') {
+        i++;
+    }
+
+    return i;
 }
 
 

@@ -6,12 +6,16 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_state.h"
 
 
 /*
  * Records have one fixed size and are all carved out of the slab when the
- * zone is created: a request never allocates shared memory, and how many
- * jobs a zone holds is known in advance.  A record is in exactly one queue:
+ * zone is created, each with room for one org's count: a request never
+ * allocates shared memory, and how many jobs a zone holds is known in
+ * advance.  A record keeps only what a replay, a lease and the state file
+ * need: the job itself is the backend's once forwarded.  A record is in
+ * exactly one queue:
  *
  *   free      unused;
  *   inflight  being forwarded (a lease: deadline is the lease's end);
@@ -19,7 +23,9 @@
  *             in the rbtree too, never evicted before it expires;
  *   jobs      accepted without a key, failed, or lost: evictable, LRU.
  *
- * An in-flight record with a key is in the rbtree as well.
+ * An in-flight record with a key is in the rbtree as well.  A record in
+ * flight or keyed is held by its org, and in its org's queue too: an org
+ * may hold at most its share.
  */
 
 #define NGX_HTTP_INFLUENCERS_FREE       0
@@ -28,26 +34,33 @@
 #define NGX_HTTP_INFLUENCERS_FAILED     3
 #define NGX_HTTP_INFLUENCERS_LOST       4
 
+/* the most records one request expires or looks at, under the lock */
+#define NGX_HTTP_INFLUENCERS_EXPIRE_MAX 4
+#define NGX_HTTP_INFLUENCERS_SWEEP_MAX  16
+
+
+typedef struct {
+    ngx_rbtree_node_t             node;         /* key: the org's hash */
+    uint64_t                      hash;
+    ngx_queue_t                   held;         /* its records, oldest last */
+    uint32_t                      nheld;
+} ngx_http_influencers_org_t;
+
 
 typedef struct {
     ngx_rbtree_node_t             node;
     ngx_queue_t                   queue;
+    ngx_queue_t                   org_queue;
     u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        job_id[16];
     u_char                        influencer_id[16];
-    u_char                        project[16];
+    ngx_http_influencers_org_t   *org;          /* NULL: not held */
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
-    uint16_t                      retry_after;
+    uint32_t                      retry_after;
     u_char                        state;
     u_char                        keyed;
-    u_char                        gender;
-    u_char                        age_range;
-    u_char                        org_len;
-    u_char                        prompt_len;
-    u_char                        org[NGX_HTTP_INFLUENCERS_ORG_MAX];
-    u_char                        prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
 } ngx_http_influencers_record_t;
 
 
@@ -60,6 +73,15 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_rbtree_t                  rbtree;
     ngx_rbtree_node_t             sentinel;
 
+    ngx_rbtree_t                  orgs;
+    ngx_rbtree_node_t             orgs_sentinel;
+    ngx_rbtree_node_t            *orgs_free;    /* linked by left */
+    ngx_uint_t                    norgs;
+
+    /* how many orgs hold each number of records: the largest, exactly */
+    uint32_t                     *orgs_holding;
+    ngx_uint_t                    largest_org;
+
     ngx_queue_t                   free;
     ngx_queue_t                   inflight;
     ngx_queue_t                   keyed;
@@ -70,45 +92,71 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_uint_t                    nkeyed;
     ngx_uint_t                    ninflight;
 
+    /* where the sweep of an unordered queue goes on from */
+    ngx_http_influencers_record_t  *swept_keyed;
+    ngx_http_influencers_record_t  *swept_inflight;
+
     /* ULIDs stay sorted across workers: the last one, under the lock */
     uint64_t                      ulid_ms;
     u_char                        ulid_rand[10];
 
     time_t                        full_logged;
-    ngx_msec_t                    swept;
+    time_t                        share_logged;
 
+    ngx_http_influencers_journal_t   journal;
     ngx_http_influencers_counters_t  counters;
 } ngx_http_influencers_shctx_t;
 
 
 static ngx_int_t ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_uint_t ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+    ngx_http_influencers_shctx_t *sh);
+static void ngx_http_influencers_org_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_org_t *org, ngx_int_t delta);
+static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_org_t *org, ngx_msec_t now);
 static void ngx_http_influencers_rbtree_insert(ngx_rbtree_node_t *temp,
     ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
+static ngx_http_influencers_org_t *ngx_http_influencers_org(
+    ngx_http_influencers_shctx_t *sh, uint64_t hash, ngx_uint_t create);
+static void ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec, uint64_t hash);
+static void ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec);
+static void ngx_http_influencers_expire_oldest(
+    ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
 static ngx_http_influencers_record_t *ngx_http_influencers_alloc(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
 static void ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_msec_t now);
+    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+    ngx_msec_t now);
+static ngx_uint_t ngx_http_influencers_in_queue(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
+    ngx_queue_t *queue);
 static ngx_uint_t ngx_http_influencers_expire(
     ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
     ngx_msec_t now);
 static void ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
+static void ngx_http_influencers_entry(ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_entry_t *entry);
 static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out);
-static uint64_t ngx_http_influencers_wall_ms(void);
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
-static void ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
-    ngx_log_t *log);
 static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
 
 #define ngx_http_influencers_rbtree_key(key)                                  \
     (*(ngx_rbtree_key_t *) (void *) (key))
+
+#define ngx_http_influencers_after(a, b)  ((ngx_msec_int_t) ((a) - (b)) >= 0)
 
 
 ngx_http_influencers_zone_t *
@@ -154,7 +202,6 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_slab_pool_t                *shpool;
     ngx_http_influencers_zone_t    *zone;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
 
     zone = shm_zone->data;
 
@@ -177,7 +224,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->sh = sh;
         zone->shpool = ozone->shpool;
 
-        return NGX_OK;
+        return ngx_http_influencers_state_open(zone, ozone, shm_zone->shm.log);
     }
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -202,6 +249,8 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
                     ngx_http_influencers_rbtree_insert);
+    ngx_rbtree_init(&sh->orgs, &sh->orgs_sentinel,
+                    ngx_http_influencers_org_insert);
     ngx_queue_init(&sh->free);
     ngx_queue_init(&sh->inflight);
     ngx_queue_init(&sh->keyed);
@@ -217,23 +266,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(shpool->log_ctx, " in influencers zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
-    /* carve every record now; running out later is a 503, not a log line */
-
-    shpool->log_nomem = 0;
-
-    for ( ;; ) {
-        rec = ngx_slab_calloc(shpool, sizeof(ngx_http_influencers_record_t));
-        if (rec == NULL) {
-            break;
-        }
-
-        ngx_queue_insert_head(&sh->free, &rec->queue);
-        sh->records++;
-    }
-
-    sh->nfree = sh->records;
-
-    if (sh->records == 0) {
+    if (ngx_http_influencers_carve(shpool, sh) == 0) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "influencers zone \"%V\" is too small for one job",
                       &shm_zone->shm.name);
@@ -243,18 +276,91 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh = sh;
     zone->shpool = shpool;
 
-    if (zone->state_file.len) {
-        ngx_http_influencers_zone_load(zone, shm_zone->shm.log);
+    if (ngx_http_influencers_state_open(zone, NULL, shm_zone->shm.log)
+        != NGX_OK)
+    {
+        return NGX_ERROR;
     }
+
+    ngx_http_influencers_state_load(zone, &sh->journal, shm_zone->shm.log);
 
     return NGX_OK;
 }
 
 
 /*
+ * Every record now, each with an org count beside it (an org holds at
+ * least one record), and a count of orgs for every number of records an
+ * org may hold: running out later is a 503, not a log line.
+ */
+
+static ngx_uint_t
+ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+    ngx_http_influencers_shctx_t *sh)
+{
+    size_t                          slot, per_page;
+    ngx_uint_t                      n, max;
+    ngx_http_influencers_org_t     *orgs;
+    ngx_http_influencers_record_t  *rec;
+
+    shpool->log_nomem = 0;
+
+    /* a record takes a slab slot of the next power of two */
+
+    for (slot = 8; slot < sizeof(ngx_http_influencers_record_t); slot <<= 1) {
+        /* void */
+    }
+
+    /* what one more record costs: its slot, an org count, a line below */
+
+    max = shpool->pfree * ngx_pagesize
+          / (slot + sizeof(ngx_http_influencers_org_t) + sizeof(uint32_t));
+
+    sh->orgs_holding = ngx_slab_calloc(shpool, (max + 1) * sizeof(uint32_t));
+    if (sh->orgs_holding == NULL) {
+        return 0;
+    }
+
+    /* the org counts come a page at a time, not rounded up to a slot */
+
+    per_page = ngx_pagesize / sizeof(ngx_http_influencers_org_t);
+    orgs = NULL;
+    n = 0;
+
+    while (sh->records < max) {
+
+        if (n == 0) {
+            orgs = ngx_slab_calloc(shpool, ngx_pagesize);
+            if (orgs == NULL) {
+                break;
+            }
+
+            n = per_page;
+        }
+
+        rec = ngx_slab_calloc(shpool, sizeof(ngx_http_influencers_record_t));
+        if (rec == NULL) {
+            break;
+        }
+
+        ngx_queue_insert_head(&sh->free, &rec->queue);
+        sh->records++;
+
+        n--;
+        orgs[n].node.left = sh->orgs_free;
+        sh->orgs_free = &orgs[n].node;
+    }
+
+    sh->nfree = sh->records;
+
+    return sh->records;
+}
+
+
+/*
  * The one critical section of a request: look the key up, and either
  * answer from the entry or claim it with a new job, atomically across
- * workers.
+ * workers.  The work done here is bounded whatever the zone's size.
  */
 
 ngx_int_t
@@ -264,15 +370,19 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 {
     ngx_int_t                       rc;
     ngx_msec_t                      now;
-    ngx_uint_t                      log_full;
+    ngx_uint_t                      log_full, log_share, limit;
+    ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
     now = ngx_current_msec;
     log_full = 0;
+    log_share = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
+
+    ngx_http_influencers_expire_oldest(sh, now);
 
     if (claim->idem) {
         rec = ngx_http_influencers_lookup(sh, claim->idem);
@@ -306,6 +416,31 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         }
     }
 
+    /* no org holds more than its share, so none can lock another out */
+
+    limit = ngx_max(1, sh->records * zone->org_share / 100);
+    org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+
+    if (org && org->nheld >= limit) {
+        /* its own expired entries first, wherever the others' are */
+        ngx_http_influencers_expire_org(sh, org, now);
+        org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+    }
+
+    /* a share of the whole zone is no share: a full zone is a full zone */
+
+    if (org && org->nheld >= limit && limit < sh->records) {
+        sh->counters.share++;
+
+        if (sh->share_logged != ngx_time() / 60) {
+            sh->share_logged = ngx_time() / 60;
+            log_share = 1;
+        }
+
+        rc = NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE;
+        goto done;
+    }
+
     rec = ngx_http_influencers_alloc(sh, now);
 
     if (rec == NULL) {
@@ -325,13 +460,15 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_fill(rec, claim);
     ngx_http_influencers_next_ulid(sh, claim->random, rec->job_id);
     ngx_memcpy(rec->influencer_id, claim->random + 10, 16);
-    rec->retry_after = (uint16_t) acc->retry_after;
+    rec->retry_after = (uint32_t) acc->retry_after;
     rec->deadline = now + zone->lease;
     rec->expires = 0;
     rec->state = NGX_HTTP_INFLUENCERS_FORWARDING;
 
     ngx_queue_insert_head(&sh->inflight, &rec->queue);
     sh->ninflight++;
+
+    ngx_http_influencers_hold(sh, rec, claim->org_hash);
 
     if (claim->idem) {
         rec->keyed = 1;
@@ -359,6 +496,14 @@ done:
                       &zone->name, sh->records);
     }
 
+    if (log_share) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "influencers zone \"%V\": an org holds its whole share "
+                      "of %ui records, answering it 503 while other orgs "
+                      "are served (logged once a minute)",
+                      &zone->name, limit);
+    }
+
     return rc;
 }
 
@@ -367,13 +512,17 @@ done:
 
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_uint_t accepted, ngx_uint_t known)
+    ngx_http_influencers_accept_t *acc, ngx_uint_t accepted, ngx_uint_t known,
+    ngx_log_t *log)
 {
+    ngx_int_t                       seq;
+    ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
     rec = acc->record;
+    seq = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -404,7 +553,21 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
             ngx_queue_insert_head(&sh->keyed, &rec->queue);
             sh->nkeyed++;
 
+            /* its org's newest too: the org's oldest expire first */
+
+            if (rec->org) {
+                ngx_queue_remove(&rec->org_queue);
+                ngx_queue_insert_head(&rec->org->held, &rec->org_queue);
+            }
+
+            seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+
+            if (seq != NGX_DECLINED) {
+                ngx_http_influencers_entry(rec, &entry);
+            }
+
         } else {
+            ngx_http_influencers_unhold(sh, rec);
             ngx_queue_insert_head(&sh->jobs, &rec->queue);
         }
 
@@ -417,12 +580,19 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
             ngx_http_influencers_unkey(sh, rec);
         }
 
+        ngx_http_influencers_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
     }
 
 done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    /* on disk before the partner hears of it */
+
+    if (seq != NGX_DECLINED) {
+        ngx_http_influencers_state_append(zone, seq, &entry, log);
+    }
 }
 
 
@@ -440,8 +610,11 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     st->free = sh->nfree;
     st->keyed = sh->nkeyed;
     st->inflight = sh->ninflight;
+    st->orgs = sh->norgs;
+    st->org_limit = ngx_max(1, sh->records * zone->org_share / 100);
     st->record_size = sh->record_size;
     st->counters = sh->counters;
+    st->largest_org = sh->largest_org;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
@@ -457,7 +630,7 @@ static ngx_uint_t
 ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec, ngx_msec_t now)
 {
-    if ((ngx_msec_int_t) (now - rec->deadline) < 0) {
+    if (!ngx_http_influencers_after(now, rec->deadline)) {
         return 0;
     }
 
@@ -473,6 +646,7 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
     }
 
     ngx_http_influencers_unkey(sh, rec);
+    ngx_http_influencers_unhold(sh, rec);
     ngx_queue_insert_head(&sh->jobs, &rec->queue);
 
     return 1;
@@ -490,6 +664,242 @@ ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
 }
 
 
+/* an org's count, found, or made when it takes its first record */
+
+static ngx_http_influencers_org_t *
+ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
+    ngx_uint_t create)
+{
+    ngx_rbtree_key_t             key;
+    ngx_rbtree_node_t           *node, *sentinel;
+    ngx_http_influencers_org_t  *org;
+
+    key = (ngx_rbtree_key_t) hash;
+    node = sh->orgs.root;
+    sentinel = sh->orgs.sentinel;
+
+    while (node != sentinel) {
+        org = (ngx_http_influencers_org_t *) node;
+
+        if (key != node->key) {
+            node = (key < node->key) ? node->left : node->right;
+            continue;
+        }
+
+        if (hash == org->hash) {
+            return org;
+        }
+
+        node = (hash < org->hash) ? node->left : node->right;
+    }
+
+    if (!create || sh->orgs_free == NULL) {
+        return NULL;
+    }
+
+    node = sh->orgs_free;
+    sh->orgs_free = node->left;
+
+    org = (ngx_http_influencers_org_t *) node;
+    org->hash = hash;
+    org->nheld = 0;
+    ngx_queue_init(&org->held);
+    node->key = key;
+
+    ngx_rbtree_insert(&sh->orgs, node);
+    sh->norgs++;
+
+    return org;
+}
+
+
+/* ordered by the key, then by the whole hash where the key is shorter */
+
+static void
+ngx_http_influencers_org_insert(ngx_rbtree_node_t *temp,
+    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+{
+    ngx_rbtree_node_t            **p;
+    ngx_http_influencers_org_t    *a, *b;
+
+    for ( ;; ) {
+
+        if (node->key != temp->key) {
+            p = (node->key < temp->key) ? &temp->left : &temp->right;
+
+        } else {
+            a = (ngx_http_influencers_org_t *) node;
+            b = (ngx_http_influencers_org_t *) temp;
+
+            p = (a->hash < b->hash) ? &temp->left : &temp->right;
+        }
+
+        if (*p == sentinel) {
+            break;
+        }
+
+        temp = *p;
+    }
+
+    *p = node;
+    node->parent = temp;
+    node->left = sentinel;
+    node->right = sentinel;
+    ngx_rbt_red(node);
+}
+
+
+static void
+ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec, uint64_t hash)
+{
+    /* an org count for every record is carved, so one is always there */
+
+    rec->org = ngx_http_influencers_org(sh, hash, 1);
+
+    if (rec->org) {
+        ngx_queue_insert_head(&rec->org->held, &rec->org_queue);
+        ngx_http_influencers_org_count(sh, rec->org, 1);
+    }
+}
+
+
+static void
+ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec)
+{
+    ngx_http_influencers_org_t  *org;
+
+    org = rec->org;
+
+    if (org == NULL) {
+        return;
+    }
+
+    rec->org = NULL;
+    ngx_queue_remove(&rec->org_queue);
+    ngx_http_influencers_org_count(sh, org, -1);
+
+    if (org->nheld) {
+        return;
+    }
+
+    ngx_rbtree_delete(&sh->orgs, &org->node);
+    org->node.left = sh->orgs_free;
+    sh->orgs_free = &org->node;
+    sh->norgs--;
+}
+
+
+/*
+ * The largest org, kept exact as counts move by one: the stats never walk
+ * the orgs under the lock.
+ */
+
+static void
+ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_org_t *org, ngx_int_t delta)
+{
+    ngx_uint_t  n;
+
+    n = org->nheld;
+
+    if (n) {
+        sh->orgs_holding[n]--;
+    }
+
+    n += delta;
+    org->nheld = (uint32_t) n;
+
+    if (n) {
+        sh->orgs_holding[n]++;
+    }
+
+    if (n > sh->largest_org) {
+        sh->largest_org = n;
+
+    } else if (delta < 0 && n + 1 == sh->largest_org
+               && sh->orgs_holding[n + 1] == 0)
+    {
+        sh->largest_org = n;
+    }
+}
+
+
+/*
+ * An org at its share: its oldest records may have expired while other
+ * orgs' older ones wait at the queues' tails.  A few of its own are looked
+ * at, from its oldest on.
+ */
+
+static void
+ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_org_t *org, ngx_msec_t now)
+{
+    ngx_uint_t                      n;
+    ngx_queue_t                    *q, *prev;
+    ngx_http_influencers_record_t  *rec;
+
+    q = ngx_queue_last(&org->held);
+
+    for (n = 0;
+         n < NGX_HTTP_INFLUENCERS_SWEEP_MAX && q != ngx_queue_sentinel(&org->held);
+         n++)
+    {
+        prev = ngx_queue_prev(q);
+        rec = ngx_queue_data(q, ngx_http_influencers_record_t, org_queue);
+
+        if (ngx_http_influencers_expire(sh, rec, now) && org->nheld == 0) {
+            /* the org's count went back to the free list with its last */
+            return;
+        }
+
+        q = prev;
+    }
+}
+
+
+/*
+ * The oldest entries and leases first, as limit_req does: with one ttl
+ * and one lease the queues are in deadline order, so a few from each tail
+ * keep up with what a request adds.
+ */
+
+static void
+ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
+    ngx_msec_t now)
+{
+    ngx_uint_t                      n;
+    ngx_http_influencers_record_t  *rec;
+
+    for (n = 0; n < NGX_HTTP_INFLUENCERS_EXPIRE_MAX; n++) {
+        if (ngx_queue_empty(&sh->keyed)) {
+            break;
+        }
+
+        rec = ngx_queue_data(ngx_queue_last(&sh->keyed),
+                             ngx_http_influencers_record_t, queue);
+
+        if (!ngx_http_influencers_expire(sh, rec, now)) {
+            break;
+        }
+    }
+
+    for (n = 0; n < NGX_HTTP_INFLUENCERS_EXPIRE_MAX; n++) {
+        if (ngx_queue_empty(&sh->inflight)) {
+            break;
+        }
+
+        rec = ngx_queue_data(ngx_queue_last(&sh->inflight),
+                             ngx_http_influencers_record_t, queue);
+
+        if (!ngx_http_influencers_expire(sh, rec, now)) {
+            break;
+        }
+    }
+}
+
+
 /*
  * A free record; else the oldest evictable job; else an expired entry.
  * Unexpired idempotency entries and live leases are never taken.
@@ -498,8 +908,7 @@ ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
 static ngx_http_influencers_record_t *
 ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 {
-    ngx_queue_t                    *q;
-    ngx_http_influencers_record_t  *rec;
+    ngx_queue_t  *q;
 
     if (!ngx_queue_empty(&sh->free)) {
         q = ngx_queue_head(&sh->free);
@@ -508,31 +917,17 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
         return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
     }
 
-    if (!ngx_queue_empty(&sh->keyed)) {
-        rec = ngx_queue_data(ngx_queue_last(&sh->keyed),
-                             ngx_http_influencers_record_t, queue);
-        ngx_http_influencers_expire(sh, rec, now);
-    }
-
-    if (!ngx_queue_empty(&sh->inflight)) {
-        rec = ngx_queue_data(ngx_queue_last(&sh->inflight),
-                             ngx_http_influencers_record_t, queue);
-        ngx_http_influencers_expire(sh, rec, now);
-    }
-
     /*
      * Deadlines follow the queues' order only while ttl and lease stay
-     * the same: after a reload that shortened them, or entries read from a
-     * state file, an expired record may sit anywhere.  A full zone is swept
-     * whole, at most once a second, so that those make room too.
+     * the same: after a reload that shortened them, or entries read back
+     * from a state file, an expired record may sit anywhere.  A full zone
+     * is swept a few records per request, never whole under the lock.
      */
 
-    if (ngx_queue_empty(&sh->jobs)
-        && (ngx_msec_int_t) (now - sh->swept) >= 1000)
-    {
-        sh->swept = now;
-        ngx_http_influencers_sweep(sh, &sh->keyed, now);
-        ngx_http_influencers_sweep(sh, &sh->inflight, now);
+    if (ngx_queue_empty(&sh->jobs)) {
+        ngx_http_influencers_sweep(sh, &sh->keyed, &sh->swept_keyed, now);
+        ngx_http_influencers_sweep(sh, &sh->inflight, &sh->swept_inflight,
+                                   now);
     }
 
     if (ngx_queue_empty(&sh->jobs)) {
@@ -548,48 +943,288 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 
 static void
 ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_msec_t now)
+    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+    ngx_msec_t now)
 {
+    ngx_uint_t                      n;
     ngx_queue_t                    *q, *next;
     ngx_http_influencers_record_t  *rec;
 
-    for (q = ngx_queue_head(queue);
-         q != ngx_queue_sentinel(queue);
-         q = next)
+    /* the cursor's record may have left the queue since: then the tail */
+
+    rec = *cursor;
+
+    /*
+     * From the newest on: the tail is the oldest and expire_oldest() has
+     * seen it, and after a reload to a shorter ttl or lease it is the
+     * newest records that expire first.
+     */
+
+    q = (rec && ngx_http_influencers_in_queue(sh, rec, queue))
+        ? &rec->queue : ngx_queue_head(queue);
+
+    for (n = 0;
+         n < NGX_HTTP_INFLUENCERS_SWEEP_MAX && q != ngx_queue_sentinel(queue);
+         n++)
     {
         next = ngx_queue_next(q);
         rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
         (void) ngx_http_influencers_expire(sh, rec, now);
+        q = next;
+    }
+
+    *cursor = (q == ngx_queue_sentinel(queue))
+              ? NULL : ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec, ngx_queue_t *queue)
+{
+    if (queue == &sh->inflight) {
+        return rec->state == NGX_HTTP_INFLUENCERS_FORWARDING;
+    }
+
+    return rec->state == NGX_HTTP_INFLUENCERS_DONE && rec->keyed;
+}
+
+
+static void
+ngx_http_influencers_entry(ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_entry_t *entry)
+{
+    ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
+
+    ngx_memcpy(entry->key, rec->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(entry->fingerprint, rec->fingerprint,
+               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(entry->job_id, rec->job_id, 16);
+    ngx_memcpy(entry->influencer_id, rec->influencer_id, 16);
+    entry->expires = rec->expires;
+    entry->org_hash = rec->org ? rec->org->hash : 0;
+    entry->retry_after = rec->retry_after;
+}
+
+
+/* every unexpired entry, newest first, for the snapshot */
+
+ngx_uint_t
+ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_entry_pt handler, void *data)
+{
+    uint64_t                        now_ms;
+    ngx_uint_t                      n;
+    ngx_queue_t                    *q;
+    ngx_http_influencers_entry_t    entry;
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    now_ms = ngx_http_influencers_wall_ms();
+    n = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (q = ngx_queue_head(&sh->keyed);
+         q != ngx_queue_sentinel(&sh->keyed);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+
+        if (rec->expires <= now_ms) {
+            continue;
+        }
+
+        ngx_http_influencers_entry(rec, &entry);
+        handler(&entry, data);
+        n++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return n;
+}
+
+
+/*
+ * An entry read back from disk.  It never outlives the ttl configured
+ * now, and it keeps the queue in deadline order when it comes in order
+ * (newest first from a snapshot, oldest first from the journal).
+ */
+
+ngx_uint_t
+ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_entry_t *entry)
+{
+    uint64_t                        now_ms, expires;
+    ngx_uint_t                      rc;
+    ngx_queue_t                    *q;
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec, *head;
+
+    sh = zone->sh;
+    now_ms = ngx_http_influencers_wall_ms();
+
+    if (entry->expires <= now_ms || entry->retry_after > 24 * 60 * 60) {
+        return NGX_HTTP_INFLUENCERS_DUPLICATE;
+    }
+
+    expires = ngx_min(entry->expires, now_ms + zone->ttl);
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (ngx_http_influencers_lookup(sh, entry->key) != NULL) {
+        rc = NGX_HTTP_INFLUENCERS_DUPLICATE;
+        goto done;
+    }
+
+    if (ngx_queue_empty(&sh->free)) {
+        rc = NGX_HTTP_INFLUENCERS_NO_ROOM;
+        goto done;
+    }
+
+    q = ngx_queue_head(&sh->free);
+    ngx_queue_remove(q);
+    sh->nfree--;
+
+    rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+
+    ngx_memcpy(rec->key, entry->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(rec->fingerprint, entry->fingerprint,
+               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(rec->job_id, entry->job_id, 16);
+    ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+    rec->retry_after = entry->retry_after;
+    rec->expires = expires;
+    rec->deadline = ngx_current_msec + (ngx_msec_t) (expires - now_ms);
+    rec->state = NGX_HTTP_INFLUENCERS_DONE;
+    rec->keyed = 1;
+
+    rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
+    ngx_rbtree_insert(&sh->rbtree, &rec->node);
+
+    ngx_http_influencers_hold(sh, rec, entry->org_hash);
+
+    if (ngx_queue_empty(&sh->keyed)) {
+        ngx_queue_insert_head(&sh->keyed, &rec->queue);
+
+    } else {
+        head = ngx_queue_data(ngx_queue_head(&sh->keyed),
+                              ngx_http_influencers_record_t, queue);
+
+        if (ngx_http_influencers_after(rec->deadline, head->deadline)) {
+            ngx_queue_insert_head(&sh->keyed, &rec->queue);
+
+        } else {
+            ngx_queue_insert_tail(&sh->keyed, &rec->queue);
+        }
+    }
+
+    sh->nkeyed++;
+    rc = NGX_HTTP_INFLUENCERS_RESTORED;
+
+done:
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return rc;
+}
+
+
+/* FNV-1a: orgs are authenticated, so no one picks a name to collide */
+
+uint64_t
+ngx_http_influencers_org_hash(u_char *org, size_t len)
+{
+    uint64_t  h;
+
+    h = 0xcbf29ce484222325ULL;
+
+    while (len--) {
+        h ^= *org++;
+        h *= 0x100000001b3ULL;
+    }
+
+    return h;
+}
+
+
+void
+ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
+{
+    ngx_shm_zone_t               *shm_zone;
+    ngx_http_influencers_zone_t  *zone;
+
+    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
+         shm_zone;
+         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
+    {
+        zone = shm_zone->data;
+
+        if (zone && zone->sh && zone->state) {
+            (void) ngx_http_influencers_state_save(zone, cycle->log);
+        }
     }
 }
 
+
+ngx_int_t
+ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle)
+{
+    ngx_shm_zone_t               *shm_zone;
+    ngx_http_influencers_zone_t  *zone;
+
+    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
+         shm_zone;
+         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
+    {
+        zone = shm_zone->data;
+
+        if (zone
+            && ngx_http_influencers_state_init_process(zone, cycle) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+void
+ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle)
+{
+    ngx_shm_zone_t               *shm_zone;
+    ngx_http_influencers_zone_t  *zone;
+
+    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
+         shm_zone;
+         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
+    {
+        zone = shm_zone->data;
+
+        if (zone) {
+            ngx_http_influencers_state_exit_process(zone);
+        }
+    }
+}
 
 static void
 ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim)
 {
-    ngx_http_influencers_job_t  *job;
-
-    job = claim->job;
-
     if (claim->idem) {
         ngx_memcpy(rec->key, claim->idem, NGX_HTTP_INFLUENCERS_SHA256_LEN);
     }
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
                NGX_HTTP_INFLUENCERS_SHA256_LEN);
-    ngx_memcpy(rec->project, job->project, 16);
-    rec->org_len = (u_char) job->org.len;
-    ngx_memcpy(rec->org, job->org.data, job->org.len);
-    rec->gender = (u_char) job->gender;
-    rec->age_range = (u_char) job->age_range;
-    rec->prompt_len = (u_char) job->prompt_len;
-    ngx_memcpy(rec->prompt, job->prompt, job->prompt_len);
     rec->keyed = 0;
 }
 
 
-static uint64_t
+uint64_t
 ngx_http_influencers_wall_ms(void)
 {
     ngx_time_t  *tp;
@@ -792,295 +1427,3 @@ ngx_http_influencers_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
 }
 
 
-/*
- * The state file keeps the unexpired idempotency entries across a stop
- * and a start.  It is written whole to a temporary name and renamed; it is
- * read only if its header, its size and its checksum agree, and then every
- * record is checked again before it goes into the zone.
- */
-
-#define NGX_HTTP_INFLUENCERS_STATE_MAGIC  0x53464e49    /* "INFS" */
-#define NGX_HTTP_INFLUENCERS_STATE_MAX    (4 * 1024 * 1024)  /* entries */
-
-#define ngx_http_influencers_payload(rec)                                     \
-    ((u_char *) (rec) + offsetof(ngx_http_influencers_record_t, key))
-
-#define NGX_HTTP_INFLUENCERS_PAYLOAD                                          \
-    (sizeof(ngx_http_influencers_record_t)                                    \
-     - offsetof(ngx_http_influencers_record_t, key))
-
-
-typedef struct {
-    uint32_t                      magic;
-    uint32_t                      version;
-    uint32_t                      payload;
-    uint32_t                      count;
-    uint32_t                      crc32;
-    uint32_t                      reserved;
-} ngx_http_influencers_state_header_t;
-
-
-static void
-ngx_http_influencers_zone_save(ngx_http_influencers_zone_t *zone,
-    ngx_log_t *log)
-{
-    u_char                               *buf, *p;
-    size_t                                size;
-    uint64_t                              now_ms;
-    ngx_fd_t                              fd;
-    ngx_str_t                             tmp;
-    ngx_queue_t                          *q;
-    ngx_http_influencers_shctx_t         *sh;
-    ngx_http_influencers_record_t        *rec;
-    ngx_http_influencers_state_header_t  *hdr;
-
-    sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
-
-    size = sizeof(ngx_http_influencers_state_header_t)
-           + sh->nkeyed * NGX_HTTP_INFLUENCERS_PAYLOAD;
-
-    buf = ngx_alloc(size, log);
-    if (buf == NULL) {
-        return;
-    }
-
-    hdr = (ngx_http_influencers_state_header_t *) buf;
-    ngx_memzero(hdr, sizeof(ngx_http_influencers_state_header_t));
-    p = buf + sizeof(ngx_http_influencers_state_header_t);
-
-    ngx_shmtx_lock(&zone->shpool->mutex);
-
-    for (q = ngx_queue_head(&sh->keyed);
-         q != ngx_queue_sentinel(&sh->keyed);
-         q = ngx_queue_next(q))
-    {
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
-
-        if (rec->expires <= now_ms || hdr->count == sh->nkeyed) {
-            continue;
-        }
-
-        p = ngx_cpymem(p, ngx_http_influencers_payload(rec),
-                       NGX_HTTP_INFLUENCERS_PAYLOAD);
-        hdr->count++;
-    }
-
-    ngx_shmtx_unlock(&zone->shpool->mutex);
-
-    hdr->magic = NGX_HTTP_INFLUENCERS_STATE_MAGIC;
-    hdr->version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
-    hdr->payload = NGX_HTTP_INFLUENCERS_PAYLOAD;
-    hdr->crc32 = ngx_crc32_long(buf + sizeof(*hdr), p - buf - sizeof(*hdr));
-
-    tmp.len = zone->state_file.len + sizeof(".tmp") - 1;
-    tmp.data = ngx_alloc(tmp.len + 1, log);
-    if (tmp.data == NULL) {
-        ngx_free(buf);
-        return;
-    }
-
-    ngx_sprintf(tmp.data, "%V.tmp%Z", &zone->state_file);
-
-    fd = ngx_open_file(tmp.data, NGX_FILE_WRONLY, NGX_FILE_TRUNCATE,
-                       NGX_FILE_DEFAULT_ACCESS);
-
-    if (fd == NGX_INVALID_FILE) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      ngx_open_file_n " \"%s\" failed", tmp.data);
-        goto done;
-    }
-
-    if (ngx_write_fd(fd, buf, p - buf) != p - buf || fsync(fd) == -1) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      "influencers: writing the state file \"%s\" failed",
-                      tmp.data);
-        (void) ngx_close_file(fd);
-        (void) ngx_delete_file(tmp.data);
-        goto done;
-    }
-
-    (void) ngx_close_file(fd);
-
-    if (ngx_rename_file(tmp.data, zone->state_file.data) == NGX_FILE_ERROR) {
-        ngx_log_error(NGX_LOG_ALERT, log, ngx_errno,
-                      ngx_rename_file_n " \"%s\" to \"%V\" failed",
-                      tmp.data, &zone->state_file);
-        (void) ngx_delete_file(tmp.data);
-        goto done;
-    }
-
-    ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "influencers zone \"%V\": %uD entries saved to \"%V\"",
-                  &zone->name, hdr->count, &zone->state_file);
-
-done:
-
-    ngx_free(tmp.data);
-    ngx_free(buf);
-}
-
-
-void
-ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
-{
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
-         shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
-    {
-        zone = shm_zone->data;
-
-        if (zone && zone->sh && zone->state_file.len) {
-            ngx_http_influencers_zone_save(zone, cycle->log);
-        }
-    }
-}
-
-
-static ngx_int_t
-ngx_http_influencers_record_valid(ngx_http_influencers_record_t *rec,
-    uint64_t now_ms)
-{
-    return rec->expires > now_ms
-           && rec->expires - now_ms <= (uint64_t) 366 * 24 * 60 * 60 * 1000
-           && rec->org_len >= 1 && rec->org_len <= NGX_HTTP_INFLUENCERS_ORG_MAX
-           && rec->prompt_len <= NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES
-           && rec->gender >= 1 && rec->gender <= 3
-           && rec->age_range >= 1 && rec->age_range <= 6;
-}
-
-
-static void
-ngx_http_influencers_zone_load(ngx_http_influencers_zone_t *zone,
-    ngx_log_t *log)
-{
-    u_char                               *buf, *p;
-    ssize_t                               n;
-    uint64_t                              now_ms;
-    ngx_fd_t                              fd;
-    ngx_uint_t                            i, loaded, full;
-    ngx_file_info_t                       fi;
-    ngx_http_influencers_shctx_t         *sh;
-    ngx_http_influencers_record_t        *rec, tmp;
-    ngx_http_influencers_state_header_t  *hdr;
-
-    fd = ngx_open_file(zone->state_file.data, NGX_FILE_RDONLY,
-                       NGX_FILE_OPEN, 0);
-
-    if (fd == NGX_INVALID_FILE) {
-        if (ngx_errno != NGX_ENOENT) {
-            ngx_log_error(NGX_LOG_ERR, log, ngx_errno,
-                          "influencers: cannot open the state file \"%V\", "
-                          "ignored", &zone->state_file);
-        }
-        return;
-    }
-
-    buf = NULL;
-
-    /* a file from a larger zone is fine: its newest entries are read */
-
-    if (ngx_fd_info(fd, &fi) == NGX_FILE_ERROR
-        || ngx_file_size(&fi) < (off_t) sizeof(*hdr)
-        || ngx_file_size(&fi) > (off_t) (sizeof(*hdr)
-                                         + NGX_HTTP_INFLUENCERS_STATE_MAX
-                                           * NGX_HTTP_INFLUENCERS_PAYLOAD))
-    {
-        goto damaged;
-    }
-
-    buf = ngx_alloc(ngx_file_size(&fi), log);
-    if (buf == NULL) {
-        goto done;
-    }
-
-    n = ngx_read_fd(fd, buf, ngx_file_size(&fi));
-
-    if (n != ngx_file_size(&fi)) {
-        goto damaged;
-    }
-
-    hdr = (ngx_http_influencers_state_header_t *) buf;
-
-    if (hdr->magic != NGX_HTTP_INFLUENCERS_STATE_MAGIC
-        || hdr->version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
-        || hdr->payload != NGX_HTTP_INFLUENCERS_PAYLOAD
-        || (size_t) n != sizeof(*hdr)
-                         + (size_t) hdr->count * NGX_HTTP_INFLUENCERS_PAYLOAD
-        || hdr->crc32 != ngx_crc32_long(buf + sizeof(*hdr), n - sizeof(*hdr)))
-    {
-        goto damaged;
-    }
-
-    sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
-    loaded = 0;
-    full = 0;
-    p = buf + sizeof(*hdr);
-
-    for (i = 0; i < hdr->count; i++, p += NGX_HTTP_INFLUENCERS_PAYLOAD) {
-
-        ngx_memcpy(ngx_http_influencers_payload(&tmp), p,
-                   NGX_HTTP_INFLUENCERS_PAYLOAD);
-
-        if (!ngx_http_influencers_record_valid(&tmp, now_ms)
-            || ngx_http_influencers_lookup(sh, tmp.key) != NULL)
-        {
-            continue;
-        }
-
-        if (ngx_queue_empty(&sh->free)) {
-            full++;
-            continue;
-        }
-
-        rec = ngx_queue_data(ngx_queue_head(&sh->free),
-                             ngx_http_influencers_record_t, queue);
-        ngx_queue_remove(&rec->queue);
-        sh->nfree--;
-
-        ngx_memcpy(ngx_http_influencers_payload(rec), p,
-                   NGX_HTTP_INFLUENCERS_PAYLOAD);
-
-        rec->state = NGX_HTTP_INFLUENCERS_DONE;
-        rec->keyed = 1;
-        rec->deadline = ngx_current_msec
-                        + (ngx_msec_t) (rec->expires - now_ms);
-        rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
-
-        ngx_rbtree_insert(&sh->rbtree, &rec->node);
-        ngx_queue_insert_tail(&sh->keyed, &rec->queue);
-        sh->nkeyed++;
-        loaded++;
-    }
-
-    ngx_log_error(NGX_LOG_NOTICE, log, 0,
-                  "influencers zone \"%V\": %ui entries loaded from \"%V\"",
-                  &zone->name, loaded, &zone->state_file);
-
-    if (full) {
-        ngx_log_error(NGX_LOG_WARN, log, 0,
-                      "influencers zone \"%V\" is too small for the state "
-                      "file: its %ui oldest entries were not loaded",
-                      &zone->name, full);
-    }
-
-    goto done;
-
-damaged:
-
-    ngx_log_error(NGX_LOG_ERR, log, 0,
-                  "influencers: the state file \"%V\" is damaged or of "
-                  "another layout, ignored", &zone->state_file);
-
-done:
-
-    if (buf) {
-        ngx_free(buf);
-    }
-
-    (void) ngx_close_file(fd);
-}

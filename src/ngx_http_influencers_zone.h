@@ -15,7 +15,7 @@
 
 
 #define NGX_HTTP_INFLUENCERS_ZONE_MAGIC    0x5a464e49    /* "INFZ" */
-#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  2
+#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  3
 
 
 /* the outcome of a claim */
@@ -24,6 +24,7 @@
 #define NGX_HTTP_INFLUENCERS_CLAIM_BUSY      2
 #define NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH  3
 #define NGX_HTTP_INFLUENCERS_CLAIM_FULL      4
+#define NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE 5
 
 
 typedef struct {
@@ -36,6 +37,11 @@ typedef struct {
     uint64_t                      capacity;
     uint64_t                      accepted;
     uint64_t                      failed;
+    uint64_t                      share;
+    uint64_t                      redis_ops;    /* round trips */
+    uint64_t                      redis_failures;
+    uint64_t                      redis_fallbacks;
+    uint64_t                      redis_stale;  /* finishes refused */
 } ngx_http_influencers_counters_t;
 
 
@@ -46,7 +52,13 @@ struct ngx_http_influencers_zone_s {
     struct ngx_http_influencers_shctx_s  *sh;
     ngx_msec_t                    ttl;
     ngx_msec_t                    lease;
+    ngx_uint_t                    org_share;    /* percent of the records */
     ngx_str_t                     state_file;
+    void                         *state;        /* this process's journal */
+
+    /* fleet mode: the claims live in Redis, this zone is their cache */
+    void                         *redis;
+    ngx_uint_t                    fallback;     /* Redis down: zone alone */
 };
 
 
@@ -57,6 +69,7 @@ typedef struct {
     u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        random[10 + 16];
+    uint64_t                      org_hash;
     ngx_http_influencers_job_t   *job;
 } ngx_http_influencers_claim_t;
 
@@ -66,6 +79,9 @@ typedef struct {
     ngx_uint_t                    free;
     ngx_uint_t                    keyed;
     ngx_uint_t                    inflight;
+    ngx_uint_t                    orgs;
+    ngx_uint_t                    largest_org;
+    ngx_uint_t                    org_limit;
     size_t                        record_size;
     ngx_http_influencers_counters_t  counters;
 } ngx_http_influencers_stats_t;
@@ -78,12 +94,47 @@ ngx_int_t ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_log_t *log);
 void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_accept_t *acc, ngx_uint_t accepted,
-    ngx_uint_t known);
+    ngx_uint_t known, ngx_log_t *log);
 void ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st);
 char *ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
 void ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle);
+void ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle);
+uint64_t ngx_http_influencers_org_hash(u_char *org, size_t len);
+
+
+/*
+ * What the state file and the journal keep of an idempotency entry, and
+ * the two calls they need of the zone: every entry, and one put back.
+ */
+
+typedef struct {
+    u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+    u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+    u_char                        job_id[16];
+    u_char                        influencer_id[16];
+    uint64_t                      expires;      /* wall clock, ms */
+    uint64_t                      org_hash;
+    uint32_t                      retry_after;
+    uint32_t                      reserved;
+} ngx_http_influencers_entry_t;
+
+
+typedef void (*ngx_http_influencers_entry_pt)(
+    ngx_http_influencers_entry_t *entry, void *data);
+
+ngx_uint_t ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_entry_pt handler, void *data);
+
+#define NGX_HTTP_INFLUENCERS_RESTORED   0
+#define NGX_HTTP_INFLUENCERS_DUPLICATE  1
+#define NGX_HTTP_INFLUENCERS_NO_ROOM    2
+
+ngx_uint_t ngx_http_influencers_zone_restore(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_entry_t *entry);
+uint64_t ngx_http_influencers_wall_ms(void);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_ZONE_H_INCLUDED_ */

@@ -115,6 +115,48 @@ for my $f (qw(gender ageRange prompt)) {
     }
 }
 
+# ------------------------------------------------------------ numbers of any size
+
+# RFC 8259 puts no bound on numbers: one that jansson cannot hold is still
+# valid JSON, and a number, reported like any other
+my @big = ('1e999', '-1e999', '1E+999', '1e-999', '1.7976931348623159e308',
+           '123456789012345678901234567890', '-123456789012345678901234567890',
+           '9223372036854775808');
+for my $f (qw(gender ageRange prompt)) {
+    for my $v (@big) {
+        bad(qq({"$f":$v}), field($f => type_msg('number')),
+            "valid JSON with a number of any size: $f: $v is a number");
+    }
+}
+bad('{"foo":1e999}', field(foo => $UNK),
+    'valid JSON with a number of any size: under an unknown key');
+bad('{"foo":{"a":[1e999,-123456789012345678901234567890]}}', field(foo => $UNK),
+    'valid JSON with a number of any size: nested under an unknown key');
+bad('{"prompt":[1e999]}', field(prompt => type_msg('array')),
+    'valid JSON with a number of any size: in an array as prompt');
+bad('1e999', form(top_msg('number')),
+    'valid JSON with a number of any size: 1e999 alone');
+bad(' -123456789012345678901234567890 ', form(top_msg('number')),
+    'valid JSON with a number of any size: a huge integer alone');
+bad('[1e999]', form(top_msg('array')),
+    'valid JSON with a number of any size: in a top-level array');
+bad('{"name":"Ava","prompt":1e999,"gender":"robot",'
+    . '"ageRange":123456789012345678901234567890,"brandVoice":-1e999}',
+    { fieldErrors => { name => [$NAME], prompt => [type_msg('number')],
+                       gender => [$GENUM], ageRange => [type_msg('number')],
+                       brandVoice => [$BRAND] } },
+    'valid JSON with a number of any size: every other problem reported');
+bad('{"prompt":1e999,"prompt":"x"}', field(prompt => $DUP),
+    'valid JSON with a number of any size: a duplicate key still found');
+bad('{"prompt":1e999', form('Invalid JSON.'),
+    'a huge number does not make a broken body valid: unterminated');
+bad('{"prompt":1e999x}', form('Invalid JSON.'),
+    'a huge number does not make a broken body valid: a letter after it');
+bad('{"prompt":1e999 2}', form('Invalid JSON.'),
+    'a huge number does not make a broken body valid: two numbers');
+bad(qq({"prompt":1e999,"x":"\xff"}), form('Invalid UTF-8.'),
+    'a huge number before invalid UTF-8: Invalid UTF-8.');
+
 # ------------------------------------------------------------ enums
 
 for my $v ('robot', 'Male', 'FEMALE', 'non-binary', 'nonbinary', '', ' male',

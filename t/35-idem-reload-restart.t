@@ -3,7 +3,7 @@
 # CONTRACT 3: entries survive `nginx -s reload`, and with a state file a
 # stop and a start.  A reload that would change the zone's size (and so
 # lose its entries) fails, the running gateway keeps its entries.  A
-# damaged or foreign state file is reported and ignored.
+# damaged record is skipped and a foreign state file ignored, both reported.
 
 use strict;
 use warnings;
@@ -217,13 +217,13 @@ my %keep;
 {
     my $main = $t;
     $t = InfTest->setup(log_level => 'info',
-                        zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+                        zone => 'zone=jobs:32k org_share=100% state=%%TESTDIR%%/size.state',
                         server => STATS_LOCATION);
     my %first;
     $first{$_} = $t->idem("size-$_") for 1 .. 10;
     is(scalar(grep { $_->status == 202 } values %first), 10, '32k zone: 10 entries');
     $t->stop;
-    $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
+    $t->conf($t->default_conf(zone => 'zone=jobs:1m org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
     $t->run;
     is($t->stats()->{keyed}, 10, 'restarted with 1m: the 10 entries loaded');
@@ -232,25 +232,25 @@ my %keep;
     is($ok, 10, 'restarted with 1m: all 10 replay');
 
     $t->stop;
-    $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+    $t->conf($t->default_conf(zone => 'zone=jobs:32k org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
     $t->run;
     is($t->stats()->{keyed}, 10, 'back to 32k: the 10 entries loaded (they fit)');
 
     # more entries than the smaller zone holds
     $t->stop;
-    $t->conf($t->default_conf(zone => 'zone=jobs:1m state=%%TESTDIR%%/size.state',
+    $t->conf($t->default_conf(zone => 'zone=jobs:1m org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
     $t->run;
     $first{$_} = $t->idem("size-$_") for 11 .. 60;
     is($t->stats()->{keyed}, 60, '1m zone: 60 entries');
     $t->stop;
-    $t->conf($t->default_conf(zone => 'zone=jobs:32k state=%%TESTDIR%%/size.state',
+    $t->conf($t->default_conf(zone => 'zone=jobs:32k org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
-    my $before = $t->count_log(qr/is damaged or of another layout/);
+    my $before = $t->count_log(qr/damaged|not a state file|layout version/);
     $t->run;
     my $s = $t->stats();
-    is($t->count_log(qr/is damaged or of another layout/), $before,
+    is($t->count_log(qr/damaged|not a state file|layout version/), $before,
        'a valid state file with more entries than a smaller zone holds is not "damaged"');
     is($s->{keyed}, $s->{records},
        "restarted with 32k: as many entries as fit are loaded ($s->{records})");
@@ -264,54 +264,83 @@ my %keep;
 
 # ================================================================ damaged and foreign files
 
+# A state file never loads a wrong entry.  Each record carries its own
+# checksum: a damaged or torn record is skipped and reported, and the
+# others load.  A file that is not a state file, or one of another layout,
+# is reported and ignored whole.
+
+my $NOT_STATE = qr/is not a state file, ignored|has layout version \d+ and this module reads/;
+my $SKIPPED = qr/damaged or torn stretches of "\Q$state\E" skipped/;
+
 sub damaged_start {
-    my ($what, $damage) = @_;
+    my ($what, $damage, $pattern, $line) = @_;
     $t->stop;
     ok(-s $state, "$what: (a state file to damage)");
     open my $fh, '<:raw', $state or die "$state: $!";
     my $data = do { local $/; <$fh> };
     close $fh;
+    my $records = int((length($data) - 16) / 128);
     $data = $damage->($data);
     $t->write_file($state, $data);
 
-    my $before = $t->count_log(qr/is damaged or of another layout/);
+    my $before = $t->count_log($pattern);
     my $ok = eval { $t->run; 1 };
     ok($ok, "$what: nginx starts") or diag($@);
     return unless $ok;
-    my @l = $t->log_lines(qr/is damaged or of another layout/);
+    my @l = $t->log_lines($pattern);
     is(scalar @l, $before + 1, "$what: reported once");
-    like($l[-1] // '', qr/\[error\].*state file "\Q$state\E" is damaged or of another layout, ignored/,
-         "$what: [error] the state file ... is damaged or of another layout, ignored");
-    is($t->stats()->{keyed}, 0, "$what: the zone starts empty");
+    like($l[-1] // '', $line, "$what: the log line says what was wrong");
 
     my $n0 = $t->forwards();
     my ($body, $project, $first) = @{ $keep{s1} };
+
+    if ($pattern == $NOT_STATE) {
+        is($t->stats()->{keyed}, 0, "$what: the zone starts empty");
+        my $r = $t->idem('state-1', body => $body);
+        check_new_job($r, "$what: state-1 creates a new job");
+        isnt($r->body, $first->body, "$what: another job than before");
+        is($t->forwards(), $n0 + 1, "$what: forwarded");
+        $keep{s1}[2] = $r;
+        return;
+    }
+
+    is($t->stats()->{keyed}, $records - 1,
+       "$what: every other entry of the $records loads");
     my $r = $t->idem('state-1', body => $body);
-    my $j = check_new_job($r, "$what: state-1 creates a new job");
-    isnt($r->body, $first->body, "$what: another job than before");
-    is($t->forwards(), $n0 + 1, "$what: forwarded");
-    $keep{s1}[2] = $r;
+    if (($r->header('idempotent-replayed') // '') eq 'true') {
+        is($r->body, $first->body, "$what: state-1 replays byte for byte");
+        is($t->forwards(), $n0, "$what: nothing forwarded");
+    } else {
+        check_new_job($r, "$what: state-1 (the damaged record) is a new job");
+        is($t->forwards(), $n0 + 1, "$what: forwarded once");
+        $keep{s1}[2] = $r;
+    }
 }
 
-damaged_start('a truncated state file', sub { substr($_[0], 0, length($_[0]) - 7) });
+damaged_start('a truncated state file', sub { substr($_[0], 0, length($_[0]) - 7) },
+              $SKIPPED, qr/\[warn\].*1 damaged or torn stretches of "\Q$state\E" skipped/);
 damaged_start('a state file with a flipped byte', sub {
     my $d = $_[0];
     my $i = int(length($d) * 2 / 3);
     substr($d, $i, 1) = chr(ord(substr($d, $i, 1)) ^ 0x5a);
     return $d;
-});
+}, $SKIPPED, qr/\[warn\].*1 damaged or torn stretches of "\Q$state\E" skipped/);
 damaged_start('a state file with a flipped header byte', sub {
     my $d = $_[0];
     substr($d, 1, 1) = chr(ord(substr($d, 1, 1)) ^ 0x01);
     return $d;
-});
+}, $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);
+damaged_start('a state file of the old layout (version 2)', sub {
+    return pack('V6', 0x53464e49, 2, 432, 1, 0, 0) . ("\0" x 432);
+}, $NOT_STATE, qr/\[error\].*state file "\Q$state\E" has layout version 2 and this module reads version 3: its entries are not loaded/);
 damaged_start('a foreign file (random bytes)', sub {
     return join '', map { chr int rand 256 } 1 .. 4096;
-});
+}, $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);
 damaged_start('a foreign file (text)', sub {
     return "{\"entries\":[]}\n" x 20;
-});
-damaged_start('an empty state file', sub { '' });
+}, $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);
+damaged_start('an empty state file', sub { '' },
+              $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);
 
 # a state file left as it was written still works after all this
 {

@@ -20,12 +20,16 @@ package InfTest;
 # finish_async() (a request kept in flight), stats() on STATS_LOCATION,
 # hup()/new_workers(), log_lines()/count_log(), http_date(),
 # check_new_job(), check_replay().
+# Fleet mode (t/4*.t): start_redis() and its helpers, peer() for a second
+# gateway node (see "Fleet mode" below).
 # Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
 # test is killed), and the temp dir removed.
 #
-# Environment: INFLUENCERS_MODULE (path to the .so), INFLUENCERS_ASAN=1 (run
-# nginx with the ASan runtime preloaded), INFLUENCERS_LEAVE=1 (keep the temp
-# dir), INFLUENCERS_NGINX (the binary, default /usr/sbin/nginx).
+# Environment: INFLUENCERS_MODULE (path to the .so, default the build/ of
+# the checkout this file is in; a run stops when it is missing),
+# INFLUENCERS_ASAN=1 (run nginx with the ASan runtime preloaded),
+# INFLUENCERS_LEAVE=1 (keep the temp dir), INFLUENCERS_NGINX (the binary,
+# default /usr/sbin/nginx).
 
 use strict;
 use warnings;
@@ -35,6 +39,7 @@ use File::Temp ();
 use File::Path ();
 use File::Basename ();
 use File::Spec ();
+use Cwd ();
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP ();
@@ -124,12 +129,25 @@ my $JSON = JSON::PP->new->utf8->canonical->allow_nonref;
 sub json_decode { my ($s) = @_; return eval { $JSON->decode($s) }; }
 sub json_encode { my ($v) = @_; return $JSON->encode($v); }
 
+# the checkout this file belongs to (t/lib/../..), wherever it is
+my $TOP = Cwd::abs_path(File::Spec->catdir(
+    File::Basename::dirname(File::Spec->rel2abs(__FILE__)), '..', '..'));
+
 sub module_path {
     return $ENV{INFLUENCERS_MODULE}
-        || '/work/main/build/ngx_http_influencers_module.so';
+        || "$TOP/build/ngx_http_influencers_module.so";
 }
 
-sub have_module { return -f module_path(); }
+# true when the module is built; otherwise the whole run stops and says so
+# (a suite that skips every test would look like one that passes)
+sub have_module {
+    my $m = module_path();
+    return 1 if -f $m;
+    Test::More::BAIL_OUT("the module is not built: no $m ("
+        . ($ENV{INFLUENCERS_MODULE} ? 'INFLUENCERS_MODULE'
+                                    : "run make in $TOP, or set INFLUENCERS_MODULE")
+        . ')');
+}
 
 sub nginx_binary { return $ENV{INFLUENCERS_NGINX} || '/usr/sbin/nginx'; }
 
@@ -340,6 +358,8 @@ sub main_globals {
 #               one cannot serve a request whose request line was bad
 #   workers     worker_processes                    (2)
 #   load_module 0 to leave the module out
+#   redis       influencers_redis arguments, right after influencers_zone
+#               (fleet mode; none by default)
 sub default_conf {
     my ($s, %o) = @_;
 
@@ -363,6 +383,7 @@ sub default_conf {
     my $render    = $o{render} // '';
     my $load      = (!defined $o{load_module} || $o{load_module})
                     ? 'load_module %%MODULE%%;' : '';
+    my $redis     = defined $o{redis} ? "influencers_redis $o{redis};" : '';
 
     return <<"EOF";
 $load
@@ -381,6 +402,7 @@ http {
     $http
 
     influencers_zone $zone;
+    $redis
 
     upstream render {
         server 127.0.0.1:%%BACKEND_PORT%% $up;
@@ -757,6 +779,10 @@ sub stop_backend {
 sub _backend_files {
     my ($s, $name) = @_;
     $name ||= 'backend';
+    # a peer node (peer()) uses its first node's backend stand-in
+    return $s->{backend_of}->_backend_files($name)
+        if $s->{backend_of} && !$s->{backends}{$name}
+           && !$s->{stopped_backends}{$name};
     my $b = $s->{backends}{$name} || $s->{stopped_backends}{$name};
     return $b if $b;
     return { record => "$s->{dir}/$name.requests.jsonl",
@@ -1408,6 +1434,476 @@ sub shared_memory_of {
 }
 
 # ---------------------------------------------------------------------------
+# Fleet mode (t/4*.t): a Redis server, and more gateway nodes
+#
+#   plan skip_all => InfTest::redis_missing() if InfTest::redis_missing();
+#   my $t = InfTest->new;  $t->write_directory;
+#   $t->start_redis(requirepass => 'pw', unixsocket => 1);   # port('redis')
+#   $t->start_backend;
+#   my $t2 = $t->peer;     # a second node: its own prefix and port, the
+#                          # same backend stand-in and the same Redis
+#   $_->conf($_->default_conf(redis => 'zone=jobs 127.0.0.1:%%REDIS_PORT%%'))
+#       for $t, $t2;       # influencers_redis, right after influencers_zone
+#   $t->redis('GET', $k), redis_info('clients'), redis_commandstats(),
+#   redis_calls('evalsha', 'eval'), redis_clients(), redis_keys('pfx:*'),
+#   stop_redis(), restart_redis(), freeze_redis() (SIGSTOP), thaw_redis()
+#   (SIGCONT), redis_pid(); kill9() (SIGKILL of a node's master and
+#   workers at once).
+# redis-server runs by PID, without persistence, on loopback (and a unix
+# socket in the test dir if asked); it is stopped by PID at cleanup, and by
+# a watchdog of its own if the test process dies.
+
+sub redis_server { return $ENV{INFLUENCERS_REDIS_SERVER} || '/usr/bin/redis-server'; }
+
+# undef when redis-server is there, else why the fleet tests skip
+sub redis_missing {
+    my $b = redis_server();
+    return -x $b ? undef
+                 : "no $b (apt-get install redis-server): fleet mode is not tested";
+}
+
+# the node that owns the Redis server (a peer's is its first node's)
+sub _redis_owner { my ($s) = @_; return $s->{redis_of} || $s; }
+
+# peer(%new_options): another gateway node in this test: a new instance
+# (temp dir, main port, nginx) whose %%BACKEND_PORT%% and %%REDIS_PORT%% are
+# this one's, and whose backend_requests()/set_backend()/forwards() read and
+# write this one's backend stand-in (so forwards are counted in one place).
+# Other ports of this node are shared with share_ports => [names].
+sub peer {
+    my ($s, %o) = @_;
+    my $share = delete $o{share_ports} || [];
+    my $p = (ref $s)->new(log_level => $s->{log_level}, %o);
+    $p->{used_ports} = $s->{used_ports};    # no port given out twice
+    $p->{ports}{$_} = $s->port($_) for 'backend', 'redis', @$share;
+    $p->{backend_of} = $s;
+    $p->{redis_of} = $s;
+    Scalar::Util::weaken($p->{backend_of});
+    Scalar::Util::weaken($p->{redis_of});
+    $p->{peer_name} = $o{name} if defined $o{name};
+    return $p;
+}
+
+# start_redis(requirepass => 'secret', unixsocket => 1, args => [...],
+#             timeout => 5): redis-server on 127.0.0.1:port('redis')
+# (--save '' --appendonly no), and at redis_socket() with unixsocket.
+# Remembered, so that restart_redis() starts the same server again.
+sub start_redis {
+    my ($s, %o) = @_;
+    $s = $s->_redis_owner;
+    die "redis already running" if $s->{redis} && $s->{redis}{pid};
+    %o = %{ $s->{redis_opts} } if !%o && $s->{redis_opts};
+    $s->{redis_opts} = { %o };
+
+    my $port = $s->port('redis');
+    my $rdir = "$s->{dir}/redis-data";
+    File::Path::make_path($rdir);
+    my @cmd = (redis_server(),
+        '--port', $port, '--bind', '127.0.0.1', '--save', '',
+        '--appendonly', 'no', '--dir', $rdir, '--daemonize', 'no',
+        '--logfile', "$s->{dir}/redis.log", '--loglevel', 'notice',
+        '--databases', '16');
+    push @cmd, '--requirepass', $o{requirepass} if defined $o{requirepass};
+    if ($o{unixsocket}) {
+        push @cmd, '--unixsocket', $s->redis_socket, '--unixsocketperm', '777';
+    }
+    push @cmd, @{ $o{args} || [] };
+
+    $s->_redis_close;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', "$s->{dir}/redis.stdout";
+        open STDERR, '>>', "$s->{dir}/redis.stdout";
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+    $s->{redis} = { pid => $pid, port => $port, password => $o{requirepass} };
+    $s->_redis_watchdog;
+
+    my $end = Time::HiRes::time() + ($o{timeout} || 5);
+    while (Time::HiRes::time() < $end) {
+        if (waitpid($pid, POSIX::WNOHANG()) == $pid) {
+            $s->{redis}{pid} = undef;
+            die "redis-server exited: " . ($s->read_file('redis.log') // '')
+                . ($s->read_file('redis.stdout') // '');
+        }
+        my $r = $s->redis('PING', { timeout => 0.5 });
+        return $s if defined $r && !ref $r && $r eq 'PONG';
+        Time::HiRes::sleep(0.05);
+    }
+    $s->stop_redis;
+    die "redis-server did not answer PING within 5 s";
+}
+
+sub redis_port   { my ($s) = @_; return $s->_redis_owner->port('redis'); }
+sub redis_socket { my ($s) = @_; return $s->_redis_owner->{dir} . '/redis.sock'; }
+sub redis_pid    { my ($s) = @_; my $r = $s->_redis_owner->{redis}; return $r ? $r->{pid} : undef; }
+
+# stops redis-server by PID (SIGCONT first if frozen, SIGTERM, then SIGKILL)
+sub stop_redis {
+    my ($s) = @_;
+    $s = $s->_redis_owner;
+    $s->_redis_close;
+    my $r = $s->{redis} or return $s;
+    if (my $pid = $r->{pid}) {
+        kill 'CONT', $pid;
+        kill 'TERM', $pid;
+        my $rc = _wait_pid($pid, 5);
+        if (!defined $rc) {
+            kill 'KILL', $pid;
+            waitpid $pid, 0;
+        }
+        $r->{pid} = undef;
+    }
+    $r->{frozen} = 0;
+    if (my $w = delete $s->{redis_watchdog}) {
+        kill 'KILL', $w;
+        waitpid $w, 0;
+    }
+    return $s;
+}
+
+# the same server again, on the same port (its data is gone: no persistence)
+sub restart_redis {
+    my ($s, %o) = @_;
+    $s = $s->_redis_owner;
+    $s->stop_redis;
+    return $s->start_redis(%o);
+}
+
+# SIGSTOP / SIGCONT: a Redis that accepts connections and never answers
+sub freeze_redis {
+    my ($s) = @_;
+    $s = $s->_redis_owner;
+    my $pid = $s->redis_pid or die "redis not running";
+    $s->_redis_close;
+    kill 'STOP', $pid;
+    $s->{redis}{frozen} = 1;
+    return $s;
+}
+
+sub thaw_redis {
+    my ($s) = @_;
+    $s = $s->_redis_owner;
+    my $pid = $s->redis_pid or die "redis not running";
+    kill 'CONT', $pid;
+    $s->{redis}{frozen} = 0;
+    return $s;
+}
+
+# a process that stops redis-server (by PID) if the test process dies
+# without its END block
+sub _redis_watchdog {
+    my ($s) = @_;
+    if (my $w = delete $s->{redis_watchdog}) {
+        kill 'KILL', $w;
+        waitpid $w, 0;
+    }
+    my $owner = $$;
+    my $rpid = $s->{redis}{pid};
+    my $pid = fork;
+    return unless defined $pid;
+    if ($pid == 0) {
+        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE);
+        open STDIN, '<', '/dev/null';
+        while (1) {
+            Time::HiRes::sleep(0.5);
+            last if getppid() != $owner;
+            last unless kill 0, $rpid;
+        }
+        if (getppid() != $owner && kill 0, $rpid) {
+            kill 'CONT', $rpid;
+            kill 'TERM', $rpid;
+            my $end = Time::HiRes::time() + 3;
+            Time::HiRes::sleep(0.1)
+                while Time::HiRes::time() < $end && kill 0, $rpid;
+            kill 'KILL', $rpid if kill 0, $rpid;
+            Time::HiRes::sleep(0.2);
+            File::Path::remove_tree($s->{dir}) unless $ENV{INFLUENCERS_LEAVE};
+        }
+        POSIX::_exit(0);
+    }
+    $s->{redis_watchdog} = $pid;
+}
+
+sub _redis_close {
+    my ($s) = @_;
+    if (my $c = delete $s->{redis_sock}) {
+        close $c;
+    }
+}
+
+# RESP: one command as an array of bulk strings
+sub _resp_command {
+    my @a = @_;
+    my $out = '*' . scalar(@a) . "\r\n";
+    for my $x (@a) {
+        $x = '' unless defined $x;
+        $out .= '$' . length($x) . "\r\n$x\r\n";
+    }
+    return $out;
+}
+
+# parses one reply from $$buf at $$pos: the value, or dies "incomplete".
+# Strings and integers are scalars, a nil is undef, an array an array
+# reference, an error { error => 'ERR ...' }.
+sub _resp_parse {
+    my ($buf, $pos) = @_;
+    my $eol = index($$buf, "\r\n", $$pos);
+    die "incomplete\n" if $eol < 0;
+    my $type = substr($$buf, $$pos, 1);
+    my $line = substr($$buf, $$pos + 1, $eol - $$pos - 1);
+    my $next = $eol + 2;
+    if ($type eq '+' || $type eq ':') {
+        $$pos = $next;
+        return $line;
+    }
+    if ($type eq '-') {
+        $$pos = $next;
+        return { error => $line };
+    }
+    if ($type eq '$') {
+        if ($line < 0) { $$pos = $next; return undef; }
+        die "incomplete\n" if length($$buf) < $next + $line + 2;
+        $$pos = $next + $line + 2;
+        return substr($$buf, $next, $line);
+    }
+    if ($type eq '*') {
+        if ($line < 0) { $$pos = $next; return undef; }
+        $$pos = $next;
+        my @a;
+        push @a, _resp_parse($buf, $pos) for 1 .. $line;
+        return \@a;
+    }
+    die "bad RESP type '$type'\n";
+}
+
+# the harness's own connection (one, kept: so that INFO clients and
+# commandstats see a constant client of ours), AUTHed when the server has
+# a requirepass
+sub _redis_conn {
+    my ($s, $timeout) = @_;
+    return $s->{redis_sock} if $s->{redis_sock};
+    my $port = $s->port('redis');
+    my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
+                                  Proto => 'tcp', Timeout => $timeout)
+        or do { $s->{redis_err} = "connect: $!"; return undef; };
+    binmode $c;
+    $s->{redis_sock} = $c;
+    my $pw = $s->{redis} ? $s->{redis}{password} : undef;
+    if (defined $pw) {
+        my $r = $s->_redis_exchange(['AUTH', $pw], $timeout);
+        if (ref $r eq 'HASH') {
+            $s->{redis_err} = "AUTH: $r->{error}";
+            $s->_redis_close;
+            return undef;
+        }
+    }
+    return $c;
+}
+
+sub _redis_exchange {
+    my ($s, $cmd, $timeout) = @_;
+    my $c = $s->{redis_sock} or return { error => 'harness: not connected' };
+    local $SIG{PIPE} = 'IGNORE';
+    my $bytes = _resp_command(@$cmd);
+    my $end = Time::HiRes::time() + $timeout;
+    my $off = 0;
+    while ($off < length $bytes) {
+        my $n = syswrite($c, $bytes, length($bytes) - $off, $off);
+        if (!defined $n) {
+            next if $!{EINTR} || $!{EAGAIN};
+            $s->_redis_close;
+            return { error => "harness: write: $!" };
+        }
+        $off += $n;
+    }
+    my $sel = IO::Select->new($c);
+    my $buf = '';
+    while (1) {
+        my $pos = 0;
+        my $v = eval { _resp_parse(\$buf, \$pos) };
+        return $v unless $@;
+        if ($@ ne "incomplete\n") {
+            $s->_redis_close;
+            return { error => "harness: $@" };
+        }
+        my $left = $end - Time::HiRes::time();
+        if ($left <= 0 || !$sel->can_read($left)) {
+            next if $left > 0;
+            # a late reply would answer the next command: drop the connection
+            $s->_redis_close;
+            return { error => 'harness: timed out' };
+        }
+        my $n = sysread($c, $buf, 65536, length $buf);
+        if (!$n) {
+            next if !defined $n && ($!{EINTR} || $!{EAGAIN});
+            $s->_redis_close;
+            return { error => 'harness: connection closed' };
+        }
+    }
+}
+
+# redis(@command [, {timeout => 2}]): one command on the harness's own
+# connection; the reply as _resp_parse() gives it.  A failure to connect or
+# a timeout is { error => 'harness: ...' } (and the connection is dropped).
+sub redis {
+    my ($s, @cmd) = @_;
+    my $o = ref $cmd[-1] eq 'HASH' ? pop @cmd : {};
+    $s = $s->_redis_owner;
+    my $timeout = $o->{timeout} // 2;
+    for my $try (1, 2) {
+        my $c = $s->_redis_conn($timeout)
+            or return { error => "harness: $s->{redis_err}" };
+        my $r = $s->_redis_exchange(\@cmd, $timeout);
+        # a connection the server closed (restarted): once more, anew
+        next if $try == 1 && ref $r eq 'HASH'
+                && $r->{error} =~ /^harness: (?:connection closed|write)/;
+        return $r;
+    }
+}
+
+# is this reply an error (and which)?
+sub redis_error {
+    my ($r) = @_;
+    return ref $r eq 'HASH' ? $r->{error} : undef;
+}
+
+# INFO <section> as a hash (field => value)
+sub redis_info {
+    my ($s, $section) = @_;
+    my $r = $s->redis('INFO', $section // 'default');
+    return {} if ref $r;
+    my %h;
+    for my $l (split /\r?\n/, $r) {
+        next if $l =~ /^#/ || $l !~ /:/;
+        my ($k, $v) = split /:/, $l, 2;
+        $h{$k} = $v;
+    }
+    return \%h;
+}
+
+# INFO commandstats: { evalsha => { calls => N, usec => N, rejected_calls
+# => N, failed_calls => N, ... }, 'client|list' => {...}, ... }
+sub redis_commandstats {
+    my ($s) = @_;
+    my $i = $s->redis_info('commandstats');
+    my %c;
+    for my $k (keys %$i) {
+        next unless $k =~ /^cmdstat_(.+)$/;
+        my $name = $1;
+        my %f = map { split /=/, $_, 2 } split /,/, $i->{$k};
+        $c{$name} = \%f;
+    }
+    return \%c;
+}
+
+# the calls of these commands (names as in commandstats) added up
+sub redis_calls {
+    my ($s, @names) = @_;
+    my $c = ref $names[0] eq 'HASH' ? shift @names : $s->redis_commandstats;
+    my $n = 0;
+    $n += ($c->{$_} ? $c->{$_}{calls} : 0) for @names;
+    return $n;
+}
+
+# the commandstats calls of every command but the harness's own (info,
+# client, ping, select, scan, ...): {name => calls}, to compare before/after
+sub redis_foreign_calls {
+    my ($s) = @_;
+    my $c = $s->redis_commandstats;
+    my %own = map { $_ => 1 } qw(info ping select scan dbsize keys type
+        pttl ttl memory|usage client|list client|id config|get object|encoding
+        strlen acl|setuser acl|deluser acl|list acl|whoami dump);
+    return { map { $_ => $c->{$_}{calls} } grep { !$own{$_} } keys %$c };
+}
+
+# CLIENT LIST, less the harness's own connection: [{id, addr, cmd, db,
+# user, name, ...}]
+sub redis_clients {
+    my ($s) = @_;
+    my $me = $s->redis('CLIENT', 'ID');
+    my $l = $s->redis('CLIENT', 'LIST');
+    return [] if ref $l || ref $me;
+    my @c;
+    for my $line (split /\n/, $l) {
+        my %f = map { split /=/, $_, 2 } grep { /=/ } split / /, $line;
+        next if defined $f{id} && $f{id} eq $me;
+        push @c, \%f;
+    }
+    return \@c;
+}
+
+# the keys matching $pattern in database $db (0), by SCAN, sorted
+sub redis_keys {
+    my ($s, $pattern, $db) = @_;
+    $s->redis('SELECT', $db) if $db;
+    my ($cursor, %k) = (0);
+    my $guard = 0;
+    do {
+        my $r = $s->redis('SCAN', $cursor, 'MATCH', $pattern // '*',
+                          'COUNT', 1000);
+        last if ref $r ne 'ARRAY';
+        $cursor = $r->[0];
+        $k{$_} = 1 for @{ $r->[1] };
+    } while ($cursor ne '0' && ++$guard < 10000);
+    $s->redis('SELECT', 0) if $db;
+    return sort keys %k;
+}
+
+# InfTest->fleet(%o): the usual fleet start, a list of nodes:
+#   nodes     how many gateway nodes (2), each a master and `workers`
+#   redis     influencers_redis arguments after zone=jobs and the address
+#             (e.g. 'timeout=200ms on_error=local'); address
+#             ('127.0.0.1:%%REDIS_PORT%%') to change that
+#   redis_server  start_redis() options (requirepass, unixsocket, args)
+#   control   the backend stand-in's control
+#   log_level, and any default_conf() option (zone, location, server...;
+#   server defaults to STATS_LOCATION)
+# The first node owns Redis and the backend; the others are its peer()s.
+sub fleet {
+    my ($class, %o) = @_;
+    my $n = delete $o{nodes} || 2;
+    my $ll = delete $o{log_level};
+    my $rs = delete $o{redis_server} || {};
+    my $control = delete $o{control};
+    my $address = delete $o{address} // '127.0.0.1:%%REDIS_PORT%%';
+    my $args = delete $o{redis} // '';
+    my $t = $class->new(log_level => $ll);
+    $t->start_redis(%$rs);
+    $t->start_backend(control => $control);
+    my @nodes = ($t, map { $t->peer } 2 .. $n);
+    for my $node (@nodes) {
+        $node->write_directory;
+        $node->conf($node->default_conf(
+            server => STATS_LOCATION,
+            %o,
+            redis => "zone=jobs $address $args"));
+        $node->run;
+    }
+    return @nodes;
+}
+
+# SIGKILL of this node's master and workers at once (a crashed node);
+# 1 when they are all gone (bounded wait)
+sub kill9 {
+    my ($s) = @_;
+    my $m = $s->{nginx_pid} or return 0;
+    my @w = $s->worker_pids;
+    kill 'KILL', $m, @w;
+    waitpid $m, 0;
+    my $end = Time::HiRes::time() + 5;
+    Time::HiRes::sleep(0.05)
+        while Time::HiRes::time() < $end && grep { kill 0, $_ } @w;
+    $s->{nginx_pid} = undef;
+    $s->_stop_watchdog;
+    return !grep { kill 0, $_ } @w;
+}
+
+
+# ---------------------------------------------------------------------------
 # Cleanup
 
 sub cleanup {
@@ -1417,6 +1913,7 @@ sub cleanup {
     local $SIG{PIPE} = 'IGNORE';
     $s->stop;
     $s->stop_backend($_) for keys %{ $s->{backends} };
+    $s->stop_redis if $s->{redis};
     if ($ENV{INFLUENCERS_LEAVE}) {
         Test::More::diag("INFLUENCERS_LEAVE: test dir kept at $s->{dir}");
     } else {

@@ -323,6 +323,121 @@ test_body(void)
 }
 
 
+/*
+ * Valid JSON with numbers jansson cannot hold (RFC 8259 sets no bound):
+ * each body gets exactly the errors of the same body with a small number
+ * in their place, never "Invalid JSON." for that reason.
+ */
+
+#define BODY_LIKE(text, like, name)                                           \
+    do {                                                                      \
+        ngx_http_influencers_body_t  b1, b2;                                  \
+        char                         got[4096];                               \
+        const char                  *want;                                    \
+        snprintf(got, sizeof(got), "%s",                                      \
+                 body(text, sizeof(text) - 1, &b1));                          \
+        want = body(like, sizeof(like) - 1, &b2);                             \
+        CHECK(strcmp(got, want) == 0 && strstr(got, "rc=") == NULL, name);    \
+        if (strcmp(got, want) != 0) {                                         \
+            printf("#   got:      %s\n#   expected: %s\n", got, want);        \
+        }                                                                     \
+        ngx_http_influencers_body_free(&b1);                                  \
+        ngx_http_influencers_body_free(&b2);                                  \
+    } while (0)
+
+
+static void
+test_big_numbers(void)
+{
+    char                         buf[4200];
+    size_t                       i, len;
+    const char                  *e;
+    ngx_http_influencers_body_t  b;
+
+    BODY_IS("{\"prompt\":1e999}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"prompt\":[\"Expected string, received number\"]}}",
+            "1e999 as prompt: the type error");
+    BODY_IS("1e999", "{\"formErrors\":[\"Expected object, received "
+            "number\"],\"fieldErrors\":{}}", "1e999 alone: not an object");
+    BODY_IS("{\"foo\":1e999}", "{\"formErrors\":[],\"fieldErrors\":"
+            "{\"foo\":[\"Unrecognized key.\"]}}",
+            "1e999 under an unknown key: the unknown key only");
+
+    BODY_LIKE("{\"prompt\":1e999}", "{\"prompt\":60}", "1e999");
+    BODY_LIKE("{\"prompt\":-1e999}", "{\"prompt\":60}", "-1e999");
+    BODY_LIKE("{\"prompt\":1E+999}", "{\"prompt\":60}", "1E+999");
+    BODY_LIKE("{\"prompt\":1.7976931348623159e308}", "{\"prompt\":60}",
+              "just past the largest double");
+    BODY_LIKE("{\"prompt\":1e-999}", "{\"prompt\":60}",
+              "1e-999 (jansson reads it as 0)");
+    BODY_LIKE("{\"gender\":123456789012345678901234567890}",
+              "{\"gender\":60}", "a 30-digit integer");
+    BODY_LIKE("{\"ageRange\":-123456789012345678901234567890}",
+              "{\"ageRange\":60}", "a 30-digit negative integer");
+    BODY_LIKE("{\"prompt\":9223372036854775808}", "{\"prompt\":60}",
+              "2^63");
+    BODY_LIKE("{\"prompt\":-9223372036854775809}", "{\"prompt\":60}",
+              "-2^63 - 1");
+    BODY_LIKE("{\"prompt\":[1,{\"a\":[1e999]},-1e999]}",
+              "{\"prompt\":[1,{\"a\":[1]},1]}", "nested in a field");
+    BODY_LIKE("{\"x\":{\"y\":1e999},\"z\":[2e999,3e999]}",
+              "{\"x\":{\"y\":1},\"z\":[2,3]}", "nested under unknown keys");
+    BODY_LIKE("[1e999]", "[1]", "in a top-level array");
+    BODY_LIKE("-1e999", "60", "-1e999 alone");
+    BODY_LIKE(" 123456789012345678901234567890 ", " 60 ",
+              "a 30-digit integer alone");
+    BODY_LIKE("{\"prompt\" : 1e999 , \"gender\":\"x\"}",
+              "{\"prompt\" : 60 , \"gender\":\"x\"}",
+              "whitespace around, and another error after it");
+    BODY_LIKE("{\"name\":1,\"prompt\":1e999,\"ageRange\":2e999,"
+              "\"gender\":\"robot\",\"prompt\":\"\"}",
+              "{\"name\":1,\"prompt\":60,\"ageRange\":60,"
+              "\"gender\":\"robot\",\"prompt\":\"\"}",
+              "every other problem still reported");
+    BODY_LIKE("{\"prompt\":\"1e999\",\"gender\":1e999}",
+              "{\"prompt\":\"1e999\",\"gender\":60}",
+              "a string that looks like a number is left alone");
+    BODY_LIKE("{\"k\\\"1e999\":1e999}", "{\"k\\\"1e999\":1}",
+              "an escaped quote in a key");
+
+    /* bodies that are not JSON stay so, whatever their numbers */
+    BODY_LIKE("{\"prompt\":1e999", "{\"prompt\":1", "unterminated");
+    BODY_LIKE("[1e999x]", "[1x]", "a letter after the number");
+    BODY_LIKE("[1e999-3]", "[1-3]", "two numbers glued");
+    BODY_LIKE("[1e999 2]", "[1 2]", "two numbers apart");
+    BODY_LIKE("{\"a\" 1e999}", "{\"a\" 1}", "a missing colon");
+    BODY_LIKE("[01e999]", "[01]", "a leading zero");
+    BODY_LIKE("[1e999,1.]", "[1,1.]", "a number without digits after '.'");
+    BODY_LIKE("[1e999,1e]", "[1,1e]", "an exponent without digits");
+    BODY_LIKE("[1e999,-]", "[1,-]", "a lone minus");
+    BODY_LIKE("[1e999,\"\xff\"]", "[1,\"\xff\"]", "invalid UTF-8 after it");
+    BODY_LIKE("[1e999,\"\\ud800\"]", "[1,\"\\ud800\"]",
+              "a lone surrogate after it");
+
+    BODY_IS("[1e999x]", "{\"formErrors\":[\"Invalid JSON.\"],"
+            "\"fieldErrors\":{}}", "1e999x: Invalid JSON.");
+
+    /* as many as fit in 4k: one more parse, not one per number */
+
+    len = 0;
+    buf[len++] = '{';
+
+    for (i = 0; len < 4000; i++) {
+        len += snprintf(buf + len, sizeof(buf) - len, "%s\"k%zu\":%s",
+                        i ? "," : "", i, (i & 1) ? "-1e999" : "9e999");
+    }
+
+    buf[len++] = '}';
+
+    e = body(buf, len, &b);
+    CHECK(strncmp(e, "{\"formErrors\":[],\"fieldErrors\":{\"k0\":"
+                     "[\"Unrecognized key.\"],", 50) == 0
+          && json_object_size(json_object_get(b.errors, "fieldErrors")) == i,
+          "4k of overflowing numbers: every key reported");
+    ngx_http_influencers_body_free(&b);
+}
+
+
 /* {"x": and n arrays around 1: n + 1 levels */
 
 static const char *
@@ -392,6 +507,7 @@ main(void)
     test_idempotency_key();
     test_headers();
     test_body();
+    test_big_numbers();
     test_deep();
 
     printf("unit: %d passed, %d failed\n", passed, failed);

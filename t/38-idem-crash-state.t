@@ -1,0 +1,238 @@
+#!/usr/bin/perl
+
+# CONTRACT 3: nothing accepted is lost to a crash.  Every entry accepted
+# more than 2 seconds before a kill -9 of every nginx process replays once
+# nginx is started again, byte for byte; a record torn by the crash is
+# skipped, never read wrong.  And what a replay reads round-trips at every
+# value the directives accept (Retry-After up to 1d), a state file that is
+# a FIFO never hangs nginx, and entries read back never outlive the ttl
+# configured now.
+
+use strict;
+use warnings;
+use FindBin;
+use lib "$FindBin::Bin/lib";
+use Test::More;
+use POSIX ();
+use Time::HiRes ();
+use Digest::SHA ();
+use Compress::Zlib ();
+use InfTest qw(:all);
+
+plan skip_all => 'module not built: ' . module_path() unless have_module();
+
+# every nginx process at once, as a power cut or the OOM killer would
+sub kill_all {
+    my ($t) = @_;
+    my $m = $t->nginx_pid;
+    my @w = $t->worker_pids;
+    kill 'KILL', $m, @w;
+    waitpid $m, 0;
+    my $end = Time::HiRes::time() + 5;
+    Time::HiRes::sleep(0.05)
+        while Time::HiRes::time() < $end && grep { kill 0, $_ } @w;
+    $t->{nginx_pid} = undef;
+    $t->stop;
+    return !grep { kill 0, $_ } @w;
+}
+
+sub journal_bytes {
+    my ($t, $name) = @_;
+    my $n = 0;
+    $n += -s $_ for glob($t->path("$name.journal.*"));
+    return $n;
+}
+
+# ================================================================ kill -9
+
+my $t = InfTest->setup(log_level => 'info', workers => 2,
+    zone => 'zone=jobs:1m org_share=100% state=%%TESTDIR%%/jobs.state',
+    location => 'influencers_retry_after 1d;',
+    server => STATS_LOCATION);
+
+my %first;
+my @bodies = ('{}', '{"prompt":"crash survivor"}', '{"gender":"male"}',
+              qq({"prompt":"caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80"}));
+for my $i (1 .. 24) {
+    my $body = $bodies[$i % @bodies];
+    $first{$i} = [ $body, $t->idem("crash-$i", body => $body) ];
+}
+is(scalar(grep { $_->[1]->status == 202 } values %first), 24, '24 keys accepted');
+is($first{1}[1]->header('retry-after'), '86400',
+   'influencers_retry_after 1d: the first answer says Retry-After: 86400');
+check_replay($t->idem('crash-1', body => $first{1}[0]), $first{1}[1],
+             'a replay before the crash says 86400 too (no 16-bit cut)');
+ok(journal_bytes($t, 'jobs.state') >= 24 * 128, 'the journal holds the 24 entries');
+ok(!-e $t->path('jobs.state'), 'no snapshot yet: only the journal');
+
+Time::HiRes::sleep(2.2);
+my $n0 = $t->forwards();
+ok(kill_all($t), 'kill -9 of the master and both workers');
+
+$t->run;
+like(($t->log_lines(qr/entries loaded from/))[-1] // '', qr/24 entries loaded from/,
+     'started again: 24 entries loaded from the state file and its journal');
+my $ok = 0;
+for my $i (1 .. 24) {
+    my ($body, $r1) = @{ $first{$i} };
+    my $r = $t->idem("crash-$i", body => $body);
+    $ok++ if ($r->header('idempotent-replayed') // '') eq 'true'
+             && $r->body eq $r1->body
+             && $r->header('retry-after') eq $r1->header('retry-after')
+             && $r->header('location') eq $r1->header('location')
+             && $r->header('idempotency-expires') eq $r1->header('idempotency-expires');
+}
+is($ok, 24, 'after the crash: every key replays byte for byte, same headers');
+check_replay($t->idem('crash-7', body => $first{7}[0]), $first{7}[1],
+             'after the crash: one replay in full');
+check_error($t->idem('crash-2', body => '{"prompt":"other"}'), 422, 'IDEMPOTENCY_KEY_REUSED',
+            undef, 'after the crash: the fingerprint is still known');
+is($t->forwards(), $n0, 'nothing forwarded again');
+ok(-s $t->path('jobs.state'), 'the start wrote the journal into a snapshot');
+is(journal_bytes($t, 'jobs.state'), 0, '... and emptied the journal');
+
+# ================================================================ a record torn by the crash
+
+{
+    my $b = '{"prompt":"before the tear"}';
+    my $r1 = $t->idem('torn-1', body => $b);
+    check_new_job($r1, 'torn-1: 202', retry_after => 86400);
+    ok(kill_all($t), 'kill -9 again');
+    my ($seg) = grep { -s $_ } glob($t->path('jobs.state.journal.*'));
+    ok($seg, 'the journal segment that holds torn-1');
+    # the first 60 bytes of a record, as a write cut short would leave
+    open my $fh, '>>:raw', $seg or die "$seg: $!";
+    print $fh substr(pack('V', 0x4a464e49) . ("\xab" x 200), 0, 60);
+    close $fh;
+    my $before = $t->count_log(qr/damaged or torn/);
+    $t->run;
+    is($t->count_log(qr/\[warn\].*1 damaged or torn stretches of "[^"]+journal/), $before + 1,
+       'the torn record is reported ([warn]) and skipped');
+    check_replay($t->idem('torn-1', body => $b), $r1, 'the whole record before it replays',
+                 status => 202);
+    check_replay($t->idem('crash-3', body => $first{3}[0]), $first{3}[1],
+                 'and the snapshot\'s entries too', status => 202);
+}
+
+# ================================================================ graceful stop
+
+{
+    my $r1 = $t->idem('graceful-1', body => '{}');
+    check_new_job($r1, 'graceful-1: 202', retry_after => 86400);
+    $t->stop;
+    like(($t->log_lines(qr/entries saved to/))[-1] // '', qr/\[notice\].* 2[67] entries saved to/,
+         'a graceful stop writes the snapshot');
+    is(journal_bytes($t, 'jobs.state'), 0, 'and empties the journal');
+    $t->run;
+    check_replay($t->idem('graceful-1', body => '{}'), $r1, 'graceful-1 replays after the start',
+                 status => 202);
+}
+
+$t->check_log_clean;
+$t->cleanup;
+
+# ================================================================ Retry-After at every value
+
+for my $ra ('0', '1', '65535', '65536', '86400') {
+    my $t = InfTest->setup(log_level => 'info',
+        zone => 'zone=jobs:1m state=%%TESTDIR%%/ra.state',
+        location => "influencers_retry_after $ra;",
+        server => STATS_LOCATION);
+    my $r1 = $t->idem("ra-$ra");
+    is($r1->header('retry-after'), $ra, "influencers_retry_after $ra: Retry-After: $ra");
+    check_replay($t->idem("ra-$ra"), $r1, "influencers_retry_after $ra: the replay",
+                 status => 202);
+    ok(kill_all($t), "influencers_retry_after $ra: kill -9");
+    $t->run;
+    check_replay($t->idem("ra-$ra"), $r1, "influencers_retry_after $ra: the replay after a crash",
+                 status => 202);
+    $t->check_log_clean;
+    $t->cleanup;
+}
+
+# ================================================================ a FIFO at the state file's name
+
+{
+    my $t = InfTest->new(log_level => 'info');
+    $t->write_directory;
+    my $fifo = $t->path('fifo.state');
+    POSIX::mkfifo($fifo, 0600) or die "mkfifo: $!";
+    $t->conf($t->default_conf(zone => "zone=jobs:1m state=$fifo", server => STATS_LOCATION));
+
+    my $t0 = Time::HiRes::time();
+    my ($rc, $out) = $t->test_config;
+    my $dt = Time::HiRes::time() - $t0;
+    is($rc, 0, 'state= a FIFO: nginx -t answers') or diag($out);
+    cmp_ok($dt, '<', 5, sprintf('state= a FIFO: nginx -t does not hang (%.2f s)', $dt));
+
+    $t->start_backend;
+    $t0 = Time::HiRes::time();
+    my $ok = eval { $t->run; 1 };
+    ok($ok, 'state= a FIFO: nginx starts') or diag($@);
+    cmp_ok(Time::HiRes::time() - $t0, '<', 5, 'state= a FIFO: without waiting on it');
+    if ($ok) {
+        like(($t->log_lines(qr/is not a regular file/))[0] // '',
+             qr/\[error\].*"\Q$fifo\E" is not a regular file, ignored/,
+             'state= a FIFO: [error] ... is not a regular file, ignored');
+        check_new_job($t->idem('fifo-1'), 'state= a FIFO: requests are served');
+        $t->stop;
+        ok(-p $fifo || -f $fifo, 'state= a FIFO: the stop did not block on it either');
+    }
+    $t->cleanup;
+}
+
+# ================================================================ entries never outlive the ttl
+
+# A state file made by hand, of far-future entries: each is cut to the ttl
+# configured now, so such a file cannot fill the zone for longer.
+
+sub entry_record {
+    my (%e) = @_;
+    my $entry = $e{key} . $e{fingerprint} . $e{job_id} . $e{inf_id}
+              . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
+              . pack('V', $e{retry_after} // 5) . pack('V', 0);
+    die 'entry size' unless length($entry) == 120;
+    return pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
+}
+
+{
+    my $TTL = 3;
+    my $t = InfTest->new(log_level => 'info');
+    $t->write_directory;
+    $t->conf($t->default_conf(
+        zone => "zone=jobs:1m ttl=${TTL}s state=%%TESTDIR%%/far.state",
+        server => STATS_LOCATION));
+    $t->start_backend;
+
+    my $org = 'org_acme';
+    my $path = '/v1/projects/' . P_FEMALE . '/influencers';
+    my $fp = Digest::SHA::sha256("POST $path\n" . '{}');
+    my $far = 4102444800000;    # 2100-01-01
+    my $data = '';
+    for my $i (1 .. 40) {
+        my $key = Digest::SHA::sha256(chr(length $org) . $org . "far-$i");
+        $data .= entry_record(key => $key, fingerprint => $fp,
+                              job_id => pack('n', 0) . pack('N', 0x01000000 + $i)
+                                        . ("\x11" x 10),
+                              inf_id => "\x22" x 16, expires => $far);
+    }
+    $t->write_file($t->path('far.state'),
+                   pack('V4', 0x53464e49, 3, 128, 40) . $data);
+
+    my $t0 = time;
+    $t->run;
+    is($t->stats()->{keyed}, 40, 'a hand-made file of 40 far-future entries loads');
+    my $r = $t->idem('far-1');
+    is($r->status, 202, 'far-1 replays ...');
+    is($r->header('idempotent-replayed'), 'true', '... as a replay');
+    my $exp = http_date($r->header('idempotency-expires') // '') // 0;
+    cmp_ok($exp, '<=', $t0 + $TTL + 1,
+           "... with an Idempotency-Expires cut to the ttl of ${TTL}s");
+    Time::HiRes::sleep($TTL + 1.2);
+    check_new_job($t->idem('far-2'), 'once the ttl has passed: far-2 is a new job');
+    check_new_job($t->idem('far-40'), 'and far-40, the last of the file, too');
+    $t->check_log_clean;
+    $t->cleanup;
+}
+
+done_testing;
