@@ -12,6 +12,8 @@
 #include "ngx_http_influencers_identity.h"
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_state.h"
+#include "ngx_http_influencers_store.h"
+#include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 
@@ -52,7 +54,18 @@ static ngx_int_t ngx_http_influencers_digests(ngx_http_request_t *r,
 static ngx_int_t ngx_http_influencers_claim(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_claim_t *claim);
+static void ngx_http_influencers_claimed(ngx_http_request_t *r,
+    ngx_http_influencers_store_e result);
+static ngx_int_t ngx_http_influencers_act(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_store_e result);
 static void ngx_http_influencers_resume(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_conclude(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
+static void ngx_http_influencers_finished(ngx_http_request_t *r,
+    ngx_http_influencers_store_e result);
+static ngx_int_t ngx_http_influencers_answer(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
     json_t *errors, ngx_str_t *out);
 static ngx_int_t ngx_http_influencers_request_body_filter(
@@ -71,6 +84,8 @@ static char *ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
@@ -103,6 +118,13 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
     { ngx_string("influencers_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
       ngx_http_influencers_zone,
+      0,
+      0,
+      NULL },
+
+    { ngx_string("influencers_redis"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
+      ngx_http_influencers_redis,
       0,
       0,
       NULL },
@@ -828,38 +850,90 @@ failed:
 }
 
 
+/*
+ * The idempotency store: the zone answers at once; in fleet mode a new key
+ * is asked of Redis too, and the answer resumes the request.
+ */
+
 static ngx_int_t
 ngx_http_influencers_claim(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_claim_t *claim)
 {
-    ngx_int_t                     rc;
-    ngx_http_influencers_zone_t  *zone;
+    ngx_http_influencers_store_e  result;
 
-    zone = ilcf->shm_zone->data;
     ctx->accept.retry_after = ilcf->retry_after;
 
-    rc = ngx_http_influencers_zone_claim(zone, claim, &ctx->accept,
-                                         r->connection->log);
+    result = ngx_http_influencers_store_claim(r, ilcf->shm_zone->data, claim,
+                                              &ctx->accept,
+                                              ngx_http_influencers_claimed);
 
-    switch (rc) {
+    if (result == NGX_HTTP_INFLUENCERS_STORE_AGAIN) {
+        /* the body's reference keeps the request until then */
+        return NGX_DONE;
+    }
 
-    case NGX_HTTP_INFLUENCERS_CLAIM_REPLAY:
+    return ngx_http_influencers_act(r, ilcf, ctx, result);
+}
+
+
+static void
+ngx_http_influencers_claimed(ngx_http_request_t *r,
+    ngx_http_influencers_store_e result)
+{
+    ngx_int_t                         rc;
+    ngx_connection_t                 *c;
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    rc = ngx_http_influencers_act(r, ilcf, ctx, result);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+
+    /* called from Redis's connection: the subrequest waits to be run */
+
+    ngx_http_run_posted_requests(c);
+}
+
+
+/* what the store said: an answer from it, or the forward */
+
+static ngx_int_t
+ngx_http_influencers_act(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_store_e result)
+{
+    switch (result) {
+
+    case NGX_HTTP_INFLUENCERS_STORE_NEW:
+        break;
+
+    case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
         return ngx_http_influencers_send_accepted(r, ctx->request_id,
                                                   &ctx->accept, 1);
 
-    case NGX_HTTP_INFLUENCERS_CLAIM_BUSY:
+    case NGX_HTTP_INFLUENCERS_STORE_BUSY:
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_IN_PROGRESS,
                                             NULL, ilcf->busy_retry_after);
 
-    case NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH:
+    case NGX_HTTP_INFLUENCERS_STORE_MISMATCH:
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_KEY_REUSED,
                                             NULL, 0);
 
-    case NGX_HTTP_INFLUENCERS_CLAIM_FULL:
-    case NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE:
+    case NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE:
+        return ngx_http_influencers_send_error(r, ctx->request_id,
+                                            NGX_HTTP_INFLUENCERS_UNAVAILABLE,
+                                            NULL, ilcf->busy_retry_after);
+
+    default: /* FULL, OVER_SHARE */
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_CAPACITY,
                                             NULL, ilcf->busy_retry_after);
@@ -869,9 +943,14 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: could not start the forward to \"%V\"",
                       &ilcf->backend);
-        ngx_http_influencers_zone_finish(zone, &ctx->accept, 0, 1,
-                                         r->connection->log);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+
+        /* the key is released, as for any forward that failed */
+
+        ctx->done = 1;
+        ctx->known = 1;
+        ctx->outcome = NGX_HTTP_INFLUENCERS_INTERNAL;
+
+        return ngx_http_influencers_conclude(r, ilcf, ctx);
     }
 
     r->write_event_handler = ngx_http_influencers_resume;
@@ -880,11 +959,14 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
 }
 
 
+/* the forward has ended: its outcome to the store, then to the partner */
+
 static void
 ngx_http_influencers_resume(ngx_http_request_t *r)
 {
-    ngx_int_t                    rc;
-    ngx_http_influencers_ctx_t  *ctx;
+    ngx_int_t                         rc;
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
 
@@ -894,16 +976,70 @@ ngx_http_influencers_resume(ngx_http_request_t *r)
 
     r->write_event_handler = ngx_http_request_empty_handler;
 
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    rc = ngx_http_influencers_conclude(r, ilcf, ctx);
+
+    if (rc != NGX_DONE) {
+        ngx_http_finalize_request(r, rc);
+    }
+}
+
+
+static ngx_int_t
+ngx_http_influencers_conclude(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+{
+    ngx_http_influencers_outcome_e  outcome;
+
     if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        rc = ngx_http_influencers_send_accepted(r, ctx->request_id,
-                                                &ctx->accept, 0);
+        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED;
+
+    } else if (ctx->known) {
+        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
 
     } else {
-        rc = ngx_http_influencers_send_error(r, ctx->request_id,
-                                             ctx->outcome, NULL, 0);
+        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
     }
 
-    ngx_http_finalize_request(r, rc);
+    if (ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
+                                          &ctx->accept, outcome,
+                                          ngx_http_influencers_finished)
+        == NGX_HTTP_INFLUENCERS_STORE_AGAIN)
+    {
+        return NGX_DONE;
+    }
+
+    return ngx_http_influencers_answer(r, ctx);
+}
+
+
+static void
+ngx_http_influencers_finished(ngx_http_request_t *r,
+    ngx_http_influencers_store_e result)
+{
+    ngx_connection_t            *c;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    c = r->connection;
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    ngx_http_finalize_request(r, ngx_http_influencers_answer(r, ctx));
+    ngx_http_run_posted_requests(c);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_answer(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx)
+{
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        return ngx_http_influencers_send_accepted(r, ctx->request_id,
+                                                  &ctx->accept, 0);
+    }
+
+    return ngx_http_influencers_send_error(r, ctx->request_id, ctx->outcome,
+                                           NULL, 0);
 }
 
 
@@ -983,15 +1119,43 @@ ngx_http_influencers_init(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 {
+    ngx_http_influencers_zone_t  *zone;
+
     ngx_http_influencers_ids_init_process();
 
-    return ngx_http_influencers_zone_init_process(cycle);
+    if (ngx_http_influencers_zone_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+         zone;
+         zone = ngx_http_influencers_zone_next(cycle, zone))
+    {
+        if (zone->redis
+            && ngx_http_influencers_redis_init_process(cycle, zone) != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+    }
+
+    return NGX_OK;
 }
 
 
 static void
 ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
 {
+    ngx_http_influencers_zone_t  *zone;
+
+    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+         zone;
+         zone = ngx_http_influencers_zone_next(cycle, zone))
+    {
+        if (zone->redis) {
+            ngx_http_influencers_redis_exit_process(zone);
+        }
+    }
+
     ngx_http_influencers_zone_exit_process(cycle);
     ngx_http_influencers_ids_exit_process();
 }
@@ -1034,7 +1198,9 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    "\"leaseExpiries\":%uL,\"capacityRejections\":%uL,"
                    "\"accepted\":%uL,\"failed\":%uL,"
                    "\"orgs\":%ui,\"largestOrg\":%ui,\"orgLimit\":%ui,"
-                   "\"shareRejections\":%uL}",
+                   "\"shareRejections\":%uL,\"redisOps\":%uA,"
+                   "\"redisFailures\":%uA,\"redisFallbacks\":%uA,"
+                   "\"redisStale\":%uA}",
                    st.records, st.records - st.free, st.keyed, st.inflight,
                    (st.records - st.free) * st.record_size, st.record_size,
                    st.counters.claims, st.counters.replays,
@@ -1042,7 +1208,9 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    st.counters.releases, st.counters.lease_expiries,
                    st.counters.capacity, st.counters.accepted,
                    st.counters.failed, st.orgs, st.largest_org, st.org_limit,
-                   st.counters.share)
+                   st.counters.share, st.counters.redis_ops,
+                   st.counters.redis_failures, st.counters.redis_fallbacks,
+                   st.counters.redis_stale)
                - body.data;
 
     return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
@@ -1420,6 +1588,43 @@ ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_influencers_stats_handler;
 
     return NGX_CONF_OK;
+}
+
+
+/* influencers_redis zone=name address [parameters]: fleet mode */
+
+static char *
+ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_str_t                    *value;
+    ngx_shm_zone_t               *shm_zone;
+    ngx_http_influencers_zone_t  *zone;
+
+    value = cf->args->elts;
+
+    shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    if (shm_zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    zone = shm_zone->data;
+
+    if (zone == NULL) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"%V\" names a zone that is not declared yet: "
+                           "\"influencers_zone %V:size\" must come first",
+                           &cmd->name, &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    if (zone->redis) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "zone \"%V\" already has an \"%V\"",
+                           &zone->name, &cmd->name);
+        return NGX_CONF_ERROR;
+    }
+
+    return ngx_http_influencers_redis_conf(cf, zone);
 }
 
 

@@ -64,6 +64,7 @@ typedef struct {
     u_char                             influencer_id[16];
     time_t                             retry_after;
     time_t                             expires;          /* 0: no key */
+    uint64_t                           expires_ms;       /* wall clock */
     void                              *record;
 } ngx_http_influencers_accept_t;
 
@@ -82,11 +83,13 @@ typedef struct {
 
     ngx_http_request_t                *sr;
     ngx_uint_t                         outcome;          /* an error index */
+    void                              *store;            /* fleet mode */
 
     unsigned                           has_idem:1;
     unsigned                           type_unchecked:1;
     unsigned                           reading:1;
     unsigned                           done:1;
+    unsigned                           known:1;          /* the outcome */
 } ngx_http_influencers_ctx_t;
 
 

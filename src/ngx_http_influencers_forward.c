@@ -7,7 +7,6 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
-#include "ngx_http_influencers_zone.h"
 
 
 static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
@@ -266,8 +265,7 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 {
     ngx_http_influencers_ctx_t  *ctx = data;
 
-    ngx_uint_t                        status, known;
-    ngx_http_influencers_loc_conf_t  *ilcf;
+    ngx_uint_t  status, known;
 
     if (ctx->done) {
         return NGX_OK;
@@ -316,12 +314,9 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
                       "forward \"%V\"", status, &sr->uri);
     }
 
-    ilcf = ngx_http_get_module_loc_conf(sr->main,
-                                        ngx_http_influencers_module);
+    /* the parent hands it to the store once it runs again */
 
-    ngx_http_influencers_zone_finish(ilcf->shm_zone->data, &ctx->accept,
-                               ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED,
-                               known, sr->connection->log);
+    ctx->known = known;
 
     /* NGX_OK: nginx neither renders an error page for the subrequest nor
      * terminates the parent */

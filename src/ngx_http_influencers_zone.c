@@ -21,7 +21,9 @@
  *   inflight  being forwarded (a lease: deadline is the lease's end);
  *   keyed     accepted with an Idempotency-Key (deadline is its expiry),
  *             in the rbtree too, never evicted before it expires;
- *   jobs      accepted without a key, failed, or lost: evictable, LRU.
+ *   jobs      accepted without a key, failed, or lost: evictable, LRU;
+ *             in fleet mode, finished entries too, cached from Redis,
+ *             which holds them: still in the rbtree until evicted.
  *
  * An in-flight record with a key is in the rbtree as well.  A record in
  * flight or keyed is held by its org, and in its org's queue too: an org
@@ -61,6 +63,7 @@ typedef struct {
     uint32_t                      retry_after;
     u_char                        state;
     u_char                        keyed;
+    u_char                        cached;       /* fleet: Redis holds it */
 } ngx_http_influencers_record_t;
 
 
@@ -513,7 +516,7 @@ done:
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_accept_t *acc, ngx_uint_t accepted, ngx_uint_t known,
-    ngx_log_t *log)
+    ngx_uint_t cache, ngx_log_t *log)
 {
     ngx_int_t                       seq;
     ngx_http_influencers_entry_t    entry;
@@ -550,6 +553,16 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
             rec->deadline = ngx_current_msec + zone->ttl;
             rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
             acc->expires = (time_t) (rec->expires / 1000);
+            acc->expires_ms = rec->expires;
+        }
+
+        if (rec->keyed && cache) {
+            /* Redis holds it: here it is a cache entry, evictable */
+            rec->cached = 1;
+            ngx_http_influencers_unhold(sh, rec);
+            ngx_queue_insert_head(&sh->jobs, &rec->queue);
+
+        } else if (rec->keyed) {
             ngx_queue_insert_head(&sh->keyed, &rec->queue);
             sh->nkeyed++;
 
@@ -596,6 +609,152 @@ done:
 }
 
 
+/*
+ * Fleet mode: Redis refused the claim (in flight or another request on
+ * another node) or could not be asked.  The zone's claim goes, unseen.
+ */
+
+void
+ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc)
+{
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    rec = acc->record;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+    {
+        ngx_queue_remove(&rec->queue);
+        sh->ninflight--;
+        sh->counters.claims--;
+
+        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_unhold(sh, rec);
+
+        rec->state = NGX_HTTP_INFLUENCERS_FREE;
+        ngx_queue_insert_head(&sh->free, &rec->queue);
+        sh->nfree++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * Fleet mode: another node accepted the key.  Its entry replaces the
+ * zone's claim, cached, so that this node replays it from now on.
+ */
+
+void
+ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+{
+    uint64_t                        now_ms;
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    rec = acc->record;
+    now_ms = ngx_http_influencers_wall_ms();
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    sh->counters.claims--;
+    sh->counters.replays++;
+
+    if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+    {
+        ngx_queue_remove(&rec->queue);
+        sh->ninflight--;
+        ngx_http_influencers_unhold(sh, rec);
+
+        ngx_memcpy(rec->job_id, entry->job_id, 16);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+        rec->retry_after = entry->retry_after;
+        rec->expires = entry->expires;
+        rec->deadline = ngx_current_msec
+                        + (ngx_msec_t) (entry->expires > now_ms
+                                        ? entry->expires - now_ms : 0);
+        rec->state = NGX_HTTP_INFLUENCERS_DONE;
+        rec->cached = 1;
+
+        ngx_queue_insert_head(&sh->jobs, &rec->queue);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_memcpy(acc->job_id, entry->job_id, 16);
+    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
+    acc->retry_after = entry->retry_after;
+    acc->expires = (time_t) (entry->expires / 1000);
+    acc->expires_ms = entry->expires;
+}
+
+
+/*
+ * Fleet mode: Redis refused a finish, the claim there had run out and may
+ * be another node's now.  This node's cache entry goes: Redis answers.
+ */
+
+void
+ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc)
+{
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    rec = acc->record;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (rec->cached && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0) {
+        ngx_http_influencers_unkey(sh, rec);
+        rec->cached = 0;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+void
+ngx_http_influencers_zone_count(ngx_http_influencers_zone_t *zone,
+    ngx_uint_t counter)
+{
+    ngx_atomic_t                  *n;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    switch (counter) {
+
+    case NGX_HTTP_INFLUENCERS_COUNT_OP:
+        n = &sh->counters.redis_ops;
+        break;
+
+    case NGX_HTTP_INFLUENCERS_COUNT_FAILURE:
+        n = &sh->counters.redis_failures;
+        break;
+
+    case NGX_HTTP_INFLUENCERS_COUNT_FALLBACK:
+        n = &sh->counters.redis_fallbacks;
+        break;
+
+    default: /* NGX_HTTP_INFLUENCERS_COUNT_STALE */
+        n = &sh->counters.redis_stale;
+        break;
+    }
+
+    (void) ngx_atomic_fetch_add(n, 1);
+}
+
+
 void
 ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st)
@@ -632,6 +791,13 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
 {
     if (!ngx_http_influencers_after(now, rec->deadline)) {
         return 0;
+    }
+
+    if (rec->cached) {
+        /* a cache entry stays where it is, evictable, without its key */
+        ngx_http_influencers_unkey(sh, rec);
+        rec->cached = 0;
+        return 1;
     }
 
     ngx_queue_remove(&rec->queue);
@@ -908,7 +1074,8 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
 static ngx_http_influencers_record_t *
 ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 {
-    ngx_queue_t  *q;
+    ngx_queue_t                    *q;
+    ngx_http_influencers_record_t  *rec;
 
     if (!ngx_queue_empty(&sh->free)) {
         q = ngx_queue_head(&sh->free);
@@ -937,7 +1104,14 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
     q = ngx_queue_last(&sh->jobs);
     ngx_queue_remove(q);
 
-    return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+    rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+
+    /* an entry cached from Redis: Redis still has it */
+
+    ngx_http_influencers_unkey(sh, rec);
+    rec->cached = 0;
+
+    return rec;
 }
 
 
@@ -986,7 +1160,8 @@ ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
         return rec->state == NGX_HTTP_INFLUENCERS_FORWARDING;
     }
 
-    return rec->state == NGX_HTTP_INFLUENCERS_DONE && rec->keyed;
+    return rec->state == NGX_HTTP_INFLUENCERS_DONE && rec->keyed
+           && !rec->cached;
 }
 
 
@@ -1166,6 +1341,24 @@ ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
             (void) ngx_http_influencers_state_save(zone, cycle->log);
         }
     }
+}
+
+
+/* the zones of a cycle, one after another: NULL starts */
+
+ngx_http_influencers_zone_t *
+ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
+    ngx_http_influencers_zone_t *prev)
+{
+    ngx_shm_zone_t  *shm_zone;
+
+    shm_zone = prev ? prev->shm_zone : NULL;
+
+    do {
+        shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone);
+    } while (shm_zone && shm_zone->data == NULL);
+
+    return shm_zone ? shm_zone->data : NULL;
 }
 
 

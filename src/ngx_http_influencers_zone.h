@@ -38,11 +38,19 @@ typedef struct {
     uint64_t                      accepted;
     uint64_t                      failed;
     uint64_t                      share;
-    uint64_t                      redis_ops;    /* round trips */
-    uint64_t                      redis_failures;
-    uint64_t                      redis_fallbacks;
-    uint64_t                      redis_stale;  /* finishes refused */
+
+    /* fleet mode, counted outside the lock */
+    ngx_atomic_t                  redis_ops;    /* round trips */
+    ngx_atomic_t                  redis_failures;
+    ngx_atomic_t                  redis_fallbacks;
+    ngx_atomic_t                  redis_stale;  /* finishes refused */
 } ngx_http_influencers_counters_t;
+
+
+#define NGX_HTTP_INFLUENCERS_COUNT_OP        0
+#define NGX_HTTP_INFLUENCERS_COUNT_FAILURE   1
+#define NGX_HTTP_INFLUENCERS_COUNT_FALLBACK  2
+#define NGX_HTTP_INFLUENCERS_COUNT_STALE     3
 
 
 struct ngx_http_influencers_zone_s {
@@ -68,7 +76,7 @@ typedef struct {
     u_char                       *idem;          /* NULL: no key */
     u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
-    u_char                        random[10 + 16];
+    u_char                        random[10 + 16 + 16];   /* +token */
     uint64_t                      org_hash;
     ngx_http_influencers_job_t   *job;
 } ngx_http_influencers_claim_t;
@@ -87,27 +95,8 @@ typedef struct {
 } ngx_http_influencers_stats_t;
 
 
-ngx_http_influencers_zone_t *ngx_http_influencers_zone_add(ngx_conf_t *cf,
-    ngx_str_t *name, size_t size);
-ngx_int_t ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
-    ngx_log_t *log);
-void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_uint_t accepted,
-    ngx_uint_t known, ngx_log_t *log);
-void ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_stats_t *st);
-char *ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
-    size_t size);
-void ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle);
-void ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle);
-uint64_t ngx_http_influencers_org_hash(u_char *org, size_t len);
-
-
 /*
- * What the state file and the journal keep of an idempotency entry, and
- * the two calls they need of the zone: every entry, and one put back.
+ * What the state file, the journal and Redis keep of an idempotency entry.
  */
 
 typedef struct {
@@ -121,6 +110,36 @@ typedef struct {
     uint32_t                      reserved;
 } ngx_http_influencers_entry_t;
 
+
+ngx_http_influencers_zone_t *ngx_http_influencers_zone_add(ngx_conf_t *cf,
+    ngx_str_t *name, size_t size);
+ngx_int_t ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
+    ngx_log_t *log);
+void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc, ngx_uint_t accepted,
+    ngx_uint_t known, ngx_uint_t cache, ngx_log_t *log);
+void ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc);
+void ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry);
+void ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc);
+void ngx_http_influencers_zone_count(ngx_http_influencers_zone_t *zone,
+    ngx_uint_t counter);
+void ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_stats_t *st);
+char *ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
+    size_t size);
+void ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle);
+ngx_int_t ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle);
+ngx_http_influencers_zone_t *ngx_http_influencers_zone_next(
+    ngx_cycle_t *cycle, ngx_http_influencers_zone_t *prev);
+void ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle);
+uint64_t ngx_http_influencers_org_hash(u_char *org, size_t len);
+
+
+/* the two calls the state file needs of the zone: every entry, one back */
 
 typedef void (*ngx_http_influencers_entry_pt)(
     ngx_http_influencers_entry_t *entry, void *data);

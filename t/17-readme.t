@@ -19,7 +19,7 @@ my $readme = do { local $/; <$fh> };
 close $fh;
 
 my @blocks = grep { /load_module/ } $readme =~ /```nginx\n(.*?)```/sg;
-is(scalar @blocks, 2, 'the README has two complete configurations');
+is(scalar @blocks, 3, 'the README has three complete configurations (the third in fleet mode)');
 
 sub adapt {
     my ($t, $conf) = @_;

@@ -1,0 +1,2130 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ */
+
+
+#include "ngx_http_influencers.h"
+#include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_redis.h"
+#include "ngx_http_influencers_redis_events.h"
+
+#include <ngx_sha1.h>
+
+
+/*
+ * One connection per worker per zone, opened by the first operation (a
+ * request without Idempotency-Key never gets here), then kept: a link.
+ *
+ *   IDLE        never connected;
+ *   CONNECTING  the socket is connecting, or AUTH, SELECT and the two
+ *               SCRIPT LOADs are on their way (one round trip); the
+ *               operations wait in the link's queue, each under its own
+ *               command timeout, and are sent once all four answered, so
+ *               that an operation that gave up was never sent;
+ *   READY       operations are sent as they come, pipelined;
+ *   CLOSING     hiredis is freeing the context (it does so once the reply
+ *               being handled returns);
+ *   BACKOFF     after a failure, nothing is tried until the backoff ends
+ *               (50ms, doubled at each failure in a row up to 1s, reset by
+ *               a connection that got through its handshake): operations
+ *               are declined at once.  A timer then reconnects, even if
+ *               no request asks, so that a recovered Redis is found
+ *               connected.
+ *
+ * Any failure of the connection (an error, EOF, a connect that did not
+ * get through its handshake within connect_timeout, a command that got no
+ * reply within timeout) frees the hiredis context, which fails every
+ * operation still pending, and starts a backoff.
+ *
+ * What an operation that failed that way leaves behind is set right on
+ * the next connection, by an orphan: a slot that outlives its operation
+ * and is sent first once the link is READY again (at most three times,
+ * at most 1024 of them per link; dropped at exit):
+ *
+ *   - a claim whose reply was lost (a timeout, the connection gone after
+ *     it was sent) may have run, and its request was told it failed: its
+ *     key would answer 409 until the lease ends, for a job that is not
+ *     forwarded.  The orphan releases its token;
+ *   - a finish or a release that failed for any reason (lost, timed out
+ *     while waiting for the connection, declined): the job was forwarded
+ *     and the partner told of it, so its entry must reach Redis before
+ *     the lease ends lets another node make a second job of the key (or,
+ *     for a release, the key be free).  The orphan is the same finish.
+ *
+ * Both only apply while the claim is still that token's, so a late or
+ * repeated one changes nothing that is not its own.
+ *
+ * hiredis calls back with a pointer that outlives the operation: a slot,
+ * the link's, which the operation is attached to while it lasts.  A slot
+ * goes back to the link's free list once hiredis has no callback of it
+ * pending and its operation's handler was called.  The handler is called
+ * from a posted event (or from the slot's timer), never from inside
+ * hiredis nor from inside claim or finish.
+ */
+
+
+#define NGX_HTTP_INFLUENCERS_LINK_IDLE        0
+#define NGX_HTTP_INFLUENCERS_LINK_CONNECTING  1
+#define NGX_HTTP_INFLUENCERS_LINK_READY       2
+#define NGX_HTTP_INFLUENCERS_LINK_CLOSING     3
+#define NGX_HTTP_INFLUENCERS_LINK_BACKOFF     4
+
+#define NGX_HTTP_INFLUENCERS_BACKOFF_MIN      50
+#define NGX_HTTP_INFLUENCERS_BACKOFF_MAX      1000
+
+#define NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM     0
+#define NGX_HTTP_INFLUENCERS_SCRIPT_FINISH    1
+
+#define NGX_HTTP_INFLUENCERS_PREFIX_MAX       64
+
+/* <prefix>:<org hash, 16 hex>:<key digest, 64 hex> */
+#define NGX_HTTP_INFLUENCERS_REDIS_KEY_LEN                                    \
+    (NGX_HTTP_INFLUENCERS_PREFIX_MAX + 1 + 16 + 1                             \
+     + 2 * NGX_HTTP_INFLUENCERS_SHA256_LEN)
+
+/* 'F' token fingerprint */
+#define NGX_HTTP_INFLUENCERS_INFLIGHT_LEN                                     \
+    (1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + NGX_HTTP_INFLUENCERS_SHA256_LEN)
+
+/* 'D' fingerprint job_id influencer_id retry_after(4) expires_ms(8) */
+#define NGX_HTTP_INFLUENCERS_DONE_LEN                                         \
+    (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 16 + 16 + 4 + 8)
+
+#define NGX_HTTP_INFLUENCERS_SLOTS            32     /* allocated at once */
+#define NGX_HTTP_INFLUENCERS_ORPHANS_MAX      1024
+#define NGX_HTTP_INFLUENCERS_ORPHAN_TRIES     3
+#define NGX_HTTP_INFLUENCERS_REDIS_TEXT       128    /* Redis's words */
+
+
+typedef struct ngx_http_influencers_redis_link_s
+    ngx_http_influencers_redis_link_t;
+typedef struct ngx_http_influencers_redis_slot_s
+    ngx_http_influencers_redis_slot_t;
+
+
+typedef struct {
+    ngx_str_t                            name;      /* as configured */
+    u_char                              *host;      /* numeric, or NULL */
+    int                                  port;
+    u_char                              *path;      /* unix:, or NULL */
+    ngx_str_t                            user;
+    ngx_str_t                            password;
+    ngx_uint_t                           db;
+    ngx_str_t                            db_text;
+    ngx_str_t                            prefix;
+    ngx_msec_t                           connect_timeout;
+    ngx_msec_t                           timeout;
+
+    ngx_http_influencers_redis_link_t   *link;      /* this worker's */
+} ngx_http_influencers_redis_conf_t;
+
+
+typedef struct {
+    time_t                               logged;
+    ngx_uint_t                           missed;
+} ngx_http_influencers_redis_limit_t;
+
+
+struct ngx_http_influencers_redis_link_s {
+    ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_redis_events_t  events;    /* the context */
+    ngx_uint_t                           state;
+    ngx_uint_t                           handshake; /* replies due */
+    ngx_msec_t                           backoff;   /* the next one */
+    ngx_msec_t                           retry_at;
+    ngx_event_t                          timer;     /* connect, backoff */
+    ngx_queue_t                          waiting;   /* until READY */
+    ngx_queue_t                          orphans;   /* finishes to send */
+    ngx_uint_t                           norphans;
+    ngx_http_influencers_redis_slot_t   *free;
+    void                                *chunks;
+    ngx_log_t                           *log;
+
+    ngx_http_influencers_redis_limit_t   down;      /* unreachable, slow */
+    ngx_http_influencers_redis_limit_t   refused;   /* AUTH, SELECT... */
+    ngx_http_influencers_redis_limit_t   replies;   /* errors, malformed */
+
+    unsigned                             closing:1;
+    unsigned                             reloading:1;
+    unsigned                             failing:1;
+    unsigned                             exiting:1;
+};
+
+
+struct ngx_http_influencers_redis_slot_s {
+    ngx_event_t                          event;     /* timeout, delivery */
+    ngx_queue_t                          queue;     /* waiting, orphans */
+    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_op_t     *op;        /* NULL: delivered */
+    ngx_http_influencers_redis_slot_t   *next;      /* free list */
+    ngx_uint_t                           script;
+    ngx_http_influencers_redis_rc_e      rc;
+    ngx_uint_t                           tries;     /* an orphan's */
+
+    size_t                               key_len;
+    size_t                               value_len;
+    size_t                               ms_len;
+    u_char                     key[NGX_HTTP_INFLUENCERS_REDIS_KEY_LEN];
+    u_char                     value[NGX_HTTP_INFLUENCERS_DONE_LEN];
+    u_char                     token[NGX_HTTP_INFLUENCERS_TOKEN_LEN];
+    u_char                     ms[NGX_INT64_LEN];
+
+    unsigned                             sent:1;    /* hiredis has it */
+    unsigned                             queued:1;
+    unsigned                             done:1;    /* rc is final */
+    unsigned                             eval:1;    /* NOSCRIPT: EVAL */
+    unsigned                             orphan:1;  /* a finish, alone */
+};
+
+
+typedef struct ngx_http_influencers_redis_chunk_s
+    ngx_http_influencers_redis_chunk_t;
+
+struct ngx_http_influencers_redis_chunk_s {
+    ngx_http_influencers_redis_chunk_t  *next;
+    ngx_http_influencers_redis_slot_t    slots[NGX_HTTP_INFLUENCERS_SLOTS];
+};
+
+
+static char *ngx_http_influencers_redis_address(ngx_conf_t *cf,
+    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value);
+static char *ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *value, ngx_msec_t *msec);
+static void ngx_http_influencers_redis_digests(void);
+
+static ngx_int_t ngx_http_influencers_redis_prepare(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_redis_op_t *op,
+    ngx_http_influencers_redis_slot_t **slotp);
+static ngx_int_t ngx_http_influencers_redis_submit(
+    ngx_http_influencers_redis_slot_t *slot);
+static ngx_int_t ngx_http_influencers_redis_send(
+    ngx_http_influencers_redis_slot_t *slot);
+static void ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata);
+static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_claimed(
+    ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
+static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_finished(
+    ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
+static void ngx_http_influencers_redis_complete(
+    ngx_http_influencers_redis_slot_t *slot,
+    ngx_http_influencers_redis_rc_e rc);
+static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
+static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
+static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_slot_free(
+    ngx_http_influencers_redis_slot_t *slot);
+static ngx_uint_t ngx_http_influencers_redis_orphan(
+    ngx_http_influencers_redis_slot_t *slot);
+static void ngx_http_influencers_redis_orphan_reply(
+    ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
+
+static ngx_int_t ngx_http_influencers_redis_connect(
+    ngx_http_influencers_redis_link_t *link);
+static ngx_int_t ngx_http_influencers_redis_command(
+    ngx_http_influencers_redis_link_t *link, redisCallbackFn *fn, int argc,
+    const char **argv, const size_t *argvlen);
+static void ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_influencers_redis_select_handler(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_influencers_redis_load_handler(redisAsyncContext *ac,
+    void *r, void *privdata);
+static void ngx_http_influencers_redis_reload(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac,
+    void *r, void *privdata);
+static ngx_int_t ngx_http_influencers_redis_loaded(redisReply *reply);
+static void ngx_http_influencers_redis_ready(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev);
+static void ngx_http_influencers_redis_retry(ngx_event_t *ev);
+static void ngx_http_influencers_redis_close(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_gone(redisAsyncContext *ac,
+    void *data);
+static void ngx_http_influencers_redis_backoff(
+    ngx_http_influencers_redis_link_t *link);
+
+static void ngx_cdecl ngx_http_influencers_redis_log(
+    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_limit_t *limit, const char *fmt, ...);
+static u_char *ngx_http_influencers_redis_text(u_char *dst, size_t size,
+    u_char *src, size_t len);
+static ngx_uint_t ngx_http_influencers_redis_is(redisReply *reply,
+    char *word);
+
+static size_t ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
+    uint64_t org_hash, u_char *key);
+static size_t ngx_http_influencers_redis_value_inflight(u_char *dst,
+    u_char *token, u_char *fingerprint);
+static size_t ngx_http_influencers_redis_value_done(u_char *dst,
+    ngx_http_influencers_entry_t *entry);
+static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
+    u_char *v, size_t len, u_char *fingerprint,
+    ngx_http_influencers_entry_t *entry);
+
+
+/*
+ * The claim: the value if there is one, else an in-flight claim that lives
+ * for the lease.  The finish: only while the in-flight claim is still this
+ * request's ('F' and its token), the finished entry for the ttl, or the
+ * key released (an empty value).
+ */
+
+static ngx_str_t  ngx_http_influencers_redis_scripts[] = {
+
+    ngx_string("local v = redis.call('GET', KEYS[1])\n"
+               "if v then return v end\n"
+               "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
+               "return false\n"),
+
+    ngx_string("local v = redis.call('GET', KEYS[1])\n"
+               "if not v or string.sub(v, 1, #ARGV[1] + 1) ~= 'F' .. ARGV[1]"
+               " then\n"
+               "    return 0\n"
+               "end\n"
+               "if ARGV[2] == '' then\n"
+               "    redis.call('DEL', KEYS[1])\n"
+               "else\n"
+               "    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+               "end\n"
+               "return 1\n")
+};
+
+/* the parameters of influencers_redis after the address, in this order */
+static const char  *ngx_http_influencers_redis_params[] = {
+    "password", "user", "db", "prefix", "connect_timeout", "timeout",
+    "on_error", NULL
+};
+
+/* the scripts' SHA1s, in hex, for EVALSHA: the same in every process */
+static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
+static ngx_uint_t  ngx_http_influencers_redis_sha_done;
+
+
+/*
+ * influencers_redis zone=NAME ADDRESS [password=SECRET] [user=NAME]
+ *     [db=N] [prefix=STRING] [connect_timeout=TIME] [timeout=TIME]
+ *     [on_error=503|local]
+ *
+ * A password never appears in a message: an unknown parameter is named by
+ * what comes before its "=".
+ */
+
+char *
+ngx_http_influencers_redis_conf(ngx_conf_t *cf,
+    ngx_http_influencers_zone_t *zone)
+{
+    u_char                             *p, *last;
+    ngx_int_t                           n;
+    ngx_str_t                          *value, name, s;
+    ngx_uint_t                          i, fallback, seen;
+    ngx_http_influencers_redis_conf_t  *conf;
+
+    value = cf->args->elts;
+
+    if (zone->redis) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_redis\" is duplicate for zone "
+                           "\"%V\"", &zone->name);
+        return NGX_CONF_ERROR;
+    }
+
+    if (cf->args->nelts < 3) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_redis\" needs the address of "
+                           "Redis after \"%V\": host:port or unix:path",
+                           &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_redis_conf_t));
+    if (conf == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_str_set(&conf->prefix, "influencers");
+    conf->connect_timeout = 500;
+    conf->timeout = 200;
+
+    if (ngx_http_influencers_redis_address(cf, conf, &value[2])
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    fallback = 0;
+    seen = 0;
+
+    for (i = 3; i < cf->args->nelts; i++) {
+
+        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
+
+        if (p == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V\" of "
+                               "\"influencers_redis\": name=value is "
+                               "expected", &value[i]);
+            return NGX_CONF_ERROR;
+        }
+
+        name.data = value[i].data;
+        name.len = p - value[i].data;
+        s.data = p + 1;
+        s.len = value[i].data + value[i].len - s.data;
+
+        for (n = 0; ngx_http_influencers_redis_params[n]; n++) {
+            if (name.len == ngx_strlen(ngx_http_influencers_redis_params[n])
+                && ngx_strncmp(name.data, ngx_http_influencers_redis_params[n],
+                               name.len)
+                   == 0)
+            {
+                break;
+            }
+        }
+
+        if (ngx_http_influencers_redis_params[n] == NULL) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid parameter \"%V=...\" of "
+                               "\"influencers_redis\"", &name);
+            return NGX_CONF_ERROR;
+        }
+
+        if (seen & (1 << n)) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "\"%V=\" is duplicate in "
+                               "\"influencers_redis\"", &name);
+            return NGX_CONF_ERROR;
+        }
+
+        seen |= 1 << n;
+
+        switch (n) {
+
+        case 0: /* password */
+        case 1: /* user */
+            if (s.len == 0 || s.len > 512) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V=\" of \"influencers_redis\":"
+                                   " from 1 to 512 bytes", &name);
+                return NGX_CONF_ERROR;
+            }
+
+            if (n == 0) {
+                conf->password = s;
+
+            } else {
+                conf->user = s;
+            }
+
+            break;
+
+        case 2: /* db */
+            n = ngx_atoi(s.data, s.len);
+
+            if (n == NGX_ERROR || n > 2147483647) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid db \"%V\": a number from 0 to "
+                                   "2147483647", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            conf->db = (ngx_uint_t) n;
+            conf->db_text = s;
+            break;
+
+        case 3: /* prefix */
+            if (s.len == 0 || s.len > NGX_HTTP_INFLUENCERS_PREFIX_MAX) {
+                goto invalid_prefix;
+            }
+
+            last = s.data + s.len;
+
+            for (p = s.data; p < last; p++) {
+                if (*p <= 0x20 || *p >= 0x7f) {
+                    goto invalid_prefix;
+                }
+            }
+
+            conf->prefix = s;
+            break;
+
+        case 4: /* connect_timeout */
+            if (ngx_http_influencers_redis_msec(cf, &name, &s,
+                                                &conf->connect_timeout)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            break;
+
+        case 5: /* timeout */
+            if (ngx_http_influencers_redis_msec(cf, &name, &s,
+                                                &conf->timeout)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            break;
+
+        default: /* on_error */
+            if (s.len == 3 && ngx_strncmp(s.data, "503", 3) == 0) {
+                fallback = 0;
+
+            } else if (s.len == 5 && ngx_strncmp(s.data, "local", 5) == 0) {
+                fallback = 1;
+
+            } else {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid on_error \"%V\": \"503\" or "
+                                   "\"local\" is expected", &s);
+                return NGX_CONF_ERROR;
+            }
+
+            break;
+        }
+    }
+
+    if (conf->user.len && conf->password.len == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"user=\" of \"influencers_redis\" needs "
+                           "\"password=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_http_influencers_redis_digests();
+
+    zone->redis = conf;
+
+    if (fallback) {
+        zone->fallback = 1;
+    }
+
+    return NGX_CONF_OK;
+
+invalid_prefix:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid prefix \"%V\": from 1 to %d visible ASCII "
+                       "characters, without spaces", &s,
+                       NGX_HTTP_INFLUENCERS_PREFIX_MAX);
+    return NGX_CONF_ERROR;
+}
+
+
+/*
+ * host:port, with the host a literal address or a name resolved now, so
+ * that no request ever waits on DNS; or unix:path.
+ */
+
+static char *
+ngx_http_influencers_redis_address(ngx_conf_t *cf,
+    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value)
+{
+    size_t            len, max;
+    ngx_url_t         u;
+    struct sockaddr  *sa;
+
+    conf->name = *value;
+
+    if (value->len >= 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
+        len = value->len - 5;
+        max = sizeof(((struct sockaddr_un *) 0)->sun_path) - 1;
+
+        if (len == 0 || len > max) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid Redis address \"%V\": the path of "
+                               "a unix socket is from 1 to %uz bytes",
+                               value, max);
+            return NGX_CONF_ERROR;
+        }
+
+        conf->path = ngx_pnalloc(cf->pool, len + 1);
+        if (conf->path == NULL) {
+            return NGX_CONF_ERROR;
+        }
+
+        ngx_memcpy(conf->path, value->data + 5, len);
+        conf->path[len] = '\0';
+
+        return NGX_CONF_OK;
+    }
+
+    if (ngx_strlchr(value->data, value->data + value->len, '=')) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"influencers_redis\" needs the address of "
+                           "Redis right after zone=: host:port or "
+                           "unix:path");
+        return NGX_CONF_ERROR;
+    }
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+
+    u.url = *value;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis address \"%V\": %s", value,
+                           u.err ? u.err : "cannot be parsed");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.no_port || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid Redis address \"%V\": host:port is "
+                           "expected", value);
+        return NGX_CONF_ERROR;
+    }
+
+    /* a name with several addresses: the first, as a client would */
+
+    sa = u.addrs[0].sockaddr;
+
+    conf->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
+    if (conf->host == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    len = ngx_sock_ntop(sa, u.addrs[0].socklen, conf->host,
+                        NGX_SOCKADDR_STRLEN, 0);
+    conf->host[len] = '\0';
+
+    conf->port = ngx_inet_get_port(sa);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *value, ngx_msec_t *msec)
+{
+    ngx_int_t  n;
+
+    n = ngx_parse_time(value, 0);
+
+    if (n == NGX_ERROR || n < 1 || n > 60000) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid %V \"%V\": from 1ms to 60s", name, value);
+        return NGX_CONF_ERROR;
+    }
+
+    *msec = (ngx_msec_t) n;
+
+    return NGX_CONF_OK;
+}
+
+
+static void
+ngx_http_influencers_redis_digests(void)
+{
+    u_char      digest[20];
+    ngx_uint_t  i;
+    ngx_sha1_t  sha1;
+
+    if (ngx_http_influencers_redis_sha_done) {
+        return;
+    }
+
+    for (i = 0; i < 2; i++) {
+        ngx_sha1_init(&sha1);
+        ngx_sha1_update(&sha1, ngx_http_influencers_redis_scripts[i].data,
+                        ngx_http_influencers_redis_scripts[i].len);
+        ngx_sha1_final(digest, &sha1);
+
+        (void) ngx_hex_dump(ngx_http_influencers_redis_sha[i], digest, 20);
+    }
+
+    ngx_http_influencers_redis_sha_done = 1;
+}
+
+
+ngx_int_t
+ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
+    ngx_http_influencers_zone_t *zone)
+{
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_link_t  *link;
+
+    conf = zone->redis;
+
+    link = ngx_calloc(sizeof(ngx_http_influencers_redis_link_t), cycle->log);
+    if (link == NULL) {
+        return NGX_ERROR;
+    }
+
+    link->conf = conf;
+    link->log = cycle->log;
+    link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
+    link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
+
+    ngx_queue_init(&link->waiting);
+    ngx_queue_init(&link->orphans);
+
+    link->events.gone = ngx_http_influencers_redis_gone;
+    link->events.data = link;
+
+    /* reconnecting never keeps a worker that is shutting down */
+
+    link->timer.data = link;
+    link->timer.log = cycle->log;
+    link->timer.cancelable = 1;
+
+    conf->link = link;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The worker ends: the context is freed, and no operation's handler is
+ * called.  A worker shutting down gracefully gets here only once no timer
+ * that is not cancelable is left, and every operation's timer is one: so
+ * every operation has ended by then.  A worker told to stop at once (TERM,
+ * INT) does not finalize its requests either; their operations are simply
+ * dropped, as the requests are.
+ */
+
+void
+ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
+{
+    ngx_uint_t                           i;
+    ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_slot_t   *slot;
+    ngx_http_influencers_redis_chunk_t  *chunk, *next;
+
+    conf = zone->redis;
+    link = conf->link;
+
+    if (link == NULL) {
+        return;
+    }
+
+    link->exiting = 1;
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+
+    for (chunk = link->chunks; chunk; chunk = chunk->next) {
+        for (i = 0; i < NGX_HTTP_INFLUENCERS_SLOTS; i++) {
+            slot = &chunk->slots[i];
+
+            /* an orphan's slot is freed with the others, unsent */
+            slot->orphan = 0;
+
+            if (slot->op == NULL) {
+                continue;
+            }
+
+            slot->op = NULL;
+
+            if (slot->event.timer_set) {
+                ngx_del_timer(&slot->event);
+            }
+
+            if (slot->event.posted) {
+                ngx_delete_posted_event(&slot->event);
+            }
+
+            if (slot->queued) {
+                ngx_queue_remove(&slot->queue);
+                slot->queued = 0;
+            }
+        }
+    }
+
+    /* the callbacks pending get NULL replies, for slots now detached */
+
+    if (link->events.ac) {
+        ngx_http_influencers_redis_close(link);
+    }
+
+    for (chunk = link->chunks; chunk; chunk = next) {
+        next = chunk->next;
+        ngx_free(chunk);
+    }
+
+    ngx_free(link);
+    conf->link = NULL;
+}
+
+
+ngx_int_t
+ngx_http_influencers_redis_claim(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_redis_op_t *op, ngx_msec_t lease)
+{
+    ngx_int_t                           rc;
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    rc = ngx_http_influencers_redis_prepare(zone, op, &slot);
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    conf = zone->redis;
+
+    slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM;
+    slot->key_len = ngx_http_influencers_redis_key(slot->key, &conf->prefix,
+                                                   op->org_hash, op->key);
+    slot->value_len = ngx_http_influencers_redis_value_inflight(slot->value,
+                                                          op->token,
+                                                          op->fingerprint);
+    slot->ms_len = ngx_sprintf(slot->ms, "%M", ngx_max(lease, 1)) - slot->ms;
+
+    return ngx_http_influencers_redis_submit(slot);
+}
+
+
+ngx_int_t
+ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_redis_op_t *op, ngx_http_influencers_entry_t *entry,
+    ngx_msec_t ttl)
+{
+    ngx_int_t                           rc;
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_link_t  *link;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    conf = zone->redis;
+
+    rc = ngx_http_influencers_redis_prepare(zone, op, &slot);
+
+    if (rc == NGX_DECLINED) {
+
+        /* the caller is told now; Redis is told once it is back */
+
+        link = conf->link;
+
+        if (link == NULL || link->exiting
+            || link->norphans >= NGX_HTTP_INFLUENCERS_ORPHANS_MAX)
+        {
+            return NGX_DECLINED;
+        }
+
+        slot = ngx_http_influencers_redis_slot(link);
+        if (slot == NULL) {
+            return NGX_DECLINED;
+        }
+    }
+
+    if (rc == NGX_ERROR) {
+        return NGX_ERROR;
+    }
+
+    slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
+    slot->key_len = ngx_http_influencers_redis_key(slot->key, &conf->prefix,
+                                                   op->org_hash, op->key);
+    ngx_memcpy(slot->token, op->token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+
+    /* no value: the key is released */
+
+    slot->value_len = 0;
+
+    if (entry) {
+        slot->value_len = ngx_http_influencers_redis_value_done(slot->value,
+                                                                entry);
+    }
+    slot->ms_len = ngx_sprintf(slot->ms, "%M", ngx_max(ttl, 1)) - slot->ms;
+
+    if (rc == NGX_DECLINED) {
+        if (!ngx_http_influencers_redis_orphan(slot)) {
+            ngx_http_influencers_redis_slot_free(slot);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_influencers_redis_submit(slot);
+}
+
+
+/*
+ * Declined at once while there is no connection to wait for; a first
+ * connect, or one whose backoff has ended, is started here, and the
+ * operation waits for it within its own timeout.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_redis_op_t *op,
+    ngx_http_influencers_redis_slot_t **slotp)
+{
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_link_t  *link;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    conf = zone->redis;
+    link = conf ? conf->link : NULL;
+
+    if (link == NULL || link->exiting) {
+        return NGX_DECLINED;
+    }
+
+    switch (link->state) {
+
+    case NGX_HTTP_INFLUENCERS_LINK_READY:
+    case NGX_HTTP_INFLUENCERS_LINK_CONNECTING:
+        break;
+
+    case NGX_HTTP_INFLUENCERS_LINK_BACKOFF:
+        if ((ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0) {
+            return NGX_DECLINED;
+        }
+
+        if (link->timer.timer_set) {
+            ngx_del_timer(&link->timer);
+        }
+
+        /* fall through */
+
+    case NGX_HTTP_INFLUENCERS_LINK_IDLE:
+        if (ngx_http_influencers_redis_connect(link) != NGX_OK) {
+            return NGX_DECLINED;
+        }
+
+        break;
+
+    default: /* NGX_HTTP_INFLUENCERS_LINK_CLOSING */
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_http_influencers_redis_slot(link);
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    slot->op = op;
+    *slotp = slot;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
+        if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
+            slot->op = NULL;
+            ngx_http_influencers_redis_slot_free(slot);
+            return NGX_ERROR;
+        }
+
+    } else {
+        ngx_queue_insert_tail(&link->waiting, &slot->queue);
+        slot->queued = 1;
+    }
+
+    /* from the operation's start, whatever it waits for */
+
+    ngx_add_timer(&slot->event, link->conf->timeout);
+
+    return NGX_OK;
+}
+
+
+/*
+ *   EVALSHA <claim> 1 <key> <in-flight value> <lease>
+ *   EVALSHA <finish> 1 <key> <token> <finished value, or empty> <ttl>
+ *
+ * or EVAL with the script's text once Redis has said NOSCRIPT.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
+{
+    int          argc;
+    size_t       argvlen[7];
+    ngx_str_t   *script;
+    const char  *argv[7];
+
+    script = &ngx_http_influencers_redis_scripts[slot->script];
+
+    if (slot->eval) {
+        argv[0] = "EVAL";
+        argvlen[0] = sizeof("EVAL") - 1;
+        argv[1] = (const char *) script->data;
+        argvlen[1] = script->len;
+
+    } else {
+        argv[0] = "EVALSHA";
+        argvlen[0] = sizeof("EVALSHA") - 1;
+        argv[1] = (const char *) ngx_http_influencers_redis_sha[slot->script];
+        argvlen[1] = 2 * 20;
+    }
+
+    argv[2] = "1";
+    argvlen[2] = 1;
+    argv[3] = (const char *) slot->key;
+    argvlen[3] = slot->key_len;
+
+    argc = 4;
+
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
+        argv[argc] = (const char *) slot->token;
+        argvlen[argc++] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
+    }
+
+    argv[argc] = (const char *) slot->value;
+    argvlen[argc++] = slot->value_len;
+    argv[argc] = (const char *) slot->ms;
+    argvlen[argc++] = slot->ms_len;
+
+    if (redisAsyncCommandArgv(slot->link->events.ac,
+                              ngx_http_influencers_redis_reply, slot,
+                              argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    slot->sent = 1;
+
+    return NGX_OK;
+}
+
+
+/* a reply, or NULL: the context is being freed */
+
+static void
+ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_slot_t  *slot = privdata;
+
+    u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char                             *p;
+    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_redis_link_t  *link;
+
+    slot->sent = 0;
+    link = slot->link;
+
+    if (slot->orphan) {
+        ngx_http_influencers_redis_orphan_reply(slot, reply);
+        return;
+    }
+
+    if (slot->op == NULL) {
+        /* delivered at its timeout, or detached at exit: dropped */
+        ngx_http_influencers_redis_slot_free(slot);
+        return;
+    }
+
+    if (slot->done) {
+        return;
+    }
+
+    if (reply == NULL) {
+        ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+        (void) ngx_http_influencers_redis_orphan(slot);
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* SCRIPT FLUSH, or another server: the script's text, once */
+
+        if (!slot->eval && ngx_http_influencers_redis_is(reply, "NOSCRIPT")) {
+            slot->eval = 1;
+
+            if (ngx_http_influencers_redis_send(slot) == NGX_OK) {
+                ngx_http_influencers_redis_reload(link);
+                return;
+            }
+
+            ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+            return;
+        }
+
+        p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                            (u_char *) reply->str,
+                                            reply->len);
+
+        ngx_http_influencers_redis_log(link, &link->replies,
+                                       "answered an error: %*s",
+                                       (size_t) (p - text), text);
+
+        ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+
+        /*
+         * A server that is loading, a replica, one that wants AUTH again:
+         * another connection may find it, or its successor, ready.
+         */
+
+        if (ngx_http_influencers_redis_is(reply, "LOADING")
+            || ngx_http_influencers_redis_is(reply, "READONLY")
+            || ngx_http_influencers_redis_is(reply, "MASTERDOWN")
+            || ngx_http_influencers_redis_is(reply, "NOAUTH"))
+        {
+            ngx_http_influencers_redis_close(link);
+        }
+
+        return;
+    }
+
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM) {
+        rc = ngx_http_influencers_redis_claimed(slot, reply);
+
+    } else {
+        rc = ngx_http_influencers_redis_finished(slot, reply);
+    }
+
+    ngx_http_influencers_redis_complete(slot, rc);
+}
+
+
+static ngx_http_influencers_redis_rc_e
+ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
+    redisReply *reply)
+{
+    ngx_http_influencers_redis_op_t  *op;
+    ngx_http_influencers_redis_rc_e   rc;
+
+    op = slot->op;
+
+    if (reply->type == REDIS_REPLY_NIL) {
+        return NGX_HTTP_INFLUENCERS_REDIS_NEW;
+    }
+
+    if (reply->type == REDIS_REPLY_STRING) {
+        rc = ngx_http_influencers_redis_decode((u_char *) reply->str,
+                                               reply->len, op->fingerprint,
+                                               &op->entry);
+
+        if (rc == NGX_HTTP_INFLUENCERS_REDIS_DONE) {
+            ngx_memcpy(op->entry.key, op->key,
+                       NGX_HTTP_INFLUENCERS_SHA256_LEN);
+            op->entry.org_hash = op->org_hash;
+        }
+
+        if (rc != NGX_HTTP_INFLUENCERS_REDIS_FAILED) {
+            return rc;
+        }
+    }
+
+    ngx_http_influencers_redis_log(slot->link, &slot->link->replies,
+                                   "answered a claim with a value that is "
+                                   "not the module's (reply type %d, "
+                                   "%uz bytes)", reply->type,
+                                   reply->type == REDIS_REPLY_STRING
+                                   ? reply->len : 0);
+
+    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+}
+
+
+static ngx_http_influencers_redis_rc_e
+ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
+    redisReply *reply)
+{
+    if (reply->type == REDIS_REPLY_INTEGER) {
+        if (reply->integer == 1) {
+            return NGX_HTTP_INFLUENCERS_REDIS_FINISHED;
+        }
+
+        if (reply->integer == 0) {
+            return NGX_HTTP_INFLUENCERS_REDIS_STALE;
+        }
+    }
+
+    ngx_http_influencers_redis_log(slot->link, &slot->link->replies,
+                                   "answered a finish with a reply that is "
+                                   "not the script's (reply type %d)",
+                                   reply->type);
+
+    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+}
+
+
+/* the outcome is known: the handler is called from the posted event */
+
+static void
+ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
+    ngx_http_influencers_redis_rc_e rc)
+{
+    slot->rc = rc;
+    slot->done = 1;
+
+    if (slot->queued) {
+        ngx_queue_remove(&slot->queue);
+        slot->queued = 0;
+    }
+
+    if (slot->event.timer_set) {
+        ngx_del_timer(&slot->event);
+    }
+
+    slot->event.handler = ngx_http_influencers_redis_deliver;
+
+    ngx_post_event(&slot->event, &ngx_posted_events);
+}
+
+
+static void
+ngx_http_influencers_redis_deliver(ngx_event_t *ev)
+{
+    ngx_http_influencers_redis_op_t    *op;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    slot = ev->data;
+    op = slot->op;
+
+    slot->op = NULL;
+    op->rc = slot->rc;
+
+    if (!slot->sent && !slot->orphan) {
+        ngx_http_influencers_redis_slot_free(slot);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "influencers redis: op done: %d", (int) op->rc);
+
+    op->handler(op);
+}
+
+
+/*
+ * No reply within the command timeout: a command sent on a connection
+ * that is up means the connection is dead or Redis is frozen, and every
+ * other operation on it would wait as long.  An operation still waiting
+ * for its connection just gives up: the connect has its own timeout.
+ */
+
+static void
+ngx_http_influencers_redis_timeout(ngx_event_t *ev)
+{
+    ngx_http_influencers_redis_op_t    *op;
+    ngx_http_influencers_redis_link_t  *link;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    slot = ev->data;
+    link = slot->link;
+    op = slot->op;
+
+    /* from now on, the reply (or the NULL one) is dropped */
+
+    slot->done = 1;
+
+    if (slot->queued) {
+        ngx_queue_remove(&slot->queue);
+        slot->queued = 0;
+
+        if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
+            (void) ngx_http_influencers_redis_orphan(slot);
+        }
+
+    } else if (slot->sent) {
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "did not answer within %Mms: "
+                                       "reconnecting", link->conf->timeout);
+
+        ngx_http_influencers_redis_close(link);
+        (void) ngx_http_influencers_redis_orphan(slot);
+    }
+
+    slot->op = NULL;
+
+    if (!slot->sent && !slot->orphan) {
+        ngx_http_influencers_redis_slot_free(slot);
+    }
+
+    op->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "influencers redis: op timed out");
+
+    op->handler(op);
+}
+
+
+static ngx_http_influencers_redis_slot_t *
+ngx_http_influencers_redis_slot(ngx_http_influencers_redis_link_t *link)
+{
+    ngx_uint_t                           i;
+    ngx_http_influencers_redis_slot_t   *slot;
+    ngx_http_influencers_redis_chunk_t  *chunk;
+
+    if (link->free == NULL) {
+
+        /* as many as ever were pending at once: allocated once, reused */
+
+        chunk = ngx_alloc(sizeof(ngx_http_influencers_redis_chunk_t),
+                          link->log);
+        if (chunk == NULL) {
+            return NULL;
+        }
+
+        chunk->next = link->chunks;
+        link->chunks = chunk;
+
+        for (i = 0; i < NGX_HTTP_INFLUENCERS_SLOTS; i++) {
+            slot = &chunk->slots[i];
+            slot->link = link;
+            slot->op = NULL;
+            slot->next = link->free;
+            link->free = slot;
+        }
+    }
+
+    slot = link->free;
+    link->free = slot->next;
+
+    ngx_memzero(&slot->event, sizeof(ngx_event_t));
+    slot->event.data = slot;
+    slot->event.log = link->log;
+    slot->event.handler = ngx_http_influencers_redis_timeout;
+
+    slot->op = NULL;
+    slot->next = NULL;
+    slot->sent = 0;
+    slot->queued = 0;
+    slot->done = 0;
+    slot->eval = 0;
+    slot->orphan = 0;
+
+    return slot;
+}
+
+
+static void
+ngx_http_influencers_redis_slot_free(ngx_http_influencers_redis_slot_t *slot)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    slot->next = link->free;
+    link->free = slot;
+}
+
+
+/*
+ * For the next connection: a claim that may have run, as a release of its
+ * token; a finish or a release, as it is.  0: not kept (exit, too many).
+ */
+
+static ngx_uint_t
+ngx_http_influencers_redis_orphan(ngx_http_influencers_redis_slot_t *slot)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    if (link->exiting || link->norphans >= NGX_HTTP_INFLUENCERS_ORPHANS_MAX) {
+        return 0;
+    }
+
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM) {
+        ngx_memcpy(slot->token, slot->value + 1,
+                   NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+        slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
+        slot->value_len = 0;
+    }
+
+    slot->tries = 0;
+    slot->orphan = 1;
+
+    link->norphans++;
+    ngx_queue_insert_tail(&link->orphans, &slot->queue);
+
+    return 1;
+}
+
+
+static void
+ngx_http_influencers_redis_orphan_reply(
+    ngx_http_influencers_redis_slot_t *slot, redisReply *reply)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    if (reply == NULL) {
+
+        /* lost again: the next connection tries again */
+
+        if (!link->exiting
+            && slot->tries < NGX_HTTP_INFLUENCERS_ORPHAN_TRIES)
+        {
+            ngx_queue_insert_tail(&link->orphans, &slot->queue);
+            return;
+        }
+
+    } else if (reply->type == REDIS_REPLY_ERROR && !slot->eval
+               && ngx_http_influencers_redis_is(reply, "NOSCRIPT"))
+    {
+        slot->eval = 1;
+
+        if (ngx_http_influencers_redis_send(slot) == NGX_OK) {
+            return;
+        }
+    }
+
+    /* released, or no longer ours: either way done with */
+
+    slot->orphan = 0;
+    link->norphans--;
+
+    if (slot->op == NULL) {
+        ngx_http_influencers_redis_slot_free(slot);
+    }
+}
+
+
+/*
+ * A connect: AUTH, SELECT and the scripts go at once, behind the connect
+ * (hiredis writes them once the socket is connected).
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
+{
+    u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char                             *p;
+    ngx_uint_t                          i, n;
+    const char                         *argv[3];
+    size_t                              argvlen[3];
+    redisAsyncContext                  *ac;
+    ngx_http_influencers_redis_conf_t  *conf;
+
+    conf = link->conf;
+
+    if (conf->path) {
+        ac = redisAsyncConnectUnix((char *) conf->path);
+
+    } else {
+        ac = redisAsyncConnect((char *) conf->host, conf->port);
+    }
+
+    if (ac == NULL) {
+        ngx_log_error(NGX_LOG_ALERT, link->log, 0,
+                      "influencers: no memory for a connection to Redis");
+        ngx_http_influencers_redis_backoff(link);
+        return NGX_ERROR;
+    }
+
+    if (ac->err) {
+        p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                            (u_char *) ac->errstr,
+                                            ngx_strlen(ac->errstr));
+
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "is unreachable: %*s",
+                                       (size_t) (p - text), text);
+
+        redisAsyncFree(ac);
+        ngx_http_influencers_redis_backoff(link);
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_influencers_redis_events_attach(&link->events, ac, link->log)
+        != NGX_OK)
+    {
+        /* not attached: no cleanup, the socket is closed by hiredis */
+        redisAsyncFree(ac);
+        ngx_http_influencers_redis_backoff(link);
+        return NGX_ERROR;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: connecting to %V", &conf->name);
+
+    link->state = NGX_HTTP_INFLUENCERS_LINK_CONNECTING;
+    link->handshake = 0;
+
+    if (conf->password.len) {
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = sizeof("AUTH") - 1;
+
+        if (conf->user.len) {
+            argv[n] = (const char *) conf->user.data;
+            argvlen[n++] = conf->user.len;
+        }
+
+        argv[n] = (const char *) conf->password.data;
+        argvlen[n++] = conf->password.len;
+
+        if (ngx_http_influencers_redis_command(link,
+                                       ngx_http_influencers_redis_auth_handler,
+                                       n, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    if (conf->db) {
+        argv[0] = "SELECT";
+        argvlen[0] = sizeof("SELECT") - 1;
+        argv[1] = (const char *) conf->db_text.data;
+        argvlen[1] = conf->db_text.len;
+
+        if (ngx_http_influencers_redis_command(link,
+                                     ngx_http_influencers_redis_select_handler,
+                                     2, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = sizeof("SCRIPT") - 1;
+    argv[1] = "LOAD";
+    argvlen[1] = sizeof("LOAD") - 1;
+
+    for (i = 0; i < 2; i++) {
+        argv[2] = (const char *) ngx_http_influencers_redis_scripts[i].data;
+        argvlen[2] = ngx_http_influencers_redis_scripts[i].len;
+
+        if (ngx_http_influencers_redis_command(link,
+                                       ngx_http_influencers_redis_load_handler,
+                                       3, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    link->timer.handler = ngx_http_influencers_redis_connect_timeout;
+    ngx_add_timer(&link->timer, conf->connect_timeout);
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, link->log, 0,
+                  "influencers: no memory for a command to Redis");
+
+    /* the context is freed now: gone() starts the backoff */
+
+    ngx_http_influencers_redis_close(link);
+
+    return NGX_ERROR;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_redis_command(ngx_http_influencers_redis_link_t *link,
+    redisCallbackFn *fn, int argc, const char **argv, const size_t *argvlen)
+{
+    if (redisAsyncCommandArgv(link->events.ac, fn, link, argc, argv, argvlen)
+        != REDIS_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    link->handshake++;
+
+    return NGX_OK;
+}
+
+
+/*
+ * The handshake's replies.  NULL, or a context that is no longer the
+ * link's current one: the connection is going, gone() deals with it.
+ */
+
+static void
+ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_link_t  *link = privdata;
+
+    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char *p;
+
+    if (reply == NULL || ac != link->events.ac
+        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
+    {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                            (u_char *) reply->str,
+                                            reply->len);
+
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "refused AUTH: %*s",
+                                       (size_t) (p - text), text);
+
+        ngx_http_influencers_redis_close(link);
+        return;
+    }
+
+    if (--link->handshake == 0) {
+        ngx_http_influencers_redis_ready(link);
+    }
+}
+
+
+static void
+ngx_http_influencers_redis_select_handler(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_link_t  *link = privdata;
+
+    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char *p;
+
+    if (reply == NULL || ac != link->events.ac
+        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
+    {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+        p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                            (u_char *) reply->str,
+                                            reply->len);
+
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "refused SELECT %V: %*s",
+                                       &link->conf->db_text,
+                                       (size_t) (p - text), text);
+
+        ngx_http_influencers_redis_close(link);
+        return;
+    }
+
+    if (--link->handshake == 0) {
+        ngx_http_influencers_redis_ready(link);
+    }
+}
+
+
+static void
+ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_link_t  *link = privdata;
+
+    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char *p;
+
+    if (reply == NULL || ac != link->events.ac
+        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
+    {
+        return;
+    }
+
+    if (ngx_http_influencers_redis_loaded(reply) != NGX_OK) {
+
+        if (reply->type == REDIS_REPLY_ERROR) {
+            p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                                (u_char *) reply->str,
+                                                reply->len);
+        } else {
+            p = ngx_cpymem(text, "an unexpected reply",
+                           sizeof("an unexpected reply") - 1);
+        }
+
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "refused SCRIPT LOAD: %*s",
+                                       (size_t) (p - text), text);
+
+        ngx_http_influencers_redis_close(link);
+        return;
+    }
+
+    if (--link->handshake == 0) {
+        ngx_http_influencers_redis_ready(link);
+    }
+}
+
+
+/* after NOSCRIPT: both scripts again, for the operations to come */
+
+static void
+ngx_http_influencers_redis_reload(ngx_http_influencers_redis_link_t *link)
+{
+    ngx_uint_t   i;
+    size_t       argvlen[3];
+    const char  *argv[3];
+
+    if (link->reloading) {
+        return;
+    }
+
+    argv[0] = "SCRIPT";
+    argvlen[0] = sizeof("SCRIPT") - 1;
+    argv[1] = "LOAD";
+    argvlen[1] = sizeof("LOAD") - 1;
+
+    for (i = 0; i < 2; i++) {
+        argv[2] = (const char *) ngx_http_influencers_redis_scripts[i].data;
+        argvlen[2] = ngx_http_influencers_redis_scripts[i].len;
+
+        if (redisAsyncCommandArgv(link->events.ac,
+                                  ngx_http_influencers_redis_reload_handler,
+                                  link, 3, argv, argvlen)
+            != REDIS_OK)
+        {
+            return;
+        }
+    }
+
+    link->reloading = 1;
+}
+
+
+static void
+ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_link_t  *link = privdata;
+
+    if (reply == NULL || ac != link->events.ac) {
+        return;
+    }
+
+    /* the operations use EVAL on their NOSCRIPT: nothing is lost */
+
+    link->reloading = 0;
+
+    if (ngx_http_influencers_redis_loaded(reply) != NGX_OK) {
+        ngx_http_influencers_redis_log(link, &link->replies,
+                                       "refused SCRIPT LOAD (reply type %d)",
+                                       reply->type);
+    }
+}
+
+
+/* SCRIPT LOAD answers the SHA1 of the script: one of ours */
+
+static ngx_int_t
+ngx_http_influencers_redis_loaded(redisReply *reply)
+{
+    ngx_uint_t  i;
+
+    if (reply->type != REDIS_REPLY_STRING || reply->len != 2 * 20) {
+        return NGX_ERROR;
+    }
+
+    for (i = 0; i < 2; i++) {
+        if (ngx_strncasecmp((u_char *) reply->str,
+                            ngx_http_influencers_redis_sha[i], 2 * 20)
+            == 0)
+        {
+            return NGX_OK;
+        }
+    }
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
+{
+    ngx_queue_t                        *q;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    link->state = NGX_HTTP_INFLUENCERS_LINK_READY;
+    link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+
+    if (link->failing) {
+        link->failing = 0;
+        ngx_log_error(NGX_LOG_NOTICE, link->log, 0,
+                      "influencers: Redis at %V is reachable again",
+                      &link->conf->name);
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: connected to %V", &link->conf->name);
+
+    /* before any new claim, which could otherwise find one of theirs */
+
+    while (!ngx_queue_empty(&link->orphans)) {
+        q = ngx_queue_head(&link->orphans);
+        slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
+
+        ngx_queue_remove(q);
+        slot->tries++;
+
+        if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
+            slot->orphan = 0;
+            link->norphans--;
+
+            if (slot->op == NULL) {
+                ngx_http_influencers_redis_slot_free(slot);
+            }
+        }
+    }
+
+    while (!ngx_queue_empty(&link->waiting)) {
+        q = ngx_queue_head(&link->waiting);
+        slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
+
+        ngx_queue_remove(q);
+        slot->queued = 0;
+
+        if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
+            ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+        }
+    }
+}
+
+
+static void
+ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev)
+{
+    ngx_http_influencers_redis_link_t  *link = ev->data;
+
+    ngx_http_influencers_redis_log(link, &link->down,
+                                   "did not connect and answer within "
+                                   "connect_timeout (%Mms)",
+                                   link->conf->connect_timeout);
+
+    ngx_http_influencers_redis_close(link);
+}
+
+
+static void
+ngx_http_influencers_redis_retry(ngx_event_t *ev)
+{
+    ngx_http_influencers_redis_link_t  *link = ev->data;
+
+    if (link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF) {
+        (void) ngx_http_influencers_redis_connect(link);
+    }
+}
+
+
+/*
+ * Frees the context: at once, or, from inside a reply's callback, once
+ * hiredis is back from it.  Either way gone() follows.
+ */
+
+static void
+ngx_http_influencers_redis_close(ngx_http_influencers_redis_link_t *link)
+{
+    redisAsyncContext  *ac;
+
+    ac = link->events.ac;
+
+    if (ac == NULL || link->closing) {
+        return;
+    }
+
+    link->closing = 1;
+    link->state = NGX_HTTP_INFLUENCERS_LINK_CLOSING;
+
+    redisAsyncFree(ac);
+}
+
+
+/*
+ * The context is being freed: every operation sent has had its NULL
+ * reply already; those still waiting for the connection fail too.
+ */
+
+static void
+ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
+{
+    ngx_http_influencers_redis_link_t  *link = data;
+
+    u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
+    u_char                             *p;
+    ngx_queue_t                        *q;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    if (!link->closing && !link->exiting) {
+        if (ac->err && ac->errstr) {
+            p = ngx_http_influencers_redis_text(text, sizeof(text),
+                                                (u_char *) ac->errstr,
+                                                ngx_strlen(ac->errstr));
+        } else {
+            p = ngx_cpymem(text, "connection closed",
+                           sizeof("connection closed") - 1);
+        }
+
+        ngx_http_influencers_redis_log(link, &link->down,
+                                     link->state
+                                     == NGX_HTTP_INFLUENCERS_LINK_READY
+                                     ? "lost the connection: %*s"
+                                     : "is unreachable: %*s",
+                                     (size_t) (p - text), text);
+    }
+
+    link->closing = 0;
+    link->reloading = 0;
+    link->handshake = 0;
+
+    if (link->timer.timer_set) {
+        ngx_del_timer(&link->timer);
+    }
+
+    while (!ngx_queue_empty(&link->waiting)) {
+        q = ngx_queue_head(&link->waiting);
+        slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
+
+        ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+
+        if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
+            (void) ngx_http_influencers_redis_orphan(slot);
+        }
+    }
+
+    if (link->exiting) {
+        link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
+        return;
+    }
+
+    ngx_http_influencers_redis_backoff(link);
+}
+
+
+static void
+ngx_http_influencers_redis_backoff(ngx_http_influencers_redis_link_t *link)
+{
+    ngx_msec_t  delay;
+
+    delay = link->backoff;
+
+    link->backoff = ngx_min(delay * 2, NGX_HTTP_INFLUENCERS_BACKOFF_MAX);
+    link->state = NGX_HTTP_INFLUENCERS_LINK_BACKOFF;
+    link->retry_at = ngx_current_msec + delay;
+
+    link->timer.handler = ngx_http_influencers_redis_retry;
+    ngx_add_timer(&link->timer, delay);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: reconnecting in %Mms", delay);
+}
+
+
+/*
+ * At ERR, at most once a minute for each kind (unreachable or slow;
+ * refused; bad replies) per worker and zone, with how many were not
+ * logged since.  Never a key, a digest, a token or a password: only what
+ * Redis says of itself, cut before any argument it echoes.
+ */
+
+static void ngx_cdecl
+ngx_http_influencers_redis_log(ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_limit_t *limit, const char *fmt, ...)
+{
+    u_char   *p, *last;
+    va_list   args;
+    u_char    buf[NGX_HTTP_INFLUENCERS_REDIS_TEXT * 2];
+
+    if (limit != &link->replies) {
+        link->failing = 1;
+    }
+
+    if (limit->logged && ngx_time() - limit->logged < 60) {
+        limit->missed++;
+        return;
+    }
+
+    last = buf + sizeof(buf);
+
+    va_start(args, fmt);
+    p = ngx_vslprintf(buf, last, fmt, args);
+    va_end(args);
+
+    if (limit->missed) {
+        p = ngx_slprintf(p, last, " (%ui more since the last such line)",
+                         limit->missed);
+    }
+
+    ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                  "influencers: Redis at %V %*s (logged once a minute)",
+                  &link->conf->name, (size_t) (p - buf), buf);
+
+    limit->logged = ngx_time();
+    limit->missed = 0;
+}
+
+
+static u_char *
+ngx_http_influencers_redis_text(u_char *dst, size_t size, u_char *src,
+    size_t len)
+{
+    u_char  *p, *last, *end;
+
+    p = dst;
+    last = dst + size;
+    end = src + len;
+
+    while (src < end && p < last) {
+
+        /* "ERR unknown command 'X', with args beginning with: ..." */
+
+        if ((size_t) (end - src) >= sizeof(", with args") - 1
+            && ngx_strncmp(src, ", with args", sizeof(", with args") - 1)
+               == 0)
+        {
+            break;
+        }
+
+        *p++ = (*src >= 0x20 && *src < 0x7f) ? *src : '?';
+        src++;
+    }
+
+    return p;
+}
+
+
+/* an error reply that starts with this word */
+
+static ngx_uint_t
+ngx_http_influencers_redis_is(redisReply *reply, char *word)
+{
+    size_t  len;
+
+    len = ngx_strlen(word);
+
+    return reply->len >= len
+           && ngx_strncmp(reply->str, word, len) == 0
+           && (reply->len == len || reply->str[len] == ' ');
+}
+
+
+/*
+ * The data: nothing a partner sent, in clear.
+ *
+ *   key          <prefix>:<org hash, 16 hex>:<key digest, 64 hex>
+ *   in flight    'F' token(16) fingerprint(32)
+ *   finished     'D' fingerprint(32) job_id(16) influencer_id(16)
+ *                retry_after(4, big-endian) expires_ms(8, big-endian)
+ */
+
+static size_t
+ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
+    uint64_t org_hash, u_char *key)
+{
+    u_char      *p, be[8];
+    ngx_uint_t   i;
+
+    for (i = 0; i < 8; i++) {
+        be[i] = (u_char) (org_hash >> (56 - 8 * i));
+    }
+
+    p = ngx_cpymem(dst, prefix->data, prefix->len);
+    *p++ = ':';
+    p = ngx_hex_dump(p, be, 8);
+    *p++ = ':';
+    p = ngx_hex_dump(p, key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+
+    return p - dst;
+}
+
+
+static size_t
+ngx_http_influencers_redis_value_inflight(u_char *dst, u_char *token,
+    u_char *fingerprint)
+{
+    u_char  *p;
+
+    p = dst;
+    *p++ = 'F';
+    p = ngx_cpymem(p, token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+    p = ngx_cpymem(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+
+    return p - dst;
+}
+
+
+static size_t
+ngx_http_influencers_redis_value_done(u_char *dst,
+    ngx_http_influencers_entry_t *entry)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    p = dst;
+    *p++ = 'D';
+    p = ngx_cpymem(p, entry->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    p = ngx_cpymem(p, entry->job_id, 16);
+    p = ngx_cpymem(p, entry->influencer_id, 16);
+
+    for (i = 0; i < 4; i++) {
+        *p++ = (u_char) (entry->retry_after >> (24 - 8 * i));
+    }
+
+    for (i = 0; i < 8; i++) {
+        *p++ = (u_char) (entry->expires >> (56 - 8 * i));
+    }
+
+    return p - dst;
+}
+
+
+/* a value found by a claim; entry's key and org_hash are the caller's */
+
+static ngx_http_influencers_redis_rc_e
+ngx_http_influencers_redis_decode(u_char *v, size_t len, u_char *fingerprint,
+    ngx_http_influencers_entry_t *entry)
+{
+    u_char      *p;
+    ngx_uint_t   i;
+
+    if (len == NGX_HTTP_INFLUENCERS_INFLIGHT_LEN && v[0] == 'F') {
+        p = v + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN;
+
+        return ngx_memcmp(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
+               == 0 ? NGX_HTTP_INFLUENCERS_REDIS_BUSY
+                    : NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+    }
+
+    if (len != NGX_HTTP_INFLUENCERS_DONE_LEN || v[0] != 'D') {
+        return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    }
+
+    p = v + 1;
+
+    if (ngx_memcmp(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN) != 0) {
+        return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+    }
+
+    ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
+
+    ngx_memcpy(entry->fingerprint, p, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    p += NGX_HTTP_INFLUENCERS_SHA256_LEN;
+
+    ngx_memcpy(entry->job_id, p, 16);
+    p += 16;
+
+    ngx_memcpy(entry->influencer_id, p, 16);
+    p += 16;
+
+    for (i = 0; i < 4; i++) {
+        entry->retry_after = (entry->retry_after << 8) | *p++;
+    }
+
+    for (i = 0; i < 8; i++) {
+        entry->expires = (entry->expires << 8) | *p++;
+    }
+
+    return NGX_HTTP_INFLUENCERS_REDIS_DONE;
+}
