@@ -16,6 +16,7 @@
 #include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_metrics.h"
 
 
 #define NGX_HTTP_INFLUENCERS_PREFIX  "/v1/projects/"
@@ -71,11 +72,11 @@ static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
 static ngx_int_t ngx_http_influencers_request_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 
+static ngx_int_t ngx_http_influencers_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init_process(ngx_cycle_t *cycle);
 static void ngx_http_influencers_exit_process(ngx_cycle_t *cycle);
 static void ngx_http_influencers_exit_master(ngx_cycle_t *cycle);
-static ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
 static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -88,6 +89,8 @@ static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
 static char *ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
+static char *ngx_http_influencers_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static ngx_shm_zone_t *ngx_http_influencers_zone_ref(ngx_conf_t *cf,
     ngx_str_t *value);
@@ -104,6 +107,18 @@ static char *ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post,
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+
+#if (NGX_DEBUG)
+
+/* indexed by ngx_http_influencers_store_e, for the debug log */
+
+static const char  *ngx_http_influencers_store_names[] = {
+    "new: forward it", "replay", "busy", "mismatch", "full", "over share",
+    "unavailable", "finished", "again"
+};
+
+#endif
 
 
 static ngx_conf_post_t  ngx_http_influencers_time_post =
@@ -147,6 +162,13 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
       NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
       ngx_http_influencers_stats,
       NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("influencers_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_influencers_metrics,
+      0,
       0,
       NULL },
 
@@ -218,10 +240,11 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
 
 
 static ngx_http_module_t  ngx_http_influencers_module_ctx = {
-    NULL,                                  /* preconfiguration */
+    ngx_http_influencers_preconfiguration, /* preconfiguration */
     ngx_http_influencers_init,             /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
+    ngx_http_influencers_metrics_create_main_conf,
+                                           /* create main configuration */
     NULL,                                  /* init main configuration */
 
     NULL,                                  /* create server configuration */
@@ -266,6 +289,10 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
 
     if (!(r->method & NGX_HTTP_POST) && ilcf->other_location.len) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: method \"%V\" handed to \"%V\"",
+                       &r->method_name, &ilcf->other_location);
+
         return ngx_http_named_location(r, &ilcf->other_location);
     }
 
@@ -293,6 +320,9 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     rc = ngx_http_read_client_request_body(r,
                                            ngx_http_influencers_body_handler);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: reading the body: %i", rc);
 
     if (rc == NGX_HTTP_REQUEST_ENTITY_TOO_LARGE) {
         /*
@@ -325,30 +355,69 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_uint_t  answer;
 
     if (!(r->method & NGX_HTTP_POST)) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: method \"%V\" is not POST",
+                       &r->method_name);
         return NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
     }
 
     answer = ngx_http_influencers_authenticate(r, ilcf, ctx);
+
+    /* the org only: never the key, nor its digest */
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: %s identity: org \"%V\", %s",
+                   ilcf->directory ? "directory" : "variable",
+                   &ctx->job.org,
+                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
+                   ? "influencers:write"
+                   : ngx_http_influencers_answer_name(answer));
+
     if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
         return answer;
     }
 
     answer = ngx_http_influencers_parse_path(r, ctx, details);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: path \"%V\": %s", &r->uri,
+                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
+                   ? "a project" : ngx_http_influencers_answer_name(answer));
+
     if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
         return answer;
     }
 
     answer = ngx_http_influencers_authorize_project(r, ilcf, ctx);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: project membership: %s, target %ui",
+                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
+                   ? "the org's" : ngx_http_influencers_answer_name(answer),
+                   ctx->target_gender);
+
     if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
         return answer;
     }
 
     answer = ngx_http_influencers_idempotency_header(r, ctx, details);
+
+    /* whether there is a key, and how long: never the key */
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: Idempotency-Key: %s, %uz bytes: %s",
+                   ctx->has_idem ? "sent" : "none", ctx->idem_len,
+                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
+                   ? "valid" : ngx_http_influencers_answer_name(answer));
+
     if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
         return answer;
     }
 
     if (r->headers_in.content_length_n > (off_t) ilcf->body_limit) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: Content-Length %O over the limit %uz",
+                       r->headers_in.content_length_n, ilcf->body_limit);
         return NGX_HTTP_INFLUENCERS_TOO_LARGE;
     }
 
@@ -359,8 +428,15 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     if (r->headers_in.content_length_n > 0
         && !ngx_http_influencers_json_type(r))
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: Content-Type is not JSON");
         return NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: checks passed, Content-Length %O%s",
+                   r->headers_in.content_length_n,
+                   ctx->type_unchecked ? ", type checked later" : "");
 
     return NGX_HTTP_INFLUENCERS_ACCEPTED;
 }
@@ -554,13 +630,25 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /* the body's size only: never its bytes */
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: body of %uz bytes read", len);
+
     if (len && ctx->type_unchecked && !ngx_http_influencers_json_type(r)) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: a chunked body's type is not JSON");
+
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                                NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
                                                NULL, 0);
     }
 
     rc = ngx_http_influencers_body_parse(&b, body, len);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: body parsed: %s",
+                   rc == 0 ? "valid" : (rc == 1 ? "invalid" : "failed"));
 
     if (rc == 1) {
         rc = ngx_http_influencers_details(r, b.errors, &details);
@@ -586,6 +674,12 @@ ngx_http_influencers_process(ngx_http_request_t *r,
     }
 
     ngx_http_influencers_resolve(r, ctx, &b);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: job: gender %s, ageRange %s, %s",
+                   ngx_http_influencers_genders[ctx->job.gender].name,
+                   ngx_http_influencers_age_ranges[ctx->job.age_range].name,
+                   ctx->job.has_prompt ? "a prompt" : "no prompt");
 
     rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
 
@@ -738,9 +832,8 @@ ngx_http_influencers_resolve(ngx_http_request_t *r,
 /*
  * The idempotency key is (org, Idempotency-Key); the fingerprint is the
  * method, the canonical path and the body's meaning: keys sorted, no
- * insignificant whitespace, strings encoded one way, empty is "{}".  A
- * valid body holds only the three known string fields, so its canonical
- * form is written here from them, without a second pass of jansson.
+ * insignificant whitespace, strings encoded one way, empty is "{}"
+ * (ngx_http_influencers_body_canonical(): the bytes never change).
  */
 
 static ngx_int_t
@@ -748,11 +841,10 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
     ngx_http_influencers_claim_t *claim)
 {
-    u_char       org_len, *p;
+    size_t       n;
+    u_char       org_len;
     EVP_MD_CTX  *md;
-    u_char       canonical[sizeof("{\"ageRange\":\"young_adult\","
-                                  "\"gender\":\"non_binary\",\"prompt\":\"\"}")
-                           + 6 * NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
+    u_char       canonical[NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
     u_char       path[sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1
                       + NGX_HTTP_INFLUENCERS_UUID_LEN
                       + sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1];
@@ -806,34 +898,9 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
         goto failed;
     }
 
-    p = canonical;
-    *p++ = '{';
+    n = ngx_http_influencers_body_canonical(b, canonical);
 
-    if (b->age_range) {
-        p = ngx_sprintf(p, "\"ageRange\":\"%s\",",
-                        ngx_http_influencers_age_ranges[b->age_range].name);
-    }
-
-    if (b->gender) {
-        p = ngx_sprintf(p, "\"gender\":\"%s\",",
-                        ngx_http_influencers_genders[b->gender].name);
-    }
-
-    if (b->prompt) {
-        p = ngx_cpymem(p, "\"prompt\":\"", sizeof("\"prompt\":\"") - 1);
-        p = (u_char *) ngx_escape_json(p, (u_char *) b->prompt,
-                                       b->prompt_len);
-        *p++ = '"';
-        *p++ = ',';
-    }
-
-    if (p[-1] == ',') {
-        p--;
-    }
-
-    *p++ = '}';
-
-    if (EVP_DigestUpdate(md, canonical, p - canonical) != 1
+    if (EVP_DigestUpdate(md, canonical, n) != 1
         || ngx_http_influencers_sha256_final(md, claim->fingerprint) != NGX_OK)
     {
         goto failed;
@@ -869,6 +936,9 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
                                               ngx_http_influencers_claimed);
 
     if (result == NGX_HTTP_INFLUENCERS_STORE_AGAIN) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: claim waits for the store");
+
         /* the body's reference keeps the request until then */
         return NGX_DONE;
     }
@@ -909,21 +979,35 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_store_e result)
 {
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: the store answered: %s",
+                   ngx_http_influencers_store_names[result]);
+
     switch (result) {
 
     case NGX_HTTP_INFLUENCERS_STORE_NEW:
+        ctx->has_job = 1;
+        ctx->idempotency = ctx->has_idem ? NGX_HTTP_INFLUENCERS_IDEM_CLAIM
+                                         : NGX_HTTP_INFLUENCERS_IDEM_NONE;
         break;
 
     case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
+        ctx->has_job = 1;
+        ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_REPLAY;
+
         return ngx_http_influencers_send_accepted(r, ctx->request_id,
                                                   &ctx->accept, 1);
 
     case NGX_HTTP_INFLUENCERS_STORE_BUSY:
+        ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_CONFLICT;
+
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_IN_PROGRESS,
                                             NULL, ilcf->busy_retry_after);
 
     case NGX_HTTP_INFLUENCERS_STORE_MISMATCH:
+        ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_MISMATCH;
+
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                             NGX_HTTP_INFLUENCERS_KEY_REUSED,
                                             NULL, 0);
@@ -971,6 +1055,8 @@ ngx_http_influencers_resume(ngx_http_request_t *r)
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
 
     if (ctx == NULL || !ctx->done) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: woken before the forward ended");
         return;
     }
 
@@ -998,15 +1084,29 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
     } else if (ctx->known) {
         outcome = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
 
+        if (ctx->has_idem) {
+            /* the store gives the key back: a retry is a new job */
+            ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RELEASED;
+        }
+
     } else {
         outcome = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: the forward's outcome to the store: %s",
+                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
+                   ? "accepted"
+                   : (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
+                      ? "failed" : "unknown, the lease runs out"));
 
     if (ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
                                           &ctx->accept, outcome,
                                           ngx_http_influencers_finished)
         == NGX_HTTP_INFLUENCERS_STORE_AGAIN)
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers: finish waits for the store");
         return NGX_DONE;
     }
 
@@ -1091,6 +1191,10 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
 
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers: body filter: %uz bytes of %uz",
+                   ctx->received, ilcf->body_limit);
+
     if (ctx->received > ilcf->body_limit) {
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "influencers: request body is larger than %uz bytes",
@@ -1103,6 +1207,13 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
     }
 
     return ngx_http_next_request_body_filter(r, in);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_influencers_metrics_variables(cf);
 }
 
 
@@ -1165,55 +1276,6 @@ static void
 ngx_http_influencers_exit_master(ngx_cycle_t *cycle)
 {
     ngx_http_influencers_zone_save_all(cycle);
-}
-
-
-/* the zone's counters as JSON, summed over every worker by construction */
-
-static ngx_int_t
-ngx_http_influencers_stats_handler(ngx_http_request_t *r)
-{
-    ngx_str_t                         body;
-    ngx_http_influencers_stats_t      st;
-    ngx_http_influencers_loc_conf_t  *ilcf;
-
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
-
-    body.data = ngx_pnalloc(r->pool, 1024);
-    if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    body.len = ngx_sprintf(body.data,
-                   "{\"records\":%ui,\"entries\":%ui,\"keyed\":%ui,"
-                   "\"inflight\":%ui,\"bytesInUse\":%uz,\"recordSize\":%uz,"
-                   "\"claims\":%uL,\"replays\":%uL,\"conflicts\":%uL,"
-                   "\"mismatches\":%uL,\"releases\":%uL,"
-                   "\"leaseExpiries\":%uL,\"capacityRejections\":%uL,"
-                   "\"accepted\":%uL,\"failed\":%uL,"
-                   "\"orgs\":%ui,\"largestOrg\":%ui,\"orgLimit\":%ui,"
-                   "\"shareRejections\":%uL,\"redisOps\":%uA,"
-                   "\"redisFailures\":%uA,\"redisFallbacks\":%uA,"
-                   "\"redisStale\":%uA}",
-                   st.records, st.records - st.free, st.keyed, st.inflight,
-                   (st.records - st.free) * st.record_size, st.record_size,
-                   st.counters.claims, st.counters.replays,
-                   st.counters.conflicts, st.counters.mismatches,
-                   st.counters.releases, st.counters.lease_expiries,
-                   st.counters.capacity, st.counters.accepted,
-                   st.counters.failed, st.orgs, st.largest_org, st.org_limit,
-                   st.counters.share, st.counters.redis_ops,
-                   st.counters.redis_failures, st.counters.redis_fallbacks,
-                   st.counters.redis_stale)
-               - body.data;
-
-    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
 }
 
 
@@ -1541,6 +1603,10 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         return NGX_CONF_ERROR;
     }
 
+    if (ngx_http_influencers_metrics_add(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_influencers_handler;
 
@@ -1633,8 +1699,41 @@ ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
     ngx_http_core_loc_conf_t  *clcf;
 
+    if (ngx_http_influencers_metrics_add(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
     clcf->handler = ngx_http_influencers_errors_handler;
+
+    /*
+     * An HTTP/2 request whose content-length is over client_max_body_size
+     * is checked again when error_page brings it here: nginx's own HTML
+     * 413 would answer.  The body is never read here.  A limit set above
+     * this directive in the location stays.
+     */
+
+    if (clcf->client_max_body_size == NGX_CONF_UNSET) {
+        clcf->client_max_body_size = 0;
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+/* every zone's counters and the module's, in Prometheus's text format */
+
+static char *
+ngx_http_influencers_metrics(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_core_loc_conf_t  *clcf;
+
+    if (ngx_http_influencers_metrics_add(cf) != NGX_OK) {
+        return NGX_CONF_ERROR;
+    }
+
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+    clcf->handler = ngx_http_influencers_metrics_handler;
 
     return NGX_CONF_OK;
 }

@@ -39,7 +39,7 @@ PROJECT_ID=7f3c9a2e-4b1d-4e8a-9c5f-2d6b8e0a1f43
 # the placeholder digest in docker/directory.example.json
 PLACEHOLDER=0000000000000000000000000000000000000000000000000000000000000000
 
-PACKAGES=(nginx nginx-dev libjansson-dev libssl-dev libpcre2-dev zlib1g-dev
+PACKAGES=(nginx nginx-dev libjansson-dev libssl-dev libhiredis-dev libpcre2-dev zlib1g-dev
           libc6-dev dpkg-dev gcc make perl curl)
 
 case "$DEMO_DIR" in

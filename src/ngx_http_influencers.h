@@ -84,12 +84,15 @@ typedef struct {
     ngx_http_request_t                *sr;
     ngx_uint_t                         outcome;          /* an error index */
     void                              *store;            /* fleet mode */
+    ngx_uint_t                         answer;           /* the one sent */
 
     unsigned                           has_idem:1;
     unsigned                           type_unchecked:1;
     unsigned                           reading:1;
     unsigned                           done:1;
     unsigned                           known:1;          /* the outcome */
+    unsigned                           has_job:1;        /* accept's ids */
+    unsigned                           idempotency:3;    /* for the log */
 } ngx_http_influencers_ctx_t;
 
 

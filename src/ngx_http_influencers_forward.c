@@ -7,6 +7,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_metrics.h"
 
 
 static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
@@ -61,6 +62,10 @@ ngx_http_influencers_forward(ngx_http_request_t *r,
     if (ngx_http_subrequest(r, backend, NULL, &sr, ps, 0) != NGX_OK) {
         return NGX_ERROR;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers forward: subrequest \"%V\", %uz bytes",
+                   backend, json->len);
 
     ngx_http_set_ctx(sr, ctx, ngx_http_influencers_module);
     ctx->sr = sr;
@@ -265,7 +270,10 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 {
     ngx_http_influencers_ctx_t  *ctx = data;
 
-    ngx_uint_t  status, known;
+    ngx_int_t                       ms;
+    ngx_uint_t                      status, known;
+    ngx_time_t                     *tp;
+    ngx_http_influencers_forward_e  outcome;
 
     if (ctx->done) {
         return NGX_OK;
@@ -273,6 +281,8 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 
     if (rc == NGX_AGAIN) {
         /* not finished yet */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                       "influencers forward: not finished yet");
         return rc;
     }
 
@@ -317,6 +327,39 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
     /* the parent hands it to the store once it runs again */
 
     ctx->known = known;
+
+    /* as $request_time is: the subrequest's start, the cached time now */
+
+    tp = ngx_timeofday();
+    ms = (ngx_int_t) ((tp->sec - sr->start_sec) * 1000
+                      + (tp->msec - sr->start_msec));
+    ms = ngx_max(ms, 0);
+
+    if (!known) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
+
+    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED;
+
+    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_NOT_FOUND) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND;
+
+    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
+
+    } else {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
+    }
+
+    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "influencers forward: done, rc %i, status %ui: %s%s, "
+                   "%i ms", rc, status,
+                   ngx_http_influencers_answer_name(ctx->outcome)
+                   ? ngx_http_influencers_answer_name(ctx->outcome)
+                   : "ACCEPTED",
+                   known ? "" : " (outcome unknown)", ms);
+
+    ngx_http_influencers_metrics_forward(sr, outcome, (ngx_msec_t) ms);
 
     /* NGX_OK: nginx neither renders an error page for the subrequest nor
      * terminates the parent */

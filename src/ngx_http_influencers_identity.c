@@ -16,7 +16,6 @@ typedef struct {
     u_char                 digest[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     ngx_str_t              org;
     ngx_uint_t             write;
-    ngx_uint_t             index;
 } ngx_http_influencers_key_t;
 
 
@@ -24,7 +23,6 @@ typedef struct {
     u_char                 id[16];
     ngx_str_t              org;
     ngx_uint_t             target_gender;
-    ngx_uint_t             index;
 } ngx_http_influencers_project_t;
 
 
@@ -37,49 +35,37 @@ struct ngx_http_influencers_directory_s {
 typedef struct {
     ngx_conf_t            *cf;
     u_char                *file;
-    ngx_http_influencers_directory_t  *dir;
 } ngx_http_influencers_loader_t;
 
 
-static const ngx_http_influencers_enum_t  ngx_http_influencers_targets[] = {
-    { "", 0 },
-    { "male", 4 },
-    { "female", 6 },
-    { "non_binary", 10 },
-    { "any", 3 },
-    { NULL, 0 }
-};
-
-
+static ngx_http_influencers_directory_t *ngx_http_influencers_directory_keep(
+    ngx_conf_t *cf, ngx_http_influencers_dir_t *d);
+static ngx_int_t ngx_http_influencers_keep_org(ngx_conf_t *cf,
+    ngx_str_t *org, const char *data, size_t len);
 static void ngx_cdecl ngx_http_influencers_dir_error(
     ngx_http_influencers_loader_t *ld, const char *fmt, ...);
-static ngx_int_t ngx_http_influencers_check_fields(
-    ngx_http_influencers_loader_t *ld, json_t *obj, const char *what,
-    ngx_uint_t i, const char **allowed);
-static ngx_int_t ngx_http_influencers_get_org(
-    ngx_http_influencers_loader_t *ld, json_t *obj, const char *what,
-    ngx_uint_t i, ngx_str_t *org);
-static ngx_int_t ngx_http_influencers_load_keys(
-    ngx_http_influencers_loader_t *ld, json_t *keys);
-static ngx_int_t ngx_http_influencers_load_projects(
-    ngx_http_influencers_loader_t *ld, json_t *projects);
-static ngx_int_t ngx_http_influencers_valid_org(u_char *p, size_t len);
 static int ngx_libc_cdecl ngx_http_influencers_key_cmp(const void *a,
     const void *b);
 static int ngx_libc_cdecl ngx_http_influencers_project_cmp(const void *a,
     const void *b);
 
 
+/*
+ * The file is read here, and checked in ngx_http_influencers_directory.c,
+ * which knows nothing of nginx: what it accepts is copied to the
+ * configuration's pool, what it refuses is reported as the file's error.
+ */
+
 ngx_http_influencers_directory_t *
 ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 {
-    json_t                             *root, *keys, *projects;
+    int                                 rc;
+    json_t                             *root;
     ngx_str_t                           path;
     json_error_t                        err;
+    ngx_http_influencers_dir_t          d;
     ngx_http_influencers_loader_t       ld;
     ngx_http_influencers_directory_t   *dir;
-
-    static const char  *fields[] = { "keys", "projects", NULL };
 
     path = *file;
 
@@ -87,14 +73,8 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
         return NULL;
     }
 
-    dir = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_directory_t));
-    if (dir == NULL) {
-        return NULL;
-    }
-
     ld.cf = cf;
     ld.file = path.data;    /* ngx_conf_full_name() NUL-terminates */
-    ld.dir = dir;
 
     root = json_load_file((char *) path.data, JSON_REJECT_DUPLICATES, &err);
 
@@ -111,354 +91,96 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
         return NULL;
     }
 
-    if (!json_is_object(root)) {
-        ngx_http_influencers_dir_error(&ld, "the top level is not an object");
-        goto failed;
+    rc = ngx_http_influencers_dir_parse(&d, root);
+
+    if (rc == 1) {
+        ngx_http_influencers_dir_error(&ld, "%s", d.error);
     }
 
-    if (ngx_http_influencers_check_fields(&ld, root, NULL, 0, fields)
-        != NGX_OK)
-    {
-        goto failed;
-    }
+    dir = (rc == 0) ? ngx_http_influencers_directory_keep(cf, &d) : NULL;
 
-    keys = json_object_get(root, "keys");
-    projects = json_object_get(root, "projects");
-
-    if (!json_is_array(keys)
-        || (projects != NULL && !json_is_array(projects)))
-    {
-        ngx_http_influencers_dir_error(&ld,
-                       "\"keys\" must be an array, and \"projects\" too");
-        goto failed;
-    }
-
-    if (ngx_http_influencers_load_keys(&ld, keys) != NGX_OK
-        || ngx_http_influencers_load_projects(&ld, projects) != NGX_OK)
-    {
-        goto failed;
-    }
-
-    json_decref(root);
+    ngx_http_influencers_dir_free(&d);
 
     return dir;
-
-failed:
-
-    json_decref(root);
-
-    return NULL;
 }
 
 
-static ngx_int_t
-ngx_http_influencers_load_keys(ngx_http_influencers_loader_t *ld,
-    json_t *keys)
+/* in the order the parser sorted them, for bsearch() */
+
+static ngx_http_influencers_directory_t *
+ngx_http_influencers_directory_keep(ngx_conf_t *cf,
+    ngx_http_influencers_dir_t *d)
 {
-    size_t                       i, n;
-    json_t                      *entry, *v, *scopes, *scope;
-    const char                  *hex;
-    ngx_http_influencers_key_t  *k, *all;
+    size_t                              i;
+    ngx_http_influencers_key_t         *k;
+    ngx_http_influencers_project_t     *p;
+    ngx_http_influencers_directory_t   *dir;
 
-    static const char  *fields[] = { "sha256", "org", "scopes", "label",
-                                     NULL };
+    dir = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_directory_t));
+    if (dir == NULL) {
+        return NULL;
+    }
 
-    if (ngx_array_init(&ld->dir->keys, ld->cf->pool,
-                       ngx_max(json_array_size(keys), 1),
+    if (ngx_array_init(&dir->keys, cf->pool, ngx_max(d->nkeys, 1),
                        sizeof(ngx_http_influencers_key_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    json_array_foreach(keys, i, entry) {
-
-        if (!json_is_object(entry)) {
-            ngx_http_influencers_dir_error(ld, "keys[%uz] is not an object",
-                                           i);
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_influencers_check_fields(ld, entry, "keys", i, fields)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        k = ngx_array_push(&ld->dir->keys);
-        if (k == NULL) {
-            return NGX_ERROR;
-        }
-
-        k->index = i;
-
-        v = json_object_get(entry, "sha256");
-        hex = json_string_value(v);
-
-        if (hex == NULL || json_string_length(v) != 64) {
-            goto bad_digest;
-        }
-
-        for (n = 0; n < 32; n++) {
-            ngx_int_t  hi, lo;
-
-            hi = ngx_hextoi((u_char *) hex + 2 * n, 1);
-            lo = ngx_hextoi((u_char *) hex + 2 * n + 1, 1);
-
-            if (hi == NGX_ERROR || lo == NGX_ERROR) {
-                goto bad_digest;
-            }
-
-            k->digest[n] = (u_char) (hi << 4 | lo);
-        }
-
-        if (ngx_http_influencers_get_org(ld, entry, "keys", i, &k->org)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        scopes = json_object_get(entry, "scopes");
-
-        if (!json_is_array(scopes)) {
-            ngx_http_influencers_dir_error(ld,
-                          "keys[%uz]: \"scopes\" must be an array of strings",
-                          i);
-            return NGX_ERROR;
-        }
-
-        k->write = 0;
-
-        json_array_foreach(scopes, n, scope) {
-            if (!json_is_string(scope)) {
-                ngx_http_influencers_dir_error(ld,
-                          "keys[%uz]: \"scopes\" must be an array of strings",
-                          i);
-                return NGX_ERROR;
-            }
-
-            if (ngx_strcmp(json_string_value(scope),
-                           NGX_HTTP_INFLUENCERS_SCOPE) == 0)
-            {
-                k->write = 1;
-            }
-        }
-
-        v = json_object_get(entry, "label");
-
-        if (v != NULL && !json_is_string(v)) {
-            ngx_http_influencers_dir_error(ld,
-                                "keys[%uz]: \"label\" must be a string", i);
-            return NGX_ERROR;
-        }
-    }
-
-    all = ld->dir->keys.elts;
-    n = ld->dir->keys.nelts;
-
-    ngx_qsort(all, n, sizeof(ngx_http_influencers_key_t),
-              ngx_http_influencers_key_cmp);
-
-    for (i = 1; i < n; i++) {
-        if (ngx_memcmp(all[i].digest, all[i - 1].digest, 32) == 0) {
-            ngx_http_influencers_dir_error(ld,
-                          "keys[%ui]: duplicate key (same \"sha256\" as "
-                          "keys[%ui])",
-                          ngx_max(all[i].index, all[i - 1].index),
-                          ngx_min(all[i].index, all[i - 1].index));
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-
-bad_digest:
-
-    ngx_http_influencers_dir_error(ld, "keys[%uz]: \"sha256\" must be 64 "
-                                   "hexadecimal digits", i);
-    return NGX_ERROR;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_load_projects(ngx_http_influencers_loader_t *ld,
-    json_t *projects)
-{
-    size_t                           i, n;
-    json_t                          *entry, *v;
-    u_char                           uuid[NGX_HTTP_INFLUENCERS_UUID_LEN];
-    ngx_http_influencers_project_t  *p, *all;
-
-    static const char  *fields[] = { "id", "org", "targetGender", NULL };
-
-    if (ngx_array_init(&ld->dir->projects, ld->cf->pool,
-                       ngx_max(json_array_size(projects), 1),
-                       sizeof(ngx_http_influencers_project_t))
-        != NGX_OK)
-    {
-        return NGX_ERROR;
-    }
-
-    json_array_foreach(projects, i, entry) {
-
-        if (!json_is_object(entry)) {
-            ngx_http_influencers_dir_error(ld,
-                                    "projects[%uz] is not an object", i);
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_influencers_check_fields(ld, entry, "projects", i,
-                                              fields)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        p = ngx_array_push(&ld->dir->projects);
-        if (p == NULL) {
-            return NGX_ERROR;
-        }
-
-        p->index = i;
-
-        v = json_object_get(entry, "id");
-
-        if (!json_is_string(v)
-            || ngx_http_influencers_parse_uuid(
-                   (const u_char *) json_string_value(v),
-                   json_string_length(v), p->id)
-               != 0)
-        {
-            ngx_http_influencers_dir_error(ld,
-                                   "projects[%uz]: \"id\" must be a UUID", i);
-            return NGX_ERROR;
-        }
-
-        if (ngx_http_influencers_get_org(ld, entry, "projects", i, &p->org)
-            != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-
-        v = json_object_get(entry, "targetGender");
-        p->target_gender = NGX_HTTP_INFLUENCERS_TARGET_ANY;
-
-        if (v != NULL) {
-            p->target_gender = json_is_string(v)
-                ? ngx_http_influencers_enum_find(ngx_http_influencers_targets,
-                                         (const u_char *) json_string_value(v),
-                                         json_string_length(v))
-                : 0;
-
-            if (p->target_gender == 0) {
-                ngx_http_influencers_dir_error(ld,
-                          "projects[%uz]: \"targetGender\" must be one of "
-                          "\"female\", \"male\", \"non_binary\", \"any\"", i);
-                return NGX_ERROR;
-            }
-        }
-    }
-
-    all = ld->dir->projects.elts;
-    n = ld->dir->projects.nelts;
-
-    ngx_qsort(all, n, sizeof(ngx_http_influencers_project_t),
-              ngx_http_influencers_project_cmp);
-
-    for (i = 1; i < n; i++) {
-        if (ngx_memcmp(all[i].id, all[i - 1].id, 16) == 0) {
-            ngx_http_influencers_format_uuid(all[i].id, uuid);
-            ngx_http_influencers_dir_error(ld,
-                          "projects[%ui]: duplicate project \"%*s\" (also "
-                          "projects[%ui])",
-                          ngx_max(all[i].index, all[i - 1].index),
-                          (size_t) NGX_HTTP_INFLUENCERS_UUID_LEN, uuid,
-                          ngx_min(all[i].index, all[i - 1].index));
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_check_fields(ngx_http_influencers_loader_t *ld,
-    json_t *obj, const char *what, ngx_uint_t i, const char **allowed)
-{
-    json_t       *v;
-    const char   *key, **a;
-
-    json_object_foreach(obj, key, v) {
-        for (a = allowed; *a; a++) {
-            if (ngx_strcmp(key, *a) == 0) {
-                break;
-            }
-        }
-
-        if (*a == NULL) {
-            if (what) {
-                ngx_http_influencers_dir_error(ld,
-                                      "%s[%ui]: unknown field \"%s\"",
-                                      what, i, key);
-            } else {
-                ngx_http_influencers_dir_error(ld, "unknown field \"%s\"",
-                                               key);
-            }
-
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_get_org(ngx_http_influencers_loader_t *ld, json_t *obj,
-    const char *what, ngx_uint_t i, ngx_str_t *org)
-{
-    json_t  *v;
-
-    v = json_object_get(obj, "org");
-
-    if (!json_is_string(v)
-        || ngx_http_influencers_valid_org((u_char *) json_string_value(v),
-                                          json_string_length(v))
+        != NGX_OK
+        || ngx_array_init(&dir->projects, cf->pool, ngx_max(d->nprojects, 1),
+                          sizeof(ngx_http_influencers_project_t))
            != NGX_OK)
     {
-        ngx_http_influencers_dir_error(ld,
-                              "%s[%ui]: \"org\" must be 1-64 visible ASCII "
-                              "characters", what, i);
-        return NGX_ERROR;
+        return NULL;
     }
 
-    org->len = json_string_length(v);
-    org->data = ngx_pnalloc(ld->cf->pool, org->len);
+    for (i = 0; i < d->nkeys; i++) {
+        k = ngx_array_push(&dir->keys);
+        if (k == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(k->digest, d->keys[i].digest,
+                   NGX_HTTP_INFLUENCERS_SHA256_LEN);
+        k->write = d->keys[i].write;
+
+        if (ngx_http_influencers_keep_org(cf, &k->org, d->keys[i].org,
+                                          d->keys[i].org_len)
+            != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    for (i = 0; i < d->nprojects; i++) {
+        p = ngx_array_push(&dir->projects);
+        if (p == NULL) {
+            return NULL;
+        }
+
+        ngx_memcpy(p->id, d->projects[i].id, 16);
+        p->target_gender = d->projects[i].target_gender;
+
+        if (ngx_http_influencers_keep_org(cf, &p->org, d->projects[i].org,
+                                          d->projects[i].org_len)
+            != NGX_OK)
+        {
+            return NULL;
+        }
+    }
+
+    return dir;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_keep_org(ngx_conf_t *cf, ngx_str_t *org,
+    const char *data, size_t len)
+{
+    org->len = len;
+    org->data = ngx_pnalloc(cf->pool, len);
     if (org->data == NULL) {
         return NGX_ERROR;
     }
 
-    ngx_memcpy(org->data, json_string_value(v), org->len);
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_valid_org(u_char *p, size_t len)
-{
-    size_t  i;
-
-    if (len == 0 || len > NGX_HTTP_INFLUENCERS_ORG_MAX) {
-        return NGX_ERROR;
-    }
-
-    for (i = 0; i < len; i++) {
-        if (p[i] < 0x21 || p[i] > 0x7e || p[i] == '"' || p[i] == '\\') {
-            return NGX_ERROR;
-        }
-    }
+    ngx_memcpy(org->data, data, len);
 
     return NGX_OK;
 }
@@ -482,11 +204,34 @@ ngx_http_influencers_dir_error(ngx_http_influencers_loader_t *ld,
 }
 
 
+/*
+ * API keys are found by their digest, each comparison in constant time: it
+ * reads every byte, and the first difference decides without the loop
+ * stopping there, so how long it takes tells nothing of where the digests
+ * part.  The search itself takes as many steps for any key.
+ */
+
 static int ngx_libc_cdecl
 ngx_http_influencers_key_cmp(const void *a, const void *b)
 {
-    return ngx_memcmp(((ngx_http_influencers_key_t *) a)->digest,
-                      ((ngx_http_influencers_key_t *) b)->digest, 32);
+    int           d, order;
+    const u_char *p, *q;
+    ngx_uint_t    i, differs, decided;
+
+    p = ((ngx_http_influencers_key_t *) a)->digest;
+    q = ((ngx_http_influencers_key_t *) b)->digest;
+
+    order = 0;
+    decided = 0;
+
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_SHA256_LEN; i++) {
+        d = (int) p[i] - (int) q[i];
+        differs = ((unsigned int) (d | -d)) >> 31;
+        order |= d & -(int) (differs & ~decided & 1);
+        decided |= differs;
+    }
+
+    return order;
 }
 
 
@@ -548,7 +293,7 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
     }
 
-    if (ngx_http_influencers_valid_org(org.data, org.len) != NGX_OK) {
+    if (ngx_http_influencers_valid_org(org.data, org.len) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: the org from \"influencers_org\" is not "
                       "1-64 visible ASCII characters");

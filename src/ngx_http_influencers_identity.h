@@ -12,10 +12,7 @@
 
 
 #include "ngx_http_influencers.h"
-
-
-/* values of a project's targetGender; gender indexes come first */
-#define NGX_HTTP_INFLUENCERS_TARGET_ANY  4
+#include "ngx_http_influencers_directory.h"
 
 
 ngx_http_influencers_directory_t *ngx_http_influencers_directory_load(

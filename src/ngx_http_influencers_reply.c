@@ -6,6 +6,7 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_metrics.h"
 
 
 /* the 202 envelope, in pieces around its ids */
@@ -76,7 +77,11 @@ static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
       ngx_string("The rendering backend did not answer in time.") },
     { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("UNAVAILABLE"),
       ngx_string("Service unavailable.") },
-    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"), ngx_string("Not found.") }
+    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"), ngx_string("Not found.") },
+    { NGX_HTTP_TOO_MANY_REQUESTS, ngx_string("TOO_MANY_REQUESTS"),
+      ngx_string("Too many requests.") },
+    { NGX_HTTP_VERSION_NOT_SUPPORTED, ngx_string("HTTP_VERSION_NOT_SUPPORTED"),
+      ngx_string("HTTP version not supported.") }
 };
 
 
@@ -178,6 +183,12 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
         r->lingering_close = 1;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers answer: %ui %V%s", e->status, &e->code,
+                   details ? ", with details" : "");
+
+    ngx_http_influencers_metrics_answer(r, answer);
+
     return ngx_http_influencers_send(r, e->status, body, p - body);
 }
 
@@ -252,6 +263,13 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
         return NGX_ERROR;
     }
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers answer: 202 job_%*s%s",
+                   (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job,
+                   replayed ? ", replayed" : "");
+
+    ngx_http_influencers_metrics_answer(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
+
     return ngx_http_influencers_send(r, NGX_HTTP_ACCEPTED, body, p - body);
 }
 
@@ -260,6 +278,23 @@ const char *
 ngx_http_influencers_answer_name(ngx_uint_t answer)
 {
     return (const char *) ngx_http_influencers_errors[answer].code.data;
+}
+
+
+ngx_uint_t
+ngx_http_influencers_answer_status(ngx_uint_t answer)
+{
+    return ngx_http_influencers_errors[answer].status;
+}
+
+
+/* how many answers there are: every one is counted */
+
+ngx_uint_t
+ngx_http_influencers_answers(void)
+{
+    return sizeof(ngx_http_influencers_errors)
+           / sizeof(ngx_http_influencers_error_t);
 }
 
 
@@ -320,9 +355,19 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
     case NGX_HTTP_GATEWAY_TIME_OUT:
         answer = NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT;
         break;
+    case NGX_HTTP_TOO_MANY_REQUESTS:
+        answer = NGX_HTTP_INFLUENCERS_TOO_MANY_REQUESTS;
+        break;
+    case NGX_HTTP_VERSION_NOT_SUPPORTED:
+        answer = NGX_HTTP_INFLUENCERS_VERSION_NOT_SUPPORTED;
+        break;
     default:
         answer = NGX_HTTP_INFLUENCERS_INTERNAL;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers errors: nginx's %ui answered as %s",
+                   status, ngx_http_influencers_answer_name(answer));
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;

@@ -37,7 +37,9 @@ typedef enum {
     NGX_HTTP_INFLUENCERS_CAPACITY,
     NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT,
     NGX_HTTP_INFLUENCERS_UNAVAILABLE,
-    NGX_HTTP_INFLUENCERS_NO_ROUTE
+    NGX_HTTP_INFLUENCERS_NO_ROUTE,
+    NGX_HTTP_INFLUENCERS_TOO_MANY_REQUESTS,
+    NGX_HTTP_INFLUENCERS_VERSION_NOT_SUPPORTED
 } ngx_http_influencers_answer_e;
 
 
@@ -49,6 +51,8 @@ ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     ngx_uint_t replayed);
 ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
 const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
+ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);
+ngx_uint_t ngx_http_influencers_answers(void);
 ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
 

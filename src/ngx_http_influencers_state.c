@@ -326,7 +326,7 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
     ssize_t     n;
     uint32_t    version;
     ngx_int_t   rc;
-    ngx_uint_t  damaged, header;
+    ngx_uint_t  damaged, bad, header;
 
     buf = ngx_alloc(NGX_HTTP_INFLUENCERS_READ_BUF, log);
     if (buf == NULL) {
@@ -336,6 +336,7 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
     left = 0;
     total = 0;
     damaged = 0;
+    bad = 0;
     header = snapshot;
     rc = NGX_OK;
 
@@ -402,7 +403,7 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
 
         used = ngx_http_influencers_state_parse(buf, left,
                                        ngx_http_influencers_state_restore,
-                                       ld, &damaged);
+                                       ld, &damaged, &bad);
         left -= used;
         ngx_memmove(buf, buf + used, left);
 
@@ -411,8 +412,12 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
         }
     }
 
-    if (left) {
-        /* a record cut short by a crash: it was never answered with */
+    /*
+     * A record cut short by a crash (it was never answered with), unless
+     * it is the end of a damaged stretch, counted already.
+     */
+
+    if (left && !bad) {
         damaged++;
     }
 
@@ -459,20 +464,22 @@ ngx_http_influencers_state_header(u_char *buf, size_t len, uint32_t *version)
 /*
  * Every whole record whose magic and checksum agree goes to the handler;
  * past a damaged one the reader moves on a byte at a time until records
- * agree again.  Returns how much of buf it has used.
+ * agree again, and counts the stretch once.  *bad says whether the last
+ * call ended inside a damaged stretch, which the next call, with the rest
+ * of the file, goes on with: a stretch cut by the reader's buffer is still
+ * one.  Returns how much of buf it has used.
  */
 
 size_t
 ngx_http_influencers_state_parse(u_char *buf, size_t len,
-    ngx_http_influencers_entry_pt handler, void *data, ngx_uint_t *damaged)
+    ngx_http_influencers_entry_pt handler, void *data, ngx_uint_t *damaged,
+    ngx_uint_t *bad)
 {
     u_char                         *p, *end;
-    ngx_uint_t                      bad;
     ngx_http_influencers_record_t   rec;
 
     p = buf;
     end = buf + len;
-    bad = 0;
 
     while ((size_t) (end - p) >= sizeof(ngx_http_influencers_record_t)) {
 
@@ -484,13 +491,13 @@ ngx_http_influencers_state_parse(u_char *buf, size_t len,
         {
             handler(&rec.entry, data);
             p += sizeof(ngx_http_influencers_record_t);
-            bad = 0;
+            *bad = 0;
             continue;
         }
 
-        if (!bad) {
+        if (!*bad) {
             (*damaged)++;
-            bad = 1;
+            *bad = 1;
         }
 
         p++;

@@ -53,7 +53,8 @@ void ngx_http_influencers_state_exit_process(
 ngx_int_t ngx_http_influencers_state_header(u_char *buf, size_t len,
     uint32_t *version);
 size_t ngx_http_influencers_state_parse(u_char *buf, size_t len,
-    ngx_http_influencers_entry_pt handler, void *data, ngx_uint_t *damaged);
+    ngx_http_influencers_entry_pt handler, void *data, ngx_uint_t *damaged,
+    ngx_uint_t *bad);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_STATE_H_INCLUDED_ */

@@ -54,6 +54,10 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
     if (rc != NGX_HTTP_INFLUENCERS_CLAIM_NEW
         || zone->redis == NULL || claim->idem == NULL)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers store: the zone answers alone (%i)%s",
+                       rc, zone->redis ? ", Redis not asked" : "");
+
         return ngx_http_influencers_store_zone(rc);
     }
 
@@ -84,7 +88,12 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
 
     ngx_http_influencers_zone_count(zone, NGX_HTTP_INFLUENCERS_COUNT_OP);
 
-    switch (ngx_http_influencers_redis_claim(zone, &sc->op, zone->lease)) {
+    rc = ngx_http_influencers_redis_claim(zone, &sc->op, zone->lease);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers store: claim sent to Redis: %i", rc);
+
+    switch (rc) {
 
     case NGX_OK:
         return NGX_HTTP_INFLUENCERS_STORE_AGAIN;
@@ -134,6 +143,10 @@ ngx_http_influencers_claimed(ngx_http_influencers_redis_op_t *op)
 
     ngx_http_influencers_store_e   result;
 
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "influencers store: Redis answered the claim: %i",
+                   op->rc);
+
     switch (op->rc) {
 
     case NGX_HTTP_INFLUENCERS_REDIS_NEW:
@@ -178,6 +191,11 @@ ngx_http_influencers_redis_failed(ngx_http_influencers_store_ctx_t *sc)
 
     ngx_http_influencers_zone_count(sc->zone,
                                      NGX_HTTP_INFLUENCERS_COUNT_FAILURE);
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, sc->op.log, 0,
+                   "influencers store: Redis cannot be reached: %s",
+                   sc->zone->fallback ? "the zone alone decides"
+                                      : "503, the claim abandoned");
 
     if (sc->zone->fallback) {
         ngx_http_influencers_zone_count(sc->zone,
@@ -228,6 +246,11 @@ ngx_http_influencers_store_finish(ngx_http_request_t *r,
     if (sc == NULL || !sc->fleet
         || outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN)
     {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers store: finished in the zone alone "
+                       "(outcome %d)%s", (int) outcome,
+                       (sc && sc->fleet) ? ", Redis's lease runs out" : "");
+
         return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
     }
 
@@ -257,6 +280,10 @@ ngx_http_influencers_store_finish(ngx_http_request_t *r,
 
     rc = ngx_http_influencers_redis_finish(zone, &sc->op, e, zone->ttl);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers store: %s sent to Redis: %i",
+                   e ? "the entry" : "the release", rc);
+
     if (rc == NGX_OK) {
         return NGX_HTTP_INFLUENCERS_STORE_AGAIN;
     }
@@ -278,6 +305,10 @@ static void
 ngx_http_influencers_finished(ngx_http_influencers_redis_op_t *op)
 {
     ngx_http_influencers_store_ctx_t  *sc = op->data;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                   "influencers store: Redis answered the finish: %i",
+                   op->rc);
 
     switch (op->rc) {
 

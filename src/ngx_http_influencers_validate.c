@@ -11,6 +11,9 @@
 #include "ngx_http_influencers_validate.h"
 
 
+#define ngx_http_influencers_literal(p, s)                                    \
+    ngx_http_influencers_cpy(p, s, sizeof(s) - 1)
+
 #define NGX_HTTP_INFLUENCERS_INHERITED                                        \
     " is inherited from the project; override it with "                       \
     "PATCH /v1/influencers/:id."
@@ -73,6 +76,10 @@ static int ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
     const char *message, unsigned int *out);
 static int ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b,
     json_t *v);
+static u_char *ngx_http_influencers_escape(u_char *dst, const u_char *src,
+    size_t len);
+static u_char *ngx_http_influencers_cpy(u_char *dst, const char *src,
+    size_t len);
 static int ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
     const char *key, json_t *v);
 static size_t ngx_http_influencers_skip_ws(const u_char *p, size_t i,
@@ -177,6 +184,127 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
         json_decref(b->errors);
         b->errors = NULL;
     }
+}
+
+
+/*
+ * The fingerprint of a keyed request hashes these bytes, and fingerprints
+ * outlive the module that wrote them (state files, Redis): for every valid
+ * body they stay what the module first wrote, nginx's ngx_escape_json() of
+ * the prompt.  A valid body holds only the three known string fields, so
+ * the form is written from them, without a second pass of jansson.
+ */
+
+size_t
+ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
+    u_char *out)
+{
+    u_char                             *p;
+    const ngx_http_influencers_enum_t  *e;
+
+    p = out;
+    *p++ = '{';
+
+    if (b->age_range) {
+        e = &ngx_http_influencers_age_ranges[b->age_range];
+        p = ngx_http_influencers_literal(p, "\"ageRange\":\"");
+        p = ngx_http_influencers_cpy(p, e->name, e->len);
+        p = ngx_http_influencers_literal(p, "\",");
+    }
+
+    if (b->gender) {
+        e = &ngx_http_influencers_genders[b->gender];
+        p = ngx_http_influencers_literal(p, "\"gender\":\"");
+        p = ngx_http_influencers_cpy(p, e->name, e->len);
+        p = ngx_http_influencers_literal(p, "\",");
+    }
+
+    if (b->prompt) {
+        p = ngx_http_influencers_literal(p, "\"prompt\":\"");
+        p = ngx_http_influencers_escape(p, b->prompt, b->prompt_len);
+        p = ngx_http_influencers_literal(p, "\",");
+    }
+
+    /* the last field's comma, or none at all */
+
+    if (p[-1] == ',') {
+        p--;
+    }
+
+    *p++ = '}';
+
+    return p - out;
+}
+
+
+/*
+ * What ngx_escape_json() writes, byte for byte: a quote and a backslash
+ * escaped by a backslash, the five controls that JSON names by a letter
+ * (\b \t \n \f \r) so, the other controls as \u00XX in upper-case hex,
+ * and every other byte, DEL and UTF-8 included, as it is.
+ */
+
+static u_char *
+ngx_http_influencers_escape(u_char *dst, const u_char *src, size_t len)
+{
+    u_char             c;
+    static const char  hex[] = "0123456789ABCDEF";
+
+    while (len--) {
+        c = *src++;
+
+        if (c > 0x1f) {
+            if (c == '"' || c == '\\') {
+                *dst++ = '\\';
+            }
+
+            *dst++ = c;
+            continue;
+        }
+
+        *dst++ = '\\';
+
+        switch (c) {
+
+        case '\b':
+            *dst++ = 'b';
+            break;
+
+        case '\t':
+            *dst++ = 't';
+            break;
+
+        case '\n':
+            *dst++ = 'n';
+            break;
+
+        case '\f':
+            *dst++ = 'f';
+            break;
+
+        case '\r':
+            *dst++ = 'r';
+            break;
+
+        default:
+            *dst++ = 'u';
+            *dst++ = '0';
+            *dst++ = '0';
+            *dst++ = hex[c >> 4];
+            *dst++ = hex[c & 0xf];
+        }
+    }
+
+    return dst;
+}
+
+
+static u_char *
+ngx_http_influencers_cpy(u_char *dst, const char *src, size_t len)
+{
+    memcpy(dst, src, len);
+
+    return dst + len;
 }
 
 

@@ -58,6 +58,23 @@ int ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len);
 void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
 
+/*
+ * The room the canonical form of a valid body may take: both enums at
+ * their longest, and a prompt each of whose bytes took six ("\u001F").
+ */
+#define NGX_HTTP_INFLUENCERS_CANONICAL_MAX                                    \
+    (sizeof("{\"ageRange\":\"young_adult\",\"gender\":\"non_binary\","        \
+            "\"prompt\":\"\"}") - 1                                           \
+     + 6 * NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES)
+
+/*
+ * The meaning of a body that ngx_http_influencers_body_parse() accepted,
+ * written one way: keys sorted, no whitespace, "{}" when empty.  Returns
+ * its length, at most NGX_HTTP_INFLUENCERS_CANONICAL_MAX.
+ */
+size_t ngx_http_influencers_body_canonical(
+    const ngx_http_influencers_body_t *b, u_char *out);
+
 /* 0 and 16 bytes in out when p is a UUID (8-4-4-4-12 hex), else -1 */
 int ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out);
 void ngx_http_influencers_format_uuid(const u_char *id, u_char *out);

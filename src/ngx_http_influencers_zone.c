@@ -162,6 +162,17 @@ static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
 #define ngx_http_influencers_after(a, b)  ((ngx_msec_int_t) ((a) - (b)) >= 0)
 
 
+#if (NGX_DEBUG)
+
+/* indexed by the outcomes of a claim, for the debug log */
+
+static const char  *ngx_http_influencers_claim_names[] = {
+    "new", "replay", "busy", "mismatch", "full", "over the org's share"
+};
+
+#endif
+
+
 ngx_http_influencers_zone_t *
 ngx_http_influencers_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 {
@@ -391,10 +402,21 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         rec = ngx_http_influencers_lookup(sh, claim->idem);
 
         if (rec && ngx_http_influencers_expire(sh, rec, now)) {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "influencers zone \"%V\": the key's entry had "
+                           "expired", &zone->name);
             rec = NULL;
         }
 
         if (rec) {
+            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                           "influencers zone \"%V\": the key has an entry, "
+                           "%s, state %d", &zone->name,
+                           ngx_memcmp(rec->fingerprint, claim->fingerprint,
+                                      NGX_HTTP_INFLUENCERS_SHA256_LEN)
+                           ? "another request's" : "this request's",
+                           (int) rec->state);
+
             if (ngx_memcmp(rec->fingerprint, claim->fingerprint,
                            NGX_HTTP_INFLUENCERS_SHA256_LEN)
                 != 0)
@@ -425,6 +447,11 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     org = ngx_http_influencers_org(sh, claim->org_hash, 0);
 
     if (org && org->nheld >= limit) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": the org holds %uD of %ui "
+                       "records, expiring its oldest", &zone->name,
+                       org->nheld, limit);
+
         /* its own expired entries first, wherever the others' are */
         ngx_http_influencers_expire_org(sh, org, now);
         org = ngx_http_influencers_org(sh, claim->org_hash, 0);
@@ -445,6 +472,11 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     }
 
     rec = ngx_http_influencers_alloc(sh, now);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": %s, %ui free, %ui in flight",
+                   &zone->name, rec ? "a record taken" : "no record free",
+                   sh->nfree, sh->ninflight);
 
     if (rec == NULL) {
         sh->counters.capacity++;
@@ -491,6 +523,11 @@ done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": claim %s: %s",
+                   &zone->name, claim->idem ? "with a key" : "without a key",
+                   ngx_http_influencers_claim_names[rc]);
+
     if (log_full) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "influencers zone \"%V\" is full: unexpired "
@@ -534,13 +571,26 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
         || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
     {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": finish of a job whose "
+                       "lease ran out: nothing recorded", &zone->name);
         goto done;
     }
 
     if (!known) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": outcome unknown, the "
+                       "lease runs out", &zone->name);
+
         /* the partner left before the outcome: let the lease run out */
         goto done;
     }
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": finish: %s, %s%s",
+                   &zone->name, accepted ? "accepted" : "failed",
+                   rec->keyed ? "keyed" : "no key",
+                   (rec->keyed && accepted && cache) ? ", cached" : "");
 
     ngx_queue_remove(&rec->queue);
     sh->ninflight--;
@@ -576,6 +626,10 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
             seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
 
             if (seq != NGX_DECLINED) {
+                ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                               "influencers zone \"%V\": to the journal's "
+                               "segment %i", &zone->name, seq);
+
                 ngx_http_influencers_entry(rec, &entry);
             }
 
@@ -626,12 +680,19 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone \"%V\": claim abandoned%s",
+                   &zone->name,
+                   rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+                   ? "" : ", its lease had run out");
+
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
         && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
     {
         ngx_queue_remove(&rec->queue);
         sh->ninflight--;
         sh->counters.claims--;
+        sh->counters.unclaimed++;
 
         ngx_http_influencers_unkey(sh, rec);
         ngx_http_influencers_unhold(sh, rec);
@@ -665,7 +726,12 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     sh->counters.claims--;
+    sh->counters.unclaimed++;
     sh->counters.replays++;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone \"%V\": another node's entry adopted",
+                   &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
         && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
@@ -715,6 +781,10 @@ ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
     ngx_shmtx_lock(&zone->shpool->mutex);
 
     if (rec->cached && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "influencers zone \"%V\": cache entry forgotten",
+                       &zone->name);
+
         ngx_http_influencers_unkey(sh, rec);
         rec->cached = 0;
     }
@@ -799,6 +869,11 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
         rec->cached = 0;
         return 1;
     }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone: %s of job record %p expired",
+                   rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+                   ? "the lease" : "the entry", rec);
 
     ngx_queue_remove(&rec->queue);
 
@@ -1106,6 +1181,10 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 
     rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
 
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone: evicting job record %p%s", rec,
+                   rec->cached ? ", a cache entry" : "");
+
     /* an entry cached from Redis: Redis still has it */
 
     ngx_http_influencers_unkey(sh, rec);
@@ -1302,6 +1381,10 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
 done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, ngx_cycle->log, 0,
+                   "influencers zone \"%V\": entry read back: %ui",
+                   &zone->name, rc);
 
     return rc;
 }

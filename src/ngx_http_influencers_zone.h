@@ -44,6 +44,9 @@ typedef struct {
     ngx_atomic_t                  redis_failures;
     ngx_atomic_t                  redis_fallbacks;
     ngx_atomic_t                  redis_stale;  /* finishes refused */
+
+    /* fleet mode: claims taken back (Redis refused or answered them) */
+    uint64_t                      unclaimed;
 } ngx_http_influencers_counters_t;
 
 

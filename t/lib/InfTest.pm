@@ -29,7 +29,10 @@ package InfTest;
 # the checkout this file is in; a run stops when it is missing),
 # INFLUENCERS_ASAN=1 (run nginx with the ASan runtime preloaded),
 # INFLUENCERS_LEAVE=1 (keep the temp dir), INFLUENCERS_NGINX (the binary,
-# default /usr/sbin/nginx).
+# default /usr/sbin/nginx), INFLUENCERS_LOG_LEVEL=info (every test's
+# error_log level, whatever the test asks), INFLUENCERS_KEEP_LOGS=/dir (copy
+# each test dir's logs, backend records and state files to
+# /dir/<test>/<temp dir>/ before it is removed; t/bench/secrets.sh).
 
 use strict;
 use warnings;
@@ -211,7 +214,7 @@ sub new {
         used_ports => {},
         backends   => {},
         nginx_pid  => undef,
-        log_level  => $o{log_level} || 'debug',
+        log_level  => $ENV{INFLUENCERS_LOG_LEVEL} || $o{log_level} || 'debug',
         module     => module_path(),
         timeout    => $o{timeout} || 5,
     }, $class;
@@ -368,7 +371,7 @@ sub default_conf {
                     // 'influencers_directory %%TESTDIR%%/directory.json;';
     my $match     = $o{match} // ENDPOINT_LOCATION;
     my $errpage   = $o{error_page}
-                    // '400 404 405 413 414 494 500 502 503 504';
+                    // '400 404 405 413 414 494 500 501 502 503 504 505';
     my $etarget   = $o{error_target} // '/_influencers/error';
     my $eloc      = $etarget =~ /^@/ ? "location $etarget {\n            influencers_errors;\n        }"
                   : "location = $etarget {\n            internal;\n            influencers_errors;\n        }";
@@ -1914,11 +1917,35 @@ sub cleanup {
     $s->stop;
     $s->stop_backend($_) for keys %{ $s->{backends} };
     $s->stop_redis if $s->{redis};
+    $s->_keep_logs if $ENV{INFLUENCERS_KEEP_LOGS};
     if ($ENV{INFLUENCERS_LEAVE}) {
         Test::More::diag("INFLUENCERS_LEAVE: test dir kept at $s->{dir}");
     } else {
         File::Path::remove_tree($s->{dir});
     }
+}
+
+# INFLUENCERS_KEEP_LOGS=/dir: the test dir's logs (*.log, *.jsonl,
+# *.stderr, *.stdout) and state files (*.state, *.journal.*) copied to
+# /dir/<test name>/<temp dir name>/, subdirectories kept
+sub _keep_logs {
+    my ($s) = @_;
+    require File::Find;
+    require File::Copy;
+    my $test = File::Basename::basename($0);
+    $test =~ s/\.t$//;
+    my $to = "$ENV{INFLUENCERS_KEEP_LOGS}/$test/"
+           . File::Basename::basename($s->{dir});
+    File::Find::find({ no_chdir => 1, wanted => sub {
+        my $f = $File::Find::name;
+        return unless -f $f && !-l $f;
+        my $base = File::Basename::basename($f);
+        return unless $base =~ /\.(?:log|jsonl|stderr|stdout|state)$|\.journal\./;
+        (my $rel = $f) =~ s{^\Q$s->{dir}\E/?}{};
+        my $dest = "$to/$rel";
+        File::Path::make_path(File::Basename::dirname($dest));
+        File::Copy::copy($f, $dest);
+    } }, $s->{dir});
 }
 
 sub DESTROY {

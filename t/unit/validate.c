@@ -500,6 +500,150 @@ test_deep(void)
 }
 
 
+/* the canonical form of a body: the bytes that fingerprints are made of */
+
+static const char *
+canonical(const char *text)
+{
+    static char                  buf[NGX_HTTP_INFLUENCERS_CANONICAL_MAX + 1];
+    size_t                       n;
+    ngx_http_influencers_body_t  b;
+
+    if (ngx_http_influencers_body_parse(&b, (const u_char *) text,
+                                        strlen(text))
+        != 0)
+    {
+        ngx_http_influencers_body_free(&b);
+        return "(invalid)";
+    }
+
+    n = ngx_http_influencers_body_canonical(&b, (u_char *) buf);
+    buf[n] = '\0';
+
+    ngx_http_influencers_body_free(&b);
+
+    return buf;
+}
+
+
+#define CANONICAL_IS(text, expected, name)                                    \
+    do {                                                                      \
+        const char *got = canonical(text);                                    \
+        CHECK(strcmp(got, expected) == 0, name);                              \
+        if (strcmp(got, expected) != 0) {                                     \
+            printf("#   got:      %s\n#   expected: %s\n", got, expected);    \
+        }                                                                     \
+    } while (0)
+
+
+static void
+test_canonical(void)
+{
+    int                          c;
+    char                         text[512], expected[512], *p;
+    size_t                       n;
+    const char                  *got;
+    u_char                       out[NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
+    u_char                       byte;
+    ngx_http_influencers_body_t  b;
+
+    /*
+     * What nginx 1.22's ngx_escape_json() writes for each control, as the
+     * fingerprints already stored were made: written out, not computed.
+     */
+    static const char  *controls[32] = {
+        "\\u0000", "\\u0001", "\\u0002", "\\u0003",
+        "\\u0004", "\\u0005", "\\u0006", "\\u0007",
+        "\\b",     "\\t",     "\\n",     "\\u000B",
+        "\\f",     "\\r",     "\\u000E", "\\u000F",
+        "\\u0010", "\\u0011", "\\u0012", "\\u0013",
+        "\\u0014", "\\u0015", "\\u0016", "\\u0017",
+        "\\u0018", "\\u0019", "\\u001A", "\\u001B",
+        "\\u001C", "\\u001D", "\\u001E", "\\u001F"
+    };
+
+    n = ngx_http_influencers_body_canonical(
+            &(ngx_http_influencers_body_t) { 0 }, out);
+    CHECK(n == 2 && memcmp(out, "{}", 2) == 0, "canonical: empty body");
+
+    CANONICAL_IS("{}", "{}", "canonical: {}");
+    CANONICAL_IS(" {\n\"prompt\" : \"x\" ,\t\"gender\":\"male\","
+                 "\"ageRange\":\"senior\"}",
+                 "{\"ageRange\":\"senior\",\"gender\":\"male\","
+                 "\"prompt\":\"x\"}", "canonical: sorted, no whitespace");
+    CANONICAL_IS("{\"gender\":\"non_binary\"}", "{\"gender\":\"non_binary\"}",
+                 "canonical: one field");
+    CANONICAL_IS("{\"prompt\":\"\\u0065\\/\\u00e9\\ud83d\\ude00\"}",
+                 "{\"prompt\":\"e/\xc3\xa9\xf0\x9f\x98\x80\"}",
+                 "canonical: escapes decoded, UTF-8 as it is");
+    CANONICAL_IS("{\"prompt\":\"a\\\"b\\\\c\\u0001\\n\\u007f\\u001f\"}",
+                 "{\"prompt\":\"a\\\"b\\\\c\\u0001\\n\x7f\\u001F\"}",
+                 "canonical: escapes as ngx_escape_json()'s");
+
+    /* every byte value, alone and in company */
+
+    for (c = 0; c < 256; c++) {
+        byte = (u_char) c;
+
+        memset(&b, 0, sizeof(ngx_http_influencers_body_t));
+        b.prompt = &byte;
+        b.prompt_len = 1;
+
+        n = ngx_http_influencers_body_canonical(&b, out);
+
+        p = expected;
+        p += sprintf(p, "{\"prompt\":\"");
+
+        if (c < 0x20) {
+            p += sprintf(p, "%s", controls[c]);
+
+        } else if (c == '"' || c == '\\') {
+            p += sprintf(p, "\\%c", c);
+
+        } else {
+            *p++ = (char) c;
+        }
+
+        p += sprintf(p, "\"}");
+
+        if (n != (size_t) (p - expected) || memcmp(out, expected, n) != 0) {
+            snprintf(text, sizeof(text), "canonical: byte 0x%02x", c);
+            CHECK(0, text);
+        }
+    }
+
+    CHECK(1, "canonical: every byte value");
+
+    memset(&b, 0, sizeof(ngx_http_influencers_body_t));
+    b.prompt = (const u_char *) "\x1f\"\xff\\\x80\x7f\x01";
+    b.prompt_len = 7;
+    b.gender = NGX_HTTP_INFLUENCERS_GENDER_FEMALE;
+    n = ngx_http_influencers_body_canonical(&b, out);
+    CHECK(n == sizeof("{\"gender\":\"female\",\"prompt\":\"\\u001F\\\"\xff"
+                      "\\\\\x80\x7f\\u0001\"}") - 1
+          && memcmp(out, "{\"gender\":\"female\",\"prompt\":\"\\u001F\\\"\xff"
+                         "\\\\\x80\x7f\\u0001\"}", n) == 0,
+          "canonical: bytes in company");
+
+    /* the longest a valid body can make it */
+
+    p = text;
+    p += sprintf(p, "{\"gender\":\"non_binary\",\"ageRange\":\"young_adult\","
+                    "\"prompt\":\"");
+    for (c = 0; c < NGX_HTTP_INFLUENCERS_PROMPT_MAX_CHARS; c++) {
+        p += sprintf(p, "\\u0001");
+    }
+    p += sprintf(p, "\"}");
+
+    got = canonical(text);
+    CHECK(strlen(got) == sizeof("{\"ageRange\":\"young_adult\","
+                                "\"gender\":\"non_binary\",\"prompt\":\"\"}")
+                         - 1 + 6 * NGX_HTTP_INFLUENCERS_PROMPT_MAX_CHARS
+          && strlen(got) <= NGX_HTTP_INFLUENCERS_CANONICAL_MAX,
+          "canonical: the longest");
+}
+
+
 int
 main(void)
 {
@@ -509,6 +653,7 @@ main(void)
     test_body();
     test_big_numbers();
     test_deep();
+    test_canonical();
 
     printf("unit: %d passed, %d failed\n", passed, failed);
 

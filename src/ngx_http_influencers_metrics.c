@@ -1,0 +1,961 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ */
+
+
+#include "ngx_http_influencers.h"
+#include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_metrics.h"
+
+
+/*
+ * The zones' own counters live in each zone, under its lock.  What no
+ * zone sees is counted here: every answer (those of the influencers_errors
+ * location too, which has no zone) and every forward, in one small shared
+ * zone of the module's, by atomic additions: no lock on a request's path.
+ */
+
+#define NGX_HTTP_INFLUENCERS_METRICS_MAGIC    0x4d464e49    /* "INFM" */
+#define NGX_HTTP_INFLUENCERS_METRICS_VERSION  1
+
+/* room for the answers enum: checked against reply.c's table */
+#define NGX_HTTP_INFLUENCERS_METRICS_ANSWERS  32
+
+/* the forward's histogram, in milliseconds, and the same as "le" labels */
+#define NGX_HTTP_INFLUENCERS_METRICS_BUCKETS  13
+
+
+struct ngx_http_influencers_metrics_sh_s {
+    uint32_t       magic;
+    uint32_t       version;
+    ngx_atomic_t   answers[NGX_HTTP_INFLUENCERS_METRICS_ANSWERS];
+    ngx_atomic_t   forwards[NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES];
+
+    /* each bucket alone, the last one +Inf: summed when written out */
+    ngx_atomic_t   buckets[NGX_HTTP_INFLUENCERS_METRICS_BUCKETS + 1];
+    ngx_atomic_t   duration_ms;
+};
+
+
+typedef struct {
+    u_char        *pos;
+    u_char        *last;
+} ngx_http_influencers_out_t;
+
+
+static ngx_int_t ngx_http_influencers_metrics_init_zone(
+    ngx_shm_zone_t *shm_zone, void *data);
+static void ngx_http_influencers_metrics_answers(
+    ngx_http_influencers_out_t *out, ngx_http_influencers_metrics_sh_t *sh);
+static void ngx_http_influencers_metrics_forwards(
+    ngx_http_influencers_out_t *out, ngx_http_influencers_metrics_sh_t *sh);
+static void ngx_http_influencers_metrics_zones(
+    ngx_http_influencers_out_t *out, ngx_uint_t nzones,
+    ngx_http_influencers_stats_t *st, ngx_str_t *names);
+static ngx_uint_t ngx_http_influencers_same_answer(ngx_uint_t a,
+    ngx_uint_t b);
+static ngx_int_t ngx_http_influencers_label(ngx_pool_t *pool,
+    ngx_str_t *value, ngx_str_t *label);
+static void ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+    const char *fmt, ...);
+static ngx_int_t ngx_http_influencers_send_text(ngx_http_request_t *r,
+    u_char *body, size_t len);
+
+static ngx_int_t ngx_http_influencers_var_job_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_idempotency(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_error(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_org(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+
+/* its address is the zone's tag: not an influencers zone's */
+
+static ngx_str_t  ngx_http_influencers_metrics_zone_name =
+    ngx_string("influencers_metrics");
+
+
+static ngx_msec_t  ngx_http_influencers_buckets[] = {
+    5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000
+};
+
+static char  *ngx_http_influencers_bucket_labels[] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5",
+    "10", "30", "60"
+};
+
+
+/* indexed by ngx_http_influencers_forward_e */
+
+static char  *ngx_http_influencers_forward_names[] = {
+    "accepted", "failed", "not_found", "timeout", "unknown"
+};
+
+
+static ngx_str_t  ngx_http_influencers_idem_names[] = {
+    ngx_string("none"),
+    ngx_string("claim"),
+    ngx_string("replay"),
+    ngx_string("conflict"),
+    ngx_string("mismatch"),
+    ngx_string("released")
+};
+
+
+static ngx_http_variable_t  ngx_http_influencers_vars[] = {
+
+    { ngx_string("influencers_job_id"), NULL,
+      ngx_http_influencers_var_job_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_influencer_id"), NULL,
+      ngx_http_influencers_var_influencer_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_idempotency"), NULL,
+      ngx_http_influencers_var_idempotency, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_error"), NULL,
+      ngx_http_influencers_var_error, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_org"), NULL,
+      ngx_http_influencers_var_org, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+      ngx_http_null_variable
+};
+
+
+void *
+ngx_http_influencers_metrics_create_main_conf(ngx_conf_t *cf)
+{
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     mcf->shm_zone = NULL;
+     *     mcf->sh = NULL;
+     */
+
+    return ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_main_conf_t));
+}
+
+
+/*
+ * The module's counting zone, made once for a configuration that serves
+ * anything of the module's.  Its size is the smallest a slab takes.
+ */
+
+ngx_int_t
+ngx_http_influencers_metrics_add(ngx_conf_t *cf)
+{
+    ngx_shm_zone_t                    *shm_zone;
+    ngx_http_influencers_main_conf_t  *mcf;
+
+    mcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_influencers_module);
+
+    if (mcf->shm_zone) {
+        return NGX_OK;
+    }
+
+    if (ngx_http_influencers_answers() > NGX_HTTP_INFLUENCERS_METRICS_ANSWERS)
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "influencers: %ui answers do not fit in the "
+                           "metrics zone's %d counters",
+                           ngx_http_influencers_answers(),
+                           NGX_HTTP_INFLUENCERS_METRICS_ANSWERS);
+        return NGX_ERROR;
+    }
+
+    shm_zone = ngx_shared_memory_add(cf,
+                                     &ngx_http_influencers_metrics_zone_name,
+                                     8 * ngx_pagesize,
+                                     &ngx_http_influencers_metrics_zone_name);
+    if (shm_zone == NULL) {
+        return NGX_ERROR;
+    }
+
+    shm_zone->init = ngx_http_influencers_metrics_init_zone;
+    shm_zone->data = mcf;
+
+    mcf->shm_zone = shm_zone;
+
+    return NGX_OK;
+}
+
+
+/* a reload keeps the counts: Prometheus takes a reset for a restart */
+
+static ngx_int_t
+ngx_http_influencers_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    ngx_http_influencers_main_conf_t  *omcf = data;
+
+    ngx_slab_pool_t                    *shpool;
+    ngx_http_influencers_main_conf_t   *mcf;
+    ngx_http_influencers_metrics_sh_t  *sh;
+
+    mcf = shm_zone->data;
+    shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (omcf && omcf->sh
+        && omcf->sh->magic == NGX_HTTP_INFLUENCERS_METRICS_MAGIC
+        && omcf->sh->version == NGX_HTTP_INFLUENCERS_METRICS_VERSION)
+    {
+        mcf->sh = omcf->sh;
+        return NGX_OK;
+    }
+
+    if (shm_zone->shm.exists && shpool->data) {
+        mcf->sh = shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_calloc(shpool, sizeof(ngx_http_influencers_metrics_sh_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    sh->magic = NGX_HTTP_INFLUENCERS_METRICS_MAGIC;
+    sh->version = NGX_HTTP_INFLUENCERS_METRICS_VERSION;
+
+    shpool->data = sh;
+    mcf->sh = sh;
+
+    return NGX_OK;
+}
+
+
+ngx_int_t
+ngx_http_influencers_metrics_variables(ngx_conf_t *cf)
+{
+    ngx_http_variable_t  *var, *v;
+
+    for (v = ngx_http_influencers_vars; v->name.len; v++) {
+        var = ngx_http_add_variable(cf, &v->name, v->flags);
+        if (var == NULL) {
+            return NGX_ERROR;
+        }
+
+        var->get_handler = v->get_handler;
+        var->data = v->data;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * Every answer the module sends, counted as it is sent, and kept for
+ * $influencers_error.  An answer of the influencers_errors location comes
+ * after an internal redirect, which drops the request's context: it gets
+ * one for the variables.
+ */
+
+void
+ngx_http_influencers_metrics_answer(ngx_http_request_t *r, ngx_uint_t answer)
+{
+    ngx_http_influencers_ctx_t        *ctx;
+    ngx_http_influencers_main_conf_t  *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_influencers_module);
+
+    if (mcf->sh && answer < NGX_HTTP_INFLUENCERS_METRICS_ANSWERS) {
+        (void) ngx_atomic_fetch_add(&mcf->sh->answers[answer], 1);
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
+        if (ctx == NULL) {
+            return;
+        }
+
+        ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
+    }
+
+    ctx->answer = answer;
+}
+
+
+void
+ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
+    ngx_http_influencers_forward_e outcome, ngx_msec_t ms)
+{
+    ngx_uint_t                         i;
+    ngx_http_influencers_metrics_sh_t  *sh;
+    ngx_http_influencers_main_conf_t   *mcf;
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_influencers_module);
+    sh = mcf->sh;
+
+    if (sh == NULL) {
+        return;
+    }
+
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_METRICS_BUCKETS; i++) {
+        if (ms <= ngx_http_influencers_buckets[i]) {
+            break;
+        }
+    }
+
+    (void) ngx_atomic_fetch_add(&sh->forwards[outcome], 1);
+    (void) ngx_atomic_fetch_add(&sh->buckets[i], 1);
+    (void) ngx_atomic_fetch_add(&sh->duration_ms, ms);
+}
+
+
+/*
+ * influencers_metrics: Prometheus's text format, version 0.0.4.  The
+ * module's counters are read without a lock; each zone's under its own,
+ * once, as influencers_stats does.  Zones are labelled by name, so the
+ * label's values are the configuration's zones: never an org or a key.
+ */
+
+ngx_int_t
+ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
+{
+    size_t                             size;
+    u_char                            *body;
+    ngx_str_t                         *names;
+    ngx_uint_t                         n, nzones;
+    ngx_cycle_t                       *cycle;
+    ngx_http_influencers_out_t         out;
+    ngx_http_influencers_zone_t       *zone;
+    ngx_http_influencers_stats_t      *st;
+    ngx_http_influencers_main_conf_t  *mcf;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    mcf = ngx_http_get_module_main_conf(r, ngx_http_influencers_module);
+
+    if (mcf->sh == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cycle = (ngx_cycle_t *) ngx_cycle;
+    nzones = 0;
+
+    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+         zone;
+         zone = ngx_http_influencers_zone_next(cycle, zone))
+    {
+        nzones++;
+    }
+
+    st = ngx_palloc(r->pool,
+                    (nzones + 1) * sizeof(ngx_http_influencers_stats_t));
+    names = ngx_palloc(r->pool, (nzones + 1) * sizeof(ngx_str_t));
+    if (st == NULL || names == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* what every line but a zone's takes, and a zone's lines per name */
+
+    size = 16384;
+    n = 0;
+
+    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+         zone && n < nzones;
+         zone = ngx_http_influencers_zone_next(cycle, zone))
+    {
+        if (zone->sh == NULL) {
+            continue;
+        }
+
+        ngx_http_influencers_zone_stats(zone, &st[n]);
+
+        if (ngx_http_influencers_label(r->pool, &zone->name, &names[n])
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        size += 24 * (96 + NGX_INT64_LEN + names[n].len);
+        n++;
+    }
+
+    nzones = n;
+
+    body = ngx_pnalloc(r->pool, size);
+    if (body == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    out.pos = body;
+    out.last = body + size;
+
+    ngx_http_influencers_metrics_answers(&out, mcf->sh);
+    ngx_http_influencers_metrics_forwards(&out, mcf->sh);
+    ngx_http_influencers_metrics_zones(&out, nzones, st, names);
+
+    if (out.pos == out.last) {
+        ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
+                      "influencers: the metrics did not fit in %uz bytes",
+                      size);
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers metrics: %ui zones, %uz bytes",
+                   nzones, (size_t) (out.pos - body));
+
+    return ngx_http_influencers_send_text(r, body, out.pos - body);
+}
+
+
+/* by status and error code: answers that share both are one series */
+
+static void
+ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
+    ngx_http_influencers_metrics_sh_t *sh)
+{
+    ngx_uint_t   i, j, n, answers;
+    const char  *code;
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_responses_total Answers the module sent, by "
+        "HTTP status and error code (\"none\" for 202), the "
+        "influencers_errors location's included.\n"
+        "# TYPE influencers_responses_total counter\n");
+
+    answers = ngx_http_influencers_answers();
+
+    for (i = 0; i < answers; i++) {
+
+        for (j = 0; j < i; j++) {
+            if (ngx_http_influencers_same_answer(i, j)) {
+                break;
+            }
+        }
+
+        if (j < i) {
+            /* written with the first of its kind */
+            continue;
+        }
+
+        n = 0;
+
+        for (j = i; j < answers; j++) {
+            if (ngx_http_influencers_same_answer(i, j)) {
+                n += sh->answers[j];
+            }
+        }
+
+        code = ngx_http_influencers_answer_name(i);
+
+        ngx_http_influencers_print(out,
+            "influencers_responses_total{code=\"%ui\",error=\"%s\"} %ui\n",
+            ngx_http_influencers_answer_status(i), code ? code : "none", n);
+    }
+}
+
+
+static void
+ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
+    ngx_http_influencers_metrics_sh_t *sh)
+{
+    ngx_uint_t  i, n, ms;
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_forwards_total Forwards of jobs to the backend "
+        "that ended, by outcome.\n"
+        "# TYPE influencers_forwards_total counter\n");
+
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES; i++) {
+        ngx_http_influencers_print(out,
+            "influencers_forwards_total{outcome=\"%s\"} %uA\n",
+            ngx_http_influencers_forward_names[i], sh->forwards[i]);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_forward_duration_seconds How long forwards "
+        "took, from the subrequest's start to its end (millisecond "
+        "resolution).\n"
+        "# TYPE influencers_forward_duration_seconds histogram\n");
+
+    n = 0;
+
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_METRICS_BUCKETS; i++) {
+        n += sh->buckets[i];
+
+        ngx_http_influencers_print(out,
+            "influencers_forward_duration_seconds_bucket{le=\"%s\"} %ui\n",
+            ngx_http_influencers_bucket_labels[i], n);
+    }
+
+    n += sh->buckets[i];
+    ms = sh->duration_ms;
+
+    ngx_http_influencers_print(out,
+        "influencers_forward_duration_seconds_bucket{le=\"+Inf\"} %ui\n"
+        "influencers_forward_duration_seconds_sum %ui.%03ui\n"
+        "influencers_forward_duration_seconds_count %ui\n",
+        n, ms / 1000, ms % 1000, n);
+}
+
+
+/* one family after another, each with every zone, as the format wants */
+
+static void
+ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
+    ngx_uint_t nzones, ngx_http_influencers_stats_t *st, ngx_str_t *names)
+{
+    ngx_uint_t                        i, k;
+    ngx_http_influencers_counters_t  *c;
+
+    static struct {
+        char    *name;
+        size_t   offset;
+    }  idem[] = {
+        { "replay", offsetof(ngx_http_influencers_counters_t, replays) },
+        { "conflict", offsetof(ngx_http_influencers_counters_t, conflicts) },
+        { "mismatch", offsetof(ngx_http_influencers_counters_t, mismatches) },
+        { "release", offsetof(ngx_http_influencers_counters_t, releases) },
+        { "lease_expiry",
+          offsetof(ngx_http_influencers_counters_t, lease_expiries) },
+        { "capacity_rejection",
+          offsetof(ngx_http_influencers_counters_t, capacity) },
+        { "share_rejection", offsetof(ngx_http_influencers_counters_t, share) }
+    };
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_idempotency_total Decisions of the zone's "
+        "idempotency store: claim (a new job, with or without a key; "
+        "in fleet mode those Redis then refused too), "
+        "replay, conflict (409), mismatch (422), release (a failed "
+        "forward's key), lease_expiry, capacity_rejection (503, zone "
+        "full), share_rejection (503, an org at its share).\n"
+        "# TYPE influencers_idempotency_total counter\n");
+
+    for (i = 0; i < nzones; i++) {
+        c = &st[i].counters;
+
+        /*
+         * The JSON's claims are those that stood: in fleet mode a claim
+         * that Redis refused is taken back.  A counter never goes down,
+         * so every claim the zone took is counted here.
+         */
+
+        ngx_http_influencers_print(out,
+            "influencers_idempotency_total{zone=\"%V\",outcome=\"claim\"} "
+            "%uL\n", &names[i], c->claims + c->unclaimed);
+
+        for (k = 0; k < sizeof(idem) / sizeof(idem[0]); k++) {
+            ngx_http_influencers_print(out,
+                "influencers_idempotency_total{zone=\"%V\",outcome=\"%s\"} "
+                "%uL\n", &names[i], idem[k].name,
+                *(uint64_t *) ((u_char *) c + idem[k].offset));
+        }
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_zone_records The zone's records by state: "
+        "free, inflight (being forwarded), keyed (unexpired idempotency "
+        "entries), evictable (jobs without a key, failed or lost jobs, "
+        "cached entries).\n"
+        "# TYPE influencers_zone_records gauge\n");
+
+    for (i = 0; i < nzones; i++) {
+        ngx_http_influencers_print(out,
+            "influencers_zone_records{zone=\"%V\",state=\"free\"} %ui\n"
+            "influencers_zone_records{zone=\"%V\",state=\"inflight\"} %ui\n"
+            "influencers_zone_records{zone=\"%V\",state=\"keyed\"} %ui\n"
+            "influencers_zone_records{zone=\"%V\",state=\"evictable\"} %ui\n",
+            &names[i], st[i].free, &names[i], st[i].inflight,
+            &names[i], st[i].keyed, &names[i],
+            st[i].records - st[i].free - st[i].inflight - st[i].keyed);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_zone_orgs Orgs holding records in the zone.\n"
+        "# TYPE influencers_zone_orgs gauge\n");
+
+    for (i = 0; i < nzones; i++) {
+        ngx_http_influencers_print(out,
+            "influencers_zone_orgs{zone=\"%V\"} %ui\n",
+            &names[i], st[i].orgs);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_zone_largest_org_records The records the "
+        "largest org holds.\n"
+        "# TYPE influencers_zone_largest_org_records gauge\n");
+
+    for (i = 0; i < nzones; i++) {
+        ngx_http_influencers_print(out,
+            "influencers_zone_largest_org_records{zone=\"%V\"} %ui\n",
+            &names[i], st[i].largest_org);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_zone_org_limit_records The most records one "
+        "org may hold (org_share).\n"
+        "# TYPE influencers_zone_org_limit_records gauge\n");
+
+    for (i = 0; i < nzones; i++) {
+        ngx_http_influencers_print(out,
+            "influencers_zone_org_limit_records{zone=\"%V\"} %ui\n",
+            &names[i], st[i].org_limit);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_redis_operations_total Round trips to Redis "
+        "(fleet mode).\n"
+        "# TYPE influencers_redis_operations_total counter\n");
+
+    for (i = 0; i < nzones; i++) {
+        c = &st[i].counters;
+        ngx_http_influencers_print(out,
+            "influencers_redis_operations_total{zone=\"%V\"} %uA\n",
+            &names[i], c->redis_ops);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_redis_failures_total Round trips to Redis that "
+        "failed or timed out.\n"
+        "# TYPE influencers_redis_failures_total counter\n");
+
+    for (i = 0; i < nzones; i++) {
+        c = &st[i].counters;
+        ngx_http_influencers_print(out,
+            "influencers_redis_failures_total{zone=\"%V\"} %uA\n",
+            &names[i], c->redis_failures);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_redis_fallbacks_total Requests served by the "
+        "zone alone while Redis could not be reached (on_error=local).\n"
+        "# TYPE influencers_redis_fallbacks_total counter\n");
+
+    for (i = 0; i < nzones; i++) {
+        c = &st[i].counters;
+        ngx_http_influencers_print(out,
+            "influencers_redis_fallbacks_total{zone=\"%V\"} %uA\n",
+            &names[i], c->redis_fallbacks);
+    }
+
+    ngx_http_influencers_print(out,
+        "# HELP influencers_redis_stale_finishes_total Finishes Redis "
+        "refused because the claim's lease had run out first.\n"
+        "# TYPE influencers_redis_stale_finishes_total counter\n");
+
+    for (i = 0; i < nzones; i++) {
+        c = &st[i].counters;
+        ngx_http_influencers_print(out,
+            "influencers_redis_stale_finishes_total{zone=\"%V\"} %uA\n",
+            &names[i], c->redis_stale);
+    }
+}
+
+
+/* a label value: backslash, double quote and line feed escaped */
+
+static ngx_int_t
+ngx_http_influencers_label(ngx_pool_t *pool, ngx_str_t *value,
+    ngx_str_t *label)
+{
+    u_char  *p, *s, *end;
+
+    p = ngx_pnalloc(pool, 2 * value->len + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    label->data = p;
+    end = value->data + value->len;
+
+    for (s = value->data; s < end; s++) {
+        switch (*s) {
+        case '\\':
+        case '"':
+            *p++ = '\\';
+            *p++ = *s;
+            break;
+        case '\n':
+            *p++ = '\\';
+            *p++ = 'n';
+            break;
+        default:
+            *p++ = *s;
+        }
+    }
+
+    label->len = p - label->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
+{
+    const char  *x, *y;
+
+    if (ngx_http_influencers_answer_status(a)
+        != ngx_http_influencers_answer_status(b))
+    {
+        return 0;
+    }
+
+    x = ngx_http_influencers_answer_name(a);
+    y = ngx_http_influencers_answer_name(b);
+
+    if (x == NULL || y == NULL) {
+        return x == y;
+    }
+
+    return ngx_strcmp(x, y) == 0;
+}
+
+
+/* writes until the buffer is full: a full one is then an error */
+
+static void
+ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+    const char *fmt, ...)
+{
+    va_list  args;
+
+    va_start(args, fmt);
+    out->pos = ngx_vslprintf(out->pos, out->last, fmt, args);
+    va_end(args);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_send_text(ngx_http_request_t *r, u_char *body,
+    size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    r->headers_out.content_length_n = len;
+    ngx_str_set(&r->headers_out.content_type,
+                "text/plain; version=0.0.4; charset=utf-8");
+    r->headers_out.content_type_len = sizeof("text/plain") - 1;
+    r->headers_out.content_type_lowcase = NULL;
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    b->pos = body;
+    b->last = body + len;
+    b->memory = 1;
+    b->last_buf = (r == r->main) ? 1 : 0;
+    b->last_in_chain = 1;
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+/* the zone's counters as JSON, summed over every worker by construction */
+
+ngx_int_t
+ngx_http_influencers_stats_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                         body;
+    ngx_http_influencers_stats_t      st;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
+
+    body.data = ngx_pnalloc(r->pool, 1024);
+    if (body.data == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    body.len = ngx_sprintf(body.data,
+                   "{\"records\":%ui,\"entries\":%ui,\"keyed\":%ui,"
+                   "\"inflight\":%ui,\"bytesInUse\":%uz,\"recordSize\":%uz,"
+                   "\"claims\":%uL,\"replays\":%uL,\"conflicts\":%uL,"
+                   "\"mismatches\":%uL,\"releases\":%uL,"
+                   "\"leaseExpiries\":%uL,\"capacityRejections\":%uL,"
+                   "\"accepted\":%uL,\"failed\":%uL,"
+                   "\"orgs\":%ui,\"largestOrg\":%ui,\"orgLimit\":%ui,"
+                   "\"shareRejections\":%uL,\"redisOps\":%uA,"
+                   "\"redisFailures\":%uA,\"redisFallbacks\":%uA,"
+                   "\"redisStale\":%uA}",
+                   st.records, st.records - st.free, st.keyed, st.inflight,
+                   (st.records - st.free) * st.record_size, st.record_size,
+                   st.counters.claims, st.counters.replays,
+                   st.counters.conflicts, st.counters.mismatches,
+                   st.counters.releases, st.counters.lease_expiries,
+                   st.counters.capacity, st.counters.accepted,
+                   st.counters.failed, st.orgs, st.largest_org, st.org_limit,
+                   st.counters.share, st.counters.redis_ops,
+                   st.counters.redis_failures, st.counters.redis_fallbacks,
+                   st.counters.redis_stale)
+               - body.data;
+
+    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* log_format variables: never a key, the API key's or the partner's */
+
+static ngx_int_t
+ngx_http_influencers_var_job_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                      *p;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || !ctx->has_job) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, "job_", 4);
+    ngx_http_influencers_ulid_encode(ctx->accept.job_id, p + 4);
+
+    v->len = NGX_HTTP_INFLUENCERS_JOB_ID_LEN;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char                      *p;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || !ctx->has_job) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_INF_ID_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, "inf_", 4);
+    ngx_hex_dump(p + 4, ctx->accept.influencer_id, 16);
+
+    v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_var_idempotency(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_str_t                   *s;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    s = &ngx_http_influencers_idem_names[ctx->idempotency];
+
+    v->len = s->len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = s->data;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_var_error(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    const char                  *code;
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    code = (ctx && ctx->answer != NGX_HTTP_INFLUENCERS_ACCEPTED)
+           ? ngx_http_influencers_answer_name(ctx->answer) : NULL;
+
+    if (code == NULL) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    v->len = ngx_strlen(code);
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = (u_char *) code;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_var_org(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || ctx->job.org.len == 0) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    /* an org is 1-64 visible ASCII characters, checked when it is read */
+
+    v->len = ctx->job.org.len;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = ctx->job.org.data;
+
+    return NGX_OK;
+}

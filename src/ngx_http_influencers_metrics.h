@@ -1,0 +1,66 @@
+
+/*
+ * Copyright (C) The influencers module authors.
+ *
+ * What the module counts and lets be logged: the answers and forwards of
+ * every worker in a small shared zone of its own, the zones' counters as
+ * JSON (influencers_stats) and in Prometheus's text format
+ * (influencers_metrics), and the variables for log_format.
+ */
+
+
+#ifndef _NGX_HTTP_INFLUENCERS_METRICS_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_METRICS_H_INCLUDED_
+
+
+#include "ngx_http_influencers.h"
+
+
+/* the request's idempotency outcome, for $influencers_idempotency */
+
+#define NGX_HTTP_INFLUENCERS_IDEM_NONE      0
+#define NGX_HTTP_INFLUENCERS_IDEM_CLAIM     1
+#define NGX_HTTP_INFLUENCERS_IDEM_REPLAY    2
+#define NGX_HTTP_INFLUENCERS_IDEM_CONFLICT  3
+#define NGX_HTTP_INFLUENCERS_IDEM_MISMATCH  4
+#define NGX_HTTP_INFLUENCERS_IDEM_RELEASED  5
+
+
+/* how a forward ended, for influencers_forwards_total */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED = 0,
+    NGX_HTTP_INFLUENCERS_FORWARD_FAILED,
+    NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND,
+    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT,
+    NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN,
+    NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES
+} ngx_http_influencers_forward_e;
+
+
+typedef struct ngx_http_influencers_metrics_sh_s
+    ngx_http_influencers_metrics_sh_t;
+
+
+/* the module's main configuration: where this cycle counts */
+
+typedef struct {
+    ngx_shm_zone_t                     *shm_zone;
+    ngx_http_influencers_metrics_sh_t  *sh;       /* NULL: nothing counted */
+} ngx_http_influencers_main_conf_t;
+
+
+void *ngx_http_influencers_metrics_create_main_conf(ngx_conf_t *cf);
+ngx_int_t ngx_http_influencers_metrics_add(ngx_conf_t *cf);
+ngx_int_t ngx_http_influencers_metrics_variables(ngx_conf_t *cf);
+
+void ngx_http_influencers_metrics_answer(ngx_http_request_t *r,
+    ngx_uint_t answer);
+void ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
+    ngx_http_influencers_forward_e outcome, ngx_msec_t ms);
+
+ngx_int_t ngx_http_influencers_metrics_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_METRICS_H_INCLUDED_ */
