@@ -261,6 +261,10 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                                                  &key, &len)
                != 0)
         {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "influencers identity: %s",
+                           h ? "the Authorization header is not Bearer"
+                             : "no Authorization header");
             return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
         }
 
@@ -276,10 +280,18 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                     ngx_http_influencers_key_cmp);
 
         if (k == NULL) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "influencers identity: the key is not in the "
+                           "directory");
             return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
         }
 
         ctx->job.org = k->org;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers identity: from the directory, %s",
+                       k->write ? "the write scope held"
+                                : "the write scope missing");
 
         return k->write ? NGX_HTTP_INFLUENCERS_ACCEPTED
                         : NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
@@ -290,6 +302,8 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
     }
 
     if (org.len == 0) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers identity: \"influencers_org\" is empty");
         return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
     }
 
@@ -310,8 +324,15 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                                         NGX_HTTP_INFLUENCERS_SCOPE,
                                         sizeof(NGX_HTTP_INFLUENCERS_SCOPE) - 1))
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers identity: from variables, "
+                       "\"influencers_scopes\" lacks the write scope");
         return NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers identity: from variables, the write scope "
+                   "held");
 
     return NGX_HTTP_INFLUENCERS_ACCEPTED;
 }
@@ -338,10 +359,17 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
             || p->org.len != ctx->job.org.len
             || ngx_memcmp(p->org.data, ctx->job.org.data, p->org.len) != 0)
         {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                           "influencers identity: the project is not in "
+                           "this org");
             return NGX_HTTP_INFLUENCERS_NOT_FOUND;
         }
 
         ctx->target_gender = p->target_gender;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "influencers identity: the project is in the org, "
+                       "target gender %ui", ctx->target_gender);
 
         return NGX_HTTP_INFLUENCERS_ACCEPTED;
     }
@@ -360,6 +388,10 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
                                           ngx_http_influencers_targets,
                                           target.data, target.len);
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers identity: the project is the backend's to "
+                   "judge, target gender %ui", ctx->target_gender);
 
     return NGX_HTTP_INFLUENCERS_ACCEPTED;
 }

@@ -303,6 +303,13 @@ static const char  *ngx_http_influencers_redis_params[] = {
 static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
 static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 
+#if (NGX_DEBUG)
+/* ngx_http_influencers_redis_rc_e, for the debug log */
+static const char  *ngx_http_influencers_redis_rc_names[] = {
+    "new", "busy", "mismatch", "done", "finished", "stale", "failed"
+};
+#endif
+
 
 /*
  * influencers_redis zone=NAME ADDRESS [password=SECRET] [user=NAME]
@@ -835,8 +842,16 @@ ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
 
     if (rc == NGX_DECLINED) {
         if (!ngx_http_influencers_redis_orphan(slot)) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "influencers redis: finish dropped, no room "
+                           "to keep it");
             ngx_http_influencers_redis_slot_free(slot);
+            return NGX_DECLINED;
         }
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "influencers redis: finish kept for the next "
+                       "connection");
 
         return NGX_DECLINED;
     }
@@ -864,6 +879,8 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
     link = conf ? conf->link : NULL;
 
     if (link == NULL || link->exiting) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "influencers redis: no link, declined");
         return NGX_DECLINED;
     }
 
@@ -875,6 +892,8 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
 
     case NGX_HTTP_INFLUENCERS_LINK_BACKOFF:
         if ((ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "influencers redis: in backoff, declined");
             return NGX_DECLINED;
         }
 
@@ -886,12 +905,16 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
 
     case NGX_HTTP_INFLUENCERS_LINK_IDLE:
         if (ngx_http_influencers_redis_connect(link) != NGX_OK) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                           "influencers redis: connect failed, declined");
             return NGX_DECLINED;
         }
 
         break;
 
     default: /* NGX_HTTP_INFLUENCERS_LINK_CLOSING */
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+                       "influencers redis: closing, declined");
         return NGX_DECLINED;
     }
 
@@ -913,6 +936,13 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, slot->op->log, 0,
+                   "influencers redis: %s %s",
+                   slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
+                   ? "claim" : "finish",
+                   link->state == NGX_HTTP_INFLUENCERS_LINK_READY
+                   ? "sent" : "waits for the connection");
 
     if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
         if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
@@ -1039,6 +1069,10 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
         /* SCRIPT FLUSH, or another server: the script's text, once */
 
         if (!slot->eval && ngx_http_influencers_redis_is(reply, "NOSCRIPT")) {
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                           "influencers redis: NOSCRIPT, EVALSHA sent "
+                           "again as EVAL");
+
             slot->eval = 1;
 
             if (ngx_http_influencers_redis_send(slot) == NGX_OK) {
@@ -1193,7 +1227,8 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                   "influencers redis: op done: %d", (int) op->rc);
+                   "influencers redis: op done: %s",
+                   ngx_http_influencers_redis_rc_names[op->rc]);
 
     op->handler(op);
 }
@@ -1362,6 +1397,9 @@ ngx_http_influencers_redis_orphan_reply(
         if (!link->exiting
             && slot->tries < NGX_HTTP_INFLUENCERS_ORPHAN_TRIES)
         {
+            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                           "influencers redis: orphaned finish lost "
+                           "(try %ui), kept", slot->tries);
             ngx_queue_insert_tail(&link->orphans, &slot->queue);
             return;
         }
@@ -1369,12 +1407,24 @@ ngx_http_influencers_redis_orphan_reply(
     } else if (reply->type == REDIS_REPLY_ERROR && !slot->eval
                && ngx_http_influencers_redis_is(reply, "NOSCRIPT"))
     {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: NOSCRIPT, orphaned finish sent "
+                       "again as EVAL");
+
         slot->eval = 1;
 
         if (ngx_http_influencers_redis_send(slot) == NGX_OK) {
             return;
         }
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: orphaned finish done with (%s)",
+                   reply == NULL ? "lost"
+                   : reply->type == REDIS_REPLY_INTEGER
+                     && reply->integer == 1 ? "applied"
+                   : reply->type == REDIS_REPLY_INTEGER ? "stale"
+                   : "failed");
 
     /* released, or no longer ours: either way done with */
 
@@ -1442,8 +1492,10 @@ ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
         return NGX_ERROR;
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: connecting to %V", &conf->name);
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: connecting to %V%s%s", &conf->name,
+                   conf->password.len ? ", AUTH" : "",
+                   conf->db ? ", SELECT" : "");
 
     link->state = NGX_HTTP_INFLUENCERS_LINK_CONNECTING;
     link->handshake = 0;
@@ -1567,9 +1619,15 @@ ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac, void *r,
                                        "refused AUTH: %*s",
                                        (size_t) (p - text), text);
 
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: AUTH refused, closing");
+
         ngx_http_influencers_redis_close(link);
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: AUTH accepted");
 
     if (--link->handshake == 0) {
         ngx_http_influencers_redis_ready(link);
@@ -1603,9 +1661,15 @@ ngx_http_influencers_redis_select_handler(redisAsyncContext *ac, void *r,
                                        &link->conf->db_text,
                                        (size_t) (p - text), text);
 
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: SELECT refused, closing");
+
         ngx_http_influencers_redis_close(link);
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: SELECT accepted");
 
     if (--link->handshake == 0) {
         ngx_http_influencers_redis_ready(link);
@@ -1644,9 +1708,15 @@ ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
                                        "refused SCRIPT LOAD: %*s",
                                        (size_t) (p - text), text);
 
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: SCRIPT LOAD refused, closing");
+
         ngx_http_influencers_redis_close(link);
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: SCRIPT LOAD accepted");
 
     if (--link->handshake == 0) {
         ngx_http_influencers_redis_ready(link);
@@ -1666,6 +1736,9 @@ ngx_http_influencers_redis_reload(ngx_http_influencers_redis_link_t *link)
     if (link->reloading) {
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: loading the scripts again");
 
     argv[0] = "SCRIPT";
     argvlen[0] = sizeof("SCRIPT") - 1;
@@ -1703,6 +1776,11 @@ ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac, void *r,
     /* the operations use EVAL on their NOSCRIPT: nothing is lost */
 
     link->reloading = 0;
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: SCRIPT LOAD again %s",
+                   ngx_http_influencers_redis_loaded(reply) == NGX_OK
+                   ? "accepted" : "refused");
 
     if (ngx_http_influencers_redis_loaded(reply) != NGX_OK) {
         ngx_http_influencers_redis_log(link, &link->replies,
@@ -1768,6 +1846,10 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
         ngx_queue_remove(q);
         slot->tries++;
 
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: orphaned finish sent (try %ui)",
+                       slot->tries);
+
         if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
             slot->orphan = 0;
             link->norphans--;
@@ -1813,6 +1895,9 @@ ngx_http_influencers_redis_retry(ngx_event_t *ev)
     ngx_http_influencers_redis_link_t  *link = ev->data;
 
     if (link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF) {
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: backoff over, reconnecting");
+
         (void) ngx_http_influencers_redis_connect(link);
     }
 }
@@ -1833,6 +1918,9 @@ ngx_http_influencers_redis_close(ngx_http_influencers_redis_link_t *link)
     if (ac == NULL || link->closing) {
         return;
     }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: closing the connection");
 
     link->closing = 1;
     link->state = NGX_HTTP_INFLUENCERS_LINK_CLOSING;
@@ -1873,6 +1961,10 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
                                      : "is unreachable: %*s",
                                      (size_t) (p - text), text);
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: connection gone%s",
+                   link->exiting ? ", exiting" : "");
 
     link->closing = 0;
     link->reloading = 0;

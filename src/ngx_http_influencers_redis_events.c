@@ -130,6 +130,10 @@ ngx_http_influencers_redis_add_read(void *data)
         return;
     }
 
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rev->log, 0,
+                   "influencers redis: *%uA read event added",
+                   re->connection->number);
+
     /* nginx has logged why it failed; the command timeout ends it */
 
     (void) ngx_add_event(rev, NGX_READ_EVENT, NGX_LEVEL_EVENT);
@@ -146,6 +150,10 @@ ngx_http_influencers_redis_del_read(void *data)
     rev = re->connection->read;
 
     if (rev->active) {
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, rev->log, 0,
+                       "influencers redis: *%uA read event removed",
+                       re->connection->number);
+
         (void) ngx_del_event(rev, NGX_READ_EVENT, 0);
     }
 }
@@ -170,9 +178,17 @@ ngx_http_influencers_redis_add_write(void *data)
      */
 
     if (!re->writing && (re->ac->c.flags & REDIS_CONNECTED)) {
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, wev->log, 0,
+                       "influencers redis: *%uA write posted",
+                       re->connection->number);
+
         ngx_post_event(wev, &ngx_posted_events);
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_EVENT, wev->log, 0,
+                   "influencers redis: *%uA write event added",
+                   re->connection->number);
 
     (void) ngx_add_event(wev, NGX_WRITE_EVENT, NGX_LEVEL_EVENT);
 }
@@ -188,6 +204,10 @@ ngx_http_influencers_redis_del_write(void *data)
     wev = re->connection->write;
 
     if (wev->active) {
+        ngx_log_debug1(NGX_LOG_DEBUG_EVENT, wev->log, 0,
+                       "influencers redis: *%uA write event removed",
+                       re->connection->number);
+
         (void) ngx_del_event(wev, NGX_WRITE_EVENT, 0);
     }
 }

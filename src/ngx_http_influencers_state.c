@@ -166,6 +166,10 @@ ngx_http_influencers_state_open(ngx_http_influencers_zone_t *zone,
                           &zone->name, &st->path);
         }
 
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
+                       "influencers state \"%V\": the journal kept from "
+                       "the last cycle", &zone->name);
+
         zone->state = st;
         return NGX_OK;
     }
@@ -208,6 +212,10 @@ ngx_http_influencers_state_open(ngx_http_influencers_zone_t *zone,
     }
 
     ngx_free(name);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": %d journal segments opened",
+                   &zone->name, NGX_HTTP_INFLUENCERS_SEGMENTS);
 
     zone->state = st;
 
@@ -299,6 +307,10 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     journal->seq = 0;
     journal->started[0] = now_ms;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": %ui journal segments not "
+                   "empty", &zone->name, journaled);
+
     if (journaled == 0) {
         return;
     }
@@ -306,6 +318,10 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     if (ngx_http_influencers_state_save(zone, log) == NGX_OK) {
         return;
     }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": no snapshot, the journal "
+                   "stays until it expires", &zone->name);
 
     /* the segments stay, and none is reused before its entries expire */
 
@@ -427,6 +443,11 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
                       "stretches of \"%s\" skipped",
                       &zone->name, damaged, name);
     }
+
+    ngx_log_debug5(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": \"%s\" read, %O bytes, "
+                   "%ui bad stretches, %ui entries so far",
+                   &zone->name, name, total, damaged, ld->loaded);
 
     ngx_free(buf);
 
@@ -619,9 +640,17 @@ ngx_http_influencers_state_save(ngx_http_influencers_zone_t *zone,
                   "influencers zone \"%V\": %uD entries saved to \"%V\"",
                   &zone->name, w.count, &zone->state_file);
 
+    ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": snapshot written, renamed "
+                   "and synced", &zone->name);
+
     /* every entry of the journal is in the snapshot now */
 
     if (zone->state) {
+        ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
+                       "influencers state \"%V\": the journal emptied",
+                       &zone->name);
+
         ngx_http_influencers_state_truncate(zone->state, log);
     }
 
@@ -751,6 +780,11 @@ ngx_http_influencers_state_rotate(ngx_http_influencers_zone_t *zone,
     journal->seq = next;
     journal->started[next % NGX_HTTP_INFLUENCERS_SEGMENTS] = now_ms;
 
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers state \"%V\": journal segment %ui "
+                   "emptied and begun", &zone->name,
+                   next % NGX_HTTP_INFLUENCERS_SEGMENTS);
+
     return next;
 }
 
@@ -781,6 +815,10 @@ ngx_http_influencers_state_append(ngx_http_influencers_zone_t *zone,
     n = ngx_write_fd(st->fd[i], &rec, sizeof(ngx_http_influencers_record_t));
 
     if (n == (ssize_t) sizeof(ngx_http_influencers_record_t)) {
+        ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
+                       "influencers state \"%V\": entry appended to "
+                       "journal segment %ui", &zone->name, i);
+
         st->unsynced |= (ngx_uint_t) 1 << i;
         return;
     }
@@ -901,6 +939,10 @@ ngx_http_influencers_state_sync_handler(ngx_event_t *ev)
         ctx->err = 0;
 
         if (ngx_thread_task_post(st->thread_pool, st->task) == NGX_OK) {
+            ngx_log_debug2(NGX_LOG_DEBUG_CORE, st->log, 0,
+                           "influencers state \"%V\": sync of segments "
+                           "%xi posted", &st->path, st->unsynced);
+
             st->unsynced = 0;
             return;
         }
@@ -908,6 +950,10 @@ ngx_http_influencers_state_sync_handler(ngx_event_t *ev)
         /* the pool's queue is full: sync here rather than not at all */
     }
 #endif
+
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, st->log, 0,
+                   "influencers state \"%V\": sync of segments %xi here",
+                   &st->path, st->unsynced);
 
     err = ngx_http_influencers_state_sync(st, st->unsynced);
     st->unsynced = 0;
@@ -935,6 +981,10 @@ static void
 ngx_http_influencers_sync_done(ngx_event_t *ev)
 {
     ngx_http_influencers_sync_task_t  *ctx = ev->data;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_CORE, ctx->st->log, 0,
+                   "influencers state \"%V\": sync of segments %xi done",
+                   &ctx->st->path, ctx->segments);
 
     if (ctx->err) {
         ngx_log_error(NGX_LOG_ALERT, ctx->st->log, ctx->err,
