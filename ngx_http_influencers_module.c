@@ -1227,6 +1227,8 @@ ngx_http_influencers_init(ngx_conf_t *cf)
 }
 
 
+/* each zone's journal and Redis connection: one walk over the zones */
+
 static ngx_int_t
 ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 {
@@ -1234,14 +1236,14 @@ ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 
     ngx_http_influencers_ids_init_process();
 
-    if (ngx_http_influencers_zone_init_process(cycle) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     for (zone = ngx_http_influencers_zone_next(cycle, NULL);
          zone;
          zone = ngx_http_influencers_zone_next(cycle, zone))
     {
+        if (ngx_http_influencers_state_init_process(zone, cycle) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
         if (zone->redis
             && ngx_http_influencers_redis_init_process(cycle, zone) != NGX_OK)
         {
@@ -1265,17 +1267,29 @@ ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
         if (zone->redis) {
             ngx_http_influencers_redis_exit_process(zone);
         }
+
+        ngx_http_influencers_state_exit_process(zone);
     }
 
-    ngx_http_influencers_zone_exit_process(cycle);
     ngx_http_influencers_ids_exit_process();
 }
 
 
+/* the snapshot of each zone that has a state file, as the master exits */
+
 static void
 ngx_http_influencers_exit_master(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_save_all(cycle);
+    ngx_http_influencers_zone_t  *zone;
+
+    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+         zone;
+         zone = ngx_http_influencers_zone_next(cycle, zone))
+    {
+        if (zone->sh && zone->state) {
+            (void) ngx_http_influencers_state_save(zone, cycle->log);
+        }
+    }
 }
 
 

@@ -60,8 +60,6 @@ static ngx_int_t ngx_http_influencers_label(ngx_pool_t *pool,
     ngx_str_t *value, ngx_str_t *label);
 static void ngx_http_influencers_print(ngx_http_influencers_out_t *out,
     const char *fmt, ...);
-static ngx_int_t ngx_http_influencers_send_text(ngx_http_request_t *r,
-    u_char *body, size_t len);
 
 static ngx_int_t ngx_http_influencers_var_job_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
@@ -76,6 +74,9 @@ static ngx_int_t ngx_http_influencers_var_org(ngx_http_request_t *r,
 
 
 /* its address is the zone's tag: not an influencers zone's */
+
+static ngx_str_t  ngx_http_influencers_text_type =
+    ngx_string("text/plain; version=0.0.4; charset=utf-8");
 
 static ngx_str_t  ngx_http_influencers_metrics_zone_name =
     ngx_string("influencers_metrics");
@@ -406,7 +407,12 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
                    "influencers metrics: %ui zones, %uz bytes",
                    nzones, (size_t) (out.pos - body));
 
-    return ngx_http_influencers_send_text(r, body, out.pos - body);
+    r->headers_out.status = NGX_HTTP_OK;
+
+    return ngx_http_influencers_send_body(r,
+                                          &ngx_http_influencers_text_type,
+                                          sizeof("text/plain") - 1,
+                                          body, out.pos - body);
 }
 
 
@@ -507,8 +513,43 @@ static void
 ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
     ngx_uint_t nzones, ngx_http_influencers_stats_t *st, ngx_str_t *names)
 {
+    u_char                           *p;
     ngx_uint_t                        i, k;
     ngx_http_influencers_counters_t  *c;
+
+    /* one number per zone each: the org gauges, the Redis counters */
+
+    static struct {
+        char        *name;
+        char        *help;
+        char        *type;
+        size_t       offset;
+        ngx_uint_t   atomic;
+    }  families[] = {
+        { "influencers_zone_orgs", "Orgs holding records in the zone.",
+          "gauge", offsetof(ngx_http_influencers_stats_t, orgs), 0 },
+        { "influencers_zone_largest_org_records",
+          "The records the largest org holds.",
+          "gauge", offsetof(ngx_http_influencers_stats_t, largest_org), 0 },
+        { "influencers_zone_org_limit_records",
+          "The most records one org may hold (org_share).",
+          "gauge", offsetof(ngx_http_influencers_stats_t, org_limit), 0 },
+        { "influencers_redis_operations_total",
+          "Round trips to Redis (fleet mode).", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_ops), 1 },
+        { "influencers_redis_failures_total",
+          "Round trips to Redis that failed or timed out.", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_failures), 1 },
+        { "influencers_redis_fallbacks_total",
+          "Requests served by the zone alone while Redis could not be "
+          "reached (on_error=local).", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_fallbacks),
+          1 },
+        { "influencers_redis_stale_finishes_total",
+          "Finishes Redis refused because the claim's lease had run out "
+          "first.", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_stale), 1 }
+    };
 
     static struct {
         char    *name;
@@ -573,84 +614,19 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
             st[i].records - st[i].free - st[i].inflight - st[i].keyed);
     }
 
-    ngx_http_influencers_print(out,
-        "# HELP influencers_zone_orgs Orgs holding records in the zone.\n"
-        "# TYPE influencers_zone_orgs gauge\n");
+    for (k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
+        ngx_http_influencers_print(out, "# HELP %s %s\n# TYPE %s %s\n",
+                                   families[k].name, families[k].help,
+                                   families[k].name, families[k].type);
 
-    for (i = 0; i < nzones; i++) {
-        ngx_http_influencers_print(out,
-            "influencers_zone_orgs{zone=\"%V\"} %ui\n",
-            &names[i], st[i].orgs);
-    }
+        for (i = 0; i < nzones; i++) {
+            p = (u_char *) &st[i] + families[k].offset;
 
-    ngx_http_influencers_print(out,
-        "# HELP influencers_zone_largest_org_records The records the "
-        "largest org holds.\n"
-        "# TYPE influencers_zone_largest_org_records gauge\n");
-
-    for (i = 0; i < nzones; i++) {
-        ngx_http_influencers_print(out,
-            "influencers_zone_largest_org_records{zone=\"%V\"} %ui\n",
-            &names[i], st[i].largest_org);
-    }
-
-    ngx_http_influencers_print(out,
-        "# HELP influencers_zone_org_limit_records The most records one "
-        "org may hold (org_share).\n"
-        "# TYPE influencers_zone_org_limit_records gauge\n");
-
-    for (i = 0; i < nzones; i++) {
-        ngx_http_influencers_print(out,
-            "influencers_zone_org_limit_records{zone=\"%V\"} %ui\n",
-            &names[i], st[i].org_limit);
-    }
-
-    ngx_http_influencers_print(out,
-        "# HELP influencers_redis_operations_total Round trips to Redis "
-        "(fleet mode).\n"
-        "# TYPE influencers_redis_operations_total counter\n");
-
-    for (i = 0; i < nzones; i++) {
-        c = &st[i].counters;
-        ngx_http_influencers_print(out,
-            "influencers_redis_operations_total{zone=\"%V\"} %uA\n",
-            &names[i], c->redis_ops);
-    }
-
-    ngx_http_influencers_print(out,
-        "# HELP influencers_redis_failures_total Round trips to Redis that "
-        "failed or timed out.\n"
-        "# TYPE influencers_redis_failures_total counter\n");
-
-    for (i = 0; i < nzones; i++) {
-        c = &st[i].counters;
-        ngx_http_influencers_print(out,
-            "influencers_redis_failures_total{zone=\"%V\"} %uA\n",
-            &names[i], c->redis_failures);
-    }
-
-    ngx_http_influencers_print(out,
-        "# HELP influencers_redis_fallbacks_total Requests served by the "
-        "zone alone while Redis could not be reached (on_error=local).\n"
-        "# TYPE influencers_redis_fallbacks_total counter\n");
-
-    for (i = 0; i < nzones; i++) {
-        c = &st[i].counters;
-        ngx_http_influencers_print(out,
-            "influencers_redis_fallbacks_total{zone=\"%V\"} %uA\n",
-            &names[i], c->redis_fallbacks);
-    }
-
-    ngx_http_influencers_print(out,
-        "# HELP influencers_redis_stale_finishes_total Finishes Redis "
-        "refused because the claim's lease had run out first.\n"
-        "# TYPE influencers_redis_stale_finishes_total counter\n");
-
-    for (i = 0; i < nzones; i++) {
-        c = &st[i].counters;
-        ngx_http_influencers_print(out,
-            "influencers_redis_stale_finishes_total{zone=\"%V\"} %uA\n",
-            &names[i], c->redis_stale);
+            ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uA\n",
+                families[k].name, &names[i],
+                families[k].atomic ? (ngx_atomic_uint_t) *(ngx_atomic_t *) p
+                                   : (ngx_atomic_uint_t) *(ngx_uint_t *) p);
+        }
     }
 }
 
@@ -726,45 +702,6 @@ ngx_http_influencers_print(ngx_http_influencers_out_t *out,
     va_start(args, fmt);
     out->pos = ngx_vslprintf(out->pos, out->last, fmt, args);
     va_end(args);
-}
-
-
-static ngx_int_t
-ngx_http_influencers_send_text(ngx_http_request_t *r, u_char *body,
-    size_t len)
-{
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
-    r->headers_out.status = NGX_HTTP_OK;
-    r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type,
-                "text/plain; version=0.0.4; charset=utf-8");
-    r->headers_out.content_type_len = sizeof("text/plain") - 1;
-    r->headers_out.content_type_lowcase = NULL;
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
-    b->pos = body;
-    b->last = body + len;
-    b->memory = 1;
-    b->last_buf = (r == r->main) ? 1 : 0;
-    b->last_in_chain = 1;
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
 }
 
 

@@ -85,6 +85,10 @@ static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
 };
 
 
+static ngx_str_t  ngx_http_influencers_json_type =
+    ngx_string("application/json");
+
+
 static ngx_int_t ngx_http_influencers_push(ngx_http_request_t *r,
     char *name, size_t name_len, u_char *value, size_t len);
 static ngx_int_t ngx_http_influencers_push_time(ngx_http_request_t *r,
@@ -398,10 +402,6 @@ static ngx_int_t
 ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
-    ngx_int_t     rc;
-    ngx_buf_t    *b;
-    ngx_chain_t   out;
-
     r->headers_out.status = status;
 
     /*
@@ -419,9 +419,25 @@ ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
         ngx_str_null(&r->headers_out.status_line);
     }
 
+    return ngx_http_influencers_send_body(r, &ngx_http_influencers_json_type,
+                                          ngx_http_influencers_json_type.len,
+                                          body, len);
+}
+
+
+/* a whole body of one buffer, for every answer the module writes itself */
+
+ngx_int_t
+ngx_http_influencers_send_body(ngx_http_request_t *r, ngx_str_t *type,
+    size_t type_len, u_char *body, size_t len)
+{
+    ngx_int_t     rc;
+    ngx_buf_t    *b;
+    ngx_chain_t   out;
+
     r->headers_out.content_length_n = len;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = sizeof("application/json") - 1;
+    r->headers_out.content_type = *type;
+    r->headers_out.content_type_len = type_len;
     r->headers_out.content_type_lowcase = NULL;
 
     rc = ngx_http_send_header(r);

@@ -55,6 +55,8 @@ ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);
 ngx_uint_t ngx_http_influencers_answers(void);
 ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
+ngx_int_t ngx_http_influencers_send_body(ngx_http_request_t *r,
+    ngx_str_t *type, size_t type_len, u_char *body, size_t len);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_ */

@@ -1408,25 +1408,6 @@ ngx_http_influencers_org_hash(u_char *org, size_t len)
 }
 
 
-void
-ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle)
-{
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
-         shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
-    {
-        zone = shm_zone->data;
-
-        if (zone && zone->sh && zone->state) {
-            (void) ngx_http_influencers_state_save(zone, cycle->log);
-        }
-    }
-}
-
-
 /* the zones of a cycle, one after another: NULL starts */
 
 ngx_http_influencers_zone_t *
@@ -1444,47 +1425,6 @@ ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
     return shm_zone ? shm_zone->data : NULL;
 }
 
-
-ngx_int_t
-ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle)
-{
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
-         shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
-    {
-        zone = shm_zone->data;
-
-        if (zone
-            && ngx_http_influencers_state_init_process(zone, cycle) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
-}
-
-
-void
-ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle)
-{
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    for (shm_zone = ngx_http_influencers_next_zone(cycle, NULL);
-         shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone))
-    {
-        zone = shm_zone->data;
-
-        if (zone) {
-            ngx_http_influencers_state_exit_process(zone);
-        }
-    }
-}
 
 static void
 ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,

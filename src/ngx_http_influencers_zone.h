@@ -134,11 +134,8 @@ void ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st);
 char *ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
     size_t size);
-void ngx_http_influencers_zone_save_all(ngx_cycle_t *cycle);
-ngx_int_t ngx_http_influencers_zone_init_process(ngx_cycle_t *cycle);
 ngx_http_influencers_zone_t *ngx_http_influencers_zone_next(
     ngx_cycle_t *cycle, ngx_http_influencers_zone_t *prev);
-void ngx_http_influencers_zone_exit_process(ngx_cycle_t *cycle);
 uint64_t ngx_http_influencers_org_hash(u_char *org, size_t len);
 
 

@@ -131,6 +131,37 @@ is(journal_bytes($t, 'jobs.state'), 0, '... and emptied the journal');
 $t->check_log_clean;
 $t->cleanup;
 
+# ================================================================ reload, then kill -9
+
+# The workers of a reload write the journal through the descriptors the
+# master opened at start: entries accepted before and after a reload,
+# and while the reload's old workers still finish, all survive a crash.
+{
+    my $t = InfTest->setup(log_level => 'info', workers => 2,
+        zone => 'zone=jobs:1m org_share=100% state=%%TESTDIR%%/reload.state',
+        server => STATS_LOCATION);
+    my %first;
+    $first{"before-$_"} = $t->idem("before-$_") for 1 .. 6;
+    ok($t->reload, 'a reload with the state file');
+    $first{"after-$_"} = $t->idem("after-$_") for 1 .. 6;
+    ok($t->reload, 'and another');
+    $first{"second-$_"} = $t->idem("second-$_") for 1 .. 6;
+    is(scalar(grep { $_->status == 202 } values %first), 18,
+       '18 keys accepted across two reloads');
+    Time::HiRes::sleep(2.2);
+    ok(kill_all($t), 'kill -9 of the master and the workers');
+    $t->run;
+    my $ok = grep {
+        my $r = $t->idem($_);
+        ($r->header('idempotent-replayed') // '') eq 'true'
+            && $r->body eq $first{$_}->body
+    } sort keys %first;
+    is($ok, 18, 'every key accepted before, between and after the reloads '
+                . 'replays after the crash');
+    $t->check_log_clean;
+    $t->cleanup;
+}
+
 # ================================================================ Retry-After at every value
 
 for my $ra ('0', '1', '65535', '65536', '86400') {
