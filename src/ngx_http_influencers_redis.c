@@ -260,7 +260,7 @@ static size_t ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
 static size_t ngx_http_influencers_redis_value_inflight(u_char *dst,
     u_char *token, u_char *fingerprint);
 static size_t ngx_http_influencers_redis_value_done(u_char *dst,
-    ngx_http_influencers_entry_t *entry);
+    u_char *fingerprint, ngx_http_influencers_entry_t *entry);
 static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
     u_char *v, size_t len, u_char *fingerprint,
     ngx_http_influencers_entry_t *entry);
@@ -836,7 +836,7 @@ ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
 
     if (entry) {
         slot->value_len = ngx_http_influencers_redis_value_done(slot->value,
-                                                                entry);
+                                                     op->fingerprint, entry);
     }
     slot->ms_len = ngx_sprintf(slot->ms, "%M", ngx_max(ttl, 1)) - slot->ms;
 
@@ -1143,7 +1143,7 @@ ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
 
         if (rc == NGX_HTTP_INFLUENCERS_REDIS_DONE) {
             ngx_memcpy(op->entry.key, op->key,
-                       NGX_HTTP_INFLUENCERS_SHA256_LEN);
+                       NGX_HTTP_INFLUENCERS_DIGEST_LEN);
             op->entry.org_hash = op->org_hash;
         }
 
@@ -2147,8 +2147,10 @@ ngx_http_influencers_redis_value_inflight(u_char *dst, u_char *token,
 }
 
 
+/* Redis keeps the whole fingerprint: the zone's shorter one is its own */
+
 static size_t
-ngx_http_influencers_redis_value_done(u_char *dst,
+ngx_http_influencers_redis_value_done(u_char *dst, u_char *fingerprint,
     ngx_http_influencers_entry_t *entry)
 {
     u_char      *p;
@@ -2156,7 +2158,7 @@ ngx_http_influencers_redis_value_done(u_char *dst,
 
     p = dst;
     *p++ = 'D';
-    p = ngx_cpymem(p, entry->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    p = ngx_cpymem(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
     p = ngx_cpymem(p, entry->job_id, 16);
     p = ngx_cpymem(p, entry->influencer_id, 16);
 
@@ -2201,7 +2203,7 @@ ngx_http_influencers_redis_decode(u_char *v, size_t len, u_char *fingerprint,
 
     ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
 
-    ngx_memcpy(entry->fingerprint, p, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(entry->fingerprint, p, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     p += NGX_HTTP_INFLUENCERS_SHA256_LEN;
 
     ngx_memcpy(entry->job_id, p, 16);

@@ -258,9 +258,9 @@ ngx_http_influencers_store_finish(ngx_http_request_t *r,
 
     if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED) {
         ngx_memzero(&entry, sizeof(ngx_http_influencers_entry_t));
-        ngx_memcpy(entry.key, sc->op.key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+        ngx_memcpy(entry.key, sc->op.key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
         ngx_memcpy(entry.fingerprint, sc->op.fingerprint,
-                   NGX_HTTP_INFLUENCERS_SHA256_LEN);
+                   NGX_HTTP_INFLUENCERS_DIGEST_LEN);
         ngx_memcpy(entry.job_id, acc->job_id, 16);
         ngx_memcpy(entry.influencer_id, acc->influencer_id, 16);
         entry.org_hash = sc->op.org_hash;

@@ -10,24 +10,30 @@
 
 
 /*
- * Records have one fixed size and are all carved out of the slab when the
- * zone is created, each with room for one org's count: a request never
- * allocates shared memory, and how many jobs a zone holds is known in
- * advance.  A record keeps only what a replay, a lease and the state file
- * need: the job itself is the backend's once forwarded.  A record is in
- * exactly one queue:
+ * Records have one fixed size and are all carved out of the zone, in one
+ * array, when the zone is created, each with room for one org's count and
+ * its slots in the two indexes: a request never allocates shared memory,
+ * and how many jobs a zone holds is known in advance.  A record keeps only
+ * what a replay, a lease and the state file need: the job itself is the
+ * backend's once forwarded.  A record is in exactly one queue:
  *
  *   free      unused;
  *   inflight  being forwarded (a lease: deadline is the lease's end);
  *   keyed     accepted with an Idempotency-Key (deadline is its expiry),
- *             in the rbtree too, never evicted before it expires;
+ *             in the key index too, never evicted before it expires;
  *   jobs      accepted without a key, failed, or lost: evictable, LRU;
  *             in fleet mode, finished entries too, cached from Redis,
- *             which holds them: still in the rbtree until evicted.
+ *             which holds them: still in the key index until evicted.
  *
- * An in-flight record with a key is in the rbtree as well.  A record in
- * flight or keyed is held by its org, and in its org's queue too: an org
- * may hold at most its share.
+ * An in-flight record with a key is in the key index as well.  A record
+ * in flight or keyed is held by its org, and in its org's queue too: an
+ * org may hold at most its share.
+ *
+ * The indexes are hash tables of 32-bit record numbers (one more than the
+ * index, 0 ends a chain): a pointer and a tree node would be three times
+ * the size.  The key digest's first 8 bytes pick a bucket through a
+ * multiply by a random odd number drawn when the zone is made, so a
+ * partner grinding keys cannot aim them at one bucket without knowing it.
  */
 
 #define NGX_HTTP_INFLUENCERS_FREE       0
@@ -40,24 +46,27 @@
 #define NGX_HTTP_INFLUENCERS_EXPIRE_MAX 4
 #define NGX_HTTP_INFLUENCERS_SWEEP_MAX  16
 
+/* orgs are few: a bucket for every 4 records is plenty */
+#define NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET  4
+
 
 typedef struct {
-    ngx_rbtree_node_t             node;         /* key: the org's hash */
     uint64_t                      hash;
     ngx_queue_t                   held;         /* its records, oldest last */
+    uint32_t                      next;         /* in its bucket, or free */
     uint32_t                      nheld;
 } ngx_http_influencers_org_t;
 
 
 typedef struct {
-    ngx_rbtree_node_t             node;
     ngx_queue_t                   queue;
     ngx_queue_t                   org_queue;
-    u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
-    u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+    uint32_t                      next;         /* in the key's bucket */
+    uint32_t                      org;          /* 0: not held */
+    u_char                        key[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
+    u_char                        fingerprint[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
     u_char                        job_id[16];
     u_char                        influencer_id[16];
-    ngx_http_influencers_org_t   *org;          /* NULL: not held */
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
     uint32_t                      retry_after;
@@ -73,12 +82,21 @@ typedef struct ngx_http_influencers_shctx_s {
     size_t                        record_size;
     size_t                        zone_size;
 
-    ngx_rbtree_t                  rbtree;
-    ngx_rbtree_node_t             sentinel;
+    /* the records, their orgs' counts, and the two indexes */
+    ngx_http_influencers_record_t  *recs;
+    ngx_http_influencers_org_t     *org_counts;
+    uint32_t                     *buckets;
+    uint32_t                     *org_buckets;
+    uint32_t                      nbuckets;
+    uint32_t                      norg_buckets;
+    uint64_t                      mix;          /* odd, random */
+    size_t                        footprint;    /* zone bytes per record */
 
-    ngx_rbtree_t                  orgs;
-    ngx_rbtree_node_t             orgs_sentinel;
-    ngx_rbtree_node_t            *orgs_free;    /* linked by left */
+    /* never used yet, from here on: a large zone starts without a pass */
+    uint32_t                      fresh;
+    uint32_t                      orgs_fresh;
+
+    uint32_t                      orgs_free;    /* linked by next */
     ngx_uint_t                    norgs;
 
     /* how many orgs hold each number of records: the largest, exactly */
@@ -114,17 +132,15 @@ typedef struct ngx_http_influencers_shctx_s {
 static ngx_int_t ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_uint_t ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
-    ngx_http_influencers_shctx_t *sh);
-static void ngx_http_influencers_org_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
+    ngx_http_influencers_shctx_t *sh, ngx_log_t *log);
 static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_int_t delta);
 static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_msec_t now);
-static void ngx_http_influencers_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel);
 static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
+static void ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec);
 static ngx_http_influencers_org_t *ngx_http_influencers_org(
     ngx_http_influencers_shctx_t *sh, uint64_t hash, ngx_uint_t create);
 static void ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
@@ -135,6 +151,8 @@ static void ngx_http_influencers_expire_oldest(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
 static ngx_http_influencers_record_t *ngx_http_influencers_alloc(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
+static ngx_http_influencers_record_t *ngx_http_influencers_take_free(
+    ngx_http_influencers_shctx_t *sh);
 static void ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
     ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
     ngx_msec_t now);
@@ -146,8 +164,8 @@ static ngx_uint_t ngx_http_influencers_expire(
     ngx_msec_t now);
 static void ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_entry(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_entry_t *entry);
+static void ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry);
 static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out);
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
@@ -156,8 +174,38 @@ static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
 
-#define ngx_http_influencers_rbtree_key(key)                                  \
-    (*(ngx_rbtree_key_t *) (void *) (key))
+/* records and org counts are numbered from 1: 0 is none */
+
+#define ngx_http_influencers_record_no(sh, rec)                               \
+    ((uint32_t) ((rec) - (sh)->recs) + 1)
+#define ngx_http_influencers_record_at(sh, no)                                \
+    (&(sh)->recs[(no) - 1])
+#define ngx_http_influencers_org_no(sh, org)                                  \
+    ((uint32_t) ((org) - (sh)->org_counts) + 1)
+#define ngx_http_influencers_org_at(sh, no)                                   \
+    ((no) ? &(sh)->org_counts[(no) - 1] : NULL)
+
+/* multiply-shift by the zone's odd number, then onto [0, n) */
+
+static ngx_inline uint32_t
+ngx_http_influencers_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
+    uint32_t n)
+{
+    return (uint32_t) ((((x * sh->mix) >> 32) * n) >> 32);
+}
+
+
+static ngx_inline uint32_t
+ngx_http_influencers_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
+    uint32_t n)
+{
+    uint64_t  x;
+
+    ngx_memcpy(&x, key, sizeof(uint64_t));
+
+    return ngx_http_influencers_mix(sh, x, n);
+}
+
 
 #define ngx_http_influencers_after(a, b)  ((ngx_msec_int_t) ((a) - (b)) >= 0)
 
@@ -261,10 +309,6 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->record_size = sizeof(ngx_http_influencers_record_t);
     sh->zone_size = shm_zone->shm.size;
 
-    ngx_rbtree_init(&sh->rbtree, &sh->sentinel,
-                    ngx_http_influencers_rbtree_insert);
-    ngx_rbtree_init(&sh->orgs, &sh->orgs_sentinel,
-                    ngx_http_influencers_org_insert);
     ngx_queue_init(&sh->free);
     ngx_queue_init(&sh->inflight);
     ngx_queue_init(&sh->keyed);
@@ -280,7 +324,17 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(shpool->log_ctx, " in influencers zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
-    if (ngx_http_influencers_carve(shpool, sh) == 0) {
+    /* ngx_http_influencers_random() logs its own failure */
+
+    if (ngx_http_influencers_random((u_char *) &sh->mix, sizeof(uint64_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
+
+    sh->mix |= 1;
+
+    if (ngx_http_influencers_carve(shpool, sh, shm_zone->shm.log) == 0) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "influencers zone \"%V\" is too small for one job",
                       &shm_zone->shm.name);
@@ -304,70 +358,97 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 /*
  * Every record now, each with an org count beside it (an org holds at
- * least one record), and a count of orgs for every number of records an
- * org may hold: running out later is a 503, not a log line.
+ * least one record), its slots in the indexes, and a count of orgs for
+ * every number of records an org may hold: running out later is a 503,
+ * not a log line.  All in one allocation of whole pages, so that nothing
+ * is lost to the slab's rounding.  The records and org counts are handed
+ * out in order the first time, so creating a zone of gigabytes writes only
+ * its indexes.
  */
 
 static ngx_uint_t
 ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
-    ngx_http_influencers_shctx_t *sh)
+    ngx_http_influencers_shctx_t *sh, ngx_log_t *log)
 {
-    size_t                          slot, per_page;
-    ngx_uint_t                      n, max;
-    ngx_http_influencers_org_t     *orgs;
-    ngx_http_influencers_record_t  *rec;
+    u_char      *p;
+    size_t       per, size, avail;
+    uint32_t     n;
+    ngx_uint_t   norg;
 
     shpool->log_nomem = 0;
 
-    /* a record takes a slab slot of the next power of two */
+    per = sizeof(ngx_http_influencers_record_t)
+          + sizeof(ngx_http_influencers_org_t)
+          + sizeof(uint32_t)                           /* its bucket */
+          + sizeof(uint32_t)                           /* its org's count */
+          + sizeof(uint32_t) / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET;
 
-    for (slot = 8; slot < sizeof(ngx_http_influencers_record_t); slot <<= 1) {
-        /* void */
-    }
+    /* the arrays one after another, each aligned, and a bucket rounded */
 
-    /* what one more record costs: its slot, an org count, a line below */
+    avail = shpool->pfree * ngx_pagesize;
+    size = 4 * NGX_ALIGNMENT + 2 * sizeof(uint32_t);
 
-    max = shpool->pfree * ngx_pagesize
-          / (slot + sizeof(ngx_http_influencers_org_t) + sizeof(uint32_t));
-
-    sh->orgs_holding = ngx_slab_calloc(shpool, (max + 1) * sizeof(uint32_t));
-    if (sh->orgs_holding == NULL) {
+    if (avail <= size + per) {
         return 0;
     }
 
-    /* the org counts come a page at a time, not rounded up to a slot */
+    n = (uint32_t) ngx_min((avail - size) / per, NGX_MAX_UINT32_VALUE / 2);
 
-    per_page = ngx_pagesize / sizeof(ngx_http_influencers_org_t);
-    orgs = NULL;
-    n = 0;
+    for ( ;; ) {
+        norg = n / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET + 1;
 
-    while (sh->records < max) {
+        size = ngx_align(n * sizeof(ngx_http_influencers_record_t),
+                         NGX_ALIGNMENT)
+               + ngx_align(n * sizeof(ngx_http_influencers_org_t),
+                           NGX_ALIGNMENT)
+               + ngx_align(n * sizeof(uint32_t), NGX_ALIGNMENT)
+               + ngx_align(norg * sizeof(uint32_t), NGX_ALIGNMENT)
+               + (n + 1) * sizeof(uint32_t);
 
-        if (n == 0) {
-            orgs = ngx_slab_calloc(shpool, ngx_pagesize);
-            if (orgs == NULL) {
-                break;
-            }
+        p = ngx_slab_alloc(shpool, size);
 
-            n = per_page;
-        }
-
-        rec = ngx_slab_calloc(shpool, sizeof(ngx_http_influencers_record_t));
-        if (rec == NULL) {
+        if (p) {
             break;
         }
 
-        ngx_queue_insert_head(&sh->free, &rec->queue);
-        sh->records++;
+        if (n < 2) {
+            return 0;
+        }
 
-        n--;
-        orgs[n].node.left = sh->orgs_free;
-        sh->orgs_free = &orgs[n].node;
+        /* the pages are not all in one run: fewer */
+        n -= n / 64 + 1;
     }
 
-    sh->nfree = sh->records;
+    ngx_log_debug3(NGX_LOG_DEBUG_CORE, log, 0,
+                   "influencers zone: %uD records in %uz bytes, %uz a record",
+                   n, size, size / n);
 
-    return sh->records;
+    sh->recs = (ngx_http_influencers_record_t *) p;
+    p += ngx_align(n * sizeof(ngx_http_influencers_record_t), NGX_ALIGNMENT);
+
+    sh->org_counts = (ngx_http_influencers_org_t *) p;
+    p += ngx_align(n * sizeof(ngx_http_influencers_org_t), NGX_ALIGNMENT);
+
+    sh->buckets = (uint32_t *) p;
+    sh->nbuckets = n;
+    p += ngx_align(n * sizeof(uint32_t), NGX_ALIGNMENT);
+
+    sh->org_buckets = (uint32_t *) p;
+    sh->norg_buckets = (uint32_t) norg;
+    p += ngx_align(norg * sizeof(uint32_t), NGX_ALIGNMENT);
+
+    sh->orgs_holding = (uint32_t *) p;
+
+    ngx_memzero(sh->buckets, (u_char *) (sh->orgs_holding + n + 1)
+                             - (u_char *) sh->buckets);
+
+    sh->records = n;
+    sh->nfree = n;
+
+    /* what the zone spends on a record, everything else shared out */
+    sh->footprint = sh->zone_size / n;
+
+    return n;
 }
 
 
@@ -413,12 +494,12 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
                            "influencers zone \"%V\": the key has an entry, "
                            "%s, state %d", &zone->name,
                            ngx_memcmp(rec->fingerprint, claim->fingerprint,
-                                      NGX_HTTP_INFLUENCERS_SHA256_LEN)
+                                      NGX_HTTP_INFLUENCERS_DIGEST_LEN)
                            ? "another request's" : "this request's",
                            (int) rec->state);
 
             if (ngx_memcmp(rec->fingerprint, claim->fingerprint,
-                           NGX_HTTP_INFLUENCERS_SHA256_LEN)
+                           NGX_HTTP_INFLUENCERS_DIGEST_LEN)
                 != 0)
             {
                 sh->counters.mismatches++;
@@ -506,9 +587,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_hold(sh, rec, claim->org_hash);
 
     if (claim->idem) {
-        rec->keyed = 1;
-        rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
-        ngx_rbtree_insert(&sh->rbtree, &rec->node);
+        ngx_http_influencers_index(sh, rec);
     }
 
     sh->counters.claims++;
@@ -620,7 +699,9 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
             if (rec->org) {
                 ngx_queue_remove(&rec->org_queue);
-                ngx_queue_insert_head(&rec->org->held, &rec->org_queue);
+                ngx_queue_insert_head(
+                    &ngx_http_influencers_org_at(sh, rec->org)->held,
+                    &rec->org_queue);
             }
 
             seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
@@ -630,7 +711,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
                                "influencers zone \"%V\": to the journal's "
                                "segment %i", &zone->name, seq);
 
-                ngx_http_influencers_entry(rec, &entry);
+                ngx_http_influencers_entry(sh, rec, &entry);
             }
 
         } else {
@@ -841,7 +922,7 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     st->inflight = sh->ninflight;
     st->orgs = sh->norgs;
     st->org_limit = ngx_max(1, sh->records * zone->org_share / 100);
-    st->record_size = sh->record_size;
+    st->record_size = sh->footprint;
     st->counters = sh->counters;
     st->largest_org = sh->largest_org;
 
@@ -898,10 +979,25 @@ static void
 ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec)
 {
-    if (rec->keyed) {
-        ngx_rbtree_delete(&sh->rbtree, &rec->node);
-        rec->keyed = 0;
+    uint32_t                       *p, no;
+    ngx_http_influencers_record_t  *r;
+
+    if (!rec->keyed) {
+        return;
     }
+
+    no = ngx_http_influencers_record_no(sh, rec);
+    p = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
+                                                 sh->nbuckets)];
+
+    while (*p != no) {
+        r = ngx_http_influencers_record_at(sh, *p);
+        p = &r->next;
+    }
+
+    *p = rec->next;
+    rec->next = 0;
+    rec->keyed = 0;
 }
 
 
@@ -911,82 +1007,46 @@ static ngx_http_influencers_org_t *
 ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
     ngx_uint_t create)
 {
-    ngx_rbtree_key_t             key;
-    ngx_rbtree_node_t           *node, *sentinel;
+    uint32_t                    *bucket, no;
     ngx_http_influencers_org_t  *org;
 
-    key = (ngx_rbtree_key_t) hash;
-    node = sh->orgs.root;
-    sentinel = sh->orgs.sentinel;
+    bucket = &sh->org_buckets[ngx_http_influencers_mix(sh, hash,
+                                                       sh->norg_buckets)];
 
-    while (node != sentinel) {
-        org = (ngx_http_influencers_org_t *) node;
+    for (no = *bucket; no; no = org->next) {
+        org = &sh->org_counts[no - 1];
 
-        if (key != node->key) {
-            node = (key < node->key) ? node->left : node->right;
-            continue;
-        }
-
-        if (hash == org->hash) {
+        if (org->hash == hash) {
             return org;
         }
-
-        node = (hash < org->hash) ? node->left : node->right;
     }
 
-    if (!create || sh->orgs_free == NULL) {
+    if (!create) {
         return NULL;
     }
 
-    node = sh->orgs_free;
-    sh->orgs_free = node->left;
+    if (sh->orgs_free) {
+        no = sh->orgs_free;
+        org = &sh->org_counts[no - 1];
+        sh->orgs_free = org->next;
 
-    org = (ngx_http_influencers_org_t *) node;
+    } else if (sh->orgs_fresh < sh->records) {
+        no = ++sh->orgs_fresh;
+        org = &sh->org_counts[no - 1];
+
+    } else {
+        return NULL;
+    }
+
     org->hash = hash;
     org->nheld = 0;
     ngx_queue_init(&org->held);
-    node->key = key;
 
-    ngx_rbtree_insert(&sh->orgs, node);
+    org->next = *bucket;
+    *bucket = no;
     sh->norgs++;
 
     return org;
-}
-
-
-/* ordered by the key, then by the whole hash where the key is shorter */
-
-static void
-ngx_http_influencers_org_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
-{
-    ngx_rbtree_node_t            **p;
-    ngx_http_influencers_org_t    *a, *b;
-
-    for ( ;; ) {
-
-        if (node->key != temp->key) {
-            p = (node->key < temp->key) ? &temp->left : &temp->right;
-
-        } else {
-            a = (ngx_http_influencers_org_t *) node;
-            b = (ngx_http_influencers_org_t *) temp;
-
-            p = (a->hash < b->hash) ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
 }
 
 
@@ -994,13 +1054,16 @@ static void
 ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec, uint64_t hash)
 {
+    ngx_http_influencers_org_t  *org;
+
     /* an org count for every record is carved, so one is always there */
 
-    rec->org = ngx_http_influencers_org(sh, hash, 1);
+    org = ngx_http_influencers_org(sh, hash, 1);
 
-    if (rec->org) {
-        ngx_queue_insert_head(&rec->org->held, &rec->org_queue);
-        ngx_http_influencers_org_count(sh, rec->org, 1);
+    if (org) {
+        rec->org = ngx_http_influencers_org_no(sh, org);
+        ngx_queue_insert_head(&org->held, &rec->org_queue);
+        ngx_http_influencers_org_count(sh, org, 1);
     }
 }
 
@@ -1009,15 +1072,18 @@ static void
 ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec)
 {
+    uint32_t                    *p, no;
     ngx_http_influencers_org_t  *org;
 
-    org = rec->org;
+    no = rec->org;
 
-    if (org == NULL) {
+    if (no == 0) {
         return;
     }
 
-    rec->org = NULL;
+    org = ngx_http_influencers_org_at(sh, no);
+
+    rec->org = 0;
     ngx_queue_remove(&rec->org_queue);
     ngx_http_influencers_org_count(sh, org, -1);
 
@@ -1025,9 +1091,16 @@ ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
         return;
     }
 
-    ngx_rbtree_delete(&sh->orgs, &org->node);
-    org->node.left = sh->orgs_free;
-    sh->orgs_free = &org->node;
+    p = &sh->org_buckets[ngx_http_influencers_mix(sh, org->hash,
+                                                  sh->norg_buckets)];
+
+    while (*p != no) {
+        p = &sh->org_counts[*p - 1].next;
+    }
+
+    *p = org->next;
+    org->next = sh->orgs_free;
+    sh->orgs_free = no;
     sh->norgs--;
 }
 
@@ -1084,7 +1157,8 @@ ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
     q = ngx_queue_last(&org->held);
 
     for (n = 0;
-         n < NGX_HTTP_INFLUENCERS_SWEEP_MAX && q != ngx_queue_sentinel(&org->held);
+         n < NGX_HTTP_INFLUENCERS_SWEEP_MAX
+         && q != ngx_queue_sentinel(&org->held);
          n++)
     {
         prev = ngx_queue_prev(q);
@@ -1152,11 +1226,10 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
     ngx_queue_t                    *q;
     ngx_http_influencers_record_t  *rec;
 
-    if (!ngx_queue_empty(&sh->free)) {
-        q = ngx_queue_head(&sh->free);
-        ngx_queue_remove(q);
-        sh->nfree--;
-        return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+    rec = ngx_http_influencers_take_free(sh);
+
+    if (rec) {
+        return rec;
     }
 
     /*
@@ -1189,6 +1262,32 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 
     ngx_http_influencers_unkey(sh, rec);
     rec->cached = 0;
+
+    return rec;
+}
+
+
+static ngx_http_influencers_record_t *
+ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
+{
+    ngx_queue_t                    *q;
+    ngx_http_influencers_record_t  *rec;
+
+    if (!ngx_queue_empty(&sh->free)) {
+        q = ngx_queue_head(&sh->free);
+        ngx_queue_remove(q);
+        sh->nfree--;
+
+        return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+    }
+
+    if (sh->fresh == sh->records) {
+        return NULL;
+    }
+
+    rec = &sh->recs[sh->fresh++];
+    ngx_memzero(rec, sizeof(ngx_http_influencers_record_t));
+    sh->nfree--;
 
     return rec;
 }
@@ -1245,18 +1344,19 @@ ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_entry(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_entry_t *entry)
+ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry)
 {
     ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
 
-    ngx_memcpy(entry->key, rec->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(entry->key, rec->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(entry->fingerprint, rec->fingerprint,
-               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+               NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(entry->job_id, rec->job_id, 16);
     ngx_memcpy(entry->influencer_id, rec->influencer_id, 16);
     entry->expires = rec->expires;
-    entry->org_hash = rec->org ? rec->org->hash : 0;
+    entry->org_hash = rec->org
+                      ? ngx_http_influencers_org_at(sh, rec->org)->hash : 0;
     entry->retry_after = rec->retry_after;
 }
 
@@ -1290,7 +1390,7 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
             continue;
         }
 
-        ngx_http_influencers_entry(rec, &entry);
+        ngx_http_influencers_entry(sh, rec, &entry);
         handler(&entry, data);
         n++;
     }
@@ -1313,7 +1413,6 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
 {
     uint64_t                        now_ms, expires;
     ngx_uint_t                      rc;
-    ngx_queue_t                    *q;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec, *head;
 
@@ -1333,30 +1432,24 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (ngx_queue_empty(&sh->free)) {
+    rec = ngx_http_influencers_take_free(sh);
+
+    if (rec == NULL) {
         rc = NGX_HTTP_INFLUENCERS_NO_ROOM;
         goto done;
     }
 
-    q = ngx_queue_head(&sh->free);
-    ngx_queue_remove(q);
-    sh->nfree--;
-
-    rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
-
-    ngx_memcpy(rec->key, entry->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(rec->key, entry->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(rec->fingerprint, entry->fingerprint,
-               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+               NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(rec->job_id, entry->job_id, 16);
     ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
     rec->retry_after = entry->retry_after;
     rec->expires = expires;
     rec->deadline = ngx_current_msec + (ngx_msec_t) (expires - now_ms);
     rec->state = NGX_HTTP_INFLUENCERS_DONE;
-    rec->keyed = 1;
 
-    rec->node.key = ngx_http_influencers_rbtree_key(rec->key);
-    ngx_rbtree_insert(&sh->rbtree, &rec->node);
+    ngx_http_influencers_index(sh, rec);
 
     ngx_http_influencers_hold(sh, rec, entry->org_hash);
 
@@ -1431,11 +1524,11 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim)
 {
     if (claim->idem) {
-        ngx_memcpy(rec->key, claim->idem, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+        ngx_memcpy(rec->key, claim->idem, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     }
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
-               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+               NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     rec->keyed = 0;
 }
 
@@ -1492,35 +1585,19 @@ ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
 static ngx_http_influencers_record_t *
 ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 {
-    ngx_int_t                       rc;
-    ngx_rbtree_key_t                hash;
-    ngx_rbtree_node_t              *node, *sentinel;
+    uint32_t                        no;
     ngx_http_influencers_record_t  *rec;
 
-    hash = ngx_http_influencers_rbtree_key(key);
-    node = sh->rbtree.root;
-    sentinel = sh->rbtree.sentinel;
+    no = sh->buckets[ngx_http_influencers_bucket(sh, key, sh->nbuckets)];
 
-    while (node != sentinel) {
+    while (no) {
+        rec = ngx_http_influencers_record_at(sh, no);
 
-        if (hash < node->key) {
-            node = node->left;
-            continue;
-        }
-
-        if (hash > node->key) {
-            node = node->right;
-            continue;
-        }
-
-        rec = (ngx_http_influencers_record_t *) node;
-        rc = ngx_memcmp(key, rec->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
-
-        if (rc == 0) {
+        if (ngx_memcmp(key, rec->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN) == 0) {
             return rec;
         }
 
-        node = (rc < 0) ? node->left : node->right;
+        no = rec->next;
     }
 
     return NULL;
@@ -1528,40 +1605,16 @@ ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 
 
 static void
-ngx_http_influencers_rbtree_insert(ngx_rbtree_node_t *temp,
-    ngx_rbtree_node_t *node, ngx_rbtree_node_t *sentinel)
+ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec)
 {
-    ngx_rbtree_node_t             **p;
-    ngx_http_influencers_record_t  *a, *b;
+    uint32_t  *bucket;
 
-    for ( ;; ) {
-
-        if (node->key < temp->key) {
-            p = &temp->left;
-
-        } else if (node->key > temp->key) {
-            p = &temp->right;
-
-        } else {
-            a = (ngx_http_influencers_record_t *) node;
-            b = (ngx_http_influencers_record_t *) temp;
-
-            p = (ngx_memcmp(a->key, b->key, NGX_HTTP_INFLUENCERS_SHA256_LEN)
-                 < 0) ? &temp->left : &temp->right;
-        }
-
-        if (*p == sentinel) {
-            break;
-        }
-
-        temp = *p;
-    }
-
-    *p = node;
-    node->parent = temp;
-    node->left = sentinel;
-    node->right = sentinel;
-    ngx_rbt_red(node);
+    bucket = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
+                                                      sh->nbuckets)];
+    rec->next = *bucket;
+    *bucket = ngx_http_influencers_record_no(sh, rec);
+    rec->keyed = 1;
 }
 
 

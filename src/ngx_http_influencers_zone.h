@@ -15,7 +15,19 @@
 
 
 #define NGX_HTTP_INFLUENCERS_ZONE_MAGIC    0x5a464e49    /* "INFZ" */
-#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  3
+#define NGX_HTTP_INFLUENCERS_ZONE_VERSION  4
+
+
+/*
+ * The zone and the state file keep the first 16 bytes of the key digest
+ * and of the fingerprint.  Two of one org's keys colliding (a birthday
+ * search of 2^64 digests) would only let that org answer itself a replay;
+ * landing on another org's entry, whose key digest covers its org, is a
+ * second preimage, 2^128.  By chance, a billion entries collide with a
+ * probability under 10^-20.
+ */
+
+#define NGX_HTTP_INFLUENCERS_DIGEST_LEN    16
 
 
 /* the outcome of a claim */
@@ -103,8 +115,8 @@ typedef struct {
  */
 
 typedef struct {
-    u_char                        key[NGX_HTTP_INFLUENCERS_SHA256_LEN];
-    u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+    u_char                        key[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
+    u_char                        fingerprint[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
     u_char                        job_id[16];
     u_char                        influencer_id[16];
     uint64_t                      expires;      /* wall clock, ms */

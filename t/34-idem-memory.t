@@ -11,6 +11,8 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes ();
+use Digest::SHA ();
+use Compress::Zlib ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
@@ -223,6 +225,56 @@ for my $how ('restart', 'reload') {
         check_new_job($long, "$how: a ttl=1h entry read back under ttl=1s has expired with it");
     }
     $t->cleanup;
+}
+
+# ISSUE 9: at most 256 bytes of zone per cached entry.  A 1m zone is filled
+# to the last record from a hand-made state file (faster than 6,000
+# requests), and every entry is in the index: sampled entries replay, a
+# new key is refused, and the stats say what an entry costs.
+{
+    my $org = 'org_acme';
+    my $path = '/v1/projects/' . P_FEMALE . '/influencers';
+    my $fp = Digest::SHA::sha256("POST $path\n" . '{}');
+    my $far = 4102444800000;    # 2100-01-01
+    my $N = 8000;               # more than 1m holds
+    my $data = '';
+    for my $i (1 .. $N) {
+        my $entry = substr(Digest::SHA::sha256(chr(length $org) . $org . "fill-$i"), 0, 16)
+                  . substr($fp, 0, 16)
+                  . pack('n', 0) . pack('N', 0x01000000 + $i) . ("\x11" x 10)
+                  . ("\x22" x 16)
+                  . pack('Q<', $far) . pack('Q<', 0) . pack('V', 5) . pack('V', 0);
+        $data .= pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
+    }
+    my $f = InfTest->new(log_level => 'info');
+    $f->write_directory;
+    $f->conf($f->default_conf(zone => 'zone=jobs:1m ttl=1h org_share=100% state=%%TESTDIR%%/fill.state',
+                              server => STATS_LOCATION));
+    $f->start_backend;
+    # a snapshot is read newest first: the first entries are the newest
+    $f->write_file($f->path('fill.state'), pack('V4', 0x53464e49, 4, 96, $N) . $data);
+    $f->run;
+    my $s = $f->stats();
+    my $records = $s->{records} // 0;
+    is($s->{keyed}, $records, "a 1m zone filled from a state file: every one of its $records records keyed");
+    cmp_ok($records, '>=', 1024 * 1024 / 256, '1m holds at least 4,096 entries (256 bytes or less each)');
+    cmp_ok($s->{recordSize}, '<=', 256, "stats: recordSize $s->{recordSize} bytes, at most 256");
+    cmp_ok(int(1024 * 1024 / $records), '<=', 256,
+           sprintf('1m / %d records = %d bytes of zone per entry', $records, 1024 * 1024 / $records));
+    is($s->{bytesInUse}, $records * $s->{recordSize}, 'stats: bytesInUse = entries * recordSize');
+    my $replayed = 0;
+    my @sample = (1, 2, 3, int($records / 2), $records - 1, $records);
+    for my $i (@sample) {
+        my $r = $f->idem("fill-$i", body => '{}');
+        $replayed++ if $r->status == 202 && ($r->header('idempotent-replayed') // '') eq 'true';
+    }
+    is($replayed, scalar @sample, 'entries from the first, the middle and the last loaded replay');
+    my $r = $f->idem('fill-' . ($records + 1), body => '{}');
+    is($r->status, 503, 'an entry that did not fit is not there: its key is refused, the zone is full')
+        or diag($r->summary);
+    is($f->forwards, 0, 'nothing forwarded');
+    $f->check_log_clean;
+    $f->cleanup;
 }
 
 done_testing;

@@ -242,8 +242,8 @@ my %keep;
     $t->conf($t->default_conf(zone => 'zone=jobs:1m org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
     $t->run;
-    $first{$_} = $t->idem("size-$_") for 11 .. 60;
-    is($t->stats()->{keyed}, 60, '1m zone: 60 entries');
+    $first{$_} = $t->idem("size-$_") for 11 .. 200;
+    is($t->stats()->{keyed}, 200, '1m zone: 200 entries');
     $t->stop;
     $t->conf($t->default_conf(zone => 'zone=jobs:32k org_share=100% state=%%TESTDIR%%/size.state',
                               server => STATS_LOCATION));
@@ -254,7 +254,7 @@ my %keep;
        'a valid state file with more entries than a smaller zone holds is not "damaged"');
     is($s->{keyed}, $s->{records},
        "restarted with 32k: as many entries as fit are loaded ($s->{records})");
-    my $r = $t->idem('size-60');
+    my $r = $t->idem('size-200');
     is($r->header('idempotent-replayed'), 'true', 'the newest entry replays')
         or diag($r->summary);
     $t->check_log_clean;
@@ -279,7 +279,7 @@ sub damaged_start {
     open my $fh, '<:raw', $state or die "$state: $!";
     my $data = do { local $/; <$fh> };
     close $fh;
-    my $records = int((length($data) - 16) / 128);
+    my $records = int((length($data) - 16) / 96);
     $data = $damage->($data);
     $t->write_file($state, $data);
 
@@ -332,7 +332,10 @@ damaged_start('a state file with a flipped header byte', sub {
 }, $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);
 damaged_start('a state file of the old layout (version 2)', sub {
     return pack('V6', 0x53464e49, 2, 432, 1, 0, 0) . ("\0" x 432);
-}, $NOT_STATE, qr/\[error\].*state file "\Q$state\E" has layout version 2 and this module reads version 3: its entries are not loaded/);
+}, $NOT_STATE, qr/\[error\].*state file "\Q$state\E" has layout version 2 and this module reads version 4: its entries are not loaded/);
+damaged_start('a state file of the previous layout (version 3, 128-byte records)', sub {
+    return pack('V4', 0x53464e49, 3, 128, 2) . pack('V', 0x4a464e49) . ("\0" x 252);
+}, $NOT_STATE, qr/\[error\].*state file "\Q$state\E" has layout version 3 and this module reads version 4: its entries are not loaded/);
 damaged_start('a foreign file (random bytes)', sub {
     return join '', map { chr int rand 256 } 1 .. 4096;
 }, $NOT_STATE, qr/\[error\].*"\Q$state\E" is not a state file, ignored/);

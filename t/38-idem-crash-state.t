@@ -62,7 +62,7 @@ is($first{1}[1]->header('retry-after'), '86400',
    'influencers_retry_after 1d: the first answer says Retry-After: 86400');
 check_replay($t->idem('crash-1', body => $first{1}[0]), $first{1}[1],
              'a replay before the crash says 86400 too (no 16-bit cut)');
-ok(journal_bytes($t, 'jobs.state') >= 24 * 128, 'the journal holds the 24 entries');
+ok(journal_bytes($t, 'jobs.state') >= 24 * 96, 'the journal holds the 24 entries');
 ok(!-e $t->path('jobs.state'), 'no snapshot yet: only the journal');
 
 Time::HiRes::sleep(2.2);
@@ -219,10 +219,12 @@ for my $ra ('0', '1', '65535', '65536', '86400') {
 
 sub entry_record {
     my (%e) = @_;
-    my $entry = $e{key} . $e{fingerprint} . $e{job_id} . $e{inf_id}
+    # the zone keeps the digests' first 16 bytes
+    my $entry = substr($e{key}, 0, 16) . substr($e{fingerprint}, 0, 16)
+              . $e{job_id} . $e{inf_id}
               . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
               . pack('V', $e{retry_after} // 5) . pack('V', 0);
-    die 'entry size' unless length($entry) == 120;
+    die 'entry size' unless length($entry) == 88;
     return pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
 }
 
@@ -248,7 +250,7 @@ sub entry_record {
                               inf_id => "\x22" x 16, expires => $far);
     }
     $t->write_file($t->path('far.state'),
-                   pack('V4', 0x53464e49, 3, 128, 40) . $data);
+                   pack('V4', 0x53464e49, 4, 96, 40) . $data);
 
     my $t0 = time;
     $t->run;

@@ -129,12 +129,18 @@ run "module: replay" "/v1/projects/$project/influencers" replay
 script 'wrk.headers["Authorization"] = "Bearer wrong"'
 run "module: early rejection (401)" "/v1/projects/$project/influencers" reject
 
+# a body the schema refuses: 422 with fieldErrors, after the whole parse
+script 'wrk.body = '"'"'{"gender":"robot","ageRange":"young_adult","prompt":"barista energy"}'"'"''
+run "module: body rejection (422)" "/v1/projects/$project/influencers" invalid
+
 awk -v p="$plain" -v a="$accepted" -v b="$bare" -v r="$replay" -v j="$reject" \
+    -v v="$invalid" \
     'BEGIN {
         if (p == 0) { print "(no perf: CPU per request not measured)"; exit }
         printf "accepted vs proxy_pass: %+.1f%% CPU per request\n", (a / p - 1) * 100;
         printf "replay vs return:       %+.1f%% CPU per request\n", (r / b - 1) * 100;
-        printf "rejection vs return:    %+.1f%% CPU per request\n", (j / b - 1) * 100;
+        printf "401 vs return:          %+.1f%% CPU per request\n", (j / b - 1) * 100;
+        printf "422 vs return:          %+.1f%% CPU per request\n", (v / b - 1) * 100;
     }'
 
 if grep -E '\[(alert|crit|emerg)\]' "$dir/gw.log"; then

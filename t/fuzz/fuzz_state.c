@@ -21,7 +21,7 @@
  *
  * Besides what ASan and UBSan catch (leaks included), what the reader
  * hands to the zone is held to a plain reference: the header, then every
- * 128-byte record whose magic and CRC-32 agree, scanning on a byte at a
+ * 96-byte record whose magic and CRC-32 agree, scanning on a byte at a
  * time past anything else, however the reads cut the file; and the
  * damaged stretches it reports are the ones there are.
  *
