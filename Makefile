@@ -62,7 +62,9 @@ smoke: $(MODULE)
 
 UNIT_BIN := $(BUILD)/unit_validate
 
-$(UNIT_BIN): t/unit/validate.c src/ngx_http_influencers_validate.c src/ngx_http_influencers_validate.h
+$(UNIT_BIN): t/unit/validate.c src/ngx_http_influencers_validate.c \
+             src/ngx_http_influencers_validate.h \
+             src/ngx_http_influencers_json.h src/ngx_http_influencers_siphash.h
 	@mkdir -p $(BUILD)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(WARN) \
 	    -I src -o $@ t/unit/validate.c src/ngx_http_influencers_validate.c -ljansson

@@ -23,13 +23,6 @@
 #define NGX_HTTP_INFLUENCERS_SUFFIX  "/influencers"
 
 
-typedef struct {
-    json_t                    *errors;
-    ngx_str_t                 *out;
-    ngx_http_request_t        *r;
-} ngx_http_influencers_dump_t;
-
-
 static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
 static ngx_uint_t ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
@@ -49,6 +42,9 @@ static ngx_int_t ngx_http_influencers_read_body(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, u_char **body, size_t *len);
 static void ngx_http_influencers_resolve(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b);
+static ngx_int_t ngx_http_influencers_key_digest(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_claim_t *claim, u_char *body, size_t len);
 static ngx_int_t ngx_http_influencers_digests(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
     ngx_http_influencers_claim_t *claim);
@@ -60,6 +56,7 @@ static void ngx_http_influencers_claimed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_influencers_act(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_store_e result);
+static void ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx);
 static void ngx_http_influencers_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_conclude(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
@@ -68,7 +65,7 @@ static void ngx_http_influencers_finished(ngx_http_request_t *r,
 static ngx_int_t ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
-    json_t *errors, ngx_str_t *out);
+    ngx_http_influencers_body_t *b, ngx_str_t *out);
 static ngx_int_t ngx_http_influencers_request_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
 
@@ -107,6 +104,9 @@ static char *ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post,
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+/* this configuration's, random: see ngx_http_influencers_key_digest() */
+static uint64_t  ngx_http_influencers_generation;
 
 
 #if (NGX_DEBUG)
@@ -644,14 +644,44 @@ ngx_http_influencers_process(ngx_http_request_t *r,
                                                NULL, 0);
     }
 
-    rc = ngx_http_influencers_body_parse(&b, body, len);
+    claim.idem = NULL;
+    claim.body = 0;
+
+    if (ctx->has_idem) {
+        if (ngx_http_influencers_key_digest(r, ilcf, ctx, &claim, body, len)
+            != NGX_OK)
+        {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        if (ngx_http_influencers_zone_replay(ilcf->shm_zone->data,
+                                             claim.key, claim.body,
+                                             &ctx->accept,
+                                             r->connection->log))
+        {
+            return ngx_http_influencers_act(r, ilcf, ctx,
+                                            NGX_HTTP_INFLUENCERS_STORE_REPLAY);
+        }
+    }
+
+    /*
+     * everything jansson allocates for the body comes from the request's
+     * pool, and every object is still released by
+     * ngx_http_influencers_body_free() (a no-op for pool blocks)
+     */
+
+    (void) ngx_http_influencers_json_pool(r->pool);
+
+    rc = ngx_http_influencers_body_check(&b, body, len);
+
+    (void) ngx_http_influencers_json_pool(NULL);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: body parsed: %s",
                    rc == 0 ? "valid" : (rc == 1 ? "invalid" : "failed"));
 
     if (rc == 1) {
-        rc = ngx_http_influencers_details(r, b.errors, &details);
+        rc = ngx_http_influencers_details(r, &b, &details);
         ngx_http_influencers_body_free(&b);
 
         if (rc != NGX_OK) {
@@ -841,16 +871,15 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_body_t *b,
     ngx_http_influencers_claim_t *claim)
 {
-    size_t       n;
-    u_char       org_len;
-    EVP_MD_CTX  *md;
-    u_char       canonical[NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
-    u_char       path[sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1
-                      + NGX_HTTP_INFLUENCERS_UUID_LEN
-                      + sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1];
+    u_char  *p;
+    u_char   fingerprint[sizeof("POST ") - 1
+                         + sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1
+                         + NGX_HTTP_INFLUENCERS_UUID_LEN
+                         + sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1
+                         + sizeof("\n") - 1
+                         + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
     claim->job = &ctx->job;
-    claim->idem = NULL;
     claim->org_hash = ngx_http_influencers_org_hash(ctx->job.org.data,
                                                     ctx->job.org.len);
 
@@ -865,55 +894,74 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    org_len = (u_char) ctx->job.org.len;
+    p = ngx_cpymem(fingerprint, "POST " NGX_HTTP_INFLUENCERS_PREFIX,
+                   sizeof("POST " NGX_HTTP_INFLUENCERS_PREFIX) - 1);
+    ngx_http_influencers_format_uuid(ctx->job.project, p);
+    p += NGX_HTTP_INFLUENCERS_UUID_LEN;
+    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_SUFFIX "\n",
+                   sizeof(NGX_HTTP_INFLUENCERS_SUFFIX "\n") - 1);
+    p += ngx_http_influencers_body_canonical(b, p);
 
-    md = ngx_http_influencers_sha256_init();
-
-    if (md == NULL
-        || EVP_DigestUpdate(md, &org_len, 1) != 1
-        || EVP_DigestUpdate(md, ctx->job.org.data, ctx->job.org.len) != 1
-        || EVP_DigestUpdate(md, ctx->idem, ctx->idem_len) != 1
-        || ngx_http_influencers_sha256_final(md, claim->key) != NGX_OK)
+    if (ngx_http_influencers_sha256(fingerprint, p - fingerprint,
+                                    claim->fingerprint)
+        != NGX_OK)
     {
-        goto failed;
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: computing the request's fingerprint "
+                      "failed");
+        return NGX_ERROR;
+    }
+
+    return NGX_OK;
+}
+
+
+/*
+ * What a keyed request is known by before its body is parsed: the key's
+ * digest (the org's and the key's bytes laid out in one buffer, hashed in
+ * one call: an update costs more than copying a few dozen bytes; orgs are
+ * at most NGX_HTTP_INFLUENCERS_ORG_MAX bytes, checked where they are
+ * read), and the keyed hash of the body's bytes under this location's
+ * configuration, by which a retry of the same bytes is replayed unparsed.
+ */
+
+static ngx_int_t
+ngx_http_influencers_key_digest(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_http_influencers_claim_t *claim, u_char *body, size_t len)
+{
+    u_char     *p;
+    uint64_t    conf[2];
+    u_char      prefix[sizeof(conf) + 16];
+    u_char      key[1 + NGX_HTTP_INFLUENCERS_ORG_MAX
+                    + NGX_HTTP_INFLUENCERS_IDEM_MAX];
+
+    p = key;
+    *p++ = (u_char) ctx->job.org.len;
+    p = ngx_cpymem(p, ctx->job.org.data, ctx->job.org.len);
+    p = ngx_cpymem(p, ctx->idem, ctx->idem_len);
+
+    if (ngx_http_influencers_sha256(key, p - key, claim->key) != NGX_OK) {
+        ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
+                      "influencers: computing the key's digest failed");
+        return NGX_ERROR;
     }
 
     claim->idem = claim->key;
 
-    ngx_memcpy(path, NGX_HTTP_INFLUENCERS_PREFIX,
-               sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1);
-    ngx_http_influencers_format_uuid(ctx->job.project,
-                               path + sizeof(NGX_HTTP_INFLUENCERS_PREFIX) - 1);
-    ngx_memcpy(path + sizeof(path) - (sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1),
-               NGX_HTTP_INFLUENCERS_SUFFIX,
-               sizeof(NGX_HTTP_INFLUENCERS_SUFFIX) - 1);
+    /* this configuration (a reload makes another), this location, project */
 
-    md = ngx_http_influencers_sha256_init();
+    conf[0] = ngx_http_influencers_generation;
+    conf[1] = (uint64_t) (uintptr_t) ilcf;
 
-    if (md == NULL
-        || EVP_DigestUpdate(md, "POST ", 5) != 1
-        || EVP_DigestUpdate(md, path, sizeof(path)) != 1
-        || EVP_DigestUpdate(md, "\n", 1) != 1)
-    {
-        goto failed;
-    }
+    ngx_memcpy(prefix, conf, sizeof(conf));
+    ngx_memcpy(prefix + sizeof(conf), ctx->job.project, 16);
 
-    n = ngx_http_influencers_body_canonical(b, canonical);
-
-    if (EVP_DigestUpdate(md, canonical, n) != 1
-        || ngx_http_influencers_sha256_final(md, claim->fingerprint) != NGX_OK)
-    {
-        goto failed;
-    }
+    claim->body = ngx_http_influencers_zone_body_hash(ilcf->shm_zone->data,
+                                                      prefix, sizeof(prefix),
+                                                      body, len);
 
     return NGX_OK;
-
-failed:
-
-    ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
-                  "influencers: computing the request's digests failed");
-
-    return NGX_ERROR;
 }
 
 
@@ -986,17 +1034,16 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     switch (result) {
 
     case NGX_HTTP_INFLUENCERS_STORE_NEW:
-        ctx->has_job = 1;
+        ngx_http_influencers_job_id(ctx);
         ctx->idempotency = ctx->has_idem ? NGX_HTTP_INFLUENCERS_IDEM_CLAIM
                                          : NGX_HTTP_INFLUENCERS_IDEM_NONE;
         break;
 
     case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
-        ctx->has_job = 1;
+        ngx_http_influencers_job_id(ctx);
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_REPLAY;
 
-        return ngx_http_influencers_send_accepted(r, ctx->request_id,
-                                                  &ctx->accept, 1);
+        return ngx_http_influencers_send_accepted(r, ctx, 1);
 
     case NGX_HTTP_INFLUENCERS_STORE_BUSY:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_CONFLICT;
@@ -1040,6 +1087,18 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     r->write_event_handler = ngx_http_influencers_resume;
 
     return NGX_DONE;
+}
+
+
+/* the job id as text, once: the forward, its header and the reply use it */
+
+static void
+ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx)
+{
+    ngx_memcpy(ctx->job_id, "job_", sizeof("job_") - 1);
+    ngx_http_influencers_ulid_encode(ctx->accept.job_id,
+                                     ctx->job_id + sizeof("job_") - 1);
+    ctx->has_job = 1;
 }
 
 
@@ -1134,8 +1193,7 @@ ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
     if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return ngx_http_influencers_send_accepted(r, ctx->request_id,
-                                                  &ctx->accept, 0);
+        return ngx_http_influencers_send_accepted(r, ctx, 0);
     }
 
     return ngx_http_influencers_send_error(r, ctx->request_id, ctx->outcome,
@@ -1144,24 +1202,18 @@ ngx_http_influencers_answer(ngx_http_request_t *r,
 
 
 static ngx_int_t
-ngx_http_influencers_details(ngx_http_request_t *r, json_t *errors,
-    ngx_str_t *out)
+ngx_http_influencers_details(ngx_http_request_t *r,
+    ngx_http_influencers_body_t *b, ngx_str_t *out)
 {
-    size_t  len;
-
-    len = json_dumpb(errors, NULL, 0, JSON_COMPACT);
-    if (len == 0) {
-        return NGX_ERROR;
-    }
-
-    out->data = ngx_pnalloc(r->pool, len);
+    out->data = ngx_pnalloc(r->pool,
+                            ngx_http_influencers_body_errors_len(b));
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    out->len = json_dumpb(errors, (char *) out->data, len, JSON_COMPACT);
+    out->len = ngx_http_influencers_body_errors(b, out->data) - out->data;
 
-    return out->len == len ? NGX_OK : NGX_ERROR;
+    return NGX_OK;
 }
 
 
@@ -1213,6 +1265,9 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
 static ngx_int_t
 ngx_http_influencers_preconfiguration(ngx_conf_t *cf)
 {
+    /* before the directory file is read with jansson */
+    ngx_http_influencers_json_init();
+
     return ngx_http_influencers_metrics_variables(cf);
 }
 
@@ -1222,6 +1277,18 @@ ngx_http_influencers_init(ngx_conf_t *cf)
 {
     ngx_http_next_request_body_filter = ngx_http_top_request_body_filter;
     ngx_http_top_request_body_filter = ngx_http_influencers_request_body_filter;
+
+    /*
+     * a body's bytes recognised under one configuration are not under the
+     * next: the directory or a directive may validate them otherwise
+     */
+
+    if (ngx_http_influencers_random((u_char *) &ngx_http_influencers_generation,
+                                    sizeof(uint64_t))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     return ngx_http_influencers_forward_init(cf);
 }

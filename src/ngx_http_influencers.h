@@ -81,6 +81,9 @@ typedef struct {
     size_t                             received;
     ngx_http_influencers_accept_t      accept;
 
+    /* "job_" and the ULID, written once has_job is set */
+    u_char                   job_id[NGX_HTTP_INFLUENCERS_JOB_ID_LEN];
+
     ngx_http_request_t                *sr;
     ngx_uint_t                         outcome;          /* an error index */
     void                              *store;            /* fleet mode */
@@ -94,6 +97,17 @@ typedef struct {
     unsigned                           has_job:1;        /* accept's ids */
     unsigned                           idempotency:3;    /* for the log */
 } ngx_http_influencers_ctx_t;
+
+
+/*
+ * jansson's allocations (ngx_http_influencers_json.c): from the pool named
+ * here, else malloc().  A request's parse names its pool, so that the
+ * dozen allocations a small body costs are pool bumps and its frees
+ * nothing; the directory file, read with no pool named, is malloc()ed and
+ * freed as before.  Returns the pool named before.
+ */
+void ngx_http_influencers_json_init(void);
+ngx_pool_t *ngx_http_influencers_json_pool(ngx_pool_t *pool);
 
 
 extern ngx_module_t  ngx_http_influencers_module;

@@ -8,27 +8,47 @@
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
+#include "ngx_http_influencers_json.h"
 
 
 static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
     ngx_http_influencers_ctx_t *ctx);
-static ngx_int_t ngx_http_influencers_push_in(ngx_http_request_t *sr,
-    char *name, size_t name_len, u_char *value, size_t len,
-    ngx_table_elt_t **hp);
+static ngx_table_elt_t *ngx_http_influencers_push_in(ngx_http_request_t *sr,
+    ngx_uint_t name, u_char *value, size_t len);
 static ngx_int_t ngx_http_influencers_forward_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
-#define ngx_http_influencers_cpy(p, s)  ngx_cpymem(p, s, sizeof(s) - 1)
-
-
 static ngx_http_output_body_filter_pt  ngx_http_next_body_filter;
 
 static ngx_str_t  ngx_http_influencers_post = ngx_string("POST");
+
+
+/*
+ * The forward's headers, with their lower-case names and hashes made
+ * once (ngx_http_influencers_forward_init()), not for every job
+ */
+
+typedef struct {
+    ngx_str_t                   name;
+    u_char                     *lowcase;
+    ngx_uint_t                  hash;
+} ngx_http_influencers_header_t;
+
+
+#define NGX_HTTP_INFLUENCERS_CONTENT_TYPE     0
+#define NGX_HTTP_INFLUENCERS_X_REQUEST_ID     1
+#define NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY  2
+
+static ngx_http_influencers_header_t  ngx_http_influencers_forward_names[] = {
+    { ngx_string("Content-Type"), (u_char *) "content-type", 0 },
+    { ngx_string("X-Request-Id"), (u_char *) "x-request-id", 0 },
+    { ngx_string("Idempotency-Key"), (u_char *) "idempotency-key", 0 }
+};
 
 
 ngx_int_t
@@ -101,7 +121,6 @@ static ngx_int_t
 ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
     ngx_http_influencers_ctx_t *ctx)
 {
-    u_char                    *job;
     ngx_table_elt_t           *ct;
     ngx_http_headers_in_t     *hi;
 
@@ -120,30 +139,20 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
                            - ctx->sr->request_body->buf->pos;
     hi->keep_alive_n = -1;
 
-    job = ngx_pnalloc(sr->pool, NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
-    if (job == NULL) {
-        return NGX_ERROR;
-    }
+    ct = ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_CONTENT_TYPE,
+                                      (u_char *) "application/json",
+                                      sizeof("application/json") - 1);
 
-    ngx_memcpy(job, "job_", 4);
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id, job + 4);
-
-    if (ngx_http_influencers_push_in(sr, "Content-Type",
-                                     sizeof("Content-Type") - 1,
-                                     (u_char *) "application/json",
-                                     sizeof("application/json") - 1, &ct)
-        != NGX_OK
-        || ngx_http_influencers_push_in(sr, "X-Request-Id",
-                                        sizeof("X-Request-Id") - 1,
+    if (ct == NULL
+        || ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_X_REQUEST_ID,
                                         ctx->request_id,
-                                        NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN,
-                                        NULL)
-           != NGX_OK
-        || ngx_http_influencers_push_in(sr, "Idempotency-Key",
-                                        sizeof("Idempotency-Key") - 1,
-                                        job, NGX_HTTP_INFLUENCERS_JOB_ID_LEN,
-                                        NULL)
-           != NGX_OK)
+                                        NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
+           == NULL
+        || ngx_http_influencers_push_in(sr,
+                                        NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY,
+                                        ctx->job_id,
+                                        NGX_HTTP_INFLUENCERS_JOB_ID_LEN)
+           == NULL)
     {
         return NGX_ERROR;
     }
@@ -154,34 +163,29 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
 }
 
 
-static ngx_int_t
-ngx_http_influencers_push_in(ngx_http_request_t *sr, char *name,
-    size_t name_len, u_char *value, size_t len, ngx_table_elt_t **hp)
+static ngx_table_elt_t *
+ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
+    u_char *value, size_t len)
 {
-    ngx_table_elt_t  *h;
+    ngx_table_elt_t                *h;
+    ngx_http_influencers_header_t  *n;
 
     h = ngx_list_push(&sr->headers_in.headers);
     if (h == NULL) {
-        return NGX_ERROR;
+        return NULL;
     }
 
-    h->key.len = name_len;
-    h->key.data = (u_char *) name;
+    n = &ngx_http_influencers_forward_names[name];
+
+    /* nothing writes to a request header's names once it is parsed */
+
+    h->key = n->name;
+    h->lowcase_key = n->lowcase;
+    h->hash = n->hash;
     h->value.len = len;
     h->value.data = value;
 
-    h->lowcase_key = ngx_pnalloc(sr->pool, name_len);
-    if (h->lowcase_key == NULL) {
-        return NGX_ERROR;
-    }
-
-    h->hash = ngx_hash_strlow(h->lowcase_key, h->key.data, name_len);
-
-    if (hp) {
-        *hp = h;
-    }
-
-    return NGX_OK;
+    return h;
 }
 
 
@@ -197,17 +201,22 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
 
     job = &ctx->job;
 
-    len = sizeof("{\"jobId\":\"job_\",\"kind\":\"influencer_create\","
-                 "\"influencerId\":\"inf_\",\"projectId\":\"\","
-                 "\"orgId\":\"\",\"requestId\":\"\",\"createdAt\":\"\","
-                 "\"params\":{\"gender\":\"\",\"ageRange\":\"\","
-                 "\"prompt\":\"\"}}")
-          + NGX_HTTP_INFLUENCERS_ULID_LEN + 32 + NGX_HTTP_INFLUENCERS_UUID_LEN
+    len = NGX_HTTP_INFLUENCERS_JSON_LIT_LEN(
+              "{\"jobId\":\"\",\"kind\":\"influencer_create\","
+              "\"influencerId\":\"inf_\",\"projectId\":\"\","
+              "\"orgId\":\"\",\"requestId\":\"\",\"createdAt\":\"\","
+              "\"params\":{\"gender\":\"\",\"ageRange\":\"\","
+              "\"prompt\":}}")
+          + NGX_HTTP_INFLUENCERS_JOB_ID_LEN + 32
+          + NGX_HTTP_INFLUENCERS_UUID_LEN
           + job->org.len + NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN
           + sizeof("2026-11-28T09:56:07.123Z") + sizeof("non_binary")
-          + sizeof("young_adult")
-          + job->prompt_len
-          + ngx_escape_json(NULL, job->prompt, job->prompt_len);
+          + sizeof("young_adult");
+
+    if (job->has_prompt) {
+        len += ngx_http_influencers_json_str_len(job->prompt,
+                                                 job->prompt_len);
+    }
 
     json = ngx_palloc(r->pool, sizeof(ngx_str_t));
     p = ngx_pnalloc(r->pool, len);
@@ -222,32 +231,32 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
 
     /* orgs are checked to need no escaping when they are read */
 
-    p = ngx_http_influencers_cpy(p, "{\"jobId\":\"job_");
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id, p);
-    p += NGX_HTTP_INFLUENCERS_ULID_LEN;
-    p = ngx_http_influencers_cpy(p, "\",\"kind\":\"influencer_create\","
-                                    "\"influencerId\":\"inf_");
-    p = ngx_hex_dump(p, ctx->accept.influencer_id, 16);
-    p = ngx_http_influencers_cpy(p, "\",\"projectId\":\"");
+    p = ngx_http_influencers_json_lit(p, "{\"jobId\":\"");
+    p = ngx_http_influencers_json_raw(p, ctx->job_id,
+                                      NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
+    p = ngx_http_influencers_json_lit(p, "\",\"kind\":\"influencer_create\","
+                                         "\"influencerId\":\"inf_");
+    p = ngx_http_influencers_hex_dump(p, ctx->accept.influencer_id, 16);
+    p = ngx_http_influencers_json_lit(p, "\",\"projectId\":\"");
     ngx_http_influencers_format_uuid(job->project, p);
     p += NGX_HTTP_INFLUENCERS_UUID_LEN;
-    p = ngx_http_influencers_cpy(p, "\",\"orgId\":\"");
-    p = ngx_cpymem(p, job->org.data, job->org.len);
-    p = ngx_http_influencers_cpy(p, "\",\"requestId\":\"");
-    p = ngx_cpymem(p, ctx->request_id, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
-    p = ngx_http_influencers_cpy(p, "\",\"createdAt\":\"");
+    p = ngx_http_influencers_json_lit(p, "\",\"orgId\":\"");
+    p = ngx_http_influencers_json_raw(p, job->org.data, job->org.len);
+    p = ngx_http_influencers_json_lit(p, "\",\"requestId\":\"");
+    p = ngx_http_influencers_json_raw(p, ctx->request_id,
+                                      NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
+    p = ngx_http_influencers_json_lit(p, "\",\"createdAt\":\"");
     p = ngx_http_influencers_iso_time(p,
                           ngx_http_influencers_ulid_time(ctx->accept.job_id));
-    p = ngx_http_influencers_cpy(p, "\",\"params\":{\"gender\":\"");
-    p = ngx_cpymem(p, gender->name, gender->len);
-    p = ngx_http_influencers_cpy(p, "\",\"ageRange\":\"");
-    p = ngx_cpymem(p, age->name, age->len);
+    p = ngx_http_influencers_json_lit(p, "\",\"params\":{\"gender\":\"");
+    p = ngx_http_influencers_json_raw(p, gender->name, gender->len);
+    p = ngx_http_influencers_json_lit(p, "\",\"ageRange\":\"");
+    p = ngx_http_influencers_json_raw(p, age->name, age->len);
     *p++ = '"';
 
     if (job->has_prompt) {
-        p = ngx_http_influencers_cpy(p, ",\"prompt\":\"");
-        p = (u_char *) ngx_escape_json(p, job->prompt, job->prompt_len);
-        *p++ = '"';
+        p = ngx_http_influencers_json_lit(p, ",\"prompt\":");
+        p = ngx_http_influencers_json_str(p, job->prompt, job->prompt_len);
     }
 
     *p++ = '}';
@@ -371,6 +380,16 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 ngx_int_t
 ngx_http_influencers_forward_init(ngx_conf_t *cf)
 {
+    ngx_uint_t                      i;
+    ngx_http_influencers_header_t  *n;
+
+    for (i = 0; i < sizeof(ngx_http_influencers_forward_names)
+                    / sizeof(ngx_http_influencers_header_t); i++)
+    {
+        n = &ngx_http_influencers_forward_names[i];
+        n->hash = ngx_hash_key(n->lowcase, n->name.len);
+    }
+
     ngx_http_next_body_filter = ngx_http_top_body_filter;
     ngx_http_top_body_filter = ngx_http_influencers_drop_output;
 

@@ -13,7 +13,6 @@
 
 #include <ngx_config.h>
 #include <ngx_core.h>
-#include <openssl/evp.h>
 
 
 #define NGX_HTTP_INFLUENCERS_ULID_LEN        26
@@ -27,14 +26,18 @@ void ngx_http_influencers_ids_init_process(void);
 void ngx_http_influencers_ids_exit_process(void);
 ngx_int_t ngx_http_influencers_random(u_char *buf, size_t n);
 ngx_int_t ngx_http_influencers_request_id(u_char *out);
+u_char *ngx_http_influencers_hex_dump(u_char *dst, const u_char *src,
+    size_t len);
 
 /* 16 bytes: 48-bit big-endian milliseconds, 80 random bits */
 void ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out);
 uint64_t ngx_http_influencers_ulid_time(const u_char *ulid);
 u_char *ngx_http_influencers_iso_time(u_char *p, uint64_t ms);
 
-EVP_MD_CTX *ngx_http_influencers_sha256_init(void);
-ngx_int_t ngx_http_influencers_sha256_final(EVP_MD_CTX *md, u_char *out);
+/* what ngx_http_time() and "%T" write, without ngx_sprintf() */
+u_char *ngx_http_influencers_http_time(u_char *p, time_t t);
+u_char *ngx_http_influencers_decimal(u_char *p, uint64_t n);
+
 ngx_int_t ngx_http_influencers_sha256(const u_char *p, size_t len,
     u_char *out);
 

@@ -760,7 +760,6 @@ static ngx_int_t
 ngx_http_influencers_var_job_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                      *p;
     ngx_http_influencers_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
@@ -770,19 +769,13 @@ ngx_http_influencers_var_job_id(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, "job_", 4);
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id, p + 4);
+    /* encoded once, when the job's ids became the request's */
 
     v->len = NGX_HTTP_INFLUENCERS_JOB_ID_LEN;
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
-    v->data = p;
+    v->data = ctx->job_id;
 
     return NGX_OK;
 }

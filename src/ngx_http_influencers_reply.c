@@ -7,16 +7,22 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
+#include "ngx_http_influencers_json.h"
 
 
 /* the 202 envelope, in pieces around its ids */
 
-#define NGX_HTTP_INFLUENCERS_JOB     "{\"jobId\":\"job_"
+#define NGX_HTTP_INFLUENCERS_JOB     "{\"jobId\":\""
 #define NGX_HTTP_INFLUENCERS_INF                                              \
     "\",\"kind\":\"influencer_create\",\"status\":\"running\","              \
     "\"influencerId\":\"inf_"
 #define NGX_HTTP_INFLUENCERS_LOC     "\",\"locationUrl\":\""
-#define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/job_"
+#define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/"
+
+#define NGX_HTTP_INFLUENCERS_ENVELOPE_LEN                                     \
+    (sizeof(NGX_HTTP_INFLUENCERS_JOB NGX_HTTP_INFLUENCERS_INF                 \
+            NGX_HTTP_INFLUENCERS_LOC NGX_HTTP_INFLUENCERS_JOBS "\"}") - 1      \
+     + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + 32)
 
 /* nginx 1.22 has no constant (and no reason phrase) for 422 */
 #define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
@@ -149,12 +155,15 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
         break;
     }
 
-    len = sizeof("{\"error\":{\"code\":\"\",\"message\":\"\",\"requestId\":\""
-                 "\"}}") - 1
+    /* codes and messages are constants that need no escaping */
+
+    len = NGX_HTTP_INFLUENCERS_JSON_LIT_LEN(
+              "{\"error\":{\"code\":\"\",\"message\":\"\",\"requestId\":\"\"}}")
           + e->code.len + e->message.len + NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN;
 
     if (details) {
-        len += sizeof(",\"details\":") - 1 + details->len;
+        len += NGX_HTTP_INFLUENCERS_JSON_LIT_LEN(",\"details\":")
+               + details->len;
     }
 
     body = ngx_pnalloc(r->pool, len);
@@ -162,18 +171,19 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(body, "{\"error\":{\"code\":\"",
-                   sizeof("{\"error\":{\"code\":\"") - 1);
-    p = ngx_cpymem(p, e->code.data, e->code.len);
-    p = ngx_cpymem(p, "\",\"message\":\"", sizeof("\",\"message\":\"") - 1);
-    p = ngx_cpymem(p, e->message.data, e->message.len);
-    p = ngx_cpymem(p, "\",\"requestId\":\"", sizeof("\",\"requestId\":\"") - 1);
-    p = ngx_cpymem(p, request_id, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
+    p = ngx_http_influencers_json_lit(body, "{\"error\":{\"code\":\"");
+    p = ngx_http_influencers_json_raw(p, e->code.data, e->code.len);
+    p = ngx_http_influencers_json_lit(p, "\",\"message\":\"");
+    p = ngx_http_influencers_json_raw(p, e->message.data, e->message.len);
+    p = ngx_http_influencers_json_lit(p, "\",\"requestId\":\"");
+    p = ngx_http_influencers_json_raw(p, request_id,
+                                      NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     *p++ = '"';
 
     if (details) {
-        p = ngx_cpymem(p, ",\"details\":", sizeof(",\"details\":") - 1);
-        p = ngx_cpymem(p, details->data, details->len);
+        /* already JSON */
+        p = ngx_http_influencers_json_lit(p, ",\"details\":");
+        p = ngx_http_influencers_json_raw(p, details->data, details->len);
     }
 
     *p++ = '}';
@@ -198,45 +208,38 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
 
 
 ngx_int_t
-ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
-    ngx_http_influencers_accept_t *accept, ngx_uint_t replayed)
+ngx_http_influencers_send_accepted(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed)
 {
-    u_char  *body, *p, *job, *location;
+    u_char                         *body, *p, *location;
+    ngx_http_influencers_accept_t  *accept;
+
+    accept = &ctx->accept;
 
     /* the envelope, in the reference page's key order */
 
-    body = ngx_pnalloc(r->pool, sizeof(NGX_HTTP_INFLUENCERS_JOB) - 1
-                                + NGX_HTTP_INFLUENCERS_ULID_LEN
-                                + sizeof(NGX_HTTP_INFLUENCERS_INF) - 1 + 32
-                                + sizeof(NGX_HTTP_INFLUENCERS_LOC) - 1
-                                + sizeof(NGX_HTTP_INFLUENCERS_JOBS) - 1
-                                + NGX_HTTP_INFLUENCERS_ULID_LEN + 2);
+    body = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_ENVELOPE_LEN);
     if (body == NULL) {
         return NGX_ERROR;
     }
 
-    p = ngx_cpymem(body, NGX_HTTP_INFLUENCERS_JOB,
-                   sizeof(NGX_HTTP_INFLUENCERS_JOB) - 1);
-    job = p;
-    ngx_http_influencers_ulid_encode(accept->job_id, job);
-    p += NGX_HTTP_INFLUENCERS_ULID_LEN;
-
-    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_INF,
-                   sizeof(NGX_HTTP_INFLUENCERS_INF) - 1);
-    p = ngx_hex_dump(p, accept->influencer_id, 16);
-    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_LOC,
-                   sizeof(NGX_HTTP_INFLUENCERS_LOC) - 1);
+    p = ngx_http_influencers_json_lit(body, NGX_HTTP_INFLUENCERS_JOB);
+    p = ngx_http_influencers_json_raw(p, ctx->job_id,
+                                      NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
+    p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_INF);
+    p = ngx_http_influencers_hex_dump(p, accept->influencer_id, 16);
+    p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_LOC);
 
     location = p;
-    p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_JOBS,
-                   sizeof(NGX_HTTP_INFLUENCERS_JOBS) - 1);
-    p = ngx_cpymem(p, job, NGX_HTTP_INFLUENCERS_ULID_LEN);
+    p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_JOBS);
+    p = ngx_http_influencers_json_raw(p, ctx->job_id,
+                                      NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     *p++ = '"';
     *p++ = '}';
 
     /* a plain header: headers_out.location would be made absolute */
 
-    if (ngx_http_influencers_push_str(r, "X-Request-Id", request_id,
+    if (ngx_http_influencers_push_str(r, "X-Request-Id", ctx->request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
         != NGX_OK
         || ngx_http_influencers_push_str(r, "Location", location,
@@ -268,8 +271,8 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r, u_char *request_id,
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "influencers answer: 202 job_%*s%s",
-                   (size_t) NGX_HTTP_INFLUENCERS_ULID_LEN, job,
+                   "influencers answer: 202 %*s%s",
+                   (size_t) NGX_HTTP_INFLUENCERS_JOB_ID_LEN, ctx->job_id,
                    replayed ? ", replayed" : "");
 
     ngx_http_influencers_metrics_answer(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
@@ -497,7 +500,15 @@ ngx_http_influencers_push_time(ngx_http_request_t *r, char *name,
         return NGX_ERROR;
     }
 
-    last = http_date ? ngx_http_time(p, t) : ngx_sprintf(p, "%T", t);
+    /* what ngx_http_time() and "%T" write, without ngx_sprintf() */
+
+    if (http_date) {
+        last = ngx_http_influencers_http_time(p, t);
+
+    } else {
+        last = (t >= 0) ? ngx_http_influencers_decimal(p, (uint64_t) t)
+                        : ngx_sprintf(p, "%T", t);
+    }
 
     return ngx_http_influencers_push(r, name, name_len, p, last - p);
 }

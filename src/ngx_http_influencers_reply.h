@@ -47,8 +47,7 @@ ngx_int_t ngx_http_influencers_send_error(ngx_http_request_t *r,
     u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
     time_t retry_after);
 ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
-    u_char *request_id, ngx_http_influencers_accept_t *accept,
-    ngx_uint_t replayed);
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed);
 ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
 const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
 ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);

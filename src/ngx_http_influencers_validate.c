@@ -9,10 +9,7 @@
 #include <strings.h>
 
 #include "ngx_http_influencers_validate.h"
-
-
-#define ngx_http_influencers_literal(p, s)                                    \
-    ngx_http_influencers_cpy(p, s, sizeof(s) - 1)
+#include "ngx_http_influencers_json.h"
 
 #define NGX_HTTP_INFLUENCERS_INHERITED                                        \
     " is inherited from the project; override it with "                       \
@@ -60,6 +57,29 @@ static const ngx_http_influencers_banned_t  ngx_http_influencers_banned[] = {
 };
 
 
+/* a wrong type's message, by type: object, array, string, number,
+ * boolean, null */
+
+static const char *const  ngx_http_influencers_not_object[] = {
+    "Expected object, received object",
+    "Expected object, received array",
+    "Expected object, received string",
+    "Expected object, received number",
+    "Expected object, received boolean",
+    "Expected object, received null"
+};
+
+
+static const char *const  ngx_http_influencers_not_string[] = {
+    "Expected string, received object",
+    "Expected string, received array",
+    "Expected string, received string",
+    "Expected string, received number",
+    "Expected string, received boolean",
+    "Expected string, received null"
+};
+
+
 static int ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message);
 static int ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
@@ -70,16 +90,22 @@ static size_t ngx_http_influencers_skip_number(const u_char *p, size_t i,
     size_t len);
 static size_t ngx_http_influencers_skip_digits(const u_char *p, size_t i,
     size_t len);
-static const char *ngx_http_influencers_type_name(json_t *v);
+static const char *ngx_http_influencers_type_error(json_t *v,
+    const char *const *messages);
+static int ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b);
+static int ngx_http_influencers_error_by_field(const void *a,
+    const void *b);
+static int ngx_http_influencers_error_by_order(const void *a,
+    const void *b);
+static json_t *ngx_http_influencers_errors_json(
+    ngx_http_influencers_body_t *b);
+static u_char *ngx_http_influencers_error_message(u_char *p,
+    const ngx_http_influencers_body_error_t *e);
 static int ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
     const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
     const char *message, unsigned int *out);
 static int ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b,
     json_t *v);
-static u_char *ngx_http_influencers_escape(u_char *dst, const u_char *src,
-    size_t len);
-static u_char *ngx_http_influencers_cpy(u_char *dst, const char *src,
-    size_t len);
 static int ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
     const char *key, json_t *v);
 static size_t ngx_http_influencers_skip_ws(const u_char *p, size_t i,
@@ -91,14 +117,14 @@ static size_t ngx_http_influencers_skip_value(const u_char *p, size_t i,
 static int ngx_http_influencers_check_duplicates(
     ngx_http_influencers_body_t *b, const u_char *p, size_t len);
 static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
+static int ngx_http_influencers_hex(u_char c);
 
 
 int
-ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
+ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int           rc, nested;
-    char          message[64];
+    int           nested, dups;
     const char   *key;
     json_t       *root, *v;
     json_error_t  err;
@@ -110,18 +136,38 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     }
 
     if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        rc = ngx_http_influencers_add_error(b, NULL,
-                                            "Byte-order mark is not allowed.");
-        return rc ? -1 : 1;
+        return ngx_http_influencers_add_error(b, NULL,
+                                              "Byte-order mark is not allowed.")
+               ? -1 : 1;
     }
 
-    root = json_loadb((const char *) p, len, JSON_DECODE_ANY, &err);
+    /*
+     * A body without duplicated keys, any partner's, is parsed once and
+     * never scanned for them.  One with them is parsed again as jansson
+     * reads it by default (the last of the keys wins) and scanned, so that
+     * every duplicate is named, and the first problem of a body that has
+     * others is the one reported.
+     */
+
+    dups = 0;
+
+    root = json_loadb((const char *) p, len,
+                      JSON_DECODE_ANY | JSON_REJECT_DUPLICATES, &err);
+
+    if (root == NULL && json_error_code(&err) == json_error_duplicate_key) {
+        dups = 1;
+        root = json_loadb((const char *) p, len, JSON_DECODE_ANY, &err);
+    }
 
     if (root == NULL
-        && json_error_code(&err) == json_error_numeric_overflow
-        && ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0)
+        && json_error_code(&err) == json_error_numeric_overflow)
     {
-        return -1;
+        /* parsed again with no check for duplicates: scanned for them */
+        dups = 1;
+
+        if (ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0) {
+            return -1;
+        }
     }
 
     if (root == NULL) {
@@ -129,25 +175,34 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     }
 
     if (!json_is_object(root)) {
-        snprintf(message, sizeof(message), "Expected object, received %s",
-                 ngx_http_influencers_type_name(root));
+        key = ngx_http_influencers_type_error(root,
+                                              ngx_http_influencers_not_object);
         json_decref(root);
-        return ngx_http_influencers_add_error(b, NULL, message) ? -1 : 1;
+        return ngx_http_influencers_add_error(b, NULL, key) ? -1 : 1;
     }
 
     b->root = root;
 
-    /*
-     * jansson allows 2048 levels; a valid body has one.  Deeper than a
-     * few levels is no partner's request, and is said so.  Only a body
-     * with a nested value is scanned for it.
-     */
+    if (dups && ngx_http_influencers_check_duplicates(b, p, len) != 0) {
+        return -1;
+    }
 
     nested = 0;
 
     json_object_foreach(root, key, v) {
         nested |= json_is_object(v) || json_is_array(v);
+
+        if (ngx_http_influencers_check_field(b, key, v) != 0) {
+            return -1;
+        }
     }
+
+    /*
+     * jansson allows 2048 levels; a valid body has one.  Deeper than a
+     * few levels is no partner's request, and is said so.  Only a body
+     * with a nested value is scanned for it.  (The answer lists formErrors
+     * first, whenever they were found.)
+     */
 
     if (nested
         && ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
@@ -156,17 +211,28 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
         return -1;
     }
 
-    if (ngx_http_influencers_check_duplicates(b, p, len) != 0) {
-        return -1;
+    if (b->nerrs == 0) {
+        return 0;
     }
 
-    json_object_foreach(root, key, v) {
-        if (ngx_http_influencers_check_field(b, key, v) != 0) {
+    return ngx_http_influencers_group_errors(b) ? -1 : 1;
+}
+
+
+int
+ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
+    const u_char *p, size_t len)
+{
+    int  rc;
+
+    rc = ngx_http_influencers_body_check(b, p, len);
+
+    if (rc == 1) {
+        b->errors = ngx_http_influencers_errors_json(b);
+        if (b->errors == NULL) {
             return -1;
         }
     }
-
-    rc = (b->errors != NULL);
 
     return rc;
 }
@@ -184,6 +250,16 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
         json_decref(b->errors);
         b->errors = NULL;
     }
+
+    free(b->errs);
+    b->errs = NULL;
+    b->nerrs = 0;
+    b->nalloc = 0;
+
+    free(b->names);
+    b->names = NULL;
+    b->names_len = 0;
+    b->names_alloc = 0;
 }
 
 
@@ -207,22 +283,22 @@ ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
 
     if (b->age_range) {
         e = &ngx_http_influencers_age_ranges[b->age_range];
-        p = ngx_http_influencers_literal(p, "\"ageRange\":\"");
-        p = ngx_http_influencers_cpy(p, e->name, e->len);
-        p = ngx_http_influencers_literal(p, "\",");
+        p = ngx_http_influencers_json_lit(p, "\"ageRange\":\"");
+        p = ngx_http_influencers_json_raw(p, e->name, e->len);
+        p = ngx_http_influencers_json_lit(p, "\",");
     }
 
     if (b->gender) {
         e = &ngx_http_influencers_genders[b->gender];
-        p = ngx_http_influencers_literal(p, "\"gender\":\"");
-        p = ngx_http_influencers_cpy(p, e->name, e->len);
-        p = ngx_http_influencers_literal(p, "\",");
+        p = ngx_http_influencers_json_lit(p, "\"gender\":\"");
+        p = ngx_http_influencers_json_raw(p, e->name, e->len);
+        p = ngx_http_influencers_json_lit(p, "\",");
     }
 
     if (b->prompt) {
-        p = ngx_http_influencers_literal(p, "\"prompt\":\"");
-        p = ngx_http_influencers_escape(p, b->prompt, b->prompt_len);
-        p = ngx_http_influencers_literal(p, "\",");
+        p = ngx_http_influencers_json_lit(p, "\"prompt\":\"");
+        p = ngx_http_influencers_json_escape(p, b->prompt, b->prompt_len);
+        p = ngx_http_influencers_json_lit(p, "\",");
     }
 
     /* the last field's comma, or none at all */
@@ -234,77 +310,6 @@ ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
     *p++ = '}';
 
     return p - out;
-}
-
-
-/*
- * What ngx_escape_json() writes, byte for byte: a quote and a backslash
- * escaped by a backslash, the five controls that JSON names by a letter
- * (\b \t \n \f \r) so, the other controls as \u00XX in upper-case hex,
- * and every other byte, DEL and UTF-8 included, as it is.
- */
-
-static u_char *
-ngx_http_influencers_escape(u_char *dst, const u_char *src, size_t len)
-{
-    u_char             c;
-    static const char  hex[] = "0123456789ABCDEF";
-
-    while (len--) {
-        c = *src++;
-
-        if (c > 0x1f) {
-            if (c == '"' || c == '\\') {
-                *dst++ = '\\';
-            }
-
-            *dst++ = c;
-            continue;
-        }
-
-        *dst++ = '\\';
-
-        switch (c) {
-
-        case '\b':
-            *dst++ = 'b';
-            break;
-
-        case '\t':
-            *dst++ = 't';
-            break;
-
-        case '\n':
-            *dst++ = 'n';
-            break;
-
-        case '\f':
-            *dst++ = 'f';
-            break;
-
-        case '\r':
-            *dst++ = 'r';
-            break;
-
-        default:
-            *dst++ = 'u';
-            *dst++ = '0';
-            *dst++ = '0';
-            *dst++ = hex[c >> 4];
-            *dst++ = hex[c & 0xf];
-        }
-    }
-
-    return dst;
-}
-
-
-static u_char *
-ngx_http_influencers_cpy(u_char *dst, const char *src, size_t len)
-{
-    memcpy(dst, src, len);
-
-    return dst + len;
 }
 
 
@@ -348,13 +353,12 @@ ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
     const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
     const char *message, unsigned int *out)
 {
-    char          buf[64];
     unsigned int  i;
 
     if (!json_is_string(v)) {
-        snprintf(buf, sizeof(buf), "Expected string, received %s",
-                 ngx_http_influencers_type_name(v));
-        return ngx_http_influencers_add_error(b, field, buf);
+        return ngx_http_influencers_add_error(b, field,
+                   ngx_http_influencers_type_error(v,
+                                             ngx_http_influencers_not_string));
     }
 
     i = ngx_http_influencers_enum_find(table,
@@ -373,14 +377,13 @@ ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
 static int
 ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
 {
-    char           buf[64];
     size_t         i, len, chars;
     const u_char  *p;
 
     if (!json_is_string(v)) {
-        snprintf(buf, sizeof(buf), "Expected string, received %s",
-                 ngx_http_influencers_type_name(v));
-        return ngx_http_influencers_add_error(b, "prompt", buf);
+        return ngx_http_influencers_add_error(b, "prompt",
+                   ngx_http_influencers_type_error(v,
+                                             ngx_http_influencers_not_string));
     }
 
     p = (const u_char *) json_string_value(v);
@@ -429,37 +432,323 @@ ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
 }
 
 
-/* adds a message to fieldErrors[field], or to formErrors if field is NULL */
+/*
+ * Adds a message for fieldErrors[field], or for formErrors if field is
+ * NULL.  A field's name is kept up to its first NUL, as jansson's objects
+ * keyed by C strings did.
+ */
 
 static int
 ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message)
 {
-    json_t  *list, *fields;
+    size_t                              n, size;
+    void                               *p;
+    ngx_http_influencers_body_error_t  *e;
 
-    if (b->errors == NULL) {
-        b->errors = json_pack("{s:[],s:{}}", "formErrors", "fieldErrors");
-        if (b->errors == NULL) {
+    if (b->nerrs == b->nalloc) {
+        n = b->nalloc ? 2 * b->nalloc : 4;
+
+        p = realloc(b->errs, n * sizeof(ngx_http_influencers_body_error_t));
+        if (p == NULL) {
             return -1;
         }
+
+        b->errs = p;
+        b->nalloc = n;
     }
 
-    if (field == NULL) {
-        list = json_object_get(b->errors, "formErrors");
+    e = &b->errs[b->nerrs];
 
-    } else {
-        fields = json_object_get(b->errors, "fieldErrors");
-        list = json_object_get(fields, field);
+    e->field = NULL;
+    e->field_len = 0;
+    e->message = message;
+    e->name = (size_t) -1;
+    e->seq = b->nerrs;
+    e->first = b->nerrs;
 
-        if (list == NULL) {
-            list = json_array();
-            if (list == NULL || json_object_set_new(fields, field, list) != 0) {
+    if (field) {
+        n = strlen(field);
+
+        if (b->names_alloc - b->names_len < n + 1) {
+            size = b->names_alloc ? 2 * b->names_alloc : 256;
+
+            while (size - b->names_len < n + 1) {
+                size *= 2;
+            }
+
+            p = realloc(b->names, size);
+            if (p == NULL) {
                 return -1;
             }
+
+            b->names = p;
+            b->names_alloc = size;
+        }
+
+        /* field is set once the names no longer move */
+        e->name = b->names_len;
+        e->field_len = n;
+
+        memcpy(b->names + b->names_len, field, n + 1);
+        b->names_len += n + 1;
+    }
+
+    b->nerrs++;
+
+    return 0;
+}
+
+
+/*
+ * The problems in the answer's order (see ngx_http_influencers_body_error_t):
+ * sorted by field to find each field's first problem, then by that.  Two
+ * sorts, whatever the number of problems and fields.
+ */
+
+static int
+ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
+{
+    size_t                              i, first;
+    ngx_http_influencers_body_error_t  *e;
+
+    for (i = 0; i < b->nerrs; i++) {
+        e = &b->errs[i];
+
+        if (e->name != (size_t) -1) {
+            e->field = b->names + e->name;
         }
     }
 
-    return json_array_append_new(list, json_string(message)) != 0 ? -1 : 0;
+    if (b->nerrs < 2) {
+        return 0;
+    }
+
+    qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
+          ngx_http_influencers_error_by_field);
+
+    first = 0;
+
+    for (i = 0; i < b->nerrs; i++) {
+        e = &b->errs[i];
+
+        if (e->field == NULL) {
+            continue;
+        }
+
+        if (i == 0 || b->errs[i - 1].field == NULL
+            || b->errs[i - 1].field_len != e->field_len
+            || memcmp(b->errs[i - 1].field, e->field, e->field_len) != 0)
+        {
+            first = e->seq;
+        }
+
+        e->first = first;
+    }
+
+    qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
+          ngx_http_influencers_error_by_order);
+
+    return 0;
+}
+
+
+/* formErrors first, then by field, each field's in the order found */
+
+static int
+ngx_http_influencers_error_by_field(const void *a, const void *b)
+{
+    int                                       rc;
+    size_t                                    n;
+    const ngx_http_influencers_body_error_t  *x, *y;
+
+    x = a;
+    y = b;
+
+    if (x->field == NULL || y->field == NULL) {
+        if (x->field != y->field) {
+            return x->field == NULL ? -1 : 1;
+        }
+
+    } else {
+        n = x->field_len < y->field_len ? x->field_len : y->field_len;
+        rc = memcmp(x->field, y->field, n);
+
+        if (rc != 0) {
+            return rc;
+        }
+
+        if (x->field_len != y->field_len) {
+            return x->field_len < y->field_len ? -1 : 1;
+        }
+    }
+
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+
+/* formErrors first, then fields by their first problem */
+
+static int
+ngx_http_influencers_error_by_order(const void *a, const void *b)
+{
+    const ngx_http_influencers_body_error_t  *x, *y;
+
+    x = a;
+    y = b;
+
+    if (x->field == NULL || y->field == NULL) {
+        if (x->field != y->field) {
+            return x->field == NULL ? -1 : 1;
+        }
+
+    } else if (x->first != y->first) {
+        return x->first < y->first ? -1 : 1;
+    }
+
+    return x->seq < y->seq ? -1 : (x->seq > y->seq);
+}
+
+
+size_t
+ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
+{
+    size_t                                    i, len;
+    const ngx_http_influencers_body_error_t  *e;
+
+    len = NGX_HTTP_INFLUENCERS_JSON_LIT_LEN(
+              "{\"formErrors\":[],\"fieldErrors\":{}}");
+
+    for (i = 0; i < b->nerrs; i++) {
+        e = &b->errs[i];
+
+        /*
+         * a "," or "]," before each, and ":[" and "]" around a field's;
+         * messages are constants that need no escaping
+         */
+
+        len += 2 + 2 + strlen(e->message);
+
+        if (ngx_http_influencers_body_error_opens(b, i)) {
+            len += 3 + ngx_http_influencers_json_str_len(e->field,
+                                                         e->field_len);
+        }
+    }
+
+    return len;
+}
+
+
+u_char *
+ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
+    u_char *p)
+{
+    size_t                                    i, fields;
+    const ngx_http_influencers_body_error_t  *e;
+
+    p = ngx_http_influencers_json_lit(p, "{\"formErrors\":[");
+
+    for (i = 0; i < b->nerrs && b->errs[i].field == NULL; i++) {
+        if (i) {
+            *p++ = ',';
+        }
+
+        p = ngx_http_influencers_error_message(p, &b->errs[i]);
+    }
+
+    p = ngx_http_influencers_json_lit(p, "],\"fieldErrors\":{");
+
+    for (fields = 0; i < b->nerrs; i++) {
+        e = &b->errs[i];
+
+        if (ngx_http_influencers_body_error_opens(b, i)) {
+            if (fields++) {
+                p = ngx_http_influencers_json_lit(p, "],");
+            }
+
+            p = ngx_http_influencers_json_str(p, e->field, e->field_len);
+            p = ngx_http_influencers_json_lit(p, ":[");
+
+        } else {
+            *p++ = ',';
+        }
+
+        p = ngx_http_influencers_error_message(p, e);
+    }
+
+    if (fields) {
+        *p++ = ']';
+    }
+
+    return ngx_http_influencers_json_lit(p, "}}");
+}
+
+
+/* a message: one of this file's constants, none of which needs escaping */
+
+static u_char *
+ngx_http_influencers_error_message(u_char *p,
+    const ngx_http_influencers_body_error_t *e)
+{
+    *p++ = '"';
+    p = ngx_http_influencers_json_raw(p, e->message, strlen(e->message));
+    *p++ = '"';
+
+    return p;
+}
+
+
+/* {"formErrors":[...],"fieldErrors":{...}} as a jansson object */
+
+static json_t *
+ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
+{
+    size_t                              i;
+    json_t                             *errors, *form, *fields, *list;
+    ngx_http_influencers_body_error_t  *e;
+
+    errors = json_object();
+    form = json_array();
+    fields = json_object();
+
+    if (errors == NULL || form == NULL || fields == NULL
+        || json_object_set_new(errors, "formErrors", form) != 0)
+    {
+        json_decref(form);
+        json_decref(fields);
+        json_decref(errors);
+        return NULL;
+    }
+
+    if (json_object_set_new(errors, "fieldErrors", fields) != 0) {
+        json_decref(errors);
+        return NULL;
+    }
+
+    list = form;
+
+    for (i = 0; i < b->nerrs; i++) {
+        e = &b->errs[i];
+
+        if (ngx_http_influencers_body_error_opens(b, i)) {
+            list = json_array();
+
+            if (list == NULL
+                || json_object_set_new(fields, (const char *) e->field, list)
+                   != 0)
+            {
+                json_decref(errors);
+                return NULL;
+            }
+        }
+
+        if (json_array_append_new(list, json_string(e->message)) != 0) {
+            json_decref(errors);
+            return NULL;
+        }
+    }
+
+    return errors;
 }
 
 
@@ -638,23 +927,23 @@ ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
 
 
 static const char *
-ngx_http_influencers_type_name(json_t *v)
+ngx_http_influencers_type_error(json_t *v, const char *const *messages)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
-        return "object";
+        return messages[0];
     case JSON_ARRAY:
-        return "array";
+        return messages[1];
     case JSON_STRING:
-        return "string";
+        return messages[2];
     case JSON_INTEGER:
     case JSON_REAL:
-        return "number";
+        return messages[3];
     case JSON_TRUE:
     case JSON_FALSE:
-        return "boolean";
+        return messages[4];
     default:
-        return "null";
+        return messages[5];
     }
 }
 
@@ -875,50 +1164,51 @@ ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
 }
 
 
+/* where each byte's two hex digits start in 8-4-4-4-12 */
+
+static const u_char  ngx_http_influencers_uuid_pos[16] = {
+    0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
+};
+
+
+static int
+ngx_http_influencers_hex(u_char c)
+{
+    if ((unsigned int) (c - '0') < 10) {
+        return c - '0';
+    }
+
+    c |= 0x20;
+
+    if ((unsigned int) (c - 'a') < 6) {
+        return c - 'a' + 10;
+    }
+
+    return -1;
+}
+
+
 int
 ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 {
-    size_t  i, n;
-    u_char  c, v;
+    int     hi, lo;
+    size_t  i;
 
-    if (len != NGX_HTTP_INFLUENCERS_UUID_LEN) {
+    if (len != NGX_HTTP_INFLUENCERS_UUID_LEN
+        || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
+    {
         return -1;
     }
 
-    n = 0;
+    for (i = 0; i < 16; i++) {
+        hi = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i]]);
+        lo = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i] + 1]);
 
-    for (i = 0; i < len; i++) {
-        c = p[i];
-
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (c != '-') {
-                return -1;
-            }
-            continue;
+        if ((hi | lo) < 0) {
+            return -1;
         }
 
-        if (c >= '0' && c <= '9') {
-            v = c - '0';
-
-        } else {
-            c |= 0x20;
-
-            if (c >= 'a' && c <= 'f') {
-                v = c - 'a' + 10;
-
-            } else {
-                return -1;
-            }
-        }
-
-        if (n & 1) {
-            out[n / 2] |= v;
-
-        } else {
-            out[n / 2] = (u_char) (v << 4);
-        }
-
-        n++;
+        out[i] = (u_char) ((hi << 4) | lo);
     }
 
     return 0;
@@ -928,16 +1218,19 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 void
 ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
 {
-    static const char  hex[] = "0123456789abcdef";
     size_t             i;
+    u_char            *q;
+    static const char  hex[] = "0123456789abcdef";
+
+    out[8] = '-';
+    out[13] = '-';
+    out[18] = '-';
+    out[23] = '-';
 
     for (i = 0; i < 16; i++) {
-        if (i == 4 || i == 6 || i == 8 || i == 10) {
-            *out++ = '-';
-        }
-
-        *out++ = hex[id[i] >> 4];
-        *out++ = hex[id[i] & 0xf];
+        q = out + ngx_http_influencers_uuid_pos[i];
+        q[0] = hex[id[i] >> 4];
+        q[1] = hex[id[i] & 0xf];
     }
 }
 

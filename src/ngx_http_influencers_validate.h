@@ -42,6 +42,23 @@ extern const ngx_http_influencers_enum_t  ngx_http_influencers_genders[];
 extern const ngx_http_influencers_enum_t  ngx_http_influencers_age_ranges[];
 
 
+/*
+ * One problem with a body.  Once the body is checked, the problems are in
+ * the order the answer lists them: formErrors first, then fieldErrors
+ * field by field, each field where its first problem was found, each
+ * field's messages in the order they were found.
+ */
+
+typedef struct {
+    const u_char     *field;        /* NUL-terminated; NULL: formErrors */
+    size_t            field_len;
+    const char       *message;      /* a constant */
+    size_t            name;         /* field's offset in names, or -1 */
+    size_t            seq;          /* the order they were found in */
+    size_t            first;        /* seq of the field's first problem */
+} ngx_http_influencers_body_error_t;
+
+
 typedef struct {
     unsigned int      gender;
     unsigned int      age_range;
@@ -49,14 +66,51 @@ typedef struct {
     size_t            prompt_len;   /* bytes */
 
     json_t           *root;         /* the parsed object; NULL if empty */
-    json_t           *errors;       /* {"formErrors":[],"fieldErrors":{}} */
+
+    ngx_http_influencers_body_error_t  *errs;     /* nerrs of them */
+    size_t            nerrs;
+    size_t            nalloc;
+    u_char           *names;        /* the fields' names, one buffer */
+    size_t            names_len;
+    size_t            names_alloc;
+
+    /*
+     * {"formErrors":[],"fieldErrors":{}}, built from errs by
+     * ngx_http_influencers_body_parse() only, for the harnesses
+     */
+    json_t           *errors;
 } ngx_http_influencers_body_t;
 
 
-/* 0: valid; 1: invalid, b->errors set; -1: out of memory */
+/*
+ * 0: valid; 1: invalid, b->errs and b->nerrs set; -1: out of memory.
+ * Whatever it returns, ngx_http_influencers_body_free() frees what it
+ * allocated.
+ */
+int ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
+    const u_char *p, size_t len);
+
+/* the same, and an invalid body's problems as a jansson object in errors */
 int ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len);
 void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
+
+/*
+ * An invalid body's problems as the answer's details,
+ * {"formErrors":[...],"fieldErrors":{"field":[...],...}}, byte for byte
+ * what jansson's compact dump of b->errors is: the room it takes, and the
+ * JSON written to p, which has that room; returns the end.
+ */
+size_t ngx_http_influencers_body_errors_len(
+    const ngx_http_influencers_body_t *b);
+u_char *ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
+    u_char *p);
+
+/* whether errs[i] is a field's first problem: it opens the field's list */
+#define ngx_http_influencers_body_error_opens(b, i)                           \
+    ((b)->errs[i].field != NULL                                               \
+     && ((i) == 0 || (b)->errs[(i) - 1].field == NULL                         \
+         || (b)->errs[(i) - 1].first != (b)->errs[i].first))
 
 /*
  * The room the canonical form of a valid body may take: both enums at

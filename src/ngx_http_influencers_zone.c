@@ -7,6 +7,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_state.h"
+#include "ngx_http_influencers_siphash.h"
 
 
 /*
@@ -69,6 +70,7 @@ typedef struct {
     u_char                        influencer_id[16];
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
+    uint64_t                      body;         /* 0: not known here */
     uint32_t                      retry_after;
     u_char                        state;
     u_char                        keyed;
@@ -90,6 +92,7 @@ typedef struct ngx_http_influencers_shctx_s {
     uint32_t                      nbuckets;
     uint32_t                      norg_buckets;
     uint64_t                      mix;          /* odd, random */
+    u_char                        body_key[16]; /* random */
     size_t                        footprint;    /* zone bytes per record */
 
     /* never used yet, from here on: a large zone starts without a pass */
@@ -333,6 +336,12 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     sh->mix |= 1;
+
+    if (ngx_http_influencers_random(sh->body_key, sizeof(sh->body_key))
+        != NGX_OK)
+    {
+        return NGX_ERROR;
+    }
 
     if (ngx_http_influencers_carve(shpool, sh, shm_zone->shm.log) == 0) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -624,6 +633,68 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * A retry of an accepted request, recognised before its body is parsed:
+ * a keyed hash of what the body was checked against (the configuration,
+ * the project) and of its bytes.  Equal bytes under the same configuration
+ * validate as they did, to the same fingerprint, so the entry's answer is
+ * theirs.  Anything else (another body, an entry read back from disk or
+ * another node's, a reload since) is not recognised, and goes the whole
+ * way: parse, validation, fingerprint, claim.  The key is the zone's, so
+ * nobody can make two bodies' hashes meet on purpose.
+ */
+
+uint64_t
+ngx_http_influencers_zone_body_hash(ngx_http_influencers_zone_t *zone,
+    u_char *prefix, size_t plen, u_char *body, size_t len)
+{
+    uint64_t  h;
+
+    h = ngx_http_influencers_siphash(zone->sh->body_key, prefix, plen, body,
+                                     len);
+
+    return h ? h : 1;
+}
+
+
+ngx_uint_t
+ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
+    u_char *key, uint64_t body, ngx_http_influencers_accept_t *acc,
+    ngx_log_t *log)
+{
+    ngx_uint_t                      found;
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    found = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    rec = ngx_http_influencers_lookup(sh, key);
+
+    if (rec && rec->body == body && rec->state == NGX_HTTP_INFLUENCERS_DONE
+        && !ngx_http_influencers_after(ngx_current_msec, rec->deadline))
+    {
+        sh->counters.replays++;
+        ngx_memcpy(acc->job_id, rec->job_id, 16);
+        ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
+        acc->retry_after = rec->retry_after;
+        acc->expires = (time_t) (rec->expires / 1000);
+        found = 1;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": %s", &zone->name,
+                   found ? "a retry of the same bytes, replayed"
+                         : "not a retry of the same bytes");
+
+    return found;
 }
 
 
@@ -1445,6 +1516,7 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     ngx_memcpy(rec->job_id, entry->job_id, 16);
     ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
     rec->retry_after = entry->retry_after;
+    rec->body = 0;
     rec->expires = expires;
     rec->deadline = ngx_current_msec + (ngx_msec_t) (expires - now_ms);
     rec->state = NGX_HTTP_INFLUENCERS_DONE;
@@ -1529,6 +1601,7 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
+    rec->body = claim->body;
     rec->keyed = 0;
 }
 

@@ -93,6 +93,7 @@ typedef struct {
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
     u_char                        random[10 + 16 + 16];   /* +token */
     uint64_t                      org_hash;
+    uint64_t                      body;         /* the bytes' keyed hash */
     ngx_http_influencers_job_t   *job;
 } ngx_http_influencers_claim_t;
 
@@ -130,6 +131,11 @@ ngx_http_influencers_zone_t *ngx_http_influencers_zone_add(ngx_conf_t *cf,
     ngx_str_t *name, size_t size);
 ngx_int_t ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
+    ngx_log_t *log);
+uint64_t ngx_http_influencers_zone_body_hash(ngx_http_influencers_zone_t *zone,
+    u_char *prefix, size_t plen, u_char *body, size_t len);
+ngx_uint_t ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
+    u_char *key, uint64_t body, ngx_http_influencers_accept_t *acc,
     ngx_log_t *log);
 void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_accept_t *acc, ngx_uint_t accepted,

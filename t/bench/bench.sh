@@ -70,7 +70,7 @@ http { access_log off; $temps
       proxy_ignore_client_abort on; } } }
 CONF
 
-taskset -c 1 /usr/sbin/nginx -p "$dir" -c "$dir/be.conf"
+taskset -c "${BENCH_BACKEND_CPU:-1}" /usr/sbin/nginx -p "$dir" -c "$dir/be.conf"
 taskset -c 1 /usr/sbin/nginx -p "$dir" -c "$dir/gw.conf"
 sleep 0.5
 

@@ -10,6 +10,8 @@
 #include <string.h>
 
 #include "ngx_http_influencers_validate.h"
+#include "ngx_http_influencers_json.h"
+#include "ngx_http_influencers_siphash.h"
 
 
 static int  passed, failed;
@@ -29,12 +31,55 @@ static int  passed, failed;
 #define S(s)  (const u_char *) (s), sizeof(s) - 1
 
 
+/*
+ * What the module answers for a body, written by the module's writer
+ * (ngx_http_influencers_body_errors() after ngx_http_influencers_body_check(),
+ * jansson not involved), checked to be byte for byte jansson's compact dump
+ * of the same problems, of the room it said it needs.
+ */
+
+static void
+writer_matches(const char *text, size_t len, int rc, const char *dump)
+{
+    int                          rc2;
+    size_t                       room;
+    u_char                      *out, *end;
+    ngx_http_influencers_body_t  b;
+
+    rc2 = ngx_http_influencers_body_check(&b, (const u_char *) text, len);
+
+    CHECK(rc2 == rc, "body_check() answers as body_parse()");
+
+    if (rc2 == 1) {
+        room = ngx_http_influencers_body_errors_len(&b);
+        out = malloc(room);
+        end = ngx_http_influencers_body_errors(&b, out);
+
+        CHECK((size_t) (end - out) <= room
+              && strlen(dump) == (size_t) (end - out)
+              && memcmp(out, dump, end - out) == 0,
+              "the writer's details are jansson's, byte for byte");
+
+        if (strlen(dump) != (size_t) (end - out)
+            || memcmp(out, dump, end - out) != 0)
+        {
+            printf("#   writer:  %.*s\n#   jansson: %s\n",
+                   (int) (end - out), out, dump);
+        }
+
+        free(out);
+    }
+
+    ngx_http_influencers_body_free(&b);
+}
+
+
 /* the body's errors as compact JSON, or "" when valid */
 
 static const char *
 body(const char *text, size_t len, ngx_http_influencers_body_t *b)
 {
-    static char  buf[4096];
+    static char  buf[65536];
     char        *dump;
     int          rc;
 
@@ -45,10 +90,14 @@ body(const char *text, size_t len, ngx_http_influencers_body_t *b)
     if (rc == 1) {
         dump = json_dumps(b->errors, JSON_COMPACT);
         snprintf(buf, sizeof(buf), "%s", dump);
+        writer_matches(text, len, rc, dump);
         free(dump);
 
     } else if (rc != 0) {
         snprintf(buf, sizeof(buf), "rc=%d", rc);
+
+    } else {
+        writer_matches(text, len, rc, "");
     }
 
     return buf;
@@ -644,9 +693,191 @@ test_canonical(void)
 }
 
 
+/* the writer: what ngx_escape_json() writes, and the room it says */
+
+#define ESCAPES_TO(in, out, name)                                             \
+    do {                                                                      \
+        u_char  buf_[256], *end_;                                             \
+        end_ = ngx_http_influencers_json_str(buf_, (const u_char *) in,       \
+                                             sizeof(in) - 1);                 \
+        CHECK((size_t) (end_ - buf_) == sizeof(out) - 1                       \
+              && memcmp(buf_, out, sizeof(out) - 1) == 0                      \
+              && ngx_http_influencers_json_str_len((const u_char *) in,       \
+                                                   sizeof(in) - 1)            \
+                 == sizeof(out) - 1, name);                                   \
+    } while (0)
+
+
+static void
+test_writer(void)
+{
+    int      c;
+    char    *dump;
+    u_char   in[1], buf[16], *end, *p;
+    json_t  *j;
+    size_t   bad;
+
+    ESCAPES_TO("", "\"\"", "writer: empty");
+    ESCAPES_TO("plain text", "\"plain text\"", "writer: plain");
+    ESCAPES_TO("a\"b\\c", "\"a\\\"b\\\\c\"", "writer: quote, backslash");
+    ESCAPES_TO("\b\t\n\f\r", "\"\\b\\t\\n\\f\\r\"",
+               "writer: the named controls");
+    ESCAPES_TO("\x01\x1f", "\"\\u0001\\u001F\"",
+               "writer: other controls, upper-case hex");
+    ESCAPES_TO("/\x7f", "\"/\x7f\"", "writer: slash and DEL as they are");
+    ESCAPES_TO("caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80",
+               "\"caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80\"",
+               "writer: UTF-8 as it is");
+
+    /* every ASCII byte but NUL, against jansson's compact dump */
+
+    bad = 0;
+
+    for (c = 1; c < 0x80; c++) {
+        in[0] = (u_char) c;
+        j = json_stringn((const char *) in, 1);
+        dump = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+        end = ngx_http_influencers_json_str(buf, in, 1);
+
+        if (dump == NULL
+            || strlen(dump) != (size_t) (end - buf)
+            || memcmp(dump, buf, end - buf) != 0
+            || ngx_http_influencers_json_str_len(in, 1)
+               != (size_t) (end - buf))
+        {
+            bad++;
+            printf("#   byte 0x%02x: writer %.*s, jansson %s\n", c,
+                   (int) (end - buf), buf, dump ? dump : "(null)");
+        }
+
+        free(dump);
+        json_decref(j);
+    }
+
+    CHECK(bad == 0, "writer: every ASCII byte escaped as jansson does");
+
+    p = ngx_http_influencers_json_lit(buf, "{\"a\":");
+    p = ngx_http_influencers_json_raw(p, "1}", 2);
+    CHECK(p - buf == 7 && memcmp(buf, "{\"a\":1}", 7) == 0,
+          "writer: literal and raw bytes");
+}
+
+
+/* problems grouped as jansson's objects grouped them (the old answers) */
+
+static void
+test_error_order(void)
+{
+    char                         deep[200];
+    ngx_http_influencers_body_t  b;
+
+    BODY_IS("{\"b\":1,\"a\":1,\"b\":2,\"a\":3,\"c\":true}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"b\":[\"Duplicate key.\","
+            "\"Unrecognized key.\"],\"a\":[\"Duplicate key.\","
+            "\"Unrecognized key.\"],\"c\":[\"Unrecognized key.\"]}}",
+            "errors: each field's messages together, fields as first found");
+
+    BODY_IS("{\"prompt\":\"\",\"prompt\":1,\"name\":null,\"gender\":\"x\","
+            "\"gender\":\"y\",\"gender\":\"z\"}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"prompt\":"
+            "[\"Duplicate key.\",\"Expected string, received number\"],\"gender\":[\"Duplicate "
+            "key.\",\"Invalid enum value. Expected 'male' | 'female' | "
+            "'non_binary'\"],\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
+            "server-generated.\"]}}",
+            "errors: a key three times is one duplicate");
+
+    BODY_IS("{\"a\\\"b\\\\c\\n\\u0001\\u001f\\u007f/\xc3\xa9\":1,\"gender\":[],"
+            "\"ageRange\":{},\"prompt\":true}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"a\\\"b\\\\c\\n\\u0001"
+            "\\u001F\x7f/\xc3\xa9\":[\"Unrecognized key.\"],\"gender\":"
+            "[\"Expected string, received array\"],\"ageRange\":[\"Expected "
+            "string, received object\"],\"prompt\":[\"Expected string, "
+            "received boolean\"]}}",
+            "errors: a key that needs escaping, every type's message");
+
+    BODY_IS("{\"gender\":\"male\",\"gender\":\"male\"}",
+            "{\"formErrors\":[],\"fieldErrors\":{\"gender\":"
+            "[\"Duplicate key.\"]}}", "errors: a valid field twice");
+
+    snprintf(deep, sizeof(deep), "{\"name\":1,\"zzz\":%.*s1%.*s}",
+             40, "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[",
+             40, "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]");
+    CHECK(strcmp(body(deep, strlen(deep), &b),
+                 "{\"formErrors\":[\"Nesting too deep.\"],\"fieldErrors\":"
+                 "{\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
+                 "server-generated.\"],\"zzz\":[\"Unrecognized key.\"]}}")
+          == 0, "errors: a form error and field errors");
+    ngx_http_influencers_body_free(&b);
+
+    /* many fields: the grouping holds beyond a handful */
+    {
+        char    big[8192];
+        size_t  i, len;
+
+        len = 0;
+        big[len++] = '{';
+
+        for (i = 0; i < 300; i++) {
+            len += snprintf(big + len, sizeof(big) - len, "%s\"k%zu\":%zu",
+                            i ? "," : "", i % 150, i);
+        }
+
+        big[len++] = '}';
+
+        (void) body(big, len, &b);
+        CHECK(json_object_size(json_object_get(b.errors, "fieldErrors"))
+              == 150, "errors: 150 fields each sent twice");
+        ngx_http_influencers_body_free(&b);
+    }
+}
+
+
+/*
+ * SipHash-2-4 against the reference vectors (key 00..0f, message 00..n-1),
+ * and a message split after a prefix hashes as if whole.
+ */
+
+static void
+test_siphash(void)
+{
+    size_t    i;
+    uint64_t  whole;
+    u_char    key[16], msg[64];
+
+    for (i = 0; i < sizeof(key); i++) {
+        key[i] = (u_char) i;
+    }
+
+    for (i = 0; i < sizeof(msg); i++) {
+        msg[i] = (u_char) i;
+    }
+
+    CHECK(ngx_http_influencers_siphash(key, NULL, 0, msg, 0)
+          == 0x726fdb47dd0e0e31ULL, "siphash: the empty message");
+    CHECK(ngx_http_influencers_siphash(key, NULL, 0, msg, 15)
+          == 0xa129ca6149be45e5ULL, "siphash: the paper's 15 bytes");
+
+    for (i = 0; i <= 40; i++) {
+        whole = ngx_http_influencers_siphash(key, NULL, 0, msg, 24 + i);
+
+        CHECK(ngx_http_influencers_siphash(key, msg, 8, msg + 8, 16 + i)
+              == whole, "siphash: an 8-byte prefix");
+        CHECK(ngx_http_influencers_siphash(key, msg, 24, msg + 24, i)
+              == whole, "siphash: a 24-byte prefix");
+    }
+
+    key[0] ^= 1;
+    CHECK(ngx_http_influencers_siphash(key, NULL, 0, msg, 15)
+          != 0xa129ca6149be45e5ULL, "siphash: another key, another hash");
+}
+
+
 int
 main(void)
 {
+    test_siphash();
+    test_writer();
+    test_error_order();
     test_uuid();
     test_idempotency_key();
     test_headers();
