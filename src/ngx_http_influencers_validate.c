@@ -80,6 +80,9 @@ static const char *const  ngx_http_influencers_not_string[] = {
 };
 
 
+static void *ngx_http_influencers_body_grow(void *old, size_t old_size,
+    size_t size);
+static void ngx_http_influencers_body_release(void *p);
 static int ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message);
 static int ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
@@ -251,12 +254,12 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
         b->errors = NULL;
     }
 
-    free(b->errs);
+    ngx_http_influencers_body_release(b->errs);
     b->errs = NULL;
     b->nerrs = 0;
     b->nalloc = 0;
 
-    free(b->names);
+    ngx_http_influencers_body_release(b->names);
     b->names = NULL;
     b->names_len = 0;
     b->names_alloc = 0;
@@ -433,6 +436,49 @@ ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
 
 
 /*
+ * What the validation allocates comes from jansson's allocation functions,
+ * as the body's objects do: in the module, the request's pool (see
+ * ngx_http_influencers_json.c), so a request never calls malloc() itself;
+ * built alone, for the unit tests and the fuzzers, malloc().
+ */
+
+static void *
+ngx_http_influencers_body_grow(void *old, size_t old_size, size_t size)
+{
+    void           *p;
+    json_free_t     f;
+    json_malloc_t   m;
+
+    json_get_alloc_funcs(&m, &f);
+
+    p = m(size);
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (old) {
+        memcpy(p, old, old_size);
+        f(old);
+    }
+
+    return p;
+}
+
+
+static void
+ngx_http_influencers_body_release(void *p)
+{
+    json_free_t     f;
+    json_malloc_t   m;
+
+    if (p) {
+        json_get_alloc_funcs(&m, &f);
+        f(p);
+    }
+}
+
+
+/*
  * Adds a message for fieldErrors[field], or for formErrors if field is
  * NULL.  A field's name is kept up to its first NUL, as jansson's objects
  * keyed by C strings did.
@@ -449,7 +495,9 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     if (b->nerrs == b->nalloc) {
         n = b->nalloc ? 2 * b->nalloc : 4;
 
-        p = realloc(b->errs, n * sizeof(ngx_http_influencers_body_error_t));
+        p = ngx_http_influencers_body_grow(b->errs,
+                b->nalloc * sizeof(ngx_http_influencers_body_error_t),
+                n * sizeof(ngx_http_influencers_body_error_t));
         if (p == NULL) {
             return -1;
         }
@@ -477,7 +525,7 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
                 size *= 2;
             }
 
-            p = realloc(b->names, size);
+            p = ngx_http_influencers_body_grow(b->names, b->names_len, size);
             if (p == NULL) {
                 return -1;
             }
@@ -812,7 +860,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
     size_t   i, end;
     u_char  *q;
 
-    q = malloc(len);
+    q = ngx_http_influencers_body_grow(NULL, 0, len ? len : 1);
     if (q == NULL) {
         return -1;
     }
@@ -853,7 +901,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
 
     *root = json_loadb((const char *) q, len, JSON_DECODE_ANY, err);
 
-    free(q);
+    ngx_http_influencers_body_release(q);
 
     return 0;
 }
