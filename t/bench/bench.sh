@@ -12,6 +12,10 @@
 # installed, the gateway worker's CPU time per request (perf stat
 # task-clock over the middle of the run), which does not depend on whether
 # wrk or nginx is the one that runs out of CPU.
+#
+# BENCH_RATE=N sends N requests a second with t/bench/pace.c instead, the
+# same load for every case (see below); BENCH_BACKEND_CPU=0 puts the
+# backend on wrk's CPU.
 
 set -euo pipefail
 
@@ -76,7 +80,19 @@ sleep 0.5
 
 body='{"gender":"female","ageRange":"young_adult","prompt":"barista energy"}'
 
-script() {   # $1: extra header line, or empty
+# BENCH_RATE=N: instead of wrk as fast as it goes, t/bench/pace.c at N
+# requests a second for every case, so that the gateway does the same
+# number of requests a second with and without the module, and each batch
+# of events per wake-up is alike: CPU per request at an equal load.
+rate=${BENCH_RATE:-}
+
+if [ -n "$rate" ]; then
+    cc -O2 -Wall -Wextra -o "$dir/pace" "$top/t/bench/pace.c"
+fi
+
+# $1: a line for wrk's script, or empty; then, for pace: $2 a header, $3
+# the Authorization, $4 the body (each empty: the default)
+script() {
     cat > "$dir/post.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$body'
@@ -84,6 +100,9 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $key"
 $1
 LUA
+    pace_header=${2:-}
+    pace_auth=${3:-Bearer $key}
+    pace_body=${4:-$body}
 }
 
 worker=$(pgrep -P "$(cat "$dir/gw.pid")" | head -n 1)
@@ -91,9 +110,17 @@ worker=$(pgrep -P "$(cat "$dir/gw.pid")" | head -n 1)
 one() {      # $1: path; prints "rps us-per-request"
     local rps ms window
     window=$(awk -v s="$secs" 'BEGIN { print (s > 2) ? s - 2 : s / 2 }')
-    taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" -s "$dir/post.lua" \
-        "http://127.0.0.1:18480$1" > "$dir/wrk.out" &
-    sleep 1
+    if [ -n "$rate" ]; then
+        taskset -c 0 "$dir/pace" -q -w 1 -H 'Content-Type: application/json' \
+            -H "Authorization: $pace_auth" ${pace_header:+-H "$pace_header"} \
+            -b "$pace_body" "$rate" "$secs" "$conns" 127.0.0.1:18480 "$1" \
+            > "$dir/wrk.out" &
+        sleep 2
+    else
+        taskset -c 0 wrk -t1 -c"$conns" -d"${secs}s" -s "$dir/post.lua" \
+            "http://127.0.0.1:18480$1" > "$dir/wrk.out" &
+        sleep 1
+    fi
     ms=0
     if command -v perf > /dev/null; then
         perf stat -x, -e task-clock -p "$worker" -o "$dir/perf.out" \
@@ -101,7 +128,11 @@ one() {      # $1: path; prints "rps us-per-request"
         ms=$(awk -F, '/task-clock/ {print $1}' "$dir/perf.out")
     fi
     wait
-    rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.out")
+    if [ -n "$rate" ]; then
+        rps=$(sed -n 's/.* rate=\([0-9.]*\).*/\1/p' "$dir/wrk.out")
+    else
+        rps=$(awk '/Requests\/sec/ {print $2}' "$dir/wrk.out")
+    fi
     awk -v r="$rps" -v m="${ms:-0}" -v w="$window" \
         'BEGIN { printf "%s %.2f\n", r, (m > 0) ? m * 1000 / (r * w) : 0 }'
 }
@@ -120,17 +151,19 @@ run "proxy_pass (no module)" "/plain/x" plain
 run "module: accepted, forwarded" "/v1/projects/$project/influencers" accepted
 run "return 202 (no module)" "/return/x" bare
 
-script 'wrk.headers["Idempotency-Key"] = "bench-replay"'
+script 'wrk.headers["Idempotency-Key"] = "bench-replay"' \
+       'Idempotency-Key: bench-replay'
 curl -s -o /dev/null -X POST -H "Authorization: Bearer $key" \
      -H 'Content-Type: application/json' -H 'Idempotency-Key: bench-replay' \
      -d "$body" "http://127.0.0.1:18480/v1/projects/$project/influencers"
 run "module: replay" "/v1/projects/$project/influencers" replay
 
-script 'wrk.headers["Authorization"] = "Bearer wrong"'
+script 'wrk.headers["Authorization"] = "Bearer wrong"' '' 'Bearer wrong'
 run "module: early rejection (401)" "/v1/projects/$project/influencers" reject
 
 # a body the schema refuses: 422 with fieldErrors, after the whole parse
-script 'wrk.body = '"'"'{"gender":"robot","ageRange":"young_adult","prompt":"barista energy"}'"'"''
+bad='{"gender":"robot","ageRange":"young_adult","prompt":"barista energy"}'
+script "wrk.body = '$bad'" '' '' "$bad"
 run "module: body rejection (422)" "/v1/projects/$project/influencers" invalid
 
 awk -v p="$plain" -v a="$accepted" -v b="$bare" -v r="$replay" -v j="$reject" \
