@@ -231,6 +231,9 @@ static void ngx_http_influencers_redis_select_handler(redisAsyncContext *ac,
     void *r, void *privdata);
 static void ngx_http_influencers_redis_load_handler(redisAsyncContext *ac,
     void *r, void *privdata);
+static void ngx_http_influencers_redis_step(redisAsyncContext *ac,
+    redisReply *reply, ngx_http_influencers_redis_link_t *link,
+    ngx_uint_t script, const char *what, ngx_str_t *arg);
 static void ngx_http_influencers_redis_reload(
     ngx_http_influencers_redis_link_t *link);
 static void ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac,
@@ -1598,40 +1601,7 @@ static void
 ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac, void *r,
     void *privdata)
 {
-    redisReply                         *reply = r;
-    ngx_http_influencers_redis_link_t  *link = privdata;
-
-    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
-    u_char *p;
-
-    if (reply == NULL || ac != link->events.ac
-        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
-    {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        p = ngx_http_influencers_redis_text(text, sizeof(text),
-                                            (u_char *) reply->str,
-                                            reply->len);
-
-        ngx_http_influencers_redis_log(link, &link->refused,
-                                       "refused AUTH: %*s",
-                                       (size_t) (p - text), text);
-
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                       "influencers redis: AUTH refused, closing");
-
-        ngx_http_influencers_redis_close(link);
-        return;
-    }
-
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: AUTH accepted");
-
-    if (--link->handshake == 0) {
-        ngx_http_influencers_redis_ready(link);
-    }
+    ngx_http_influencers_redis_step(ac, r, privdata, 0, "AUTH", NULL);
 }
 
 
@@ -1639,41 +1609,10 @@ static void
 ngx_http_influencers_redis_select_handler(redisAsyncContext *ac, void *r,
     void *privdata)
 {
-    redisReply                         *reply = r;
     ngx_http_influencers_redis_link_t  *link = privdata;
 
-    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
-    u_char *p;
-
-    if (reply == NULL || ac != link->events.ac
-        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
-    {
-        return;
-    }
-
-    if (reply->type == REDIS_REPLY_ERROR) {
-        p = ngx_http_influencers_redis_text(text, sizeof(text),
-                                            (u_char *) reply->str,
-                                            reply->len);
-
-        ngx_http_influencers_redis_log(link, &link->refused,
-                                       "refused SELECT %V: %*s",
-                                       &link->conf->db_text,
-                                       (size_t) (p - text), text);
-
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                       "influencers redis: SELECT refused, closing");
-
-        ngx_http_influencers_redis_close(link);
-        return;
-    }
-
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: SELECT accepted");
-
-    if (--link->handshake == 0) {
-        ngx_http_influencers_redis_ready(link);
-    }
+    ngx_http_influencers_redis_step(ac, r, link, 0, "SELECT",
+                                    &link->conf->db_text);
 }
 
 
@@ -1681,11 +1620,26 @@ static void
 ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
     void *privdata)
 {
-    redisReply                         *reply = r;
-    ngx_http_influencers_redis_link_t  *link = privdata;
+    ngx_http_influencers_redis_step(ac, r, privdata, 1, "SCRIPT LOAD",
+                                    NULL);
+}
 
-    u_char  text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
-    u_char *p;
+
+/*
+ * One step of the handshake answered: the link is ready after the last,
+ * or closed, saying what Redis refused.  A script's load is accepted only
+ * if Redis answered with its digest.
+ */
+
+static void
+ngx_http_influencers_redis_step(redisAsyncContext *ac, redisReply *reply,
+    ngx_http_influencers_redis_link_t *link, ngx_uint_t script,
+    const char *what, ngx_str_t *arg)
+{
+    u_char       *p;
+    ngx_int_t     rc;
+    ngx_str_t     none = ngx_null_string;
+    u_char        text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
 
     if (reply == NULL || ac != link->events.ac
         || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
@@ -1693,7 +1647,14 @@ ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
         return;
     }
 
-    if (ngx_http_influencers_redis_loaded(reply) != NGX_OK) {
+    if (script) {
+        rc = ngx_http_influencers_redis_loaded(reply);
+
+    } else {
+        rc = (reply->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
+    }
+
+    if (rc != NGX_OK) {
 
         if (reply->type == REDIS_REPLY_ERROR) {
             p = ngx_http_influencers_redis_text(text, sizeof(text),
@@ -1704,19 +1665,24 @@ ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
                            sizeof("an unexpected reply") - 1);
         }
 
+        if (arg == NULL) {
+            arg = &none;
+        }
+
         ngx_http_influencers_redis_log(link, &link->refused,
-                                       "refused SCRIPT LOAD: %*s",
+                                       "refused %s%s%V: %*s", what,
+                                       arg->len ? " " : "", arg,
                                        (size_t) (p - text), text);
 
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                       "influencers redis: SCRIPT LOAD refused, closing");
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: %s refused, closing", what);
 
         ngx_http_influencers_redis_close(link);
         return;
     }
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: SCRIPT LOAD accepted");
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: %s accepted", what);
 
     if (--link->handshake == 0) {
         ngx_http_influencers_redis_ready(link);

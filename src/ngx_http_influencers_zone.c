@@ -173,6 +173,8 @@ static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out);
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
+static void ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_accept_t *acc);
 static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
@@ -520,10 +522,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
             } else {
                 sh->counters.replays++;
-                ngx_memcpy(acc->job_id, rec->job_id, 16);
-                ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
-                acc->retry_after = rec->retry_after;
-                acc->expires = (time_t) (rec->expires / 1000);
+                ngx_http_influencers_answer(rec, acc);
                 rc = NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
             }
 
@@ -680,10 +679,7 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
         && !ngx_http_influencers_after(ngx_current_msec, rec->deadline))
     {
         sh->counters.replays++;
-        ngx_memcpy(acc->job_id, rec->job_id, 16);
-        ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
-        acc->retry_after = rec->retry_after;
-        acc->expires = (time_t) (rec->expires / 1000);
+        ngx_http_influencers_answer(rec, acc);
         found = 1;
     }
 
@@ -1603,6 +1599,19 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     rec->body = claim->body;
     rec->keyed = 0;
+}
+
+
+/* what a replay answers: the entry's job, as the first answer showed it */
+
+static void
+ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_accept_t *acc)
+{
+    ngx_memcpy(acc->job_id, rec->job_id, 16);
+    ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
+    acc->retry_after = rec->retry_after;
+    acc->expires = (time_t) (rec->expires / 1000);
 }
 
 

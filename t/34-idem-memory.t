@@ -12,7 +12,6 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes ();
 use Digest::SHA ();
-use Compress::Zlib ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
@@ -237,22 +236,19 @@ for my $how ('restart', 'reload') {
     my $fp = Digest::SHA::sha256("POST $path\n" . '{}');
     my $far = 4102444800000;    # 2100-01-01
     my $N = 8000;               # more than 1m holds
-    my $data = '';
-    for my $i (1 .. $N) {
-        my $entry = substr(Digest::SHA::sha256(chr(length $org) . $org . "fill-$i"), 0, 16)
-                  . substr($fp, 0, 16)
-                  . pack('n', 0) . pack('N', 0x01000000 + $i) . ("\x11" x 10)
-                  . ("\x22" x 16)
-                  . pack('Q<', $far) . pack('Q<', 0) . pack('V', 5) . pack('V', 0);
-        $data .= pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
-    }
+    my @records = map {
+        state_record(key => Digest::SHA::sha256(chr(length $org) . $org . "fill-$_"),
+                     fingerprint => $fp,
+                     job_id => pack('n', 0) . pack('N', 0x01000000 + $_) . ("\x11" x 10),
+                     inf_id => "\x22" x 16, expires => $far)
+    } 1 .. $N;
     my $f = InfTest->new(log_level => 'info');
     $f->write_directory;
     $f->conf($f->default_conf(zone => 'zone=jobs:1m ttl=1h org_share=100% state=%%TESTDIR%%/fill.state',
                               server => STATS_LOCATION));
     $f->start_backend;
     # a snapshot is read newest first: the first entries are the newest
-    $f->write_file($f->path('fill.state'), pack('V4', 0x53464e49, 4, 96, $N) . $data);
+    $f->write_file($f->path('fill.state'), state_snapshot(@records));
     $f->run;
     my $s = $f->stats();
     my $records = $s->{records} // 0;

@@ -217,17 +217,6 @@ for my $ra ('0', '1', '65535', '65536', '86400') {
 # A state file made by hand, of far-future entries: each is cut to the ttl
 # configured now, so such a file cannot fill the zone for longer.
 
-sub entry_record {
-    my (%e) = @_;
-    # the zone keeps the digests' first 16 bytes
-    my $entry = substr($e{key}, 0, 16) . substr($e{fingerprint}, 0, 16)
-              . $e{job_id} . $e{inf_id}
-              . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
-              . pack('V', $e{retry_after} // 5) . pack('V', 0);
-    die 'entry size' unless length($entry) == 88;
-    return pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
-}
-
 {
     my $TTL = 3;
     my $t = InfTest->new(log_level => 'info');
@@ -241,16 +230,15 @@ sub entry_record {
     my $path = '/v1/projects/' . P_FEMALE . '/influencers';
     my $fp = Digest::SHA::sha256("POST $path\n" . '{}');
     my $far = 4102444800000;    # 2100-01-01
-    my $data = '';
+    my @records;
     for my $i (1 .. 40) {
         my $key = Digest::SHA::sha256(chr(length $org) . $org . "far-$i");
-        $data .= entry_record(key => $key, fingerprint => $fp,
+        push @records, state_record(key => $key, fingerprint => $fp,
                               job_id => pack('n', 0) . pack('N', 0x01000000 + $i)
                                         . ("\x11" x 10),
                               inf_id => "\x22" x 16, expires => $far);
     }
-    $t->write_file($t->path('far.state'),
-                   pack('V4', 0x53464e49, 4, 96, 40) . $data);
+    $t->write_file($t->path('far.state'), state_snapshot(@records));
 
     my $t0 = time;
     $t->run;

@@ -70,24 +70,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-cat > "$dir/directory.json" <<JSON
-{"keys": [{"sha256": "$digest", "org": "org_bench",
-           "scopes": ["influencers:write"]}],
- "projects": [{"id": "$project", "org": "org_bench",
-               "targetGender": "female"}]}
-JSON
+. "$(dirname "$0")/common.sh"
+bench_directory
 
-temps="client_body_temp_path $dir/b; proxy_temp_path $dir/p;
-       fastcgi_temp_path $dir/f; uwsgi_temp_path $dir/u; scgi_temp_path $dir/s;"
 
-cat > "$dir/be.conf" <<CONF
-worker_processes 1; pid $dir/be.pid; error_log $dir/be.log warn;
-events { worker_connections 1024; }
-http { access_log off; $temps
-  server { listen 127.0.0.1:$be; keepalive_requests 100000;
-    location / { return 202 '{"accepted":true}'; } } }
-CONF
+bench_backend_conf $be
 
 # the gateway of t/bench/bench.sh, in one process.  timer_resolution: the
 # cached time is updated 10 times a second, not on every event (under

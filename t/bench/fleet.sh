@@ -63,24 +63,11 @@ trap cleanup EXIT
 
 rcli() { redis-cli -h 127.0.0.1 -p "$p_redis" "$@"; }
 
-digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-cat > "$dir/directory.json" <<JSON
-{"keys": [{"sha256": "$digest", "org": "org_bench",
-           "scopes": ["influencers:write"]}],
- "projects": [{"id": "$project", "org": "org_bench",
-               "targetGender": "female"}]}
-JSON
+. "$(dirname "$0")/common.sh"
+bench_directory
 
-temps="client_body_temp_path $dir/b; proxy_temp_path $dir/p;
-       fastcgi_temp_path $dir/f; uwsgi_temp_path $dir/u; scgi_temp_path $dir/s;"
 
-cat > "$dir/be.conf" <<CONF
-worker_processes 1; pid $dir/be.pid; error_log $dir/be.log warn;
-events { worker_connections 1024; }
-http { access_log off; $temps
-  server { listen 127.0.0.1:$p_backend; keepalive_requests 1000000;
-    location / { return 202 '{"accepted":true}'; } } }
-CONF
+bench_backend_conf $p_backend
 
 gateway_conf() {   # $1: name, $2: port, $3: influencers_redis line or empty
     cat > "$dir/$1.conf" <<CONF

@@ -89,13 +89,8 @@ trap 'exit 130' INT TERM
 
 cc -O2 -Wall -Wextra -Werror -o "$dir/pace" "$top/t/bench/pace.c"
 
-digest=$(printf %s "$key" | sha256sum | cut -d' ' -f1)
-cat > "$dir/directory.json" <<JSON
-{"keys": [{"sha256": "$digest", "org": "org_bench",
-           "scopes": ["influencers:write"]}],
- "projects": [{"id": "$project", "org": "org_bench",
-               "targetGender": "female"}]}
-JSON
+. "$(dirname "$0")/common.sh"
+bench_directory
 
 # The zone holds every job of one round's accepted run (a job and its
 # idempotency entry each: two records of 332 bytes), with room to spare;
@@ -104,16 +99,8 @@ zone_mb=$(awk -v r="$rate" -v s="$secs" -v w="$warm" 'BEGIN {
     m = int(r * (s + w + 1) * 2 * 332 * 1.25 / 1048576) + 8;
     print (m < 64) ? 64 : m }')
 
-temps="client_body_temp_path $dir/b; proxy_temp_path $dir/p;
-       fastcgi_temp_path $dir/f; uwsgi_temp_path $dir/u; scgi_temp_path $dir/s;"
 
-cat > "$dir/be.conf" <<CONF
-worker_processes 1; pid $dir/be.pid; error_log $dir/be.log warn;
-events { worker_connections 1024; }
-http { access_log off; $temps
-  server { listen 127.0.0.1:$bport; keepalive_requests 1000000;
-    location / { return 202 '{"accepted":true}'; } } }
-CONF
+bench_backend_conf $bport
 
 cat > "$dir/gw.conf" <<CONF
 load_module $module;

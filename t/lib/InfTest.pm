@@ -47,6 +47,7 @@ use IO::Socket::INET;
 use IO::Select;
 use JSON::PP ();
 use Digest::SHA ();
+use Compress::Zlib ();
 use POSIX ();
 use Time::HiRes ();
 use Time::Local ();
@@ -62,6 +63,7 @@ our @EXPORT_OK = qw(
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
     STATS_LOCATION http_date check_replay check_new_job
+    state_record state_snapshot
 );
 our %EXPORT_TAGS = (all => \@EXPORT_OK);
 
@@ -1963,6 +1965,27 @@ END {
 
 # ---------------------------------------------------------------------------
 
+# ---------------------------------------------------------------------------
+# State files made by hand (layout version 4): one journal or snapshot
+# record of an entry, and a snapshot of records.  The zone keeps the
+# digests' first 16 bytes.
+
+sub state_record {
+    my (%e) = @_;
+    my $entry = substr($e{key}, 0, 16) . substr($e{fingerprint}, 0, 16)
+              . $e{job_id} . $e{inf_id}
+              . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
+              . pack('V', $e{retry_after} // 5) . pack('V', 0);
+    die 'entry size' unless length($entry) == 88;
+    return pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
+}
+
+sub state_snapshot {
+    my (@records) = @_;
+    return pack('V4', 0x53464e49, 4, 96, scalar @records) . join('', @records);
+}
+
+
 package InfTest::Response;
 
 sub failed {
@@ -2056,5 +2079,6 @@ sub summary {
         . ($self->{error} ? " ($self->{error})" : '')
         . ($self->{timed_out} ? ' (timed out)' : '') . ": $b";
 }
+
 
 1;
