@@ -56,6 +56,7 @@ static void ngx_http_influencers_claimed(ngx_http_request_t *r,
 static ngx_int_t ngx_http_influencers_act(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_store_e result);
+static void ngx_http_influencers_cleanup(void *data);
 static void ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx);
 static void ngx_http_influencers_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_conclude(ngx_http_request_t *r,
@@ -115,7 +116,7 @@ static uint64_t  ngx_http_influencers_generation;
 
 static const char  *ngx_http_influencers_store_names[] = {
     "new: forward it", "replay", "busy", "mismatch", "full", "over share",
-    "unavailable", "finished", "again"
+    "unavailable", "finished", "again", "the key's job in doubt: send it again"
 };
 
 #endif
@@ -303,7 +304,9 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
 
-    if (ngx_http_influencers_request_id(ctx->request_id) != NGX_OK) {
+    if (ngx_http_influencers_request_id(ctx->request_id, ctx->request_raw)
+        != NGX_OK)
+    {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -880,6 +883,7 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
                          + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
     claim->job = &ctx->job;
+    claim->request_id = ctx->request_raw;
     claim->org_hash = ngx_http_influencers_org_hash(ctx->job.org.data,
                                                     ctx->job.org.len);
 
@@ -975,9 +979,24 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_claim_t *claim)
 {
-    ngx_http_influencers_store_e  result;
+    ngx_http_cleanup_t            *cln;
+    ngx_http_influencers_store_e   result;
 
     ctx->accept.retry_after = ilcf->retry_after;
+
+    /*
+     * From the claim on, the store is owed an answer however the request
+     * ends: an HTTP/2 stream reset or a closed connection terminates it
+     * without resuming it.
+     */
+
+    cln = ngx_http_cleanup_add(r, 0);
+    if (cln == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    cln->handler = ngx_http_influencers_cleanup;
+    cln->data = r;
 
     result = ngx_http_influencers_store_claim(r, ilcf->shm_zone->data, claim,
                                               &ctx->accept,
@@ -1035,8 +1054,22 @@ ngx_http_influencers_act(ngx_http_request_t *r,
 
     case NGX_HTTP_INFLUENCERS_STORE_NEW:
         ngx_http_influencers_job_id(ctx);
+        ngx_memcpy(ctx->job_request_id, ctx->request_id,
+                   NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
         ctx->idempotency = ctx->has_idem ? NGX_HTTP_INFLUENCERS_IDEM_CLAIM
                                          : NGX_HTTP_INFLUENCERS_IDEM_NONE;
+        break;
+
+    case NGX_HTTP_INFLUENCERS_STORE_RESEND:
+
+        /* the key's job in doubt: sent again as it was first sent */
+
+        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_request_id_text(ctx->job_request_id,
+                                             ctx->accept.request_id);
+        ctx->job.gender = ctx->accept.gender;
+        ctx->job.age_range = ctx->accept.age_range;
+        ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RESEND;
         break;
 
     case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
@@ -1070,15 +1103,19 @@ ngx_http_influencers_act(ngx_http_request_t *r,
                                             NULL, ilcf->busy_retry_after);
     }
 
+    /* from here the store is owed the forward's outcome */
+
+    ctx->claimed = 1;
+
     if (ngx_http_influencers_forward(r, ctx, &ilcf->backend) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: could not start the forward to \"%V\"",
                       &ilcf->backend);
 
-        /* the key is released, as for any forward that failed */
+        /* nothing was sent: as for any forward that failed for sure */
 
         ctx->done = 1;
-        ctx->known = 1;
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
         ctx->outcome = NGX_HTTP_INFLUENCERS_INTERNAL;
 
         return ngx_http_influencers_conclude(r, ilcf, ctx);
@@ -1087,6 +1124,50 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     r->write_event_handler = ngx_http_influencers_resume;
 
     return NGX_DONE;
+}
+
+
+/*
+ * The request ends before the store is done with it: its stream was
+ * reset, its connection closed, its worker exits.  What it waits for from
+ * the store is called off; the store gets the forward's outcome if the
+ * forward ended, else the job is in doubt; nobody waits for the answer.
+ */
+
+static void
+ngx_http_influencers_cleanup(void *data)
+{
+    ngx_http_request_t *r = data;
+
+    ngx_http_influencers_ctx_t       *ctx;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ngx_http_influencers_store_cleanup(r);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx == NULL || !ctx->claimed) {
+        return;
+    }
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (!ctx->done) {
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
+    }
+
+    ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                  "influencers: the partner left before the answer, the "
+                  "forward's outcome (%s) goes to the store",
+                  ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
+                  ? "accepted"
+                  : (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
+                     ? "failed" : "unknown"));
+
+    ctx->claimed = 0;
+
+    (void) ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
+                                             &ctx->accept, ctx->result, NULL);
 }
 
 
@@ -1137,19 +1218,13 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
 {
     ngx_http_influencers_outcome_e  outcome;
 
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED;
+    outcome = ctx->result;
 
-    } else if (ctx->known) {
-        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
-
-        if (ctx->has_idem) {
-            /* the store gives the key back: a retry is a new job */
-            ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RELEASED;
-        }
-
-    } else {
-        outcome = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
+    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED && ctx->has_idem
+        && !ctx->accept.resend)
+    {
+        /* the store gives the key back: a retry is a new job */
+        ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RELEASED;
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -1157,7 +1232,9 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
                    outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
                    ? "accepted"
                    : (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
-                      ? "failed" : "unknown, the lease runs out"));
+                      ? "failed" : "unknown, the key keeps its job"));
+
+    ctx->claimed = 0;
 
     if (ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
                                           &ctx->accept, outcome,
@@ -1188,12 +1265,21 @@ ngx_http_influencers_finished(ngx_http_request_t *r,
 }
 
 
+/*
+ * The partner hears of its job: accepted by this forward, or by another
+ * forward of the same job (its first, still running when this one was
+ * sent), which a retry would replay anyway.
+ */
+
 static ngx_int_t
 ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return ngx_http_influencers_send_accepted(r, ctx, 0);
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED || ctx->accept.landed) {
+        return ngx_http_influencers_send_accepted(r, ctx,
+                                       ctx->accept.resend
+                                       || ctx->outcome
+                                          != NGX_HTTP_INFLUENCERS_ACCEPTED);
     }
 
     return ngx_http_influencers_send_error(r, ctx->request_id, ctx->outcome,

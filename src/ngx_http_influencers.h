@@ -57,20 +57,46 @@ typedef struct {
 } ngx_http_influencers_job_t;
 
 
-/* the zone's answer to a claim, and what a reply needs of it */
+/* how a forward ended, as the store records it */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED = 0,
+    NGX_HTTP_INFLUENCERS_OUTCOME_FAILED,      /* definite: the key is free */
+    NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN      /* maybe sent: the key keeps
+                                                 its job */
+} ngx_http_influencers_outcome_e;
+
+
+/*
+ * The zone's answer to a claim, and what a reply needs of it.  A key names
+ * one job from its first claim on: a claim that finds the key's job in
+ * doubt (resend) gets that job's ids, its first request's id and the
+ * parameters it was sent with, so that it is sent again byte for byte.
+ */
 
 typedef struct {
     u_char                             job_id[16];       /* binary ULID */
     u_char                             influencer_id[16];
+    u_char                             request_id[16];   /* the job's */
+    ngx_uint_t                         gender;
+    ngx_uint_t                         age_range;
+    ngx_uint_t                         attempt;          /* the claim's */
     time_t                             retry_after;
     time_t                             expires;          /* 0: no key */
     uint64_t                           expires_ms;       /* wall clock */
     void                              *record;
+
+    unsigned                           resend:1;         /* the key's job */
+    unsigned                           landed:1;         /* accepted now */
 } ngx_http_influencers_accept_t;
 
 
 typedef struct {
     u_char                   request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
+    u_char                             request_raw[16];
+
+    /* the job's first request's id: what its forward carries */
+    u_char                  job_request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
 
     ngx_http_influencers_job_t         job;
     ngx_uint_t                         target_gender;
@@ -86,6 +112,7 @@ typedef struct {
 
     ngx_http_request_t                *sr;
     ngx_uint_t                         outcome;          /* an error index */
+    ngx_http_influencers_outcome_e     result;           /* for the store */
     void                              *store;            /* fleet mode */
     ngx_uint_t                         answer;           /* the one sent */
 
@@ -93,8 +120,9 @@ typedef struct {
     unsigned                           type_unchecked:1;
     unsigned                           reading:1;
     unsigned                           done:1;
-    unsigned                           known:1;          /* the outcome */
     unsigned                           has_job:1;        /* accept's ids */
+    unsigned                           claimed:1;        /* store owes a
+                                                            finish */
     unsigned                           idempotency:3;    /* for the log */
 } ngx_http_influencers_ctx_t;
 

@@ -19,6 +19,7 @@ static ngx_table_elt_t *ngx_http_influencers_push_in(ngx_http_request_t *sr,
     ngx_uint_t name, u_char *value, size_t len);
 static ngx_int_t ngx_http_influencers_forward_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
+static ngx_uint_t ngx_http_influencers_forward_sent(ngx_http_request_t *sr);
 static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
     ngx_chain_t *in);
 
@@ -145,7 +146,7 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
 
     if (ct == NULL
         || ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_X_REQUEST_ID,
-                                        ctx->request_id,
+                                        ctx->job_request_id,
                                         NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
            == NULL
         || ngx_http_influencers_push_in(sr,
@@ -243,7 +244,7 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
     p = ngx_http_influencers_json_lit(p, "\",\"orgId\":\"");
     p = ngx_http_influencers_json_raw(p, job->org.data, job->org.len);
     p = ngx_http_influencers_json_lit(p, "\",\"requestId\":\"");
-    p = ngx_http_influencers_json_raw(p, ctx->request_id,
+    p = ngx_http_influencers_json_raw(p, ctx->job_request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"createdAt\":\"");
     p = ngx_http_influencers_iso_time(p,
@@ -269,8 +270,16 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
 
 
 /*
- * Called each time the subrequest is finalized.  It only records the
- * outcome: the parent is not active yet and is resumed by nginx.
+ * Called each time the subrequest is finalized, also when the partner's
+ * request is about to be terminated (an HTTP/2 stream reset): it records
+ * the outcome, which the store gets either way.  The parent is not active
+ * yet and is resumed by nginx.
+ *
+ * For the store, what counts is whether the job may have reached the
+ * backend: a forward that failed before a byte was sent, or that the
+ * backend answered with a status, failed for sure; one cut short after
+ * the job was sent (nginx's own timeout, a connection lost, a reply
+ * broken after its header) may have landed.
  */
 
 static ngx_int_t
@@ -280,7 +289,7 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
     ngx_http_influencers_ctx_t  *ctx = data;
 
     ngx_int_t                       ms;
-    ngx_uint_t                      status, known;
+    ngx_uint_t                      status, sent;
     ngx_time_t                     *tp;
     ngx_http_influencers_forward_e  outcome;
 
@@ -296,46 +305,47 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
     }
 
     ctx->done = 1;
-    known = 1;
     status = sr->headers_out.status;
+    sent = ngx_http_influencers_forward_sent(sr);
 
-    if (rc == NGX_ERROR) {
-        /* the upstream failed after its header: not a whole answer */
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-
-    } else if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT;
-
-    } else if (rc == NGX_HTTP_CLIENT_CLOSED_REQUEST
-               || rc == NGX_HTTP_REQUEST_TIME_OUT)
+    if (rc == NGX_ERROR
+        && !(status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE))
     {
+        /* the upstream failed after a header, or before any */
         ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-        known = 0;
+        ctx->result = (status == 0 && sent)
+                      ? NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                      : NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
+
+    } else if (rc == NGX_ERROR) {
+        /* a 2xx header, then the reply broke: not a whole answer */
+        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
 
     } else if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+        /* nginx's own answer (499: cut with the partner's connection) */
+        ctx->outcome = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
+                       ? NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT
+                       : NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+        ctx->result = sent ? NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                           : NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
 
     } else if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
         ctx->outcome = NGX_HTTP_INFLUENCERS_ACCEPTED;
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED;
 
     } else if (status == NGX_HTTP_NOT_FOUND) {
         ctx->outcome = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
 
     } else {
         ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-    }
+        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
 
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR && known
-        && rc < NGX_HTTP_SPECIAL_RESPONSE && rc != NGX_ERROR)
-    {
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
                       "influencers: the backend answered %ui to job "
                       "forward \"%V\"", status, &sr->uri);
     }
-
-    /* the parent hands it to the store once it runs again */
-
-    ctx->known = known;
 
     /* as $request_time is: the subrequest's start, the cached time now */
 
@@ -344,7 +354,7 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
                       + (tp->msec - sr->start_msec));
     ms = ngx_max(ms, 0);
 
-    if (!known) {
+    if (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN) {
         outcome = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
 
     } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
@@ -360,13 +370,15 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
         outcome = NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
     }
 
-    ngx_log_debug5(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
-                   "influencers forward: done, rc %i, status %ui: %s%s, "
+    ngx_log_debug6(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
+                   "influencers forward: done, rc %i, status %ui: %s%s%s, "
                    "%i ms", rc, status,
                    ngx_http_influencers_answer_name(ctx->outcome)
                    ? ngx_http_influencers_answer_name(ctx->outcome)
                    : "ACCEPTED",
-                   known ? "" : " (outcome unknown)", ms);
+                   sent ? ", sent" : ", nothing sent",
+                   ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                   ? " (outcome unknown)" : "", ms);
 
     ngx_http_influencers_metrics_forward(sr, outcome, (ngx_msec_t) ms);
 
@@ -374,6 +386,43 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
      * terminates the parent */
 
     return NGX_OK;
+}
+
+
+/*
+ * Whether any byte of the job may have gone to an upstream server: the
+ * peer being talked to, or one tried before (proxy_next_upstream), whose
+ * bytes nginx keeps in its states.  A location that answers itself sent
+ * nothing anywhere.
+ */
+
+static ngx_uint_t
+ngx_http_influencers_forward_sent(ngx_http_request_t *sr)
+{
+    ngx_uint_t                  i;
+    ngx_http_upstream_state_t  *state;
+
+    if (sr->upstream == NULL) {
+        return 0;
+    }
+
+    if (sr->upstream->request_sent) {
+        return 1;
+    }
+
+    if (sr->upstream_states == NULL) {
+        return 0;
+    }
+
+    state = sr->upstream_states->elts;
+
+    for (i = 0; i < sr->upstream_states->nelts; i++) {
+        if (state[i].bytes_sent) {
+            return 1;
+        }
+    }
+
+    return 0;
 }
 
 

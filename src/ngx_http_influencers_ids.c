@@ -188,19 +188,32 @@ ngx_http_influencers_random(u_char *buf, size_t n)
 }
 
 
-ngx_int_t
-ngx_http_influencers_request_id(u_char *out)
-{
-    u_char  raw[16];
+/* raw, where given, keeps the id's 16 bytes: a job's record holds them */
 
-    if (ngx_http_influencers_random(raw, sizeof(raw)) != NGX_OK) {
+ngx_int_t
+ngx_http_influencers_request_id(u_char *out, u_char *raw)
+{
+    u_char  bytes[16];
+
+    if (raw == NULL) {
+        raw = bytes;
+    }
+
+    if (ngx_http_influencers_random(raw, 16) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
-    ngx_http_influencers_hex_dump(out, raw, sizeof(raw));
+    ngx_http_influencers_request_id_text(out, raw);
 
     return NGX_OK;
+}
+
+
+void
+ngx_http_influencers_request_id_text(u_char *out, const u_char *raw)
+{
+    out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
+    ngx_http_influencers_hex_dump(out, raw, 16);
 }
 
 

@@ -105,7 +105,8 @@ static ngx_str_t  ngx_http_influencers_idem_names[] = {
     ngx_string("replay"),
     ngx_string("conflict"),
     ngx_string("mismatch"),
-    ngx_string("released")
+    ngx_string("released"),
+    ngx_string("resend")
 };
 
 
@@ -737,7 +738,8 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    "\"orgs\":%ui,\"largestOrg\":%ui,\"orgLimit\":%ui,"
                    "\"shareRejections\":%uL,\"redisOps\":%uA,"
                    "\"redisFailures\":%uA,\"redisFallbacks\":%uA,"
-                   "\"redisStale\":%uA}",
+                   "\"redisStale\":%uA,\"resends\":%uL,"
+                   "\"unknownOutcomes\":%uL,\"keptInDoubt\":%uL}",
                    st.records, st.records - st.free, st.keyed, st.inflight,
                    (st.records - st.free) * st.record_size, st.record_size,
                    st.counters.claims, st.counters.replays,
@@ -747,7 +749,8 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    st.counters.failed, st.orgs, st.largest_org, st.org_limit,
                    st.counters.share, st.counters.redis_ops,
                    st.counters.redis_failures, st.counters.redis_fallbacks,
-                   st.counters.redis_stale)
+                   st.counters.redis_stale, st.counters.resends,
+                   st.counters.unknown, st.counters.kept)
                - body.data;
 
     return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);

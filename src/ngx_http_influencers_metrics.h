@@ -24,6 +24,7 @@
 #define NGX_HTTP_INFLUENCERS_IDEM_CONFLICT  3
 #define NGX_HTTP_INFLUENCERS_IDEM_MISMATCH  4
 #define NGX_HTTP_INFLUENCERS_IDEM_RELEASED  5
+#define NGX_HTTP_INFLUENCERS_IDEM_RESEND    6
 
 
 /* how a forward ended, for influencers_forwards_total */

@@ -37,23 +37,25 @@
  * reply within timeout) frees the hiredis context, which fails every
  * operation still pending, and starts a backoff.
  *
- * What an operation that failed that way leaves behind is set right on
- * the next connection, by an orphan: a slot that outlives its operation
- * and is sent first once the link is READY again (at most three times,
- * at most 1024 of them per link; dropped at exit):
+ * What an operation that failed that way leaves behind is set right
+ * through the zone, which keeps every finish owed to Redis until Redis has
+ * it (ngx_http_influencers_zone_owe()), so that neither a worker's death
+ * nor its exit at a reload loses one:
  *
- *   - a claim whose reply was lost (a timeout, the connection gone after
- *     it was sent) may have run, and its request was told it failed: its
- *     key would answer 409 until the lease ends, for a job that is not
- *     forwarded.  The orphan releases its token;
- *   - a finish or a release that failed for any reason (lost, timed out
- *     while waiting for the connection, declined): the job was forwarded
- *     and the partner told of it, so its entry must reach Redis before
- *     the lease ends lets another node make a second job of the key (or,
- *     for a release, the key be free).  The orphan is the same finish.
+ *   - a finish that was not taken (lost, timed out, an error reply such as
+ *     OOM, READONLY or LOADING, a reply the module does not expect) stays
+ *     owed, and any worker sends it again from its timer, with a backoff,
+ *     until Redis takes it or the entry expires.  A 202 given is never
+ *     forgotten by the fleet: the claim in Redis carries the job, and the
+ *     finish applies whichever claim holds the key, as long as it is the
+ *     same job;
+ *   - a claim whose reply was lost may have run, and its request was told
+ *     it failed: it is owed a release of its token (a failure: nothing was
+ *     sent), so that its key does not answer 409 until the lease ends.
  *
- * Both only apply while the claim is still that token's, so a late or
- * repeated one changes nothing that is not its own.
+ * Both only apply while the key is still that token's (a release) or that
+ * job's (an acceptance), so a late or repeated one changes nothing that is
+ * not its own.
  *
  * hiredis calls back with a pointer that outlives the operation: a slot,
  * the link's, which the operation is attached to while it lasts.  A slot
@@ -83,18 +85,42 @@
     (NGX_HTTP_INFLUENCERS_PREFIX_MAX + 1 + 16 + 1                             \
      + 2 * NGX_HTTP_INFLUENCERS_SHA256_LEN)
 
-/* 'F' token fingerprint */
+/*
+ * The values (see ngx_http_influencers_redis_value_job()): a job, then a
+ * claim of it ('C', or 'U' once its outcome is unknown) or its accepted
+ * entry ('A'); and those of the module's earlier versions, still read
+ * ('F' in flight, 'D' accepted).
+ */
+
+/* job_id influencer_id request_id gender age_range retry_after(4) */
+#define NGX_HTTP_INFLUENCERS_JOB_LEN         (16 + 16 + 16 + 1 + 1 + 4)
+
+/* 'C' flags token lease_end(8) fingerprint job */
+#define NGX_HTTP_INFLUENCERS_CLAIM_LEN                                        \
+    (1 + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + 8                               \
+     + NGX_HTTP_INFLUENCERS_SHA256_LEN + NGX_HTTP_INFLUENCERS_JOB_LEN)
+
+/* 'A' flags fingerprint job expires_ms(8) */
+#define NGX_HTTP_INFLUENCERS_ACCEPTED_LEN                                     \
+    (1 + 1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + NGX_HTTP_INFLUENCERS_JOB_LEN   \
+     + 8)
+
+/* earlier versions: 'F' token fingerprint; 'D' fingerprint job_id
+ * influencer_id retry_after(4) expires_ms(8) */
 #define NGX_HTTP_INFLUENCERS_INFLIGHT_LEN                                     \
     (1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + NGX_HTTP_INFLUENCERS_SHA256_LEN)
-
-/* 'D' fingerprint job_id influencer_id retry_after(4) expires_ms(8) */
 #define NGX_HTTP_INFLUENCERS_DONE_LEN                                         \
     (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 16 + 16 + 4 + 8)
 
+/* a claim's flags: the job may have reached the backend before */
+#define NGX_HTTP_INFLUENCERS_CLAIM_IN_DOUBT  1
+
 #define NGX_HTTP_INFLUENCERS_SLOTS            32     /* allocated at once */
-#define NGX_HTTP_INFLUENCERS_ORPHANS_MAX      1024
-#define NGX_HTTP_INFLUENCERS_ORPHAN_TRIES     3
 #define NGX_HTTP_INFLUENCERS_REDIS_TEXT       128    /* Redis's words */
+
+/* the timer that sends owed finishes, and how many at a time */
+#define NGX_HTTP_INFLUENCERS_OWED_TIMER       250
+#define NGX_HTTP_INFLUENCERS_OWED_BATCH       32
 
 
 typedef struct ngx_http_influencers_redis_link_s
@@ -128,15 +154,15 @@ typedef struct {
 
 struct ngx_http_influencers_redis_link_s {
     ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_zone_t         *zone;
     ngx_http_influencers_redis_events_t  events;    /* the context */
     ngx_uint_t                           state;
     ngx_uint_t                           handshake; /* replies due */
     ngx_msec_t                           backoff;   /* the next one */
     ngx_msec_t                           retry_at;
     ngx_event_t                          timer;     /* connect, backoff */
+    ngx_event_t                          owed;      /* finishes owed */
     ngx_queue_t                          waiting;   /* until READY */
-    ngx_queue_t                          orphans;   /* finishes to send */
-    ngx_uint_t                           norphans;
     ngx_http_influencers_redis_slot_t   *free;
     void                                *chunks;
     ngx_log_t                           *log;
@@ -144,6 +170,7 @@ struct ngx_http_influencers_redis_link_s {
     ngx_http_influencers_redis_limit_t   down;      /* unreachable, slow */
     ngx_http_influencers_redis_limit_t   refused;   /* AUTH, SELECT... */
     ngx_http_influencers_redis_limit_t   replies;   /* errors, malformed */
+    ngx_http_influencers_redis_limit_t   values;    /* failed the checks */
 
     unsigned                             closing:1;
     unsigned                             reloading:1;
@@ -154,27 +181,36 @@ struct ngx_http_influencers_redis_link_s {
 
 struct ngx_http_influencers_redis_slot_s {
     ngx_event_t                          event;     /* timeout, delivery */
-    ngx_queue_t                          queue;     /* waiting, orphans */
+    ngx_queue_t                          queue;     /* waiting */
     ngx_http_influencers_redis_link_t   *link;
     ngx_http_influencers_redis_op_t     *op;        /* NULL: delivered */
     ngx_http_influencers_redis_slot_t   *next;      /* free list */
     ngx_uint_t                           script;
     ngx_http_influencers_redis_rc_e      rc;
-    ngx_uint_t                           tries;     /* an orphan's */
 
     size_t                               key_len;
-    size_t                               value_len;
-    size_t                               ms_len;
+    size_t                               lease_len;
+    size_t                               ttl_len;
     u_char                     key[NGX_HTTP_INFLUENCERS_REDIS_KEY_LEN];
-    u_char                     value[NGX_HTTP_INFLUENCERS_DONE_LEN];
+    u_char                     lease[NGX_INT64_LEN];
+    u_char                     ttl[NGX_INT64_LEN];
+
+    /* a claim's */
     u_char                     token[NGX_HTTP_INFLUENCERS_TOKEN_LEN];
-    u_char                     ms[NGX_INT64_LEN];
+    u_char                     fingerprint[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+    u_char                     job[NGX_HTTP_INFLUENCERS_JOB_LEN];
+    uint64_t                             org_hash;
+    u_char                     digest[NGX_HTTP_INFLUENCERS_SHA256_LEN];
+
+    /* a finish's, and which of the zone's it is */
+    ngx_http_influencers_finish_t        fin;
+    ngx_http_influencers_finish_ref_t    ref;
 
     unsigned                             sent:1;    /* hiredis has it */
     unsigned                             queued:1;
     unsigned                             done:1;    /* rc is final */
     unsigned                             eval:1;    /* NOSCRIPT: EVAL */
-    unsigned                             orphan:1;  /* a finish, alone */
+    unsigned                             expired:1; /* freed by its reply */
 };
 
 
@@ -209,16 +245,22 @@ static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_finished(
 static void ngx_http_influencers_redis_complete(
     ngx_http_influencers_redis_slot_t *slot,
     ngx_http_influencers_redis_rc_e rc);
+static void ngx_http_influencers_redis_settle(
+    ngx_http_influencers_redis_slot_t *slot,
+    ngx_http_influencers_redis_rc_e rc);
 static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
 static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
 static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
     ngx_http_influencers_redis_link_t *link);
 static void ngx_http_influencers_redis_slot_free(
     ngx_http_influencers_redis_slot_t *slot);
-static ngx_uint_t ngx_http_influencers_redis_orphan(
+static void ngx_http_influencers_redis_release(
     ngx_http_influencers_redis_slot_t *slot);
-static void ngx_http_influencers_redis_orphan_reply(
-    ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
+static void ngx_http_influencers_redis_owed_handler(ngx_event_t *ev);
+static ngx_int_t ngx_http_influencers_redis_send_finish(
+    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin,
+    ngx_http_influencers_finish_ref_t *ref);
 
 static ngx_int_t ngx_http_influencers_redis_connect(
     ngx_http_influencers_redis_link_t *link);
@@ -241,6 +283,12 @@ static void ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac,
 static ngx_int_t ngx_http_influencers_redis_loaded(redisReply *reply);
 static void ngx_http_influencers_redis_ready(
     ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_info(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_info_handler(redisAsyncContext *ac,
+    void *r, void *privdata);
+static ngx_int_t ngx_http_influencers_redis_info_field(redisReply *reply,
+    const char *name, ngx_str_t *value);
 static void ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_influencers_redis_retry(ngx_event_t *ev);
 static void ngx_http_influencers_redis_close(
@@ -257,42 +305,104 @@ static u_char *ngx_http_influencers_redis_text(u_char *dst, size_t size,
     u_char *src, size_t len);
 static ngx_uint_t ngx_http_influencers_redis_is(redisReply *reply,
     char *word);
+static const char *ngx_http_influencers_redis_code(redisReply *reply);
 
 static size_t ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
     uint64_t org_hash, u_char *key);
-static size_t ngx_http_influencers_redis_value_inflight(u_char *dst,
-    u_char *token, u_char *fingerprint);
-static size_t ngx_http_influencers_redis_value_done(u_char *dst,
-    u_char *fingerprint, ngx_http_influencers_entry_t *entry);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
-    u_char *v, size_t len, u_char *fingerprint,
+static u_char *ngx_http_influencers_redis_value_job(u_char *p,
     ngx_http_influencers_entry_t *entry);
+static void ngx_http_influencers_redis_read_job(u_char *p,
+    ngx_http_influencers_entry_t *entry);
+static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
+    ngx_http_influencers_redis_slot_t *slot, u_char *v, size_t len,
+    ngx_http_influencers_entry_t *entry);
+static u_char *ngx_http_influencers_redis_be(u_char *p, uint64_t n,
+    ngx_uint_t len);
+static uint64_t ngx_http_influencers_redis_unbe(u_char *p, ngx_uint_t len);
 
 
 /*
- * The claim: the value if there is one, else an in-flight claim that lives
- * for the lease.  The finish: only while the in-flight claim is still this
- * request's ('F' and its token), the finished entry for the ttl, or the
- * key released (an empty value).
+ * The claim: a free key (none, or its claim expired without a job that
+ * may have landed: never, since a claim's job is kept) is claimed with
+ * the job this request brings, for the lease, and lives for the ttl; a
+ * claim of the same request whose lease ran out, or whose outcome is
+ * unknown ('U'), is taken over with a new token and lease, keeping its
+ * job, which the caller then sends again; anything else is answered with
+ * the value, for the caller to tell busy, accepted or another request.
+ * The lease is kept in Redis's time, so that the nodes' clocks need not
+ * agree.
+ *
+ * The finish: an accepted job is stored while the key still names that
+ * job, whichever claim holds it (a late finish is as good as any), or
+ * again if the key was lost; a failure releases the key, and an unknown
+ * outcome keeps its job for a retry, only while the claim is still this
+ * token's; a failure of a job that may have landed before keeps it too.
  */
 
 static ngx_str_t  ngx_http_influencers_redis_scripts[] = {
 
-    ngx_string("local v = redis.call('GET', KEYS[1])\n"
-               "if v then return v end\n"
-               "redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])\n"
-               "return false\n"),
-
-    ngx_string("local v = redis.call('GET', KEYS[1])\n"
-               "if not v or string.sub(v, 1, #ARGV[1] + 1) ~= 'F' .. ARGV[1]"
-               " then\n"
+    ngx_string("if redis.replicate_commands then redis.replicate_commands() "
+               "end\n"
+               "local v = redis.call('GET', KEYS[1])\n"
+               "local t = redis.call('TIME')\n"
+               "local now = tonumber(t[1]) * 1000"
+               " + math.floor(tonumber(t[2]) / 1000)\n"
+               "local n = now + tonumber(ARGV[3])\n"
+               "local lease = ''\n"
+               "for i = 1, 8 do\n"
+               "    lease = string.char(n % 256) .. lease\n"
+               "    n = math.floor(n / 256)\n"
+               "end\n"
+               "if not v then\n"
+               "    redis.call('SET', KEYS[1], 'C\\0' .. ARGV[1] .. lease"
+               " .. ARGV[2] .. ARGV[5], 'PX', ARGV[4])\n"
                "    return 0\n"
                "end\n"
-               "if ARGV[2] == '' then\n"
-               "    redis.call('DEL', KEYS[1])\n"
-               "else\n"
-               "    redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])\n"
+               "local tag = string.sub(v, 1, 1)\n"
+               "if (tag == 'C' or tag == 'U') and #v == 112"
+               " and string.sub(v, 27, 58) == ARGV[2] then\n"
+               "    if tag == 'C' then\n"
+               "        local d = 0\n"
+               "        for i = 19, 26 do d = d * 256 + string.byte(v, i) "
                "end\n"
+               "        if d > now then return v end\n"
+               "    end\n"
+               "    local ttl = redis.call('PTTL', KEYS[1])\n"
+               "    if ttl <= 0 then ttl = ARGV[4] end\n"
+               "    v = 'C\\1' .. ARGV[1] .. lease .. string.sub(v, 27)\n"
+               "    redis.call('SET', KEYS[1], v, 'PX', ttl)\n"
+               "    return {v}\n"
+               "end\n"
+               "return v\n"),
+
+    ngx_string("local v = redis.call('GET', KEYS[1])\n"
+               "if ARGV[1] == 'A' then\n"
+               "    if v then\n"
+               "        local tag = string.sub(v, 1, 1)\n"
+               "        local job\n"
+               "        if (tag == 'C' or tag == 'U') and #v == 112 then\n"
+               "            job = string.sub(v, 59, 74)\n"
+               "        elseif tag == 'A' and #v == 96 then\n"
+               "            job = string.sub(v, 35, 50)\n"
+               "        end\n"
+               "        if job ~= ARGV[3] then return 0 end\n"
+               "        if tag == 'A' then return 1 end\n"
+               "    end\n"
+               "    redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[5])\n"
+               "    return 1\n"
+               "end\n"
+               "if not v or #v ~= 112 or string.sub(v, 1, 1) ~= 'C'"
+               " or string.sub(v, 3, 18) ~= ARGV[2] then\n"
+               "    return 0\n"
+               "end\n"
+               "if ARGV[1] == 'F' and string.byte(v, 2) == 0 then\n"
+               "    redis.call('DEL', KEYS[1])\n"
+               "    return 1\n"
+               "end\n"
+               "local ttl = redis.call('PTTL', KEYS[1])\n"
+               "if ttl <= 0 then ttl = ARGV[5] end\n"
+               "redis.call('SET', KEYS[1], 'U' .. string.sub(v, 2), 'PX',"
+               " ttl)\n"
                "return 1\n")
 };
 
@@ -309,7 +419,8 @@ static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 #if (NGX_DEBUG)
 /* ngx_http_influencers_redis_rc_e, for the debug log */
 static const char  *ngx_http_influencers_redis_rc_names[] = {
-    "new", "busy", "mismatch", "done", "finished", "stale", "failed"
+    "new", "busy", "mismatch", "done", "finished", "stale", "failed",
+    "resend"
 };
 #endif
 
@@ -668,12 +779,12 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     }
 
     link->conf = conf;
+    link->zone = zone;
     link->log = cycle->log;
     link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
     link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
 
     ngx_queue_init(&link->waiting);
-    ngx_queue_init(&link->orphans);
 
     link->events.gone = ngx_http_influencers_redis_gone;
     link->events.data = link;
@@ -683,6 +794,15 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     link->timer.data = link;
     link->timer.log = cycle->log;
     link->timer.cancelable = 1;
+
+    /* nor does sending what the zone owes Redis: other workers will */
+
+    link->owed.handler = ngx_http_influencers_redis_owed_handler;
+    link->owed.data = link;
+    link->owed.log = cycle->log;
+    link->owed.cancelable = 1;
+
+    ngx_add_timer(&link->owed, NGX_HTTP_INFLUENCERS_OWED_TIMER);
 
     conf->link = link;
 
@@ -696,7 +816,8 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
  * that is not cancelable is left, and every operation's timer is one: so
  * every operation has ended by then.  A worker told to stop at once (TERM,
  * INT) does not finalize its requests either; their operations are simply
- * dropped, as the requests are.
+ * dropped, as the requests are.  The finishes it was sending stay owed in
+ * the zone, for the other workers, at once.
  */
 
 void
@@ -721,12 +842,16 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
         ngx_del_timer(&link->timer);
     }
 
+    if (link->owed.timer_set) {
+        ngx_del_timer(&link->owed);
+    }
+
     for (chunk = link->chunks; chunk; chunk = chunk->next) {
         for (i = 0; i < NGX_HTTP_INFLUENCERS_SLOTS; i++) {
             slot = &chunk->slots[i];
 
-            /* an orphan's slot is freed with the others, unsent */
-            slot->orphan = 0;
+            /* a finish's zone copy is sent by another worker */
+            slot->ref.no = 0;
 
             if (slot->op == NULL) {
                 continue;
@@ -749,6 +874,8 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
         }
     }
 
+    ngx_http_influencers_zone_disown(zone);
+
     /* the callbacks pending get NULL replies, for slots now detached */
 
     if (link->events.ac) {
@@ -764,6 +891,10 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
     conf->link = NULL;
 }
 
+
+/*
+ *   EVALSHA <claim> 1 <key> <token> <fingerprint> <lease> <ttl> <job>
+ */
 
 ngx_int_t
 ngx_http_influencers_redis_claim(ngx_http_influencers_zone_t *zone,
@@ -783,90 +914,145 @@ ngx_http_influencers_redis_claim(ngx_http_influencers_zone_t *zone,
     slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM;
     slot->key_len = ngx_http_influencers_redis_key(slot->key, &conf->prefix,
                                                    op->org_hash, op->key);
-    slot->value_len = ngx_http_influencers_redis_value_inflight(slot->value,
-                                                          op->token,
-                                                          op->fingerprint);
-    slot->ms_len = ngx_sprintf(slot->ms, "%M", ngx_max(lease, 1)) - slot->ms;
-
-    return ngx_http_influencers_redis_submit(slot);
-}
-
-
-ngx_int_t
-ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_redis_op_t *op, ngx_http_influencers_entry_t *entry,
-    ngx_msec_t ttl)
-{
-    ngx_int_t                           rc;
-    ngx_http_influencers_redis_conf_t  *conf;
-    ngx_http_influencers_redis_link_t  *link;
-    ngx_http_influencers_redis_slot_t  *slot;
-
-    conf = zone->redis;
-
-    rc = ngx_http_influencers_redis_prepare(zone, op, &slot);
-
-    if (rc == NGX_DECLINED) {
-
-        /* the caller is told now; Redis is told once it is back */
-
-        link = conf->link;
-
-        if (link == NULL || link->exiting
-            || link->norphans >= NGX_HTTP_INFLUENCERS_ORPHANS_MAX)
-        {
-            return NGX_DECLINED;
-        }
-
-        slot = ngx_http_influencers_redis_slot(link);
-        if (slot == NULL) {
-            return NGX_DECLINED;
-        }
-    }
-
-    if (rc == NGX_ERROR) {
-        return NGX_ERROR;
-    }
-
-    slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
-    slot->key_len = ngx_http_influencers_redis_key(slot->key, &conf->prefix,
-                                                   op->org_hash, op->key);
     ngx_memcpy(slot->token, op->token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+    ngx_memcpy(slot->fingerprint, op->fingerprint,
+               NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    ngx_memcpy(slot->digest, op->key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    slot->org_hash = op->org_hash;
+    (void) ngx_http_influencers_redis_value_job(slot->job, &op->job);
 
-    /* no value: the key is released */
-
-    slot->value_len = 0;
-
-    if (entry) {
-        slot->value_len = ngx_http_influencers_redis_value_done(slot->value,
-                                                     op->fingerprint, entry);
-    }
-    slot->ms_len = ngx_sprintf(slot->ms, "%M", ngx_max(ttl, 1)) - slot->ms;
-
-    if (rc == NGX_DECLINED) {
-        if (!ngx_http_influencers_redis_orphan(slot)) {
-            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                           "influencers redis: finish dropped, no room "
-                           "to keep it");
-            ngx_http_influencers_redis_slot_free(slot);
-            return NGX_DECLINED;
-        }
-
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
-                       "influencers redis: finish kept for the next "
-                       "connection");
-
-        return NGX_DECLINED;
-    }
+    slot->lease_len = ngx_sprintf(slot->lease, "%M", ngx_max(lease, 1))
+                      - slot->lease;
+    slot->ttl_len = ngx_sprintf(slot->ttl, "%M", ngx_max(zone->ttl, 1))
+                    - slot->ttl;
 
     return ngx_http_influencers_redis_submit(slot);
 }
 
 
 /*
+ * A finish the zone keeps (ref): sent now if Redis can be asked, else left
+ * owed, for the timer.  op, if any, is told either way.
+ */
+
+ngx_int_t
+ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin)
+{
+    ngx_http_influencers_finish_ref_t   ref;
+    ngx_http_influencers_redis_conf_t  *conf;
+
+    conf = zone->redis;
+
+    /* this worker's while its reply may come: the timers leave it alone */
+
+    (void) ngx_http_influencers_zone_owe(zone, fin,
+                                         2 * conf->timeout
+                                         + conf->connect_timeout,
+                                         &ref);
+
+    if (conf->link == NULL || conf->link->exiting) {
+        ngx_http_influencers_zone_unpaid(zone, &ref);
+        return NGX_DECLINED;
+    }
+
+    return ngx_http_influencers_redis_send_finish(conf->link, op, fin, &ref);
+}
+
+
+/*
+ *   EVALSHA <finish> 1 <key> <outcome> <token> <job_id> <value> <ttl>
+ *
+ * The ttl is what is left of the entry's life.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin,
+    ngx_http_influencers_finish_ref_t *ref)
+{
+    uint64_t                            now_ms;
+    ngx_int_t                           rc;
+    ngx_msec_t                          left;
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    slot = NULL;
+
+    rc = ngx_http_influencers_redis_prepare(link->zone, op, &slot);
+
+    if (rc != NGX_OK) {
+        /* the zone keeps it: sent again once Redis can be reached */
+        ngx_http_influencers_zone_unpaid(link->zone, ref);
+        return rc;
+    }
+
+    now_ms = ngx_http_influencers_wall_ms();
+    left = (fin->expires > now_ms) ? (ngx_msec_t) (fin->expires - now_ms) : 1;
+
+    slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
+    slot->key_len = ngx_http_influencers_redis_key(slot->key,
+                                                   &link->conf->prefix,
+                                                   fin->org_hash, fin->key);
+    slot->fin = *fin;
+    slot->ref = *ref;
+    slot->ttl_len = ngx_sprintf(slot->ttl, "%M",
+                                fin->outcome == 'A' ? left : fin->ttl)
+                    - slot->ttl;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: finish '%c' (try %d)",
+                   fin->outcome, (int) fin->tries);
+
+    return ngx_http_influencers_redis_submit(slot);
+}
+
+
+/*
+ * The request goes before its operation ends: the handler must not be
+ * called.  A claim's reply, when it comes, is settled as a lost one.
+ */
+
+void
+ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
+{
+    ngx_http_influencers_redis_slot_t  *slot;
+
+    slot = op->pending;
+
+    if (slot == NULL || slot->op != op) {
+        return;
+    }
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, slot->link->log, 0,
+                   "influencers redis: op cancelled, its request is gone");
+
+    slot->op = NULL;
+
+    if (!slot->event.posted) {
+        /* its reply, or its timeout, settles it as nobody's */
+        return;
+    }
+
+    /* settled already, for a request that would have forwarded it */
+
+    ngx_delete_posted_event(&slot->event);
+
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
+        && (slot->rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
+            || slot->rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND))
+    {
+        ngx_http_influencers_redis_release(slot);
+    }
+
+    ngx_http_influencers_redis_slot_free(slot);
+}
+
+
+/*
  * Declined at once while there is no connection to wait for; a first
  * connect, or one whose backoff has ended, is started here, and the
- * operation waits for it within its own timeout.
+ * operation waits for it within its own timeout.  op may be NULL: a
+ * finish that nobody waits for.
  */
 
 static ngx_int_t
@@ -882,7 +1068,7 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
     link = conf ? conf->link : NULL;
 
     if (link == NULL || link->exiting) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "influencers redis: no link, declined");
         return NGX_DECLINED;
     }
@@ -895,7 +1081,7 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
 
     case NGX_HTTP_INFLUENCERS_LINK_BACKOFF:
         if ((ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0) {
-            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                            "influencers redis: in backoff, declined");
             return NGX_DECLINED;
         }
@@ -908,7 +1094,7 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
 
     case NGX_HTTP_INFLUENCERS_LINK_IDLE:
         if (ngx_http_influencers_redis_connect(link) != NGX_OK) {
-            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+            ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                            "influencers redis: connect failed, declined");
             return NGX_DECLINED;
         }
@@ -916,7 +1102,7 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
         break;
 
     default: /* NGX_HTTP_INFLUENCERS_LINK_CLOSING */
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                        "influencers redis: closing, declined");
         return NGX_DECLINED;
     }
@@ -927,6 +1113,11 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
     }
 
     slot->op = op;
+
+    if (op) {
+        op->pending = slot;
+    }
+
     *slotp = slot;
 
     return NGX_OK;
@@ -940,7 +1131,7 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
 
     link = slot->link;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, slot->op->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: %s %s",
                    slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
                    ? "claim" : "finish",
@@ -949,6 +1140,10 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
 
     if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
         if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
+            if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
+                ngx_http_influencers_zone_unpaid(link->zone, &slot->ref);
+            }
+
             slot->op = NULL;
             ngx_http_influencers_redis_slot_free(slot);
             return NGX_ERROR;
@@ -968,8 +1163,8 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
 
 
 /*
- *   EVALSHA <claim> 1 <key> <in-flight value> <lease>
- *   EVALSHA <finish> 1 <key> <token> <finished value, or empty> <ttl>
+ *   EVALSHA <claim> 1 <key> <token> <fingerprint> <lease> <ttl> <job>
+ *   EVALSHA <finish> 1 <key> <outcome> <token> <job_id> <value> <ttl>
  *
  * or EVAL with the script's text once Redis has said NOSCRIPT.
  */
@@ -978,9 +1173,9 @@ static ngx_int_t
 ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
 {
     int          argc;
-    size_t       argvlen[7];
+    size_t       argvlen[9];
     ngx_str_t   *script;
-    const char  *argv[7];
+    const char  *argv[9];
 
     script = &ngx_http_influencers_redis_scripts[slot->script];
 
@@ -1002,17 +1197,32 @@ ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
     argv[3] = (const char *) slot->key;
     argvlen[3] = slot->key_len;
 
-    argc = 4;
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM) {
+        argv[4] = (const char *) slot->token;
+        argvlen[4] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
+        argv[5] = (const char *) slot->fingerprint;
+        argvlen[5] = NGX_HTTP_INFLUENCERS_SHA256_LEN;
+        argv[6] = (const char *) slot->lease;
+        argvlen[6] = slot->lease_len;
+        argv[7] = (const char *) slot->ttl;
+        argvlen[7] = slot->ttl_len;
+        argv[8] = (const char *) slot->job;
+        argvlen[8] = NGX_HTTP_INFLUENCERS_JOB_LEN;
 
-    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
-        argv[argc] = (const char *) slot->token;
-        argvlen[argc++] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
+    } else {
+        argv[4] = (const char *) &slot->fin.outcome;
+        argvlen[4] = 1;
+        argv[5] = (const char *) slot->fin.token;
+        argvlen[5] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
+        argv[6] = (const char *) slot->fin.job_id;
+        argvlen[6] = 16;
+        argv[7] = (const char *) slot->fin.value;
+        argvlen[7] = slot->fin.value_len;
+        argv[8] = (const char *) slot->ttl;
+        argvlen[8] = slot->ttl_len;
     }
 
-    argv[argc] = (const char *) slot->value;
-    argvlen[argc++] = slot->value_len;
-    argv[argc] = (const char *) slot->ms;
-    argvlen[argc++] = slot->ms_len;
+    argc = 9;
 
     if (redisAsyncCommandArgv(slot->link->events.ac,
                               ngx_http_influencers_redis_reply, slot,
@@ -1042,30 +1252,27 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
     ngx_http_influencers_redis_rc_e     rc;
     ngx_http_influencers_redis_link_t  *link;
 
-    slot->sent = 0;
     link = slot->link;
 
-    if (slot->orphan) {
-        ngx_http_influencers_redis_orphan_reply(slot, reply);
-        return;
-    }
-
-    if (slot->op == NULL) {
-        /* delivered at its timeout, or detached at exit: dropped */
-        ngx_http_influencers_redis_slot_free(slot);
-        return;
-    }
-
     if (slot->done) {
+        /* settled at its timeout already: dropped */
+        slot->sent = 0;
+
+        if (slot->expired) {
+            ngx_http_influencers_redis_slot_free(slot);
+        }
+
         return;
     }
 
     if (reply == NULL) {
+        /* sent, and lost with the connection: it may have been applied */
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
-        (void) ngx_http_influencers_redis_orphan(slot);
+                                           NGX_HTTP_INFLUENCERS_REDIS_LOST);
         return;
     }
+
+    slot->sent = 0;
 
     if (reply->type == REDIS_REPLY_ERROR) {
 
@@ -1126,41 +1333,57 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
 }
 
 
+/*
+ * 0: claimed with this request's job; {value}: taken over, the value's
+ * job to be sent again; a value: busy, accepted, or another request's.
+ */
+
 static ngx_http_influencers_redis_rc_e
 ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
     redisReply *reply)
 {
-    ngx_http_influencers_redis_op_t  *op;
+    redisReply                       *v;
     ngx_http_influencers_redis_rc_e   rc;
+    ngx_http_influencers_entry_t      entry, *e;
 
-    op = slot->op;
+    e = slot->op ? &slot->op->entry : &entry;
 
-    if (reply->type == REDIS_REPLY_NIL) {
+    if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
         return NGX_HTTP_INFLUENCERS_REDIS_NEW;
     }
 
     if (reply->type == REDIS_REPLY_STRING) {
-        rc = ngx_http_influencers_redis_decode((u_char *) reply->str,
-                                               reply->len, op->fingerprint,
-                                               &op->entry);
+        return ngx_http_influencers_redis_decode(slot, (u_char *) reply->str,
+                                                 reply->len, e);
+    }
 
-        if (rc == NGX_HTTP_INFLUENCERS_REDIS_DONE) {
-            ngx_memcpy(op->entry.key, op->key,
-                       NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-            op->entry.org_hash = op->org_hash;
-        }
+    if (reply->type == REDIS_REPLY_ARRAY && reply->elements == 1) {
+        v = reply->element[0];
 
-        if (rc != NGX_HTTP_INFLUENCERS_REDIS_FAILED) {
-            return rc;
+        if (v->type == REDIS_REPLY_STRING) {
+            rc = ngx_http_influencers_redis_decode(slot, (u_char *) v->str,
+                                                   v->len, e);
+
+            /* the claim the script wrote: this request's, in doubt */
+
+            if (rc == NGX_HTTP_INFLUENCERS_REDIS_BUSY
+                && ngx_memcmp(v->str + 2, slot->token,
+                              NGX_HTTP_INFLUENCERS_TOKEN_LEN)
+                   == 0)
+            {
+                return NGX_HTTP_INFLUENCERS_REDIS_RESEND;
+            }
+
+            if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED) {
+                return rc;
+            }
         }
     }
 
     ngx_http_influencers_redis_log(slot->link, &slot->link->replies,
-                                   "answered a claim with a value that is "
-                                   "not the module's (reply type %d, "
-                                   "%uz bytes)", reply->type,
-                                   reply->type == REDIS_REPLY_STRING
-                                   ? reply->len : 0);
+                                   "answered a claim with a reply that is "
+                                   "not the script's (reply type %d)",
+                                   reply->type);
 
     return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
 }
@@ -1189,13 +1412,18 @@ ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
 }
 
 
-/* the outcome is known: the handler is called from the posted event */
+/*
+ * The outcome is known: settled with the zone at once, and the handler,
+ * if any, called from the posted event.
+ */
 
 static void
 ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
     ngx_http_influencers_redis_rc_e rc)
 {
-    slot->rc = rc;
+    slot->sent = 0;
+    slot->rc = (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
+               ? NGX_HTTP_INFLUENCERS_REDIS_FAILED : rc;
     slot->done = 1;
 
     if (slot->queued) {
@@ -1207,9 +1435,110 @@ ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
         ngx_del_timer(&slot->event);
     }
 
+    ngx_http_influencers_redis_settle(slot, rc);
+
+    if (slot->op == NULL) {
+        if (!slot->sent) {
+            ngx_http_influencers_redis_slot_free(slot);
+        }
+
+        return;
+    }
+
     slot->event.handler = ngx_http_influencers_redis_deliver;
 
     ngx_post_event(&slot->event, &ngx_posted_events);
+}
+
+
+/*
+ * What Redis's answer (or its absence) leaves to set right, whoever waits
+ * for it: a finish is paid, or stays owed; a claim that may have been
+ * applied for a request that will not forward it is owed a release.
+ */
+
+static void
+ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
+    ngx_http_influencers_redis_rc_e rc)
+{
+    ngx_http_influencers_zone_t  *zone;
+
+    zone = slot->link->zone;
+
+    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
+
+        if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED
+            || rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
+        {
+            ngx_http_influencers_zone_unpaid(zone, &slot->ref);
+            return;
+        }
+
+        if (rc == NGX_HTTP_INFLUENCERS_REDIS_STALE && slot->fin.outcome == 'A'
+            && slot->op == NULL)
+        {
+            ngx_http_influencers_zone_count(zone,
+                                            NGX_HTTP_INFLUENCERS_COUNT_STALE);
+            ngx_log_error(NGX_LOG_ERR, slot->link->log, 0,
+                          "influencers: Redis at %V holds another job for "
+                          "the key of an accepted one: it lost the key "
+                          "(a restart without persistence, an eviction)",
+                          &slot->link->conf->name);
+        }
+
+        ngx_http_influencers_zone_paid(zone, &slot->ref);
+        return;
+    }
+
+    /*
+     * A claim that may stand in Redis while nobody will forward its job:
+     * its request is gone, or was told it failed.
+     */
+
+    if (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST
+        || (slot->op == NULL
+            && (rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
+                || rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND)))
+    {
+        ngx_http_influencers_redis_release(slot);
+    }
+}
+
+
+/*
+ * A claim that may be this token's in Redis while nobody forwards its
+ * job: a failure is owed, so that the key is released (or, for a job that
+ * may have landed before, kept in doubt) before its lease ends.
+ */
+
+static void
+ngx_http_influencers_redis_release(ngx_http_influencers_redis_slot_t *slot)
+{
+    ngx_http_influencers_finish_t       fin;
+    ngx_http_influencers_finish_ref_t   ref;
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    if (link->exiting) {
+        return;
+    }
+
+    ngx_memzero(&fin, sizeof(ngx_http_influencers_finish_t));
+    ngx_memcpy(fin.key, slot->digest, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    fin.org_hash = slot->org_hash;
+    ngx_memcpy(fin.token, slot->token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+    ngx_memcpy(fin.job_id, slot->job, 16);
+    fin.outcome = 'F';
+    fin.ttl = link->zone->ttl;
+    fin.expires = ngx_http_influencers_wall_ms() + link->zone->lease;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: a claim nobody forwards, released");
+
+    if (ngx_http_influencers_zone_owe(link->zone, &fin, 0, &ref) == NGX_OK) {
+        ngx_http_influencers_zone_unpaid(link->zone, &ref);
+    }
 }
 
 
@@ -1224,8 +1553,9 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
 
     slot->op = NULL;
     op->rc = slot->rc;
+    op->pending = NULL;
 
-    if (!slot->sent && !slot->orphan) {
+    if (!slot->sent) {
         ngx_http_influencers_redis_slot_free(slot);
     }
 
@@ -1247,6 +1577,7 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
 static void
 ngx_http_influencers_redis_timeout(ngx_event_t *ev)
 {
+    ngx_uint_t                          sent;
     ngx_http_influencers_redis_op_t    *op;
     ngx_http_influencers_redis_link_t  *link;
     ngx_http_influencers_redis_slot_t  *slot;
@@ -1254,35 +1585,44 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     slot = ev->data;
     link = slot->link;
     op = slot->op;
+    sent = slot->sent;
 
     /* from now on, the reply (or the NULL one) is dropped */
 
     slot->done = 1;
+    slot->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    slot->op = NULL;
 
     if (slot->queued) {
         ngx_queue_remove(&slot->queue);
         slot->queued = 0;
 
-        if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
-            (void) ngx_http_influencers_redis_orphan(slot);
-        }
-
-    } else if (slot->sent) {
+    } else if (sent) {
         ngx_http_influencers_redis_log(link, &link->down,
                                        "did not answer within %Mms: "
                                        "reconnecting", link->conf->timeout);
 
         ngx_http_influencers_redis_close(link);
-        (void) ngx_http_influencers_redis_orphan(slot);
     }
 
-    slot->op = NULL;
+    ngx_http_influencers_redis_settle(slot,
+                                      sent ? NGX_HTTP_INFLUENCERS_REDIS_LOST
+                                           : NGX_HTTP_INFLUENCERS_REDIS_FAILED);
 
-    if (!slot->sent && !slot->orphan) {
+    if (slot->sent) {
+        /* hiredis still has its callback: the reply frees it */
+        slot->expired = 1;
+
+    } else {
         ngx_http_influencers_redis_slot_free(slot);
     }
 
+    if (op == NULL) {
+        return;
+    }
+
     op->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    op->pending = NULL;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
                    "influencers redis: op timed out");
@@ -1330,11 +1670,12 @@ ngx_http_influencers_redis_slot(ngx_http_influencers_redis_link_t *link)
 
     slot->op = NULL;
     slot->next = NULL;
+    slot->ref.no = 0;
     slot->sent = 0;
     slot->queued = 0;
     slot->done = 0;
     slot->eval = 0;
-    slot->orphan = 0;
+    slot->expired = 0;
 
     return slot;
 }
@@ -1353,89 +1694,60 @@ ngx_http_influencers_redis_slot_free(ngx_http_influencers_redis_slot_t *slot)
 
 
 /*
- * For the next connection: a claim that may have run, as a release of its
- * token; a finish or a release, as it is.  0: not kept (exit, too many).
+ * Every worker's timer: finishes the zone owes Redis that are due and not
+ * being sent, a batch at a time, while the link can take them.
  */
 
-static ngx_uint_t
-ngx_http_influencers_redis_orphan(ngx_http_influencers_redis_slot_t *slot)
-{
-    ngx_http_influencers_redis_link_t  *link;
-
-    link = slot->link;
-
-    if (link->exiting || link->norphans >= NGX_HTTP_INFLUENCERS_ORPHANS_MAX) {
-        return 0;
-    }
-
-    if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM) {
-        ngx_memcpy(slot->token, slot->value + 1,
-                   NGX_HTTP_INFLUENCERS_TOKEN_LEN);
-        slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
-        slot->value_len = 0;
-    }
-
-    slot->tries = 0;
-    slot->orphan = 1;
-
-    link->norphans++;
-    ngx_queue_insert_tail(&link->orphans, &slot->queue);
-
-    return 1;
-}
-
-
 static void
-ngx_http_influencers_redis_orphan_reply(
-    ngx_http_influencers_redis_slot_t *slot, redisReply *reply)
+ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
 {
+    ngx_uint_t                          i, n, dropped;
     ngx_http_influencers_redis_link_t  *link;
+    ngx_http_influencers_finish_t       fin[NGX_HTTP_INFLUENCERS_OWED_BATCH];
+    ngx_http_influencers_finish_ref_t   ref[NGX_HTTP_INFLUENCERS_OWED_BATCH];
 
-    link = slot->link;
+    link = ev->data;
 
-    if (reply == NULL) {
-
-        /* lost again: the next connection tries again */
-
-        if (!link->exiting
-            && slot->tries < NGX_HTTP_INFLUENCERS_ORPHAN_TRIES)
-        {
-            ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                           "influencers redis: orphaned finish lost "
-                           "(try %ui), kept", slot->tries);
-            ngx_queue_insert_tail(&link->orphans, &slot->queue);
-            return;
-        }
-
-    } else if (reply->type == REDIS_REPLY_ERROR && !slot->eval
-               && ngx_http_influencers_redis_is(reply, "NOSCRIPT"))
-    {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                       "influencers redis: NOSCRIPT, orphaned finish sent "
-                       "again as EVAL");
-
-        slot->eval = 1;
-
-        if (ngx_http_influencers_redis_send(slot) == NGX_OK) {
-            return;
-        }
+    if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
+        ngx_add_timer(ev, NGX_HTTP_INFLUENCERS_OWED_TIMER);
     }
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: orphaned finish done with (%s)",
-                   reply == NULL ? "lost"
-                   : reply->type == REDIS_REPLY_INTEGER
-                     && reply->integer == 1 ? "applied"
-                   : reply->type == REDIS_REPLY_INTEGER ? "stale"
-                   : "failed");
+    if (link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF
+        && (ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0)
+    {
+        return;
+    }
 
-    /* released, or no longer ours: either way done with */
+    n = ngx_http_influencers_zone_owed(link->zone, fin, ref,
+                                       NGX_HTTP_INFLUENCERS_OWED_BATCH,
+                                       2 * link->conf->timeout
+                                       + link->conf->connect_timeout,
+                                       &dropped);
 
-    slot->orphan = 0;
-    link->norphans--;
+    if (dropped) {
+        ngx_log_error(NGX_LOG_ERR, link->log, 0,
+                      "influencers: %ui finishes owed to Redis at %V were "
+                      "given up, their entries expired unsent",
+                      dropped, &link->conf->name);
+    }
 
-    if (slot->op == NULL) {
-        ngx_http_influencers_redis_slot_free(slot);
+    for (i = 0; i < n; i++) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                       "influencers redis: an owed finish sent again "
+                       "(try %d)", (int) fin[i].tries + 1);
+
+        if (ngx_http_influencers_redis_send_finish(link, NULL, &fin[i],
+                                                   &ref[i])
+            != NGX_OK)
+        {
+            /* the rest stay owed, for the next round */
+
+            for (i++; i < n; i++) {
+                ngx_http_influencers_zone_unpaid(link->zone, &ref[i]);
+            }
+
+            return;
+        }
     }
 }
 
@@ -1638,6 +1950,7 @@ ngx_http_influencers_redis_step(redisAsyncContext *ac, redisReply *reply,
 {
     u_char       *p;
     ngx_int_t     rc;
+    ngx_uint_t    secret;
     ngx_str_t     none = ngx_null_string;
     u_char        text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
 
@@ -1654,12 +1967,22 @@ ngx_http_influencers_redis_step(redisAsyncContext *ac, redisReply *reply,
         rc = (reply->type == REDIS_REPLY_ERROR) ? NGX_ERROR : NGX_OK;
     }
 
+    secret = (ngx_strcmp(what, "AUTH") == 0);
+
     if (rc != NGX_OK) {
 
-        if (reply->type == REDIS_REPLY_ERROR) {
+        if (reply->type == REDIS_REPLY_ERROR && !secret) {
             p = ngx_http_influencers_redis_text(text, sizeof(text),
                                                 (u_char *) reply->str,
                                                 reply->len);
+
+        } else if (reply->type == REDIS_REPLY_ERROR) {
+
+            /* its text may echo the password: only a code Redis uses */
+
+            p = ngx_cpymem(text, ngx_http_influencers_redis_code(reply),
+                           ngx_strlen(ngx_http_influencers_redis_code(reply)));
+
         } else {
             p = ngx_cpymem(text, "an unexpected reply",
                            sizeof("an unexpected reply") - 1);
@@ -1803,28 +2126,7 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: connected to %V", &link->conf->name);
 
-    /* before any new claim, which could otherwise find one of theirs */
-
-    while (!ngx_queue_empty(&link->orphans)) {
-        q = ngx_queue_head(&link->orphans);
-        slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
-
-        ngx_queue_remove(q);
-        slot->tries++;
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                       "influencers redis: orphaned finish sent (try %ui)",
-                       slot->tries);
-
-        if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
-            slot->orphan = 0;
-            link->norphans--;
-
-            if (slot->op == NULL) {
-                ngx_http_influencers_redis_slot_free(slot);
-            }
-        }
-    }
+    ngx_http_influencers_redis_info(link);
 
     while (!ngx_queue_empty(&link->waiting)) {
         q = ngx_queue_head(&link->waiting);
@@ -1838,6 +2140,135 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
                                            NGX_HTTP_INFLUENCERS_REDIS_FAILED);
         }
     }
+}
+
+
+/*
+ * What Redis says of itself, on every connection, behind the operations:
+ * whether it keeps what it acknowledged (AOF, no eviction), and whether
+ * it is the server it was (its run_id).  A server that refuses INFO (an
+ * ACL) is only said to.
+ */
+
+static void
+ngx_http_influencers_redis_info(ngx_http_influencers_redis_link_t *link)
+{
+    const char  *argv[1];
+    size_t       argvlen[1];
+
+    argv[0] = "INFO";
+    argvlen[0] = sizeof("INFO") - 1;
+
+    if (redisAsyncCommandArgv(link->events.ac,
+                              ngx_http_influencers_redis_info_handler, link,
+                              1, argv, argvlen)
+        != REDIS_OK)
+    {
+        ngx_log_error(NGX_LOG_ALERT, link->log, 0,
+                      "influencers: no memory for INFO to Redis");
+    }
+}
+
+
+static void
+ngx_http_influencers_redis_info_handler(redisAsyncContext *ac, void *r,
+    void *privdata)
+{
+    redisReply                         *reply = r;
+    ngx_http_influencers_redis_link_t  *link = privdata;
+
+    ngx_str_t                           run_id, aof, policy;
+    ngx_http_influencers_redis_info_t   info;
+
+    if (reply == NULL || ac != link->events.ac || link->exiting) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_STRING) {
+        ngx_http_influencers_redis_log(link, &link->replies,
+                                       "refused INFO: whether it keeps "
+                                       "what it acknowledged is not known");
+        return;
+    }
+
+    ngx_memzero(&info, sizeof(ngx_http_influencers_redis_info_t));
+
+    if (ngx_http_influencers_redis_info_field(reply, "run_id", &run_id)
+        == NGX_OK
+        && run_id.len == sizeof(info.run_id))
+    {
+        ngx_memcpy(info.run_id, run_id.data, sizeof(info.run_id));
+    }
+
+    info.aof = ngx_http_influencers_redis_info_field(reply, "aof_enabled",
+                                                     &aof)
+               == NGX_OK
+               && aof.len == 1 && aof.data[0] == '1';
+
+    if (ngx_http_influencers_redis_info_field(reply, "maxmemory_policy",
+                                              &policy)
+        != NGX_OK)
+    {
+        ngx_str_set(&policy, "unknown");
+    }
+
+    info.noeviction = (policy.len == sizeof("noeviction") - 1
+                       && ngx_strncmp(policy.data, "noeviction",
+                                      policy.len) == 0);
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: INFO: aof %d, maxmemory-policy %V, "
+                   "run_id %s", (int) info.aof, &policy,
+                   info.run_id[0] ? "read" : "none");
+
+    ngx_http_influencers_zone_redis(link->zone, &link->conf->name, &info,
+                                    &policy, link->log);
+}
+
+
+/* "name:value\r\n" in INFO's text; the value's bytes are printable */
+
+static ngx_int_t
+ngx_http_influencers_redis_info_field(redisReply *reply, const char *name,
+    ngx_str_t *value)
+{
+    u_char  *p, *last, *end;
+    size_t   len;
+
+    len = ngx_strlen(name);
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    while (p < last) {
+        end = ngx_strlchr(p, last, '\n');
+
+        if (end == NULL) {
+            end = last;
+        }
+
+        if ((size_t) (end - p) > len && p[len] == ':'
+            && ngx_strncmp(p, name, len) == 0)
+        {
+            value->data = p + len + 1;
+            value->len = end - value->data;
+
+            if (value->len && value->data[value->len - 1] == '\r') {
+                value->len--;
+            }
+
+            for (p = value->data; p < value->data + value->len; p++) {
+                if (*p < 0x21 || *p > 0x7e) {
+                    return NGX_ERROR;
+                }
+            }
+
+            return NGX_OK;
+        }
+
+        p = end + 1;
+    }
+
+    return NGX_DECLINED;
 }
 
 
@@ -1946,10 +2377,6 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
 
         ngx_http_influencers_redis_complete(slot,
                                            NGX_HTTP_INFLUENCERS_REDIS_FAILED);
-
-        if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
-            (void) ngx_http_influencers_redis_orphan(slot);
-        }
     }
 
     if (link->exiting) {
@@ -2053,6 +2480,26 @@ ngx_http_influencers_redis_text(u_char *dst, size_t size, u_char *src,
 }
 
 
+/* an error reply's code, if it is one Redis uses for AUTH, else none */
+
+static const char *
+ngx_http_influencers_redis_code(redisReply *reply)
+{
+    ngx_uint_t          i;
+    static const char  *codes[] = {
+        "WRONGPASS", "NOAUTH", "NOPERM", "ERR", NULL
+    };
+
+    for (i = 0; codes[i]; i++) {
+        if (ngx_http_influencers_redis_is(reply, (char *) codes[i])) {
+            return codes[i];
+        }
+    }
+
+    return "an error";
+}
+
+
 /* an error reply that starts with this word */
 
 static ngx_uint_t
@@ -2098,93 +2545,206 @@ ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
 }
 
 
-static size_t
-ngx_http_influencers_redis_value_inflight(u_char *dst, u_char *token,
-    u_char *fingerprint)
+/* a job, as the claim carries it, for a resend byte for byte */
+
+static u_char *
+ngx_http_influencers_redis_value_job(u_char *p,
+    ngx_http_influencers_entry_t *entry)
 {
-    u_char  *p;
+    p = ngx_cpymem(p, entry->job_id, 16);
+    p = ngx_cpymem(p, entry->influencer_id, 16);
+    p = ngx_cpymem(p, entry->request_id, 16);
+    *p++ = entry->gender;
+    *p++ = entry->age_range;
 
-    p = dst;
-    *p++ = 'F';
-    p = ngx_cpymem(p, token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
-    p = ngx_cpymem(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    return ngx_http_influencers_redis_be(p, entry->retry_after, 4);
+}
 
-    return p - dst;
+
+static void
+ngx_http_influencers_redis_read_job(u_char *p,
+    ngx_http_influencers_entry_t *entry)
+{
+    ngx_memcpy(entry->job_id, p, 16);
+    ngx_memcpy(entry->influencer_id, p + 16, 16);
+    ngx_memcpy(entry->request_id, p + 32, 16);
+    entry->gender = p[48];
+    entry->age_range = p[49];
+    entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 50, 4);
 }
 
 
 /* Redis keeps the whole fingerprint: the zone's shorter one is its own */
 
-static size_t
-ngx_http_influencers_redis_value_done(u_char *dst, u_char *fingerprint,
+size_t
+ngx_http_influencers_redis_accepted(u_char *dst, u_char *fingerprint,
     ngx_http_influencers_entry_t *entry)
 {
-    u_char      *p;
-    ngx_uint_t   i;
+    u_char  *p;
 
     p = dst;
-    *p++ = 'D';
+    *p++ = 'A';
+    *p++ = 0;
     p = ngx_cpymem(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN);
-    p = ngx_cpymem(p, entry->job_id, 16);
-    p = ngx_cpymem(p, entry->influencer_id, 16);
-
-    for (i = 0; i < 4; i++) {
-        *p++ = (u_char) (entry->retry_after >> (24 - 8 * i));
-    }
-
-    for (i = 0; i < 8; i++) {
-        *p++ = (u_char) (entry->expires >> (56 - 8 * i));
-    }
+    p = ngx_http_influencers_redis_value_job(p, entry);
+    p = ngx_http_influencers_redis_be(p, entry->expires, 8);
 
     return p - dst;
 }
 
 
-/* a value found by a claim; entry's key and org_hash are the caller's */
+/*
+ * A value a claim found: this request's ('C' or 'A' of its fingerprint),
+ * another's, or a value that is not the module's.  Like a state file's
+ * entries, a value is checked before it is believed: one that fails is
+ * never replayed, and the key answers as if Redis could not be reached.
+ * entry's key and org_hash are the caller's.
+ */
 
 static ngx_http_influencers_redis_rc_e
-ngx_http_influencers_redis_decode(u_char *v, size_t len, u_char *fingerprint,
-    ngx_http_influencers_entry_t *entry)
+ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
+    u_char *v, size_t len, ngx_http_influencers_entry_t *entry)
 {
-    u_char      *p;
-    ngx_uint_t   i;
+    u_char                             *p, *fp;
+    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_redis_link_t  *link;
 
-    if (len == NGX_HTTP_INFLUENCERS_INFLIGHT_LEN && v[0] == 'F') {
-        p = v + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN;
-
-        return ngx_memcmp(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
-               == 0 ? NGX_HTTP_INFLUENCERS_REDIS_BUSY
-                    : NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
-    }
-
-    if (len != NGX_HTTP_INFLUENCERS_DONE_LEN || v[0] != 'D') {
-        return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
-    }
-
-    p = v + 1;
-
-    if (ngx_memcmp(p, fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN) != 0) {
-        return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
-    }
+    link = slot->link;
 
     ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
 
-    ngx_memcpy(entry->fingerprint, p, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    p += NGX_HTTP_INFLUENCERS_SHA256_LEN;
+    switch (len ? v[0] : 0) {
 
-    ngx_memcpy(entry->job_id, p, 16);
-    p += 16;
+    case 'C':
+    case 'U':
+        if (len != NGX_HTTP_INFLUENCERS_CLAIM_LEN) {
+            goto invalid;
+        }
 
-    ngx_memcpy(entry->influencer_id, p, 16);
-    p += 16;
+        fp = v + 2 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + 8;
+        p = fp + NGX_HTTP_INFLUENCERS_SHA256_LEN;
 
-    for (i = 0; i < 4; i++) {
-        entry->retry_after = (entry->retry_after << 8) | *p++;
+        if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
+            != 0)
+        {
+            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+        }
+
+        ngx_http_influencers_redis_read_job(p, entry);
+        entry->state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
+        rc = NGX_HTTP_INFLUENCERS_REDIS_BUSY;
+        break;
+
+    case 'A':
+        if (len != NGX_HTTP_INFLUENCERS_ACCEPTED_LEN) {
+            goto invalid;
+        }
+
+        fp = v + 2;
+        p = fp + NGX_HTTP_INFLUENCERS_SHA256_LEN;
+
+        if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
+            != 0)
+        {
+            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+        }
+
+        ngx_http_influencers_redis_read_job(p, entry);
+        entry->expires = ngx_http_influencers_redis_unbe(
+                             p + NGX_HTTP_INFLUENCERS_JOB_LEN, 8);
+        entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
+        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        break;
+
+    /* the module's earlier versions: in flight, or accepted */
+
+    case 'F':
+        if (len != NGX_HTTP_INFLUENCERS_INFLIGHT_LEN) {
+            goto invalid;
+        }
+
+        return ngx_memcmp(v + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN,
+                          slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
+               == 0 ? NGX_HTTP_INFLUENCERS_REDIS_BUSY
+                    : NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+
+    case 'D':
+        if (len != NGX_HTTP_INFLUENCERS_DONE_LEN) {
+            goto invalid;
+        }
+
+        if (ngx_memcmp(v + 1, slot->fingerprint,
+                       NGX_HTTP_INFLUENCERS_SHA256_LEN)
+            != 0)
+        {
+            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+        }
+
+        p = v + 1 + NGX_HTTP_INFLUENCERS_SHA256_LEN;
+        ngx_memcpy(entry->job_id, p, 16);
+        ngx_memcpy(entry->influencer_id, p + 16, 16);
+        entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 32,
+                                                                        4);
+        entry->expires = ngx_http_influencers_redis_unbe(p + 36, 8);
+        entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
+        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        break;
+
+    default:
+        goto invalid;
     }
 
-    for (i = 0; i < 8; i++) {
-        entry->expires = (entry->expires << 8) | *p++;
+    ngx_memcpy(entry->fingerprint, slot->fingerprint,
+               NGX_HTTP_INFLUENCERS_DIGEST_LEN);
+
+    if (ngx_http_influencers_zone_check(link->zone, entry) != NGX_OK) {
+        goto invalid;
     }
 
-    return NGX_HTTP_INFLUENCERS_REDIS_DONE;
+    return rc;
+
+invalid:
+
+    ngx_http_influencers_zone_count(link->zone,
+                                    NGX_HTTP_INFLUENCERS_COUNT_BAD);
+
+    ngx_http_influencers_redis_log(link, &link->values,
+                                   "holds a value that is not one the "
+                                   "module wrote (%uz bytes, '%c'): the key "
+                                   "is answered as if Redis could not be "
+                                   "reached", len,
+                                   (len && v[0] >= 0x21 && v[0] <= 0x7e)
+                                   ? v[0] : '?');
+
+    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+}
+
+
+static u_char *
+ngx_http_influencers_redis_be(u_char *p, uint64_t n, ngx_uint_t len)
+{
+    ngx_uint_t  i;
+
+    for (i = len; i > 0; i--) {
+        p[i - 1] = (u_char) (n & 0xff);
+        n >>= 8;
+    }
+
+    return p + len;
+}
+
+
+static uint64_t
+ngx_http_influencers_redis_unbe(u_char *p, ngx_uint_t len)
+{
+    uint64_t    n;
+    ngx_uint_t  i;
+
+    n = 0;
+
+    for (i = 0; i < len; i++) {
+        n = (n << 8) | p[i];
+    }
+
+    return n;
 }

@@ -382,7 +382,7 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     request_id = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     if (request_id == NULL
-        || ngx_http_influencers_request_id(request_id) != NGX_OK)
+        || ngx_http_influencers_request_id(request_id, NULL) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }

@@ -8,6 +8,8 @@
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_state.h"
 
+#include <sys/file.h>
+
 #if (NGX_THREADS)
 #include <ngx_thread_pool.h>
 #endif
@@ -94,18 +96,40 @@ typedef struct {
 } ngx_http_influencers_writer_t;
 
 
+/* every entry the files hold, before the newest of each key is restored */
+
 typedef struct {
-    ngx_http_influencers_zone_t  *zone;
-    ngx_uint_t                    loaded;
-    ngx_uint_t                    no_room;
+    ngx_http_influencers_entry_t *entries;
+    ngx_uint_t                    n;
+    ngx_uint_t                    nalloc;
+    ngx_uint_t                    no_memory;
+    ngx_log_t                    *log;
 } ngx_http_influencers_loader_t;
+
+
+typedef struct {
+    ngx_uint_t                    restored;
+    ngx_uint_t                    over_share;
+    ngx_uint_t                    no_room;
+    ngx_uint_t                    in_doubt;
+} ngx_http_influencers_restored_t;
 
 
 static ngx_int_t ngx_http_influencers_state_read(
     ngx_http_influencers_zone_t *zone, ngx_fd_t fd, u_char *name,
     ngx_uint_t snapshot, ngx_http_influencers_loader_t *ld, ngx_log_t *log);
-static void ngx_http_influencers_state_restore(
+static ngx_int_t ngx_http_influencers_state_lock(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_state_t *st,
+    ngx_log_t *log);
+static void ngx_http_influencers_state_collect(
     ngx_http_influencers_entry_t *entry, void *data);
+static void ngx_http_influencers_state_restore(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_loader_t *ld,
+    ngx_http_influencers_restored_t *rs, ngx_log_t *log);
+static int ngx_libc_cdecl ngx_http_influencers_state_by_key(const void *one,
+    const void *two);
+static int ngx_libc_cdecl ngx_http_influencers_state_newest(const void *one,
+    const void *two);
 static void ngx_http_influencers_state_write(
     ngx_http_influencers_entry_t *entry, void *data);
 static ngx_int_t ngx_http_influencers_state_flush(
@@ -213,6 +237,10 @@ ngx_http_influencers_state_open(ngx_http_influencers_zone_t *zone,
 
     ngx_free(name);
 
+    if (ngx_http_influencers_state_lock(zone, st, log) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
                    "influencers state \"%V\": %d journal segments opened",
                    &zone->name, NGX_HTTP_INFLUENCERS_SEGMENTS);
@@ -224,22 +252,67 @@ ngx_http_influencers_state_open(ngx_http_influencers_zone_t *zone,
 
 
 /*
- * On start: the snapshot, then every segment, into the zone; then all of
- * it written back as one snapshot and the segments emptied, so that each
- * start begins with an empty journal.
+ * One instance of nginx per state file: two would empty each other's
+ * journal.  The lock is flock(2)'s, on the journal's first segment, so
+ * that the master's daemon child and the workers, which share its open
+ * file, hold it as long as any of them lives.  The new binary of an
+ * upgrade (USR2) finds the old master holding it: said, not refused.
+ */
+
+static ngx_int_t
+ngx_http_influencers_state_lock(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_state_t *st, ngx_log_t *log)
+{
+    ngx_err_t  err;
+
+    if (flock(st->fd[0], LOCK_EX|LOCK_NB) == 0) {
+        return NGX_OK;
+    }
+
+    err = ngx_errno;
+
+    if (err != NGX_EAGAIN) {
+        ngx_log_error(NGX_LOG_ALERT, log, err,
+                      "influencers zone \"%V\": flock() of the journal of "
+                      "\"%V\" failed", &zone->name, &st->path);
+        return NGX_OK;
+    }
+
+    if (ngx_inherited) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "influencers zone \"%V\": the state file \"%V\" is "
+                      "held by the nginx being upgraded: quit it promptly",
+                      &zone->name, &st->path);
+        return NGX_OK;
+    }
+
+    ngx_log_error(NGX_LOG_EMERG, log, 0,
+                  "influencers zone \"%V\": the state file \"%V\" is in "
+                  "use by another nginx: two instances must not share a "
+                  "\"state=\" path", &zone->name, &st->path);
+
+    return NGX_ERROR;
+}
+
+
+/*
+ * On start: the snapshot and every segment, into the zone, the newest
+ * entry of each key only; then all of it written back as one snapshot and
+ * the segments emptied, so that each start begins with an empty journal.
  */
 
 void
 ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_journal_t *journal, ngx_log_t *log)
 {
-    u_char                         *name;
-    ngx_fd_t                        fd;
-    uint64_t                        now_ms;
-    ngx_uint_t                      i, journaled;
-    ngx_file_info_t                 fi;
-    ngx_http_influencers_state_t   *st;
-    ngx_http_influencers_loader_t   ld;
+    u_char                           *name;
+    ngx_fd_t                          fd;
+    uint64_t                          now_ms;
+    ngx_uint_t                        i, journaled, left;
+    ngx_file_info_t                   fi;
+    ngx_http_influencers_state_t     *st;
+    ngx_http_influencers_loader_t     ld;
+    ngx_http_influencers_restored_t   rs;
 
     st = zone->state;
 
@@ -248,7 +321,7 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     }
 
     ngx_memzero(&ld, sizeof(ngx_http_influencers_loader_t));
-    ld.zone = zone;
+    ld.log = log;
 
     fd = ngx_http_influencers_open_regular(zone->state_file.data,
                                            O_RDONLY, 0, log);
@@ -264,7 +337,7 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
 
     name = ngx_alloc(zone->state_file.len + sizeof(".journal.NN"), log);
     if (name == NULL) {
-        return;
+        goto done;
     }
 
     for (i = 0; i < NGX_HTTP_INFLUENCERS_SEGMENTS; i++) {
@@ -290,16 +363,25 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
 
     ngx_free(name);
 
+    ngx_memzero(&rs, sizeof(ngx_http_influencers_restored_t));
+
+    ngx_http_influencers_state_restore(zone, &ld, &rs, log);
+
     ngx_log_error(NGX_LOG_NOTICE, log, 0,
                   "influencers zone \"%V\": %ui entries loaded from \"%V\" "
-                  "and its journal", &zone->name, ld.loaded,
-                  &zone->state_file);
+                  "and its journal (%ui of them jobs in doubt)",
+                  &zone->name, rs.restored, &zone->state_file, rs.in_doubt);
 
-    if (ld.no_room) {
+    left = rs.over_share + rs.no_room + ld.no_memory;
+
+    if (left) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
                       "influencers zone \"%V\" is too small for its state: "
-                      "%ui entries were not loaded",
-                      &zone->name, ld.no_room);
+                      "%ui entries were not loaded, the oldest first (%ui "
+                      "over their org's share of %ui%%, %ui past the room "
+                      "kept free for new jobs, %ui for want of memory)",
+                      &zone->name, left, rs.over_share, zone->org_share,
+                      rs.no_room, ld.no_memory);
     }
 
     now_ms = ngx_http_influencers_wall_ms();
@@ -312,11 +394,11 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
                    "empty", &zone->name, journaled);
 
     if (journaled == 0) {
-        return;
+        goto done;
     }
 
     if (ngx_http_influencers_state_save(zone, log) == NGX_OK) {
-        return;
+        goto done;
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_CORE, log, 0,
@@ -328,6 +410,142 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     for (i = 1; i < NGX_HTTP_INFLUENCERS_SEGMENTS; i++) {
         journal->started[i] = now_ms;
     }
+
+done:
+
+    if (ld.entries) {
+        ngx_free(ld.entries);
+    }
+}
+
+
+/*
+ * The files hold a key's history: its claim (in doubt until it ends), its
+ * acceptance, its release.  The newest record of each key tells its
+ * state; a released key has none.  Then the newest entries first, so that
+ * a zone smaller than the files keeps what a partner is likeliest to
+ * retry, within each org's share and leaving room for new jobs.
+ */
+
+static void
+ngx_http_influencers_state_restore(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_loader_t *ld, ngx_http_influencers_restored_t *rs,
+    ngx_log_t *log)
+{
+    ngx_uint_t                      i, n, limit;
+    ngx_http_influencers_entry_t  **sorted, *e;
+
+    if (ld->n == 0) {
+        return;
+    }
+
+    sorted = ngx_alloc(ld->n * sizeof(ngx_http_influencers_entry_t *), log);
+    if (sorted == NULL) {
+        ld->no_memory += ld->n;
+        return;
+    }
+
+    for (i = 0; i < ld->n; i++) {
+        sorted[i] = &ld->entries[i];
+    }
+
+    ngx_qsort(sorted, ld->n, sizeof(ngx_http_influencers_entry_t *),
+              ngx_http_influencers_state_by_key);
+
+    n = 0;
+
+    for (i = 0; i < ld->n; i++) {
+        e = sorted[i];
+
+        if (i > 0
+            && ngx_memcmp(e->key, sorted[i - 1]->key,
+                          NGX_HTTP_INFLUENCERS_DIGEST_LEN)
+               == 0)
+        {
+            continue;
+        }
+
+        if (e->state != NGX_HTTP_INFLUENCERS_ENTRY_RELEASED) {
+            sorted[n++] = e;
+        }
+    }
+
+    ngx_qsort(sorted, n, sizeof(ngx_http_influencers_entry_t *),
+              ngx_http_influencers_state_newest);
+
+    limit = ngx_http_influencers_zone_room(zone);
+
+    for (i = 0; i < n; i++) {
+
+        switch (ngx_http_influencers_zone_restore(zone, sorted[i], limit)) {
+
+        case NGX_HTTP_INFLUENCERS_RESTORED:
+            rs->restored++;
+
+            if (sorted[i]->state == NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN) {
+                rs->in_doubt++;
+            }
+
+            break;
+
+        case NGX_HTTP_INFLUENCERS_OVER_SHARE:
+            rs->over_share++;
+            break;
+
+        case NGX_HTTP_INFLUENCERS_NO_ROOM:
+            rs->no_room++;
+            break;
+
+        default: /* expired, or not to be believed */
+            break;
+        }
+    }
+
+    ngx_free(sorted);
+}
+
+
+/* by key; of one key, the newest first, and an end before its claim */
+
+static int ngx_libc_cdecl
+ngx_http_influencers_state_by_key(const void *one, const void *two)
+{
+    int                            rc;
+    ngx_http_influencers_entry_t  *a, *b;
+
+    a = *(ngx_http_influencers_entry_t **) one;
+    b = *(ngx_http_influencers_entry_t **) two;
+
+    rc = ngx_memcmp(a->key, b->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
+
+    if (rc) {
+        return rc;
+    }
+
+    if (a->expires != b->expires) {
+        return (a->expires > b->expires) ? -1 : 1;
+    }
+
+    return (a->state == NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN)
+           - (b->state == NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN);
+}
+
+
+static int ngx_libc_cdecl
+ngx_http_influencers_state_newest(const void *one, const void *two)
+{
+    ngx_http_influencers_entry_t  *a, *b;
+
+    a = *(ngx_http_influencers_entry_t **) one;
+    b = *(ngx_http_influencers_entry_t **) two;
+
+    if (a->expires != b->expires) {
+        return (a->expires > b->expires) ? -1 : 1;
+    }
+
+    /* as the files have them: a snapshot is written newest first */
+
+    return (a < b) ? -1 : (a > b);
 }
 
 
@@ -418,7 +636,7 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
         }
 
         used = ngx_http_influencers_state_parse(buf, left,
-                                       ngx_http_influencers_state_restore,
+                                       ngx_http_influencers_state_collect,
                                        ld, &damaged, &bad);
         left -= used;
         ngx_memmove(buf, buf + used, left);
@@ -446,8 +664,8 @@ ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
 
     ngx_log_debug5(NGX_LOG_DEBUG_CORE, log, 0,
                    "influencers state \"%V\": \"%s\" read, %O bytes, "
-                   "%ui bad stretches, %ui entries so far",
-                   &zone->name, name, total, damaged, ld->loaded);
+                   "%ui bad stretches, %ui records so far",
+                   &zone->name, name, total, damaged, ld->n);
 
     ngx_free(buf);
 
@@ -529,24 +747,34 @@ ngx_http_influencers_state_parse(u_char *buf, size_t len,
 
 
 static void
-ngx_http_influencers_state_restore(ngx_http_influencers_entry_t *entry,
+ngx_http_influencers_state_collect(ngx_http_influencers_entry_t *entry,
     void *data)
 {
     ngx_http_influencers_loader_t  *ld = data;
 
-    switch (ngx_http_influencers_zone_restore(ld->zone, entry)) {
+    size_t                          n;
+    ngx_http_influencers_entry_t   *entries;
 
-    case NGX_HTTP_INFLUENCERS_RESTORED:
-        ld->loaded++;
-        break;
+    if (ld->n == ld->nalloc) {
+        n = ld->nalloc ? 2 * ld->nalloc : 1024;
 
-    case NGX_HTTP_INFLUENCERS_NO_ROOM:
-        ld->no_room++;
-        break;
+        entries = ngx_alloc(n * sizeof(ngx_http_influencers_entry_t), ld->log);
+        if (entries == NULL) {
+            ld->no_memory++;
+            return;
+        }
 
-    default: /* a duplicate, or expired */
-        break;
+        if (ld->entries) {
+            ngx_memcpy(entries, ld->entries,
+                       ld->n * sizeof(ngx_http_influencers_entry_t));
+            ngx_free(ld->entries);
+        }
+
+        ld->entries = entries;
+        ld->nalloc = n;
     }
+
+    ld->entries[ld->n++] = *entry;
 }
 
 

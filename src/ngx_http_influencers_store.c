@@ -15,7 +15,8 @@
  * makes it one request per key on this node, answers what this node has
  * seen (replays, conflicts) without a round trip, and holds the org's
  * share; then in Redis, which makes it one request per key in the fleet.
- * Whatever Redis answers, the zone's claim is made to agree with it.
+ * Whatever Redis answers, the zone's claim is made to agree with it: the
+ * job Redis holds for the key is the key's job on every node.
  */
 
 typedef struct {
@@ -25,6 +26,8 @@ typedef struct {
     ngx_http_influencers_store_pt       handler;
     ngx_http_influencers_redis_op_t     op;
     unsigned                            fleet:1;    /* Redis holds it */
+    unsigned                            waiting:1;  /* for Redis */
+    unsigned                            claiming:1; /* ... a claim's answer */
 } ngx_http_influencers_store_ctx_t;
 
 
@@ -35,6 +38,10 @@ static void ngx_http_influencers_finished(
     ngx_http_influencers_redis_op_t *op);
 static ngx_http_influencers_store_e ngx_http_influencers_redis_failed(
     ngx_http_influencers_store_ctx_t *sc);
+static void ngx_http_influencers_store_owed(
+    ngx_http_influencers_store_ctx_t *sc, ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc, ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_finish_t *fin);
 
 
 ngx_http_influencers_store_e
@@ -44,6 +51,7 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
 {
     ngx_int_t                          rc;
     ngx_http_influencers_ctx_t        *ctx;
+    ngx_http_influencers_entry_t      *job;
     ngx_http_influencers_store_ctx_t  *sc;
 
     rc = ngx_http_influencers_zone_claim(zone, claim, acc,
@@ -51,7 +59,8 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
 
     /* a request without a key, or one this node answers itself */
 
-    if (rc != NGX_HTTP_INFLUENCERS_CLAIM_NEW
+    if ((rc != NGX_HTTP_INFLUENCERS_CLAIM_NEW
+         && rc != NGX_HTTP_INFLUENCERS_CLAIM_RESEND)
         || zone->redis == NULL || claim->idem == NULL)
     {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -86,6 +95,16 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
     sc->op.data = sc;
     sc->op.log = r->connection->log;
 
+    /* the job the key gets if it is free: the zone's */
+
+    job = &sc->op.job;
+    ngx_memcpy(job->job_id, acc->job_id, 16);
+    ngx_memcpy(job->influencer_id, acc->influencer_id, 16);
+    ngx_memcpy(job->request_id, acc->request_id, 16);
+    job->gender = (u_char) acc->gender;
+    job->age_range = (u_char) acc->age_range;
+    job->retry_after = (uint32_t) acc->retry_after;
+
     ngx_http_influencers_zone_count(zone, NGX_HTTP_INFLUENCERS_COUNT_OP);
 
     rc = ngx_http_influencers_redis_claim(zone, &sc->op, zone->lease);
@@ -96,6 +115,8 @@ ngx_http_influencers_store_claim(ngx_http_request_t *r,
     switch (rc) {
 
     case NGX_OK:
+        sc->waiting = 1;
+        sc->claiming = 1;
         return NGX_HTTP_INFLUENCERS_STORE_AGAIN;
 
     case NGX_DECLINED:
@@ -115,6 +136,9 @@ ngx_http_influencers_store_zone(ngx_int_t rc)
 
     case NGX_HTTP_INFLUENCERS_CLAIM_NEW:
         return NGX_HTTP_INFLUENCERS_STORE_NEW;
+
+    case NGX_HTTP_INFLUENCERS_CLAIM_RESEND:
+        return NGX_HTTP_INFLUENCERS_STORE_RESEND;
 
     case NGX_HTTP_INFLUENCERS_CLAIM_REPLAY:
         return NGX_HTTP_INFLUENCERS_STORE_REPLAY;
@@ -147,11 +171,23 @@ ngx_http_influencers_claimed(ngx_http_influencers_redis_op_t *op)
                    "influencers store: Redis answered the claim: %i",
                    op->rc);
 
+    sc->waiting = 0;
+    sc->claiming = 0;
+
     switch (op->rc) {
 
     case NGX_HTTP_INFLUENCERS_REDIS_NEW:
+        /* the key was free in the fleet: it has the zone's job now */
         sc->fleet = 1;
-        result = NGX_HTTP_INFLUENCERS_STORE_NEW;
+        result = sc->acc->resend ? NGX_HTTP_INFLUENCERS_STORE_RESEND
+                                 : NGX_HTTP_INFLUENCERS_STORE_NEW;
+        break;
+
+    case NGX_HTTP_INFLUENCERS_REDIS_RESEND:
+        /* the key's job in doubt, wherever it was first sent: again */
+        sc->fleet = 1;
+        ngx_http_influencers_zone_adopt_job(sc->zone, sc->acc, &op->entry);
+        result = NGX_HTTP_INFLUENCERS_STORE_RESEND;
         break;
 
     case NGX_HTTP_INFLUENCERS_REDIS_DONE:
@@ -210,7 +246,8 @@ ngx_http_influencers_redis_failed(ngx_http_influencers_store_ctx_t *sc)
                           "(logged once a minute)", &sc->zone->name);
         }
 
-        return NGX_HTTP_INFLUENCERS_STORE_NEW;
+        return sc->acc->resend ? NGX_HTTP_INFLUENCERS_STORE_RESEND
+                               : NGX_HTTP_INFLUENCERS_STORE_NEW;
     }
 
     ngx_http_influencers_zone_abandon(sc->zone, sc->acc);
@@ -220,8 +257,12 @@ ngx_http_influencers_redis_failed(ngx_http_influencers_store_ctx_t *sc)
 
 
 /*
- * The forward's outcome, in the zone, then in Redis while the claim there
- * is still ours: an entry every node replays, or a key released.
+ * The forward's outcome, in the zone, then in Redis: an entry every node
+ * replays, a job kept in doubt, or a key released.  What Redis is owed is
+ * kept in the zone first, so that it reaches Redis whatever happens to
+ * this request or this worker.  A handler waits for Redis's answer, at
+ * most its command timeout; without one (a request that is going), the
+ * zone's copy is sent and nobody waits.
  */
 
 ngx_http_influencers_store_e
@@ -232,72 +273,106 @@ ngx_http_influencers_store_finish(ngx_http_request_t *r,
 {
     ngx_int_t                          rc;
     ngx_http_influencers_ctx_t        *ctx;
-    ngx_http_influencers_entry_t       entry, *e;
+    ngx_http_influencers_finish_t      fin;
     ngx_http_influencers_store_ctx_t  *sc;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
     sc = ctx->store;
 
-    ngx_http_influencers_zone_finish(zone, acc,
-                               outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED,
-                               outcome != NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN,
-                               sc && sc->fleet, r->connection->log);
+    ngx_http_influencers_zone_finish(zone, acc, outcome, sc && sc->fleet,
+                                     r->connection->log);
 
-    if (sc == NULL || !sc->fleet
-        || outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN)
-    {
-        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+    if (sc == NULL || !sc->fleet) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers store: finished in the zone alone "
-                       "(outcome %d)%s", (int) outcome,
-                       (sc && sc->fleet) ? ", Redis's lease runs out" : "");
+                       "(outcome %d)", (int) outcome);
 
         return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
     }
 
-    e = NULL;
+    ngx_http_influencers_store_owed(sc, zone, acc, outcome, &fin);
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED) {
-        ngx_memzero(&entry, sizeof(ngx_http_influencers_entry_t));
-        ngx_memcpy(entry.key, sc->op.key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-        ngx_memcpy(entry.fingerprint, sc->op.fingerprint,
-                   NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-        ngx_memcpy(entry.job_id, acc->job_id, 16);
-        ngx_memcpy(entry.influencer_id, acc->influencer_id, 16);
-        entry.org_hash = sc->op.org_hash;
-        entry.retry_after = (uint32_t) acc->retry_after;
+    ngx_http_influencers_zone_count(zone, NGX_HTTP_INFLUENCERS_COUNT_OP);
 
-        /* the zone's record may have been lost to its lease: still ours */
-        entry.expires = acc->expires_ms ? acc->expires_ms
-                        : ngx_http_influencers_wall_ms() + zone->ttl;
-
-        e = &entry;
+    if (handler == NULL) {
+        (void) ngx_http_influencers_redis_finish(zone, NULL, &fin);
+        return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
     }
 
     sc->handler = handler;
     sc->op.handler = ngx_http_influencers_finished;
 
-    ngx_http_influencers_zone_count(zone, NGX_HTTP_INFLUENCERS_COUNT_OP);
-
-    rc = ngx_http_influencers_redis_finish(zone, &sc->op, e, zone->ttl);
+    rc = ngx_http_influencers_redis_finish(zone, &sc->op, &fin);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "influencers store: %s sent to Redis: %i",
-                   e ? "the entry" : "the release", rc);
+                   "influencers store: finish '%c' sent to Redis: %i",
+                   fin.outcome, rc);
 
     if (rc == NGX_OK) {
+        sc->waiting = 1;
         return NGX_HTTP_INFLUENCERS_STORE_AGAIN;
     }
 
     /*
-     * The job is the backend's already: the partner hears of it.  The
-     * Redis client sends the finish again on its next connection, while
-     * the claim there is still this token's; this node replays it.
+     * The zone keeps it: a worker sends it again once Redis can be
+     * reached.  The partner hears of its job now.
      */
 
     ngx_http_influencers_zone_count(zone,
                                      NGX_HTTP_INFLUENCERS_COUNT_FAILURE);
 
     return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
+}
+
+
+/* what the finish script is sent for this outcome */
+
+static void
+ngx_http_influencers_store_owed(ngx_http_influencers_store_ctx_t *sc,
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_accept_t *acc,
+    ngx_http_influencers_outcome_e outcome, ngx_http_influencers_finish_t *fin)
+{
+    ngx_http_influencers_entry_t  entry;
+
+    ngx_memzero(fin, sizeof(ngx_http_influencers_finish_t));
+
+    ngx_memcpy(fin->key, sc->op.key, NGX_HTTP_INFLUENCERS_SHA256_LEN);
+    fin->org_hash = sc->op.org_hash;
+    ngx_memcpy(fin->token, sc->op.token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
+    ngx_memcpy(fin->job_id, acc->job_id, 16);
+    fin->ttl = zone->ttl;
+    fin->expires = ngx_http_influencers_wall_ms() + zone->ttl;
+
+    switch (outcome) {
+
+    case NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED:
+        fin->outcome = 'A';
+
+        ngx_memzero(&entry, sizeof(ngx_http_influencers_entry_t));
+        ngx_memcpy(entry.job_id, acc->job_id, 16);
+        ngx_memcpy(entry.influencer_id, acc->influencer_id, 16);
+        ngx_memcpy(entry.request_id, acc->request_id, 16);
+        entry.gender = (u_char) acc->gender;
+        entry.age_range = (u_char) acc->age_range;
+        entry.retry_after = (uint32_t) acc->retry_after;
+
+        /* the zone's record may have gone to its lease: the job stands */
+        entry.expires = acc->expires_ms ? acc->expires_ms : fin->expires;
+        fin->expires = entry.expires;
+
+        fin->value_len = (uint32_t) ngx_http_influencers_redis_accepted(
+                                        fin->value, sc->op.fingerprint,
+                                        &entry);
+        break;
+
+    case NGX_HTTP_INFLUENCERS_OUTCOME_FAILED:
+        fin->outcome = 'F';
+        break;
+
+    default: /* NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN */
+        fin->outcome = 'U';
+        break;
+    }
 }
 
 
@@ -310,23 +385,35 @@ ngx_http_influencers_finished(ngx_http_influencers_redis_op_t *op)
                    "influencers store: Redis answered the finish: %i",
                    op->rc);
 
+    sc->waiting = 0;
+
     switch (op->rc) {
 
     case NGX_HTTP_INFLUENCERS_REDIS_FINISHED:
         break;
 
     case NGX_HTTP_INFLUENCERS_REDIS_STALE:
-        /* the lease ran out first: another node may have the key now */
-        ngx_http_influencers_zone_count(sc->zone,
-                                         NGX_HTTP_INFLUENCERS_COUNT_STALE);
-        ngx_http_influencers_zone_forget(sc->zone, sc->acc);
-        ngx_log_error(NGX_LOG_WARN, op->log, 0,
-                      "influencers: the job's claim in Redis expired before "
-                      "its forward ended: set \"lease\" above the backend's "
-                      "timeouts");
+
+        /*
+         * Another claim's, which is no matter for a failure or a doubt;
+         * for an acceptance, another job holds the key: Redis lost it.
+         */
+
+        if (sc->acc->landed) {
+            ngx_http_influencers_zone_count(sc->zone,
+                                            NGX_HTTP_INFLUENCERS_COUNT_STALE);
+            ngx_http_influencers_zone_forget(sc->zone, sc->acc);
+            ngx_log_error(NGX_LOG_ERR, op->log, 0,
+                          "influencers zone \"%V\": Redis holds another job "
+                          "for the key of the job just accepted: it lost "
+                          "the key (a restart without persistence, an "
+                          "eviction)", &sc->zone->name);
+        }
+
         break;
 
     default:
+        /* the zone keeps it, for the next try */
         ngx_http_influencers_zone_count(sc->zone,
                                          NGX_HTTP_INFLUENCERS_COUNT_FAILURE);
         break;
@@ -335,3 +422,35 @@ ngx_http_influencers_finished(ngx_http_influencers_redis_op_t *op)
     sc->handler(sc->request, NGX_HTTP_INFLUENCERS_STORE_FINISHED);
 }
 
+
+/*
+ * The request goes while it waits for Redis: its answer must not reach
+ * it.  A claim's local half goes with it (Redis's, if it was applied, is
+ * released by the client); a finish stays owed in the zone.
+ */
+
+void
+ngx_http_influencers_store_cleanup(ngx_http_request_t *r)
+{
+    ngx_http_influencers_ctx_t        *ctx;
+    ngx_http_influencers_store_ctx_t  *sc;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+    sc = ctx ? ctx->store : NULL;
+
+    if (sc == NULL || !sc->waiting) {
+        return;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "influencers store: the request goes while it waits for "
+                   "Redis's %s", sc->claiming ? "claim" : "finish");
+
+    ngx_http_influencers_redis_cancel(&sc->op);
+    sc->waiting = 0;
+
+    if (sc->claiming) {
+        sc->claiming = 0;
+        ngx_http_influencers_zone_abandon(sc->zone, sc->acc);
+    }
+}

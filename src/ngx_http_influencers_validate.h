@@ -31,6 +31,10 @@
 #define NGX_HTTP_INFLUENCERS_GENDER_NON_BINARY 3
 #define NGX_HTTP_INFLUENCERS_AGE_YOUNG_ADULT   2
 
+/* the largest index of each table */
+#define NGX_HTTP_INFLUENCERS_GENDER_LAST       3
+#define NGX_HTTP_INFLUENCERS_AGE_LAST          6
+
 
 typedef struct {
     const char       *name;

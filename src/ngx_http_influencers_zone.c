@@ -20,8 +20,10 @@
  *
  *   free      unused;
  *   inflight  being forwarded (a lease: deadline is the lease's end);
- *   keyed     accepted with an Idempotency-Key (deadline is its expiry),
- *             in the key index too, never evicted before it expires;
+ *   keyed     accepted with an Idempotency-Key, or in doubt (its forward
+ *             ended without an outcome, or its lease ran out: the key
+ *             keeps its job, which a retry sends again); deadline is its
+ *             expiry; in the key index too, never evicted before then;
  *   jobs      accepted without a key, failed, or lost: evictable, LRU;
  *             in fleet mode, finished entries too, cached from Redis,
  *             which holds them: still in the key index until evicted.
@@ -42,6 +44,7 @@
 #define NGX_HTTP_INFLUENCERS_DONE       2
 #define NGX_HTTP_INFLUENCERS_FAILED     3
 #define NGX_HTTP_INFLUENCERS_LOST       4
+#define NGX_HTTP_INFLUENCERS_IN_DOUBT   5
 
 /* the most records one request expires or looks at, under the lock */
 #define NGX_HTTP_INFLUENCERS_EXPIRE_MAX 4
@@ -59,6 +62,24 @@ typedef struct {
 } ngx_http_influencers_org_t;
 
 
+/*
+ * A finish owed to Redis: on the owing list until Redis has it.  The
+ * worker sending it owns it until due; unowned, it is sent by the first
+ * worker whose timer finds it due.
+ */
+
+typedef struct {
+    ngx_http_influencers_finish_t  fin;
+    uint32_t                      next;         /* owing or free, from 1 */
+    uint32_t                      seq;
+    ngx_pid_t                     owner;
+    ngx_msec_t                    due;
+} ngx_http_influencers_owed_t;
+
+/* a zone in fleet mode keeps a finish for every 16 records */
+#define NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED  16
+
+
 typedef struct {
     ngx_queue_t                   queue;
     ngx_queue_t                   org_queue;
@@ -68,6 +89,7 @@ typedef struct {
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
     u_char                        job_id[16];
     u_char                        influencer_id[16];
+    u_char                        request_id[16];   /* the job's first */
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
     uint64_t                      body;         /* 0: not known here */
@@ -75,6 +97,11 @@ typedef struct {
     u_char                        state;
     u_char                        keyed;
     u_char                        cached;       /* fleet: Redis holds it */
+    u_char                        gender;
+    u_char                        age_range;
+    u_char                        attempt;      /* of the forwards */
+    u_char                        in_doubt;     /* may have been sent: never
+                                                   released again */
 } ngx_http_influencers_record_t;
 
 
@@ -83,6 +110,7 @@ typedef struct ngx_http_influencers_shctx_s {
     uint32_t                      version;
     size_t                        record_size;
     size_t                        zone_size;
+    ngx_msec_t                    ttl;          /* the last cycle's */
 
     /* the records, their orgs' counts, and the two indexes */
     ngx_http_influencers_record_t  *recs;
@@ -127,6 +155,20 @@ typedef struct ngx_http_influencers_shctx_s {
     time_t                        full_logged;
     time_t                        share_logged;
 
+    /* fleet mode: the finishes owed to Redis, none if zero */
+    ngx_http_influencers_owed_t  *owed;
+    uint32_t                      nowed;
+    uint32_t                      owed_free;    /* linked by next */
+    uint32_t                      owed_fresh;
+    uint32_t                      owing;        /* the list's head */
+    ngx_atomic_t                  nowing;       /* read without the lock */
+    time_t                        unkept_logged;
+
+    /* fleet mode: the Redis server last seen, and what it keeps */
+    u_char                        redis_run_id[40];
+    time_t                        redis_warned;
+    ngx_uint_t                    redis_unsafe;
+
     ngx_http_influencers_journal_t   journal;
     ngx_http_influencers_counters_t  counters;
 } ngx_http_influencers_shctx_t;
@@ -135,11 +177,22 @@ typedef struct ngx_http_influencers_shctx_s {
 static ngx_int_t ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_uint_t ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
-    ngx_http_influencers_shctx_t *sh, ngx_log_t *log);
+    ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log);
 static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_int_t delta);
 static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_msec_t now);
+static ngx_int_t ngx_http_influencers_found(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
+    ngx_log_t *log);
+static void ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec);
+static void ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec);
+static void ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
+    ngx_uint_t cache);
 static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
 static void ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
@@ -215,12 +268,16 @@ ngx_http_influencers_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
 #define ngx_http_influencers_after(a, b)  ((ngx_msec_int_t) ((a) - (b)) >= 0)
 
 
+static ngx_str_t  ngx_http_influencers_empty = ngx_null_string;
+
+
 #if (NGX_DEBUG)
 
 /* indexed by the outcomes of a claim, for the debug log */
 
 static const char  *ngx_http_influencers_claim_names[] = {
-    "new", "replay", "busy", "mismatch", "full", "over the org's share"
+    "new", "replay", "busy", "mismatch", "full", "over the org's share",
+    "the key's job in doubt, sent again"
 };
 
 #endif
@@ -290,6 +347,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         zone->sh = sh;
         zone->shpool = ozone->shpool;
+        sh->ttl = zone->ttl;
 
         return ngx_http_influencers_state_open(zone, ozone, shm_zone->shm.log);
     }
@@ -313,6 +371,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     sh->version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
     sh->record_size = sizeof(ngx_http_influencers_record_t);
     sh->zone_size = shm_zone->shm.size;
+    sh->ttl = zone->ttl;
 
     ngx_queue_init(&sh->free);
     ngx_queue_init(&sh->inflight);
@@ -345,7 +404,10 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         return NGX_ERROR;
     }
 
-    if (ngx_http_influencers_carve(shpool, sh, shm_zone->shm.log) == 0) {
+    if (ngx_http_influencers_carve(shpool, sh, zone->redis != NULL,
+                                   shm_zone->shm.log)
+        == 0)
+    {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                       "influencers zone \"%V\" is too small for one job",
                       &shm_zone->shm.name);
@@ -379,11 +441,11 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
 static ngx_uint_t
 ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
-    ngx_http_influencers_shctx_t *sh, ngx_log_t *log)
+    ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log)
 {
     u_char      *p;
-    size_t       per, size, avail;
-    uint32_t     n;
+    size_t       per, size, avail, owed;
+    uint32_t     n, nowed;
     ngx_uint_t   norg;
 
     shpool->log_nomem = 0;
@@ -394,10 +456,16 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
           + sizeof(uint32_t)                           /* its org's count */
           + sizeof(uint32_t) / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET;
 
+    if (fleet) {
+        per += sizeof(ngx_http_influencers_owed_t)
+               / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED;
+    }
+
     /* the arrays one after another, each aligned, and a bucket rounded */
 
     avail = shpool->pfree * ngx_pagesize;
-    size = 4 * NGX_ALIGNMENT + 2 * sizeof(uint32_t);
+    size = 5 * NGX_ALIGNMENT + 2 * sizeof(uint32_t)
+           + (fleet ? 16 * sizeof(ngx_http_influencers_owed_t) : 0);
 
     if (avail <= size + per) {
         return 0;
@@ -407,9 +475,14 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     for ( ;; ) {
         norg = n / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET + 1;
+        nowed = fleet ? ngx_max(n / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED, 16)
+                      : 0;
+        owed = ngx_align(nowed * sizeof(ngx_http_influencers_owed_t),
+                         NGX_ALIGNMENT);
 
-        size = ngx_align(n * sizeof(ngx_http_influencers_record_t),
-                         NGX_ALIGNMENT)
+        size = owed
+               + ngx_align(n * sizeof(ngx_http_influencers_record_t),
+                           NGX_ALIGNMENT)
                + ngx_align(n * sizeof(ngx_http_influencers_org_t),
                            NGX_ALIGNMENT)
                + ngx_align(n * sizeof(uint32_t), NGX_ALIGNMENT)
@@ -433,6 +506,10 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
     ngx_log_debug3(NGX_LOG_DEBUG_CORE, log, 0,
                    "influencers zone: %uD records in %uz bytes, %uz a record",
                    n, size, size / n);
+
+    sh->owed = nowed ? (ngx_http_influencers_owed_t *) p : NULL;
+    sh->nowed = nowed;
+    p += owed;
 
     sh->recs = (ngx_http_influencers_record_t *) p;
     p += ngx_align(n * sizeof(ngx_http_influencers_record_t), NGX_ALIGNMENT);
@@ -465,8 +542,9 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
 /*
  * The one critical section of a request: look the key up, and either
- * answer from the entry or claim it with a new job, atomically across
- * workers.  The work done here is bounded whatever the zone's size.
+ * answer from the entry or claim it, with a new job or, when the key's job
+ * is in doubt, with that job again, atomically across workers.  The work
+ * done here is bounded whatever the zone's size.
  */
 
 ngx_int_t
@@ -474,9 +552,10 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
     ngx_log_t *log)
 {
-    ngx_int_t                       rc;
+    ngx_int_t                       rc, seq;
     ngx_msec_t                      now;
     ngx_uint_t                      log_full, log_share, limit;
+    ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
@@ -485,6 +564,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     now = ngx_current_msec;
     log_full = 0;
     log_share = 0;
+    seq = NGX_DECLINED;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -493,7 +573,9 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     if (claim->idem) {
         rec = ngx_http_influencers_lookup(sh, claim->idem);
 
-        if (rec && ngx_http_influencers_expire(sh, rec, now)) {
+        if (rec && ngx_http_influencers_expire(sh, rec, now)
+            && !rec->keyed)
+        {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                            "influencers zone \"%V\": the key's entry had "
                            "expired", &zone->name);
@@ -501,31 +583,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         }
 
         if (rec) {
-            ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
-                           "influencers zone \"%V\": the key has an entry, "
-                           "%s, state %d", &zone->name,
-                           ngx_memcmp(rec->fingerprint, claim->fingerprint,
-                                      NGX_HTTP_INFLUENCERS_DIGEST_LEN)
-                           ? "another request's" : "this request's",
-                           (int) rec->state);
-
-            if (ngx_memcmp(rec->fingerprint, claim->fingerprint,
-                           NGX_HTTP_INFLUENCERS_DIGEST_LEN)
-                != 0)
-            {
-                sh->counters.mismatches++;
-                rc = NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH;
-
-            } else if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING) {
-                sh->counters.conflicts++;
-                rc = NGX_HTTP_INFLUENCERS_CLAIM_BUSY;
-
-            } else {
-                sh->counters.replays++;
-                ngx_http_influencers_answer(rec, acc);
-                rc = NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
-            }
-
+            rc = ngx_http_influencers_found(zone, rec, claim, acc, log);
             goto done;
         }
     }
@@ -587,6 +645,8 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     rec->retry_after = (uint32_t) acc->retry_after;
     rec->deadline = now + zone->lease;
     rec->expires = 0;
+    rec->attempt = 1;
+    rec->in_doubt = 0;
     rec->state = NGX_HTTP_INFLUENCERS_FORWARDING;
 
     ngx_queue_insert_head(&sh->inflight, &rec->queue);
@@ -596,13 +656,29 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
     if (claim->idem) {
         ngx_http_influencers_index(sh, rec);
+
+        /*
+         * Alone, the zone is where the key's job lives: should every
+         * process die before its forward ends, the job is in doubt, and
+         * read back as such.
+         */
+
+        if (zone->redis == NULL) {
+            seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+
+            if (seq != NGX_DECLINED) {
+                ngx_http_influencers_entry(sh, rec, &entry);
+                entry.state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
+                entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
+            }
+        }
     }
 
     sh->counters.claims++;
 
-    ngx_memcpy(acc->job_id, rec->job_id, 16);
-    ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
-    acc->record = rec;
+    ngx_http_influencers_answer(rec, acc);
+    acc->attempt = rec->attempt;
+    acc->resend = 0;
 
     rc = NGX_HTTP_INFLUENCERS_CLAIM_NEW;
 
@@ -614,6 +690,10 @@ done:
                    "influencers zone \"%V\": claim %s: %s",
                    &zone->name, claim->idem ? "with a key" : "without a key",
                    ngx_http_influencers_claim_names[rc]);
+
+    if (seq != NGX_DECLINED) {
+        ngx_http_influencers_state_append(zone, seq, &entry, log);
+    }
 
     if (log_full) {
         ngx_log_error(NGX_LOG_WARN, log, 0,
@@ -632,6 +712,85 @@ done:
     }
 
     return rc;
+}
+
+
+/*
+ * The key has an entry: another request's (422), one being forwarded
+ * (409), an accepted one (a replay), or a job in doubt, whose claim this
+ * request takes over to send the job again.  Under the lock.
+ */
+
+static ngx_int_t
+ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_record_t *rec, ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_accept_t *acc, ngx_log_t *log)
+{
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": the key has an entry, %s, "
+                   "state %d", &zone->name,
+                   ngx_memcmp(rec->fingerprint, claim->fingerprint,
+                              NGX_HTTP_INFLUENCERS_DIGEST_LEN)
+                   ? "another request's" : "this request's",
+                   (int) rec->state);
+
+    if (ngx_memcmp(rec->fingerprint, claim->fingerprint,
+                   NGX_HTTP_INFLUENCERS_DIGEST_LEN)
+        != 0)
+    {
+        sh->counters.mismatches++;
+        return NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH;
+    }
+
+    switch (rec->state) {
+
+    case NGX_HTTP_INFLUENCERS_FORWARDING:
+        sh->counters.conflicts++;
+        return NGX_HTTP_INFLUENCERS_CLAIM_BUSY;
+
+    case NGX_HTTP_INFLUENCERS_IN_DOUBT:
+        break;
+
+    default: /* NGX_HTTP_INFLUENCERS_DONE */
+        sh->counters.replays++;
+        ngx_http_influencers_answer(rec, acc);
+        return NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
+    }
+
+    /* the key's job, sent again under a lease of this request's */
+
+    ngx_queue_remove(&rec->queue);
+
+    if (rec->cached) {
+        rec->cached = 0;
+
+    } else {
+        sh->nkeyed--;
+    }
+
+    if (rec->org == 0) {
+        ngx_http_influencers_hold(sh, rec, claim->org_hash);
+    }
+
+    rec->state = NGX_HTTP_INFLUENCERS_FORWARDING;
+    rec->deadline = ngx_current_msec + zone->lease;
+    rec->attempt++;
+
+    ngx_queue_insert_head(&sh->inflight, &rec->queue);
+    sh->ninflight++;
+    sh->counters.resends++;
+
+    ngx_http_influencers_answer(rec, acc);
+    acc->attempt = rec->attempt;
+    acc->resend = 1;
+    acc->expires = 0;
+    acc->expires_ms = 0;
+
+    return NGX_HTTP_INFLUENCERS_CLAIM_RESEND;
 }
 
 
@@ -694,14 +853,23 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
 }
 
 
-/* the forward's outcome: remembered if accepted, the key released if not */
+/*
+ * The forward's outcome.  Accepted: remembered, whichever of the job's
+ * forwards it comes from.  Failed for sure (nothing was sent, or the
+ * backend answered): the key is released, unless the job may have reached
+ * the backend before, by an earlier forward.  Unknown: the key keeps its
+ * job, in doubt, for a retry to send again.  A failure or a doubt counts
+ * only while its claim is the job's latest: another forward of the job
+ * may be running.
+ */
 
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_uint_t accepted, ngx_uint_t known,
+    ngx_http_influencers_accept_t *acc, ngx_http_influencers_outcome_e outcome,
     ngx_uint_t cache, ngx_log_t *log)
 {
     ngx_int_t                       seq;
+    ngx_uint_t                      state;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
@@ -709,104 +877,237 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     sh = zone->sh;
     rec = acc->record;
     seq = NGX_DECLINED;
+    state = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    /* after a lease expiry the record may belong to another job by now */
+    /* the record may hold another job by now, once this one's expired */
 
-    if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
+    if (rec->state == NGX_HTTP_INFLUENCERS_FREE
         || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
     {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
-                       "influencers zone \"%V\": finish of a job whose "
-                       "lease ran out: nothing recorded", &zone->name);
+                       "influencers zone \"%V\": finish of a job no longer "
+                       "in the zone: nothing recorded", &zone->name);
         goto done;
     }
 
-    if (!known) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
-                       "influencers zone \"%V\": outcome unknown, the "
-                       "lease runs out", &zone->name);
+    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED) {
 
-        /* the partner left before the outcome: let the lease run out */
+        if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
+            /* another forward of the job was accepted first */
+            acc->landed = 1;
+            ngx_http_influencers_answer(rec, acc);
+            goto done;
+        }
+
+        ngx_http_influencers_unqueue(sh, rec);
+        ngx_http_influencers_accept(zone, rec, acc, cache);
+        acc->landed = 1;
+
+        if (rec->keyed && !rec->cached) {
+            state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
+        }
+
         goto done;
     }
 
-    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
-                   "influencers zone \"%V\": finish: %s, %s%s",
-                   &zone->name, accepted ? "accepted" : "failed",
-                   rec->keyed ? "keyed" : "no key",
-                   (rec->keyed && accepted && cache) ? ", cached" : "");
+    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+        sh->counters.failed++;
+
+    } else {
+        sh->counters.unknown++;
+    }
+
+    if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
+        || rec->attempt != (u_char) acc->attempt)
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": the job's state %d "
+                       "stands", &zone->name, (int) rec->state);
+
+        if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
+            acc->landed = 1;
+            ngx_http_influencers_answer(rec, acc);
+        }
+
+        goto done;
+    }
 
     ngx_queue_remove(&rec->queue);
     sh->ninflight--;
 
-    if (accepted) {
-        sh->counters.accepted++;
-        rec->state = NGX_HTTP_INFLUENCERS_DONE;
+    if (rec->keyed
+        && (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN || rec->in_doubt))
+    {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": %s: the key keeps its job",
+                       &zone->name,
+                       outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                       ? "outcome unknown"
+                       : "failed, but an earlier forward may have landed");
 
-        if (rec->keyed) {
-            rec->deadline = ngx_current_msec + zone->ttl;
-            rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
-            acc->expires = (time_t) (rec->expires / 1000);
-            acc->expires_ms = rec->expires;
+        if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+            sh->counters.kept++;
         }
 
-        if (rec->keyed && cache) {
-            /* Redis holds it: here it is a cache entry, evictable */
+        ngx_http_influencers_doubt(sh, rec);
+
+        if (cache) {
+            /* Redis holds the claim: here it is a cache entry */
+            ngx_queue_remove(&rec->queue);
+            sh->nkeyed--;
             rec->cached = 1;
             ngx_http_influencers_unhold(sh, rec);
             ngx_queue_insert_head(&sh->jobs, &rec->queue);
+        }
 
-        } else if (rec->keyed) {
-            ngx_queue_insert_head(&sh->keyed, &rec->queue);
-            sh->nkeyed++;
+        goto done;
+    }
 
-            /* its org's newest too: the org's oldest expire first */
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                   "influencers zone \"%V\": %s",
+                   &zone->name,
+                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                   ? "outcome unknown, no key" : "failed, the key released");
 
-            if (rec->org) {
-                ngx_queue_remove(&rec->org_queue);
-                ngx_queue_insert_head(
-                    &ngx_http_influencers_org_at(sh, rec->org)->held,
-                    &rec->org_queue);
-            }
+    rec->state = (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN)
+                 ? NGX_HTTP_INFLUENCERS_LOST : NGX_HTTP_INFLUENCERS_FAILED;
 
-            seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+    if (rec->keyed) {
+        sh->counters.releases++;
 
-            if (seq != NGX_DECLINED) {
-                ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
-                               "influencers zone \"%V\": to the journal's "
-                               "segment %i", &zone->name, seq);
+        if (!cache) {
+            state = NGX_HTTP_INFLUENCERS_ENTRY_RELEASED;
+            ngx_http_influencers_entry(sh, rec, &entry);
+        }
 
+        ngx_http_influencers_unkey(sh, rec);
+    }
+
+    ngx_http_influencers_unhold(sh, rec);
+    ngx_queue_insert_head(&sh->jobs, &rec->queue);
+
+done:
+
+    if (state) {
+        seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+
+        if (seq != NGX_DECLINED) {
+            if (state != NGX_HTTP_INFLUENCERS_ENTRY_RELEASED) {
                 ngx_http_influencers_entry(sh, rec, &entry);
             }
 
-        } else {
-            ngx_http_influencers_unhold(sh, rec);
-            ngx_queue_insert_head(&sh->jobs, &rec->queue);
+            entry.state = (u_char) state;
+            entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
         }
-
-    } else {
-        sh->counters.failed++;
-        rec->state = NGX_HTTP_INFLUENCERS_FAILED;
-
-        if (rec->keyed) {
-            sh->counters.releases++;
-            ngx_http_influencers_unkey(sh, rec);
-        }
-
-        ngx_http_influencers_unhold(sh, rec);
-        ngx_queue_insert_head(&sh->jobs, &rec->queue);
     }
-
-done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     /* on disk before the partner hears of it */
 
     if (seq != NGX_DECLINED) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
+                       "influencers zone \"%V\": to the journal's segment %i",
+                       &zone->name, seq);
+
         ngx_http_influencers_state_append(zone, seq, &entry, log);
+    }
+}
+
+
+/* out of the queue a record of a job is in, whichever it is */
+
+static void
+ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec)
+{
+    ngx_queue_remove(&rec->queue);
+
+    if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING) {
+        sh->ninflight--;
+
+    } else if (rec->state == NGX_HTTP_INFLUENCERS_IN_DOUBT && !rec->cached) {
+        sh->nkeyed--;
+    }
+}
+
+
+/* an accepted job: a keyed entry until it expires, else an evictable job */
+
+static void
+ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
+    ngx_uint_t cache)
+{
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    sh->counters.accepted++;
+    rec->state = NGX_HTTP_INFLUENCERS_DONE;
+    rec->cached = 0;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone \"%V\": finish: accepted, %s%s",
+                   &zone->name, rec->keyed ? "keyed" : "no key",
+                   (rec->keyed && cache) ? ", cached" : "");
+
+    if (!rec->keyed) {
+        ngx_http_influencers_unhold(sh, rec);
+        ngx_queue_insert_head(&sh->jobs, &rec->queue);
+        return;
+    }
+
+    rec->deadline = ngx_current_msec + zone->ttl;
+    rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
+    acc->expires = (time_t) (rec->expires / 1000);
+    acc->expires_ms = rec->expires;
+
+    if (cache) {
+        /* Redis holds it: here it is a cache entry, evictable */
+        rec->cached = 1;
+        ngx_http_influencers_unhold(sh, rec);
+        ngx_queue_insert_head(&sh->jobs, &rec->queue);
+        return;
+    }
+
+    ngx_queue_insert_head(&sh->keyed, &rec->queue);
+    sh->nkeyed++;
+
+    /* its org's newest too: the org's oldest expire first */
+
+    if (rec->org) {
+        ngx_queue_remove(&rec->org_queue);
+        ngx_queue_insert_head(&ngx_http_influencers_org_at(sh, rec->org)->held,
+                              &rec->org_queue);
+    }
+}
+
+
+/*
+ * A keyed job that may have reached the backend, and whose forward is
+ * over: the key keeps it, for the ttl, and a retry sends it again.  The
+ * record is in no queue.
+ */
+
+static void
+ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_record_t *rec)
+{
+    rec->state = NGX_HTTP_INFLUENCERS_IN_DOUBT;
+    rec->in_doubt = 1;
+    rec->deadline = ngx_current_msec + sh->ttl;
+    rec->expires = ngx_http_influencers_wall_ms() + sh->ttl;
+
+    ngx_queue_insert_head(&sh->keyed, &rec->queue);
+    sh->nkeyed++;
+
+    if (rec->org) {
+        ngx_queue_remove(&rec->org_queue);
+        ngx_queue_insert_head(&ngx_http_influencers_org_at(sh, rec->org)->held,
+                              &rec->org_queue);
     }
 }
 
@@ -834,21 +1135,38 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
                    rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
                    ? "" : ", its lease had run out");
 
-    if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
-        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+    if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
+        || rec->attempt != (u_char) acc->attempt
+        || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
     {
-        ngx_queue_remove(&rec->queue);
-        sh->ninflight--;
-        sh->counters.claims--;
-        sh->counters.unclaimed++;
-
-        ngx_http_influencers_unkey(sh, rec);
-        ngx_http_influencers_unhold(sh, rec);
-
-        rec->state = NGX_HTTP_INFLUENCERS_FREE;
-        ngx_queue_insert_head(&sh->free, &rec->queue);
-        sh->nfree++;
+        goto done;
     }
+
+    ngx_queue_remove(&rec->queue);
+    sh->ninflight--;
+
+    if (acc->resend) {
+        /* the key's job stays in doubt: Redis has the say, cached here */
+        ngx_http_influencers_doubt(sh, rec);
+        ngx_queue_remove(&rec->queue);
+        sh->nkeyed--;
+        rec->cached = 1;
+        ngx_http_influencers_unhold(sh, rec);
+        ngx_queue_insert_head(&sh->jobs, &rec->queue);
+        goto done;
+    }
+
+    sh->counters.claims--;
+    sh->counters.unclaimed++;
+
+    ngx_http_influencers_unkey(sh, rec);
+    ngx_http_influencers_unhold(sh, rec);
+
+    rec->state = NGX_HTTP_INFLUENCERS_FREE;
+    ngx_queue_insert_head(&sh->free, &rec->queue);
+    sh->nfree++;
+
+done:
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
@@ -871,10 +1189,16 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
     rec = acc->record;
     now_ms = ngx_http_influencers_wall_ms();
 
+    /* like an entry read from a file: never longer than the ttl now */
+    entry->expires = ngx_min(entry->expires, now_ms + zone->ttl);
+
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    sh->counters.claims--;
-    sh->counters.unclaimed++;
+    if (!acc->resend) {
+        sh->counters.claims--;
+        sh->counters.unclaimed++;
+    }
+
     sh->counters.replays++;
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
@@ -882,6 +1206,7 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
                    &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+        && rec->attempt == (u_char) acc->attempt
         && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
     {
         ngx_queue_remove(&rec->queue);
@@ -908,6 +1233,60 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
     acc->retry_after = entry->retry_after;
     acc->expires = (time_t) (entry->expires / 1000);
     acc->expires_ms = entry->expires;
+}
+
+
+/*
+ * Fleet mode: Redis holds the key's job in doubt (a forward elsewhere
+ * ended without an outcome, or its lease ran out) and gave this node's
+ * claim its lease.  The zone's claim takes that job over, to send it
+ * again as it was.
+ */
+
+void
+ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+{
+    ngx_http_influencers_shctx_t   *sh;
+    ngx_http_influencers_record_t  *rec;
+
+    sh = zone->sh;
+    rec = acc->record;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (!acc->resend) {
+        sh->counters.claims--;
+        sh->counters.unclaimed++;
+        sh->counters.resends++;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                   "influencers zone \"%V\": the fleet's job in doubt "
+                   "taken over", &zone->name);
+
+    if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
+        && rec->attempt == (u_char) acc->attempt
+        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+    {
+        ngx_memcpy(rec->job_id, entry->job_id, 16);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+        ngx_memcpy(rec->request_id, entry->request_id, 16);
+        rec->gender = entry->gender;
+        rec->age_range = entry->age_range;
+        rec->retry_after = entry->retry_after;
+        rec->in_doubt = 1;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ngx_memcpy(acc->job_id, entry->job_id, 16);
+    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
+    ngx_memcpy(acc->request_id, entry->request_id, 16);
+    acc->gender = entry->gender;
+    acc->age_range = entry->age_range;
+    acc->retry_after = entry->retry_after;
+    acc->resend = 1;
 }
 
 
@@ -964,12 +1343,348 @@ ngx_http_influencers_zone_count(ngx_http_influencers_zone_t *zone,
         n = &sh->counters.redis_fallbacks;
         break;
 
-    default: /* NGX_HTTP_INFLUENCERS_COUNT_STALE */
+    case NGX_HTTP_INFLUENCERS_COUNT_STALE:
         n = &sh->counters.redis_stale;
         break;
+
+    default: /* NGX_HTTP_INFLUENCERS_COUNT_BAD */
+        ngx_shmtx_lock(&zone->shpool->mutex);
+        sh->counters.redis_bad++;
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+        return;
     }
 
     (void) ngx_atomic_fetch_add(n, 1);
+}
+
+
+/*
+ * Fleet mode: a connection to Redis read what Redis is.  A Redis that
+ * can lose the module's keys is said once a minute per zone, and a Redis
+ * that came back as another process (a new run_id) without a journal to
+ * reload lost every entry it held: said, and counted.
+ */
+
+void
+ngx_http_influencers_zone_redis(ngx_http_influencers_zone_t *zone,
+    ngx_str_t *name, ngx_http_influencers_redis_info_t *info,
+    ngx_str_t *policy, ngx_log_t *log)
+{
+    ngx_uint_t                     restarted, warn;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+    restarted = 0;
+    warn = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (info->run_id[0]) {
+        if (sh->redis_run_id[0]
+            && ngx_memcmp(sh->redis_run_id, info->run_id, 40) != 0)
+        {
+            restarted = 1;
+            sh->counters.redis_restarts++;
+
+            if (!info->aof) {
+                sh->counters.redis_lost++;
+            }
+        }
+
+        ngx_memcpy(sh->redis_run_id, info->run_id, 40);
+    }
+
+    sh->redis_unsafe = !(info->aof && info->noeviction);
+
+    if (sh->redis_unsafe && sh->redis_warned != ngx_time() / 60) {
+        sh->redis_warned = ngx_time() / 60;
+        warn = 1;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    if (restarted && !info->aof) {
+        ngx_log_error(NGX_LOG_ERR, log, 0,
+                      "influencers zone \"%V\": Redis at %V restarted "
+                      "without its data (a new run_id, no AOF): every entry "
+                      "it held is lost, and a retry of a key accepted before "
+                      "may create a second job", &zone->name, name);
+
+    } else if (restarted) {
+        ngx_log_error(NGX_LOG_NOTICE, log, 0,
+                      "influencers zone \"%V\": Redis at %V restarted or "
+                      "was replaced (a new run_id); it reloads its AOF",
+                      &zone->name, name);
+    }
+
+    if (warn) {
+        ngx_log_error(NGX_LOG_WARN, log, 0,
+                      "influencers zone \"%V\": Redis at %V can lose "
+                      "entries it acknowledged%s%s%V%s: a lost entry lets a "
+                      "retry create a second job; run it with \"appendonly "
+                      "yes\", \"appendfsync everysec\" and "
+                      "\"maxmemory-policy noeviction\" (logged once a "
+                      "minute)", &zone->name, name,
+                      info->aof ? "" : ", without AOF",
+                      info->noeviction ? "" : ", with maxmemory-policy \"",
+                      info->noeviction ? &ngx_http_influencers_empty : policy,
+                      info->noeviction ? "" : "\"");
+    }
+}
+
+
+/*
+ * Fleet mode: a finish is kept before it is sent, owned by this worker
+ * for hold (the time its reply may take); NGX_DECLINED when the zone has
+ * no room left for one (counted, logged once a minute): it is then sent
+ * once, unkept.
+ */
+
+ngx_int_t
+ngx_http_influencers_zone_owe(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_finish_t *fin, ngx_msec_t hold,
+    ngx_http_influencers_finish_ref_t *ref)
+{
+    uint32_t                       no;
+    ngx_uint_t                     log_unkept;
+    ngx_http_influencers_owed_t   *o;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+    ref->no = 0;
+    log_unkept = 0;
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    if (sh->owed_free) {
+        no = sh->owed_free;
+        o = &sh->owed[no - 1];
+        sh->owed_free = o->next;
+
+    } else if (sh->owed_fresh < sh->nowed) {
+        no = ++sh->owed_fresh;
+        o = &sh->owed[no - 1];
+        o->seq = 0;
+
+    } else {
+        sh->counters.unkept++;
+
+        if (sh->unkept_logged != ngx_time() / 60) {
+            sh->unkept_logged = ngx_time() / 60;
+            log_unkept = 1;
+        }
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        if (log_unkept) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "influencers zone \"%V\": no room to keep a "
+                          "finish owed to Redis, %uD are: it is sent once, "
+                          "and lost if that fails (logged once a minute)",
+                          &zone->name, sh->nowed);
+        }
+
+        return NGX_DECLINED;
+    }
+
+    o->fin = *fin;
+    o->fin.tries = 0;
+    o->seq++;
+    o->owner = ngx_pid;
+    o->due = ngx_current_msec + hold;
+    o->next = sh->owing;
+    sh->owing = no;
+    sh->counters.owed++;
+
+    (void) ngx_atomic_fetch_add(&sh->nowing, 1);
+
+    ref->no = no;
+    ref->seq = o->seq;
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
+}
+
+
+/* Redis has it (or refused it for good): no longer owed */
+
+void
+ngx_http_influencers_zone_paid(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_finish_ref_t *ref)
+{
+    uint32_t                      *p;
+    ngx_http_influencers_owed_t   *o;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (ref->no == 0) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    o = &sh->owed[ref->no - 1];
+
+    if (o->seq == ref->seq && o->owner != NGX_INVALID_PID) {
+
+        for (p = &sh->owing; *p != ref->no; p = &sh->owed[*p - 1].next) {
+            /* void */
+        }
+
+        *p = o->next;
+        o->next = sh->owed_free;
+        o->owner = NGX_INVALID_PID;
+        o->seq++;
+        sh->owed_free = ref->no;
+
+        (void) ngx_atomic_fetch_add(&sh->nowing, -1);
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ref->no = 0;
+}
+
+
+/* not taken: any worker sends it again once its backoff ends */
+
+void
+ngx_http_influencers_zone_unpaid(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_finish_ref_t *ref)
+{
+    ngx_msec_t                     delay;
+    ngx_http_influencers_owed_t   *o;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (ref->no == 0) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    o = &sh->owed[ref->no - 1];
+
+    if (o->seq == ref->seq && o->owner != NGX_INVALID_PID) {
+        if (o->fin.tries < 255) {
+            o->fin.tries++;
+        }
+
+        /* 250 ms, doubled at each try, up to 8 s */
+        delay = (ngx_msec_t) 250 << ngx_min(o->fin.tries - 1, 5);
+
+        o->owner = 0;
+        o->due = ngx_current_msec + delay;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    ref->no = 0;
+}
+
+
+/*
+ * The timer's share: up to max finishes that are due and that no live
+ * send owns, taken for hold.  Those whose entry has expired meanwhile are
+ * given up (counted in *dropped).  Cheap when nothing is owed: one read.
+ */
+
+ngx_uint_t
+ngx_http_influencers_zone_owed(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_finish_t *fin, ngx_http_influencers_finish_ref_t *ref,
+    ngx_uint_t max, ngx_msec_t hold, ngx_uint_t *dropped)
+{
+    uint32_t                      *p, no;
+    uint64_t                       now_ms;
+    ngx_uint_t                     n;
+    ngx_msec_t                     now;
+    ngx_http_influencers_owed_t   *o;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+    n = 0;
+    *dropped = 0;
+
+    if (sh->nowing == 0) {
+        return 0;
+    }
+
+    now = ngx_current_msec;
+    now_ms = ngx_http_influencers_wall_ms();
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    p = &sh->owing;
+
+    while (*p && n < max) {
+        no = *p;
+        o = &sh->owed[no - 1];
+
+        if (o->fin.expires <= now_ms) {
+            *p = o->next;
+            o->next = sh->owed_free;
+            o->owner = NGX_INVALID_PID;
+            o->seq++;
+            sh->owed_free = no;
+            sh->counters.abandoned++;
+            (*dropped)++;
+
+            (void) ngx_atomic_fetch_add(&sh->nowing, -1);
+            continue;
+        }
+
+        p = &o->next;
+
+        if (!ngx_http_influencers_after(now, o->due)) {
+            continue;
+        }
+
+        o->owner = ngx_pid;
+        o->due = now + hold;
+        sh->counters.resent++;
+
+        fin[n] = o->fin;
+        ref[n].no = no;
+        ref[n].seq = o->seq;
+        n++;
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return n;
+}
+
+
+/* a worker that exits: what it was sending is anyone's at once */
+
+void
+ngx_http_influencers_zone_disown(ngx_http_influencers_zone_t *zone)
+{
+    uint32_t                       no;
+    ngx_http_influencers_owed_t   *o;
+    ngx_http_influencers_shctx_t  *sh;
+
+    sh = zone->sh;
+
+    if (sh->nowing == 0) {
+        return;
+    }
+
+    ngx_shmtx_lock(&zone->shpool->mutex);
+
+    for (no = sh->owing; no; no = o->next) {
+        o = &sh->owed[no - 1];
+
+        if (o->owner == ngx_pid) {
+            o->owner = 0;
+            o->due = ngx_current_msec;
+        }
+    }
+
+    ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
@@ -992,15 +1707,20 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     st->record_size = sh->footprint;
     st->counters = sh->counters;
     st->largest_org = sh->largest_org;
+    st->owing = sh->nowing;
+    st->owing_max = sh->nowed;
+    st->redis_unsafe = sh->redis_unsafe;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 }
 
 
 /*
- * An entry whose time is up stops being one: an idempotency entry past its
- * lifetime, or a claim whose lease ran out (its worker died, or its forward
- * never finished).  Returns 1 if rec was expired.
+ * A record whose time is up: an idempotency entry past its lifetime stops
+ * being one; a claim whose lease ran out (its worker died, or its forward
+ * outlives it) leaves its key's job in doubt, for a retry to send again,
+ * or, without a key, is a lost job.  Returns 1 if rec changed: whether it
+ * is still its key's entry is rec->keyed.
  */
 
 static ngx_uint_t
@@ -1028,6 +1748,12 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING) {
         sh->counters.lease_expiries++;
         sh->ninflight--;
+
+        if (rec->keyed) {
+            ngx_http_influencers_doubt(sh, rec);
+            return 1;
+        }
+
         rec->state = NGX_HTTP_INFLUENCERS_LOST;
 
     } else {
@@ -1405,8 +2131,9 @@ ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
         return rec->state == NGX_HTTP_INFLUENCERS_FORWARDING;
     }
 
-    return rec->state == NGX_HTTP_INFLUENCERS_DONE && rec->keyed
-           && !rec->cached;
+    return (rec->state == NGX_HTTP_INFLUENCERS_DONE
+            || rec->state == NGX_HTTP_INFLUENCERS_IN_DOUBT)
+           && rec->keyed && !rec->cached;
 }
 
 
@@ -1421,14 +2148,24 @@ ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(entry->job_id, rec->job_id, 16);
     ngx_memcpy(entry->influencer_id, rec->influencer_id, 16);
+    ngx_memcpy(entry->request_id, rec->request_id, 16);
     entry->expires = rec->expires;
     entry->org_hash = rec->org
                       ? ngx_http_influencers_org_at(sh, rec->org)->hash : 0;
     entry->retry_after = rec->retry_after;
+    entry->gender = rec->gender;
+    entry->age_range = rec->age_range;
+    entry->state = (rec->state == NGX_HTTP_INFLUENCERS_DONE)
+                   ? NGX_HTTP_INFLUENCERS_ENTRY_DONE
+                   : NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
 }
 
 
-/* every unexpired entry, newest first, for the snapshot */
+/*
+ * Every unexpired entry, for the snapshot: accepted ones, jobs in doubt,
+ * and the claims still in flight, whose forwards no worker is left to end
+ * (the master writes the snapshot as it exits): in doubt.
+ */
 
 ngx_uint_t
 ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
@@ -1462,6 +2199,22 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
         n++;
     }
 
+    for (q = ngx_queue_head(&sh->inflight);
+         q != ngx_queue_sentinel(&sh->inflight);
+         q = ngx_queue_next(q))
+    {
+        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+
+        if (!rec->keyed || zone->redis) {
+            continue;
+        }
+
+        ngx_http_influencers_entry(sh, rec, &entry);
+        entry.expires = now_ms + sh->ttl;
+        handler(&entry, data);
+        n++;
+    }
+
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
     return n;
@@ -1469,24 +2222,27 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
 
 
 /*
- * An entry read back from disk.  It never outlives the ttl configured
- * now, and it keeps the queue in deadline order when it comes in order
- * (newest first from a snapshot, oldest first from the journal).
+ * An entry read back from disk, accepted or in doubt; the caller gives
+ * them newest first, and at most limit of them are taken, none past its
+ * org's share.  It never outlives the ttl configured now.
  */
 
 ngx_uint_t
 ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_entry_t *entry)
+    ngx_http_influencers_entry_t *entry, ngx_uint_t limit)
 {
     uint64_t                        now_ms, expires;
-    ngx_uint_t                      rc;
+    ngx_uint_t                      rc, share;
+    ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec, *head;
 
     sh = zone->sh;
     now_ms = ngx_http_influencers_wall_ms();
 
-    if (entry->expires <= now_ms || entry->retry_after > 24 * 60 * 60) {
+    if (entry->expires <= now_ms
+        || ngx_http_influencers_zone_check(zone, entry) != NGX_OK)
+    {
         return NGX_HTTP_INFLUENCERS_DUPLICATE;
     }
 
@@ -1496,6 +2252,19 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
 
     if (ngx_http_influencers_lookup(sh, entry->key) != NULL) {
         rc = NGX_HTTP_INFLUENCERS_DUPLICATE;
+        goto done;
+    }
+
+    if (sh->records - sh->nfree >= limit) {
+        rc = NGX_HTTP_INFLUENCERS_NO_ROOM;
+        goto done;
+    }
+
+    share = ngx_max(1, sh->records * zone->org_share / 100);
+    org = ngx_http_influencers_org(sh, entry->org_hash, 0);
+
+    if (org && org->nheld >= share) {
+        rc = NGX_HTTP_INFLUENCERS_OVER_SHARE;
         goto done;
     }
 
@@ -1511,11 +2280,24 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(rec->job_id, entry->job_id, 16);
     ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+    ngx_memcpy(rec->request_id, entry->request_id, 16);
     rec->retry_after = entry->retry_after;
+    rec->gender = entry->gender;
+    rec->age_range = entry->age_range;
+    rec->attempt = 1;
     rec->body = 0;
+    rec->cached = 0;
     rec->expires = expires;
     rec->deadline = ngx_current_msec + (ngx_msec_t) (expires - now_ms);
-    rec->state = NGX_HTTP_INFLUENCERS_DONE;
+
+    if (entry->state == NGX_HTTP_INFLUENCERS_ENTRY_DONE) {
+        rec->state = NGX_HTTP_INFLUENCERS_DONE;
+        rec->in_doubt = 0;
+
+    } else {
+        rec->state = NGX_HTTP_INFLUENCERS_IN_DOUBT;
+        rec->in_doubt = 1;
+    }
 
     ngx_http_influencers_index(sh, rec);
 
@@ -1548,6 +2330,59 @@ done:
                    &zone->name, rc);
 
     return rc;
+}
+
+
+/*
+ * What an entry read from outside (a state file, Redis) must be before it
+ * is believed: a state the zone knows, a Retry-After the directives allow,
+ * and, for a job that may be sent again, parameters the module knows.  Its
+ * expiry is cut to the ttl by the caller.
+ */
+
+ngx_int_t
+ngx_http_influencers_zone_check(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_entry_t *entry)
+{
+    if (entry->retry_after > 24 * 60 * 60) {
+        return NGX_ERROR;
+    }
+
+    switch (entry->state) {
+
+    case NGX_HTTP_INFLUENCERS_ENTRY_DONE:
+        return NGX_OK;
+
+    case NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN:
+        if (entry->gender == 0
+            || entry->gender > NGX_HTTP_INFLUENCERS_GENDER_LAST
+            || entry->age_range == 0
+            || entry->age_range > NGX_HTTP_INFLUENCERS_AGE_LAST)
+        {
+            return NGX_ERROR;
+        }
+
+        return NGX_OK;
+
+    default:
+        return NGX_ERROR;
+    }
+}
+
+
+/*
+ * How many entries a restore may fill: a tenth of the records stays free
+ * for new jobs, whatever the state file holds.
+ */
+
+ngx_uint_t
+ngx_http_influencers_zone_room(ngx_http_influencers_zone_t *zone)
+{
+    ngx_uint_t  records;
+
+    records = zone->sh->records;
+
+    return records - ngx_max(records / 10, 1);
 }
 
 
@@ -1597,12 +2432,19 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
+    ngx_memcpy(rec->request_id, claim->request_id, 16);
+    rec->gender = (u_char) claim->job->gender;
+    rec->age_range = (u_char) claim->job->age_range;
     rec->body = claim->body;
     rec->keyed = 0;
+    rec->cached = 0;
 }
 
 
-/* what a replay answers: the entry's job, as the first answer showed it */
+/*
+ * The entry's job, as the first answer showed it and as its first forward
+ * carried it
+ */
 
 static void
 ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
@@ -1610,8 +2452,13 @@ ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
 {
     ngx_memcpy(acc->job_id, rec->job_id, 16);
     ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
+    ngx_memcpy(acc->request_id, rec->request_id, 16);
+    acc->gender = rec->gender;
+    acc->age_range = rec->age_range;
     acc->retry_after = rec->retry_after;
     acc->expires = (time_t) (rec->expires / 1000);
+    acc->expires_ms = rec->expires;
+    acc->record = rec;
 }
 
 

@@ -1,11 +1,15 @@
 #!/usr/bin/perl
 
-# CONTRACT 3 and 7: failures are never sticky, no key is ever stuck.
-# A failed forward (backend 500, 504, 404, a dropped connection, the
-# backend down, nginx's timeout) releases the key: the retry is forwarded
-# again as a new job with new ids.  An in-flight claim is a lease: a worker
-# SIGKILLed while it holds one, or a forward that outlives it, does not
-# keep the key at 409.
+# CONTRACT 3 and 7: failures are never sticky, no key is ever stuck, and
+# one key names one job.  A forward that failed for sure (the backend's
+# 500, its own 504 or 404, the backend down: nothing sent, or a status
+# answered) releases the key: the retry is forwarded as a new job with new
+# ids.  A forward whose outcome is unknown (a connection dropped after the
+# job was sent, nginx's own timeout) keeps the key's job: the retry sends
+# the same job again, byte for byte, and gets the first ids.  An in-flight
+# claim is a lease: a worker SIGKILLed while it holds one, or a forward
+# that outlives it, does not keep the key at 409, and the next request
+# sends the same job again.
 
 use strict;
 use warnings;
@@ -42,21 +46,25 @@ sub check_log_except {
 
 $t = InfTest->setup(log_level => 'info', read_timeout => '1s', server => STATS_LOCATION);
 
-# each failure: the answer, then the retry with the same key is a new job
+# each failure: the answer, then the retry with the same key: a new job
+# when the failure was certain, the same job again when it was not
 my @cases = (
     [ 'backend 500', { status => 500, body => '{"error":"boom"}' },
-      502, 'UPSTREAM_ERROR' ],
-    [ 'backend 504 of its own', { status => 504 }, 502, 'UPSTREAM_ERROR' ],
-    [ 'backend 404', { status => 404, body => '{}' }, 404, 'NOT_FOUND' ],
-    [ 'backend drops the connection', { drop => 1 }, 502, 'UPSTREAM_ERROR' ],
+      502, 'UPSTREAM_ERROR', 'released' ],
+    [ 'backend 504 of its own', { status => 504 }, 502, 'UPSTREAM_ERROR',
+      'released' ],
+    [ 'backend 404', { status => 404, body => '{}' }, 404, 'NOT_FOUND',
+      'released' ],
+    [ 'backend drops the connection', { drop => 1 }, 502, 'UPSTREAM_ERROR',
+      'kept' ],
     [ 'backend too slow (proxy_read_timeout 1s)', { delay => 2 },
-      504, 'UPSTREAM_TIMEOUT' ],
+      504, 'UPSTREAM_TIMEOUT', 'kept' ],
 );
 
-my $failures = 0;
+my ($failures, $unknown) = (0, 0);
 my $k = 0;
 for my $c (@cases) {
-    my ($what, $control, $status, $code) = @$c;
+    my ($what, $control, $status, $code, $key_fate) = @$c;
     my $key = 'fail-' . ++$k;
     my $body = qq({"prompt":"case $k"});
 
@@ -66,17 +74,29 @@ for my $c (@cases) {
     check_error($r, $status, $code, undef, "$what: $status $code");
     is($t->forwards(), $n0 + 1, "$what: the request was forwarded");
     my $failed = last_forward() || {};
-    $failures++;
 
     $t->set_backend;
     my $retry = $t->idem($key, body => $body);
-    my $j = check_new_job($retry, "$what: the retry with the same key is accepted");
     is($t->forwards(), $n0 + 2, "$what: the retry was forwarded again");
     my $now = last_forward() || {};
-    is($now->{job}, $j->{jobId}, "$what: the retry forwarded the answered job");
-    isnt($j->{jobId}, $failed->{job}, "$what: a new jobId");
-    isnt($j->{influencerId}, $failed->{inf}, "$what: a new influencerId");
-    isnt($now->{rid}, $failed->{rid}, "$what: a new request id");
+
+    if ($key_fate eq 'released') {
+        $failures++;
+        my $j = check_new_job($retry, "$what: the retry with the same key is accepted");
+        is($now->{job}, $j->{jobId}, "$what: the retry forwarded the answered job");
+        isnt($j->{jobId}, $failed->{job}, "$what: a new jobId");
+        isnt($j->{influencerId}, $failed->{inf}, "$what: a new influencerId");
+        isnt($now->{rid}, $failed->{rid}, "$what: a new request id");
+    } else {
+        $unknown++;
+        my $j = check_resent($retry, $failed->{job},
+                             "$what: the retry sends the same job again, accepted");
+        is($j->{influencerId}, $failed->{inf}, "$what: the same influencerId");
+        is($now->{job}, $failed->{job}, "$what: the same job was forwarded");
+        is($now->{rid}, $failed->{rid}, "$what: with the first request's id");
+        $t->check_job_forwards($failed->{job}, "$what: sent twice, byte for byte",
+                               count => 2);
+    }
 
     my $again = $t->idem($key, body => $body);
     is($again->status, 202, "$what: then the key replays");
@@ -153,6 +173,8 @@ for my $c (@cases) {
     my $s = $t->stats();
     is($s->{releases}, $failures, "stats: $failures releases");
     is($s->{failed}, $failures, "stats: $failures failed forwards");
+    is($s->{unknownOutcomes}, $unknown, "stats: $unknown outcomes unknown");
+    is($s->{resends}, $unknown, "stats: $unknown jobs sent again");
     is($s->{inflight}, 0, 'stats: nothing in flight');
     is($s->{keyed}, scalar(@cases) + 4, 'stats: one entry per key that succeeded');
 }
@@ -199,16 +221,19 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=2s',
 
     sleep_until($claimed + 2.3);
     my $r = $t->idem('lease-kill', body => '{"prompt":"never"}');
-    my $j = check_new_job($r, 'after the lease ran out: the same key goes ahead (202)');
-    is($t->forwards(), $n0 + 2, 'and is forwarded');
-    isnt($j->{jobId}, $lost_job, 'as a new job');
+    check_resent($r, $lost_job,
+                 'after the lease ran out: the same key goes ahead, with the same job (202)');
+    is($t->forwards(), $n0 + 2, 'and the job is forwarded again');
+    $t->check_job_forwards($lost_job, 'the killed worker\'s job, sent again byte for byte',
+                           count => 2);
     check_error($t->idem('lease-kill', body => '{"prompt":"other"}'), 422,
                 'IDEMPOTENCY_KEY_REUSED', undef, 'then the key is an entry again: 422 on another body');
 
     my $s = $t->stats();
     is($s->{leaseExpiries}, 1, 'stats: one lease expiry');
     is($s->{inflight}, 0, 'stats: nothing in flight');
-    is($s->{claims}, 2, 'stats: two claims');
+    is($s->{claims}, 1, 'stats: one claim');
+    is($s->{resends}, 1, 'stats: one job sent again');
     is($s->{conflicts}, 2, 'stats: two conflicts (the 409s)');
 }
 check_log_except(qr/exited on signal 9|was locked by/,
@@ -217,7 +242,9 @@ $t->cleanup;
 
 # ================================================================ lease: a slow forward
 
-# documented: a lease shorter than the forward lets a second claim go ahead
+# a lease shorter than the forward: the retry after it sends the same job
+# again while the first forward still runs; both forwards are accepted,
+# every answer shows the one job
 $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
                     read_timeout => '5s', server => STATS_LOCATION,
                     control => { delay => 2.5 });
@@ -229,29 +256,33 @@ $t = InfTest->setup(log_level => 'info', zone => 'zone=jobs:1m lease=1s',
     my $t0 = Time::HiRes::time();
     is(scalar @fw, $n0 + 1, 'the first request is forwarded');
 
+    my $first_job = (last_forward() || {})->{job};
+
     sleep_until($t0 + 1.2);
     my $b = $t->idem_async('lease-slow', body => $body);
     @fw = $t->wait_backend_requests($n0 + 2, timeout => 1.5);
     is(scalar @fw, $n0 + 2,
        'after the lease (1 s) ran out, the same request is forwarded too');
     ok(Time::HiRes::time() < $t0 + 2.5, '... while the first forward is still running');
+    is((last_forward() || {})->{job}, $first_job, '... as the same job');
 
     my $ra = finish_async($a, 8);
     my $rb = finish_async($b, 8);
     my $ja = check_new_job($ra, 'the first request: 202');
-    my $jb = check_new_job($rb, 'the second request: 202');
-    isnt($ja->{jobId}, $jb->{jobId}, 'two jobs');
+    my $jb = check_resent($rb, $ja->{jobId}, 'the second request: 202, the same job');
+    ok($ra->body eq $rb->body, 'both answers: the same envelope');
+    $t->check_job_forwards($first_job, 'the job, sent twice, byte for byte', count => 2);
 
     my $c = $t->idem('lease-slow', body => $body);
     is($c->status, 202, 'a third request: 202');
     is($c->header('idempotent-replayed'), 'true', '... a replay');
-    ok($c->body eq $rb->body, '... of the claim that held the key last (the second)')
-        or diag("replay: " . $c->body . "\nsecond: " . $rb->body);
+    ok($c->body eq $ra->body, '... of the one job')
+        or diag("replay: " . $c->body . "\nfirst: " . $ra->body);
     is($t->forwards(), $n0 + 2, 'two forwards in all');
 
     my $s = $t->stats();
-    cmp_ok($s->{leaseExpiries}, '>=', 1, 'stats: leaseExpiries >= 1');
     is($s->{leaseExpiries}, 1, 'stats: exactly one lease expiry');
+    is($s->{resends}, 1, 'stats: the job sent again once');
     is($s->{inflight}, 0, 'stats: nothing in flight');
     is($s->{keyed}, 1, 'stats: one entry');
 }

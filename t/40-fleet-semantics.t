@@ -238,8 +238,9 @@ my $first;
     is(scalar @new, 1, 'the claim is one key in Redis');
     if (@new) {
         my $pttl = $n1->redis('PTTL', $new[0]);
-        ok(!ref $pttl && $pttl > 0 && $pttl <= $LEASE * 1000,
-           "the claim in flight expires with the lease ($LEASE s)") or diag("PTTL $pttl");
+        ok(!ref $pttl && $pttl > $LEASE * 1000 && $pttl <= $TTL * 1000,
+           "the claim in flight carries its job for the key's life (ttl $TTL s), "
+           . "its lease ($LEASE s) inside") or diag("PTTL $pttl");
     }
 
     $n1->set_backend(delay => 0);

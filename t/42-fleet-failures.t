@@ -5,7 +5,8 @@
 #
 #   - a node SIGKILLed (master and workers) while its forward is held at
 #     the backend leaves no stuck key: once the lease has run out the
-#     other node takes the key as a new job (and not before);
+#     other node takes the key over (and not before), and sends the key's
+#     job again, the same job (ISSUE 14: one key, one job);
 #   - Redis stopped: keyed requests get 503 UNAVAILABLE with Retry-After
 #     within the command timeout (each answer under timeout + 0.3 s),
 #     counted (redisFailures) and logged at [error] at most once a minute
@@ -154,12 +155,13 @@ sub unavailable {
     ok($ok, 'node 2: once the lease has run out, the key goes ahead (202)')
         or diag(join ', ', map { "$_ x$seen{$_}" } sort keys %seen);
     if ($ok) {
-        my $j = check_new_job($ok, 'node 2: a new job, not a replay', retry_after => 5);
-        isnt($j->{jobId} // '', $job1, '... with new ids');
+        my $j = check_resent($ok, $job1, 'node 2: the dead node\'s job, sent again',
+                             retry_after => 5);
         cmp_ok($when, '>=', $LEASE - 0.3, sprintf('... not before the lease (after %.2f s)', $when));
         cmp_ok($when, '<=', $LEASE + 1.5, sprintf('... soon after it (%.2f s, lease %d s)', $when, $LEASE));
         is(scalar(grep { !/^(?:202|409)$/ } keys %seen), 0, 'meanwhile only 409s');
         is($n1->forwards - $f0, 2, 'two forwards: the dead node\'s and node 2\'s');
+        $n1->check_job_forwards($job1, 'both of the one job, byte for byte', count => 2);
         check_replay($n2->idem('fleet-crash-1', body => $body), $ok, 'node 2 replays it');
 
         $n1->run;
@@ -172,10 +174,10 @@ sub unavailable {
 
 # ============================================================ a forward that outlives its lease
 
-# The lease is shorter than this forward: node 2 takes the key meanwhile.
-# Node 1's finish is then refused (redisStale) and, whatever each partner
-# was told, every later answer for the key, on either node, is the same
-# job: the one Redis holds.
+# The lease is shorter than this forward: node 2 takes the key over
+# meanwhile and sends the key's job again.  Node 1's late finish of that
+# same job is accepted too, and every answer for the key, on either node,
+# shows the one job.
 {
     my $body = '{"prompt":"fleet stale"}';
     my $f0 = $n1->forwards;
@@ -183,21 +185,24 @@ sub unavailable {
     $n1->set_backend(delay => $LEASE + 1.5);
     my $sock = $n1->idem_async('fleet-stale-1', body => $body);
     my @fw = $n1->wait_backend_requests($f0 + 1);
+    my $job1 = $fw[-1]{h}{'idempotency-key'}[0] // '';
     my $t_claim = Time::HiRes::time();
     $n1->set_backend(delay => 0);
     Time::HiRes::sleep($LEASE + 0.3);
     my $r2 = $n2->idem('fleet-stale-1', body => $body);
-    my $j2 = check_new_job($r2, 'node 2, after the lease of node 1\'s slow forward: a new job');
+    check_resent($r2, $job1, 'node 2, after the lease of node 1\'s slow forward: the same job, sent again');
     my $r1 = finish_async($sock, 10);
-    note('node 1\'s partner, whose forward outlived its lease, got: ' . $r1->summary);
+    my $j1 = check_new_job($r1, 'node 1\'s partner, whose forward outlived its lease: 202');
+    is($j1->{jobId}, $job1, '... the same job');
+    ok($r1->body eq $r2->body, '... the same envelope on both nodes');
     my $stale = ($n1->stats->{redisStale} // 0) - $stale0;
-    is($stale, 1, 'node 1: its finish was refused (redisStale +1)');
+    is($stale, 0, 'node 1: its late finish of the same job was taken (no redisStale)');
     my $a1 = $n1->idem('fleet-stale-1', body => $body);
     my $a2 = $n2->idem('fleet-stale-1', body => $body);
-    is($a2->body, $r2->body, 'node 2 replays its own job');
-    is($a1->body, $r2->body, 'node 1 replays the job Redis holds (node 2\'s), not its stale one')
-        or diag("node 1 replays: " . $a1->summary . "\nRedis holds:    " . $r2->body);
+    check_replay($a2, $r2, 'node 2 replays the job');
+    check_replay($a1, $r1, 'node 1 replays the job');
     is($n1->forwards - $f0, 2, 'two forwards (the lease ran out)');
+    $n1->check_job_forwards($job1, 'both of the one job, byte for byte', count => 2);
 }
 
 # ============================================================ Redis stopped

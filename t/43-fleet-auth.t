@@ -107,7 +107,8 @@ SKIP: {
     my $acl = $t->redis('ACL', 'SETUSER', $USER, 'reset', 'on', ">$USER_PW",
         '~influencers:*', 'resetchannels', '-@all',
         '+evalsha', '+eval', '+script|load', '+script|exists', '+ping',
-        '+select', '+get', '+set', '+del', '+pexpire', '+pttl', '+exists');
+        '+select', '+info', '+get', '+set', '+del', '+pexpire', '+pttl', '+time',
+        '+exists');
     skip "ACL SETUSER failed: " . (InfTest::redis_error($acl) // ''), 9
         unless defined $acl && !ref $acl && $acl eq 'OK';
     note('ACL user: ' . join ' ', @{ $t->redis('ACL', 'LIST') || [] });

@@ -57,7 +57,7 @@ use Scalar::Util ();
 our @EXPORT_OK = qw(
     K_WRITE K_READ K_NOSCOPE K_MULTI K_WRITER K_GLOBEX K_UNKNOWN
     P_FEMALE P_MALE P_NB P_ANY P_NONE P_GLOBEX P_UNKNOWN
-    ULID_RE REQID_RE INFID_RE
+    ULID_RE REQID_RE INFID_RE check_resent
     ulid_ms iso_ms json_decode json_encode module_path have_module
     ENDPOINT_LOCATION ACCEPT_RE
     check_error check_validation check_accepted without_request_id
@@ -1125,6 +1125,46 @@ sub forwards {
     return scalar @r;
 }
 
+# the jobs the backend received: jobId (the forward's Idempotency-Key) =>
+# [its forwards, oldest first]; one key, one job means one jobId per key
+# here, however often it was sent
+sub backend_jobs {
+    my ($s, $name) = @_;
+    my %jobs;
+    for my $r ($s->backend_requests($name)) {
+        my $job = $r->{h}{'idempotency-key'}[0];
+        push @{ $jobs{$job} }, $r if defined $job;
+    }
+    return \%jobs;
+}
+
+# the forwards of one job: all byte for byte the first one (headers and
+# body), the backend told of each resend (its "dup" mark); a subtest.
+# Returns how many there were.
+sub check_job_forwards {
+    my ($s, $job, $name, %o) = @_;
+    my @f = @{ $s->backend_jobs($o{name})->{$job} || [] };
+    Test::More::subtest($name => sub {
+        Test::More::ok(@f >= 1, "job $job was forwarded") or return;
+        my $first = $f[0];
+        my $b = InfTest::json_decode($first->{body}) || {};
+        Test::More::is($b->{jobId}, $job, 'the body names the job');
+        Test::More::is($first->{h}{'x-request-id'}[0], $b->{requestId},
+            "the forward's X-Request-Id is the job's requestId");
+        for my $i (1 .. $#f) {
+            Test::More::ok($f[$i]{body} eq $first->{body},
+                "forward $i: the first forward's body, byte for byte")
+                or Test::More::diag("first: $first->{body}\nnow:   $f[$i]{body}");
+            Test::More::is($f[$i]{h}{'x-request-id'}[0],
+                $first->{h}{'x-request-id'}[0], "forward $i: the same X-Request-Id");
+            Test::More::ok($f[$i]{dup}, "forward $i: the backend saw the job again");
+        }
+        Test::More::is(scalar @f, $o{count}, "$o{count} forwards of the job")
+            if defined $o{count};
+    });
+    return scalar @f;
+}
+
 # the counters of an influencers_stats location, decoded ({} if none);
 # in list context the answer too
 sub stats {
@@ -1321,6 +1361,18 @@ sub check_new_job {
     return $j || {};
 }
 
+# check_resent($r, $job, $name): the answer to a retry that sent the key's
+# job again (its first forward's outcome unknown) and got it accepted: the
+# job's envelope, marked as a replay; returns the decoded body ({} if none)
+sub check_resent {
+    my ($r, $job, $name, %o) = @_;
+    my $j = check_accepted($r, $name, %o) || {};
+    Test::More::is($j->{jobId}, $job, "$name: the key's first job") if defined $job;
+    Test::More::is($r->header('idempotent-replayed'), 'true',
+        "$name: Idempotent-Replayed: true") or Test::More::diag($r->raw);
+    return $j;
+}
+
 # check_replay($r, $first, $name, status => 202): the replay of $first, one
 # subtest: same status (or o{status}) and body byte for byte, the marker
 # once, same Location, Retry-After and Idempotency-Expires, and a request
@@ -1491,7 +1543,9 @@ sub peer {
 
 # start_redis(requirepass => 'secret', unixsocket => 1, args => [...],
 #             timeout => 5): redis-server on 127.0.0.1:port('redis')
-# (--save '' --appendonly no), and at redis_socket() with unixsocket.
+# (--save "", AOF with appendfsync everysec and maxmemory-policy noeviction,
+# as fleet mode needs; persistence => 0: no AOF), and at redis_socket()
+# with unixsocket.
 # Remembered, so that restart_redis() starts the same server again.
 sub start_redis {
     my ($s, %o) = @_;
@@ -1503,9 +1557,15 @@ sub start_redis {
     my $port = $s->port('redis');
     my $rdir = "$s->{dir}/redis-data";
     File::Path::make_path($rdir);
+    # as the README says fleet mode needs it: AOF, no eviction; unless the
+    # test wants a Redis that loses what it acknowledged (persistence => 0)
+    my @keep = ($o{persistence} // 1)
+        ? ('--appendonly', 'yes', '--appendfsync', 'everysec',
+           '--maxmemory-policy', 'noeviction')
+        : ('--appendonly', 'no');
     my @cmd = (redis_server(),
-        '--port', $port, '--bind', '127.0.0.1', '--save', '',
-        '--appendonly', 'no', '--dir', $rdir, '--daemonize', 'no',
+        '--port', $port, '--bind', '127.0.0.1', '--save', '', @keep,
+        '--dir', $rdir, '--daemonize', 'no',
         '--logfile', "$s->{dir}/redis.log", '--loglevel', 'notice',
         '--databases', '16');
     push @cmd, '--requirepass', $o{requirepass} if defined $o{requirepass};
@@ -1970,19 +2030,22 @@ END {
 # record of an entry, and a snapshot of records.  The zone keeps the
 # digests' first 16 bytes.
 
+# one record of the state file or journal (layout 5): the entry's state is
+# 1 accepted, 2 in doubt (the key keeps its job), 3 released
 sub state_record {
     my (%e) = @_;
     my $entry = substr($e{key}, 0, 16) . substr($e{fingerprint}, 0, 16)
-              . $e{job_id} . $e{inf_id}
+              . $e{job_id} . $e{inf_id} . ($e{request_id} // ("\0" x 16))
               . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
-              . pack('V', $e{retry_after} // 5) . pack('V', 0);
-    die 'entry size' unless length($entry) == 88;
+              . pack('V', $e{retry_after} // 5)
+              . pack('CCCC', $e{state} // 1, $e{gender} // 2, $e{age_range} // 2, 0);
+    die 'entry size' unless length($entry) == 104;
     return pack('VV', 0x4a464e49, Compress::Zlib::crc32($entry)) . $entry;
 }
 
 sub state_snapshot {
     my (@records) = @_;
-    return pack('V4', 0x53464e49, 4, 96, scalar @records) . join('', @records);
+    return pack('V4', 0x53464e49, 5, 112, scalar @records) . join('', @records);
 }
 
 

@@ -9,8 +9,14 @@
 #
 # Each request is appended to the record file as one JSON line:
 #   {"method":..,"uri":..,"version":..,"headers":[[name,value],...],
-#    "body":..,"time":..,"pid":..}
+#    "body":..,"time":..,"pid":..,"dup":0|1}
 # (names as sent; the body as bytes, each byte one character).
+#
+# Like the backend CONTRACT 4 asks for, it dedupes on the forward's
+# Idempotency-Key: a key seen before is a job it already has ("dup":1, one
+# influencer whatever the number of sends), and it answers as the control
+# file says either way.  Seen keys are files under FILE.seen/, created
+# with O_EXCL, so that every connection process agrees.
 #
 # The answer follows the control file, read again for every request:
 #   {"status":202, "delay":0, "body":"{...}", "content_type":"application/json",
@@ -30,7 +36,7 @@ use warnings;
 use IO::Socket::INET;
 use IO::Select;
 use JSON::PP ();
-use Fcntl qw(:flock);
+use Fcntl qw(:flock O_CREAT O_EXCL O_WRONLY);
 use POSIX ();
 use Time::HiRes ();
 use Getopt::Long ();
@@ -137,6 +143,19 @@ sub read_control {
     return ref $c eq 'HASH' ? $c : {};
 }
 
+# 1 if this Idempotency-Key was seen before (a job sent again)
+sub seen_before {
+    my ($key) = @_;
+    return 0 unless defined $key && $key =~ /^[A-Za-z0-9_-]{1,128}$/;
+    my $dir = "$record.seen";
+    mkdir $dir unless -d $dir;
+    if (sysopen(my $fh, "$dir/$key", O_CREAT | O_EXCL | O_WRONLY)) {
+        close $fh;
+        return 0;
+    }
+    return $!{EEXIST} ? 1 : 0;
+}
+
 sub record_request {
     my ($req) = @_;
     open my $fh, '>>:raw', $record or return;
@@ -236,6 +255,7 @@ sub serve {
             body    => $body,
             time    => Time::HiRes::time(),
             pid     => $$,
+            dup     => seen_before($h{'idempotency-key'}[0]),
         });
 
         Time::HiRes::sleep($c->{delay}) if $c->{delay};
