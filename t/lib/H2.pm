@@ -1,0 +1,198 @@
+package H2;
+
+# A small HTTP/2 client for the tests that leave mid-request: one
+# connection, requests on streams of our choice, and the ways a partner
+# leaves (RST_STREAM, GOAWAY, closing the connection) at any moment.
+# Cleartext HTTP/2 with prior knowledge (listen ... http2), or TLS with
+# ALPN h2 through `openssl s_client` as the pipe (tls => 1).
+#
+#   my $c = H2->connect(port => $p, tls => 0, dir => $t->dir);
+#   $c->request(1, path => ..., headers => [name => value, ...], body => ..);
+#   $c->rst(1);                 # RST_STREAM CANCEL
+#   $c->goaway;                 # GOAWAY NO_ERROR
+#   my $r = $c->response(1, 5); # an InfTest::Response (status 0: none),
+#                               # with {rst} and {goaway}
+#   $c->close;                  # the connection, at once
+#
+# Headers go as HPACK literals without Huffman; answers are decoded with
+# t/lib/HPACK.pm.  Flow control is left at its defaults: the requests here
+# are small.
+
+use strict;
+use warnings;
+
+use IO::Socket::INET;
+use IO::Select;
+use POSIX ();
+use Time::HiRes ();
+use HPACK qw(:all);
+
+sub connect {
+    my ($class, %o) = @_;
+    my $self = bless { in => "", dyn => [], streams => {}, eof => 0,
+                       tls => $o{tls} }, $class;
+
+    if ($o{tls}) {
+        pipe(my $c_in, my $to_c) or die "pipe: $!";
+        pipe(my $from_c, my $c_out) or die "pipe: $!";
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if ($pid == 0) {
+            close $to_c;
+            close $from_c;
+            open STDIN, '<&', $c_in or POSIX::_exit(126);
+            open STDOUT, '>&', $c_out or POSIX::_exit(126);
+            open STDERR, '>>', ($o{dir} // '/tmp') . '/s_client.log';
+            { no warnings q(exec);
+              exec 'openssl', 's_client', '-connect', "127.0.0.1:$o{port}",
+                   '-servername', 'localhost', '-alpn', 'h2', '-quiet',
+                   '-nocommands', '-verify_quiet'; }
+            POSIX::_exit(127);
+        }
+        close $c_in;
+        close $c_out;
+        binmode $to_c;
+        binmode $from_c;
+        @$self{qw(out rd pid)} = ($to_c, $from_c, $pid);
+    } else {
+        my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+            PeerPort => $o{port}, Proto => 'tcp', Timeout => 5)
+            or die "connect: $!";
+        binmode $s;
+        @$self{qw(out rd)} = ($s, $s);
+    }
+
+    $self->_put("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . h2_frame(4, 0, 0, ''));
+    return $self;
+}
+
+sub _put {
+    my ($self, $bytes) = @_;
+    local $SIG{PIPE} = 'IGNORE';
+    while (length $bytes) {
+        my $w = syswrite($self->{out}, $bytes);
+        return 0 unless defined $w;
+        substr($bytes, 0, $w, '');
+    }
+    return 1;
+}
+
+# POST of the endpoint unless o{method}; END_STREAM on the last frame
+sub request {
+    my ($self, $sid, %o) = @_;
+    my @h = (':method' => $o{method} // 'POST',
+             ':scheme' => $o{scheme} // ($self->{tls} ? 'https' : 'http'),
+             ':path' => $o{path}, ':authority' => 'localhost',
+             @{ $o{headers} || [] });
+    my $block = '';
+    $block .= hpack_literal(splice @h, 0, 2) while @h;
+    my $body = $o{body} // '';
+    my $frames = h2_frame(1, 4 | (length $body ? 0 : 1), $sid, $block);
+    $frames .= h2_frame(0, 1, $sid, $body) if length $body;
+    $self->{streams}{$sid} = { headers => [], body => '', hblock => '' };
+    return $self->_put($frames);
+}
+
+sub rst {
+    my ($self, $sid, $code) = @_;
+    return $self->_put(h2_frame(3, 0, $sid, pack('N', $code // 8)));
+}
+
+sub goaway {
+    my ($self, $code) = @_;
+    return $self->_put(h2_frame(7, 0, 0, pack('NN', 0, $code // 0)));
+}
+
+# reads what is there within $wait seconds; -1 at EOF
+sub _read {
+    my ($self, $wait) = @_;
+    return -1 if $self->{eof};
+    my $sel = IO::Select->new($self->{rd});
+    return 0 unless $sel->can_read($wait < 0 ? 0 : $wait);
+    my $n = sysread($self->{rd}, $self->{in}, 65536, length $self->{in});
+    if (!$n) {
+        $self->{eof} = 1;
+        return -1;
+    }
+    while (length($self->{in}) >= 9) {
+        my ($len, $type, $flags, $sid) =
+            (unpack('N', "\0" . substr($self->{in}, 0, 3)),
+             unpack('CCN', substr($self->{in}, 3, 6)));
+        $sid &= 0x7fffffff;
+        last if length($self->{in}) < 9 + $len;
+        my $p = substr($self->{in}, 9, $len);
+        substr($self->{in}, 0, 9 + $len, '');
+        my $st = $self->{streams}{$sid};
+        if ($type == 4 && !($flags & 1)) {
+            $self->_put(h2_frame(4, 1, 0, ''));
+        } elsif ($type == 6 && !($flags & 1)) {
+            $self->_put(h2_frame(6, 1, 0, $p));
+        } elsif ($type == 7) {
+            $self->{goaway} = unpack('N', substr($p, 4, 4));
+        } elsif ($st && ($type == 1 || $type == 9)) {
+            $st->{hblock} .= $p;
+            if ($flags & 4) {
+                push @{ $st->{headers} }, hpack_decode($st->{hblock}, $self->{dyn});
+                $st->{hblock} = '';
+            }
+            $st->{ended} = 1 if $flags & 1;
+        } elsif ($st && $type == 0) {
+            $st->{body} .= $p;
+            $st->{ended} = 1 if $flags & 1;
+            # keep the windows open for answers of any size
+            $self->_put(h2_frame(8, 0, 0, pack('N', $len))
+                        . h2_frame(8, 0, $sid, pack('N', $len))) if $len;
+        } elsif ($st && $type == 3) {
+            $st->{rst} = unpack('N', $p);
+            $st->{ended} = 1;
+        }
+    }
+    return 1;
+}
+
+# the answer on stream $sid, read until it ends, EOF or $timeout
+sub response {
+    my ($self, $sid, $timeout) = @_;
+    my $st = $self->{streams}{$sid} or return undef;
+    my $end = Time::HiRes::time() + ($timeout // 5);
+    while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
+        last if $self->_read($left) < 0;
+    }
+    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @{ $st->{headers} };
+    my $raw = @{ $st->{headers} }
+        ? 'HTTP/2.0 ' . ($status // '000') . "\r\n"
+          . join('', map { "$_->[0]: " . ($_->[1] // '') . "\r\n" }
+                     grep { $_->[0] !~ /^:/ } @{ $st->{headers} })
+          . "\r\n" . $st->{body}
+        : '';
+    my $r = length $raw ? InfTest::Response->parse($raw, 0)
+                        : InfTest::Response->failed('no answer');
+    $r->{rst} = $st->{rst};
+    $r->{goaway} = $self->{goaway};
+    $r->{timed_out} = !$st->{ended} && !$self->{eof};
+    return $r;
+}
+
+sub close {
+    my ($self) = @_;
+    close $self->{out} if $self->{out};
+    close $self->{rd} if $self->{rd} && $self->{rd} != $self->{out};
+    if (my $pid = delete $self->{pid}) {
+        kill 'TERM', $pid;
+        my $end = Time::HiRes::time() + 3;
+        while (waitpid($pid, POSIX::WNOHANG()) == 0) {
+            if (Time::HiRes::time() > $end) {
+                kill 'KILL', $pid;
+                waitpid $pid, 0;
+                last;
+            }
+            Time::HiRes::sleep(0.02);
+        }
+    }
+    $self->{out} = $self->{rd} = undef;
+    return;
+}
+
+sub DESTROY { $_[0]->close if $_[0]{out}; }
+
+1;
