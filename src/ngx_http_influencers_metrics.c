@@ -723,7 +723,7 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
 
     ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
 
-    body.data = ngx_pnalloc(r->pool, 1024);
+    body.data = ngx_pnalloc(r->pool, 2048);
     if (body.data == NULL) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -739,7 +739,12 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    "\"shareRejections\":%uL,\"redisOps\":%uA,"
                    "\"redisFailures\":%uA,\"redisFallbacks\":%uA,"
                    "\"redisStale\":%uA,\"resends\":%uL,"
-                   "\"unknownOutcomes\":%uL,\"keptInDoubt\":%uL}",
+                   "\"unknownOutcomes\":%uL,\"keptInDoubt\":%uL,"
+                   "\"redisOwed\":%ui,\"redisOwedMax\":%ui,"
+                   "\"redisOwedKept\":%uL,\"redisOwedResent\":%uL,"
+                   "\"redisOwedAbandoned\":%uL,\"redisOwedUnkept\":%uL,"
+                   "\"redisUnsafe\":%ui,\"redisRestarts\":%uL,"
+                   "\"redisDataLost\":%uL,\"redisBadValues\":%uL}",
                    st.records, st.records - st.free, st.keyed, st.inflight,
                    (st.records - st.free) * st.record_size, st.record_size,
                    st.counters.claims, st.counters.replays,
@@ -750,7 +755,11 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    st.counters.share, st.counters.redis_ops,
                    st.counters.redis_failures, st.counters.redis_fallbacks,
                    st.counters.redis_stale, st.counters.resends,
-                   st.counters.unknown, st.counters.kept)
+                   st.counters.unknown, st.counters.kept, st.owing,
+                   st.owing_max, st.counters.owed, st.counters.resent,
+                   st.counters.abandoned, st.counters.unkept,
+                   st.redis_unsafe, st.counters.redis_restarts,
+                   st.counters.redis_lost, st.counters.redis_bad)
                - body.data;
 
     return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);

@@ -306,6 +306,8 @@ static u_char *ngx_http_influencers_redis_text(u_char *dst, size_t size,
 static ngx_uint_t ngx_http_influencers_redis_is(redisReply *reply,
     char *word);
 static const char *ngx_http_influencers_redis_code(redisReply *reply);
+static void ngx_http_influencers_redis_scrub(u_char *p, u_char *last,
+    ngx_str_t *secret);
 
 static size_t ngx_http_influencers_redis_key(u_char *dst, ngx_str_t *prefix,
     uint64_t org_hash, u_char *key);
@@ -2418,11 +2420,12 @@ static void ngx_cdecl
 ngx_http_influencers_redis_log(ngx_http_influencers_redis_link_t *link,
     ngx_http_influencers_redis_limit_t *limit, const char *fmt, ...)
 {
-    u_char   *p, *last;
-    va_list   args;
-    u_char    buf[NGX_HTTP_INFLUENCERS_REDIS_TEXT * 2];
+    u_char      *p, *last;
+    va_list      args;
+    ngx_str_t   *pw;
+    u_char       buf[NGX_HTTP_INFLUENCERS_REDIS_TEXT * 2];
 
-    if (limit != &link->replies) {
+    if (limit == &link->down || limit == &link->refused) {
         link->failing = 1;
     }
 
@@ -2440,6 +2443,14 @@ ngx_http_influencers_redis_log(ngx_http_influencers_redis_link_t *link,
     if (limit->missed) {
         p = ngx_slprintf(p, last, " (%ui more since the last such line)",
                          limit->missed);
+    }
+
+    /* whatever a server says, the password it was sent never gets out */
+
+    pw = &link->conf->password;
+
+    if (pw->len) {
+        ngx_http_influencers_redis_scrub(buf, p, pw);
     }
 
     ngx_log_error(NGX_LOG_ERR, link->log, 0,
@@ -2477,6 +2488,20 @@ ngx_http_influencers_redis_text(u_char *dst, size_t size, u_char *src,
     }
 
     return p;
+}
+
+
+/* every occurrence of a secret in a text, starred out */
+
+static void
+ngx_http_influencers_redis_scrub(u_char *p, u_char *last, ngx_str_t *secret)
+{
+    for ( /* void */ ; (size_t) (last - p) >= secret->len; p++) {
+        if (ngx_memcmp(p, secret->data, secret->len) == 0) {
+            ngx_memset(p, '*', secret->len);
+            p += secret->len - 1;
+        }
+    }
 }
 
 
