@@ -70,10 +70,10 @@ sub new_key {
     } while ($again->status == 503 && Time::HiRes::time() < $t0 + 3
              && Time::HiRes::sleep(0.2));
     check_replay($again, $first, 'Redis restarted with AOF: the entry replays on node 2 (asked of Redis)');
-    like(($n1->log_lines(qr/restarted or was replaced/))[-1] // '',
+    like(($n2->log_lines(qr/restarted or was replaced/))[-1] // '',
          qr/\[notice\].*Redis at \S+ restarted or was replaced \(a new run_id\); it reloads its AOF/,
          '[notice] Redis restarted, with its AOF');
-    my $s = $n1->stats;
+    my $s = $n2->stats;
     cmp_ok($s->{redisRestarts}, '>=', 1, 'stats: redisRestarts counts it');
     is($s->{redisDataLost}, 0, 'stats: no data lost');
     $_->check_log_clean for $n1, $n2;
