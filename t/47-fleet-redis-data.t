@@ -62,6 +62,7 @@ sub new_key {
     my $key = fresh('aof');
     my $first = $n1->idem($key);
     check_new_job($first, 'an entry before the restart');
+    is($n2->idem(fresh('warm'))->status, 202, 'node 2 knows the Redis before the restart');
     Time::HiRes::sleep(1.1);    # appendfsync everysec
     $n1->restart_redis;
     my ($again, $t0) = (undef, Time::HiRes::time());
