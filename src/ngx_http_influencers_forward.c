@@ -354,7 +354,10 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
                       + (tp->msec - sr->start_msec));
     ms = ngx_max(ms, 0);
 
-    if (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN) {
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
+
+    } else if (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN) {
         outcome = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
 
     } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
@@ -362,9 +365,6 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
 
     } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_NOT_FOUND) {
         outcome = NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND;
-
-    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT) {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
 
     } else {
         outcome = NGX_HTTP_INFLUENCERS_FORWARD_FAILED;

@@ -71,6 +71,10 @@ static ngx_int_t ngx_http_influencers_var_error(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_influencers_var_org(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_status(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_influencers_var_uri(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 /* its address is the zone's tag: not an influencers zone's */
@@ -126,6 +130,12 @@ static ngx_http_variable_t  ngx_http_influencers_vars[] = {
 
     { ngx_string("influencers_org"), NULL,
       ngx_http_influencers_var_org, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_status"), NULL,
+      ngx_http_influencers_var_status, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
+    { ngx_string("influencers_uri"), NULL,
+      ngx_http_influencers_var_uri, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
       ngx_http_null_variable
 };
@@ -360,7 +370,7 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
 
     /* what every line but a zone's takes, and a zone's lines per name */
 
-    size = 16384;
+    size = 24576;
     n = 0;
 
     for (zone = ngx_http_influencers_zone_next(cycle, NULL);
@@ -379,7 +389,7 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        size += 24 * (96 + NGX_INT64_LEN + names[n].len);
+        size += 48 * (96 + NGX_INT64_LEN + names[n].len);
         n++;
     }
 
@@ -525,7 +535,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         char        *help;
         char        *type;
         size_t       offset;
-        ngx_uint_t   atomic;
+        ngx_uint_t   width;     /* 0 ngx_uint_t, 1 ngx_atomic_t, 2 64 */
     }  families[] = {
         { "influencers_zone_orgs", "Orgs holding records in the zone.",
           "gauge", offsetof(ngx_http_influencers_stats_t, orgs), 0 },
@@ -547,9 +557,36 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
           offsetof(ngx_http_influencers_stats_t, counters.redis_fallbacks),
           1 },
         { "influencers_redis_stale_finishes_total",
-          "Finishes Redis refused because the claim's lease had run out "
-          "first.", "counter",
-          offsetof(ngx_http_influencers_stats_t, counters.redis_stale), 1 }
+          "Acceptances Redis refused because another job held the key "
+          "(Redis lost it).", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_stale), 1 },
+        { "influencers_redis_owed_finishes",
+          "Finishes kept in the zone until Redis takes them.", "gauge",
+          offsetof(ngx_http_influencers_stats_t, owing), 0 },
+        { "influencers_redis_owed_finishes_sent_again_total",
+          "Owed finishes sent again by a worker's timer.", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.resent), 2 },
+        { "influencers_redis_owed_finishes_abandoned_total",
+          "Owed finishes given up, their entries expired unsent.", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.abandoned), 2 },
+        { "influencers_redis_owed_finishes_unkept_total",
+          "Finishes the zone had no room to keep (sent once).", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.unkept), 2 },
+        { "influencers_redis_unsafe",
+          "1 when Redis can lose what it acknowledged (no AOF, or a "
+          "maxmemory-policy that evicts).", "gauge",
+          offsetof(ngx_http_influencers_stats_t, redis_unsafe), 0 },
+        { "influencers_redis_restarts_total",
+          "Redis seen back as another process (a new run_id).", "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_restarts), 2 },
+        { "influencers_redis_data_lost_total",
+          "Redis restarts without persistence: every entry it held lost.",
+          "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_lost), 2 },
+        { "influencers_redis_bad_values_total",
+          "Values in Redis the module did not write, never replayed.",
+          "counter",
+          offsetof(ngx_http_influencers_stats_t, counters.redis_bad), 2 }
     };
 
     static struct {
@@ -564,7 +601,11 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
           offsetof(ngx_http_influencers_counters_t, lease_expiries) },
         { "capacity_rejection",
           offsetof(ngx_http_influencers_counters_t, capacity) },
-        { "share_rejection", offsetof(ngx_http_influencers_counters_t, share) }
+        { "share_rejection", offsetof(ngx_http_influencers_counters_t, share) },
+        { "resend", offsetof(ngx_http_influencers_counters_t, resends) },
+        { "unknown_outcome",
+          offsetof(ngx_http_influencers_counters_t, unknown) },
+        { "kept_in_doubt", offsetof(ngx_http_influencers_counters_t, kept) }
     };
 
     ngx_http_influencers_print(out,
@@ -573,7 +614,10 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         "in fleet mode those Redis then refused too), "
         "replay, conflict (409), mismatch (422), release (a failed "
         "forward's key), lease_expiry, capacity_rejection (503, zone "
-        "full), share_rejection (503, an org at its share).\n"
+        "full), share_rejection (503, an org at its share), resend (a "
+        "key's job in doubt sent again), unknown_outcome (a forward that "
+        "may have landed), kept_in_doubt (a failure that kept the key's "
+        "job).\n"
         "# TYPE influencers_idempotency_total counter\n");
 
     for (i = 0; i < nzones; i++) {
@@ -623,10 +667,17 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         for (i = 0; i < nzones; i++) {
             p = (u_char *) &st[i] + families[k].offset;
 
+            if (families[k].width == 2) {
+                ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uL\n",
+                                           families[k].name, &names[i],
+                                           *(uint64_t *) p);
+                continue;
+            }
+
             ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uA\n",
                 families[k].name, &names[i],
-                families[k].atomic ? (ngx_atomic_uint_t) *(ngx_atomic_t *) p
-                                   : (ngx_atomic_uint_t) *(ngx_uint_t *) p);
+                families[k].width ? (ngx_atomic_uint_t) *(ngx_atomic_t *) p
+                                  : (ngx_atomic_uint_t) *(ngx_uint_t *) p);
         }
     }
 }
@@ -898,6 +949,83 @@ ngx_http_influencers_var_org(ngx_http_request_t *r,
     v->no_cacheable = 0;
     v->not_found = 0;
     v->data = ctx->job.org.data;
+
+    return NGX_OK;
+}
+
+
+/*
+ * For a JSON log line, of any request: the status as a JSON number (0
+ * when nothing was answered, where $status says "000"), and the URI as
+ * the partner sent it ($request_uri: not the error page's an error_page
+ * redirect makes of $uri) with every byte a JSON string cannot hold as it
+ * is, or that is not ASCII, percent-encoded (a raw 0xFF, controls, a
+ * quote).
+ */
+
+static ngx_int_t
+ngx_http_influencers_var_status(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char      *p;
+    ngx_uint_t   status;
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    status = r->err_status ? r->err_status : r->headers_out.status;
+
+    v->len = ngx_sprintf(p, "%ui", status) - p;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+    v->data = p;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_influencers_var_uri(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char     *p, *s, *end;
+    ngx_uint_t  n;
+
+    static u_char  hex[] = "0123456789ABCDEF";
+
+    s = r->unparsed_uri.data;
+    end = s + r->unparsed_uri.len;
+    n = 0;
+
+    for (p = s; p < end; p++) {
+        n += (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\');
+    }
+
+    p = ngx_pnalloc(r->pool, r->unparsed_uri.len + 2 * n + 1);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    v->data = p;
+
+    for ( /* void */ ; s < end; s++) {
+        if (*s < 0x21 || *s > 0x7e || *s == '"' || *s == '\\') {
+            *p++ = '%';
+            *p++ = hex[*s >> 4];
+            *p++ = hex[*s & 0xf];
+            continue;
+        }
+
+        *p++ = *s;
+    }
+
+    v->len = p - v->data;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
 
     return NGX_OK;
 }

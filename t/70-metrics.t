@@ -104,6 +104,14 @@ is_deeply(\%types, {
     influencers_redis_failures_total => 'counter',
     influencers_redis_fallbacks_total => 'counter',
     influencers_redis_stale_finishes_total => 'counter',
+    influencers_redis_owed_finishes => 'gauge',
+    influencers_redis_owed_finishes_sent_again_total => 'counter',
+    influencers_redis_owed_finishes_abandoned_total => 'counter',
+    influencers_redis_owed_finishes_unkept_total => 'counter',
+    influencers_redis_unsafe => 'gauge',
+    influencers_redis_restarts_total => 'counter',
+    influencers_redis_data_lost_total => 'counter',
+    influencers_redis_bad_values_total => 'counter',
 }, 'the families and their types, each once');
 is(scalar(@types) / 2, scalar(keys %types), 'no family twice');
 my @help = $r0->body =~ /^# HELP (\S+) \S/mg;
@@ -143,13 +151,17 @@ $exp{"influencers_forwards_total{outcome=\"$_\"}"} = 0
 for my $z (qw(jobs small)) {
     $exp{"influencers_idempotency_total{zone=\"$z\",outcome=\"$_\"}"} = 0
         for qw(claim replay conflict mismatch release lease_expiry
-               capacity_rejection share_rejection);
+               capacity_rejection share_rejection resend unknown_outcome
+               kept_in_doubt);
     $exp{"influencers_zone_records{zone=\"$z\",state=\"$_\"}"} = 0
         for qw(inflight keyed evictable);
     $exp{"influencers_zone_orgs{zone=\"$z\"}"} = 0;
     $exp{"influencers_zone_largest_org_records{zone=\"$z\"}"} = 0;
     $exp{"influencers_redis_${_}_total{zone=\"$z\"}"} = 0
-        for qw(operations failures fallbacks stale_finishes);
+        for qw(operations failures fallbacks stale_finishes
+               owed_finishes_sent_again owed_finishes_abandoned
+               owed_finishes_unkept restarts data_lost bad_values);
+    $exp{"influencers_redis_${_}{zone=\"$z\"}"} = 0 for qw(owed_finishes unsafe);
 }
 $exp{'influencers_zone_records{zone="jobs",state="free"}'} = $R;
 $exp{'influencers_zone_records{zone="small",state="free"}'} = $RS;
@@ -246,10 +258,11 @@ is($t->idem(undef)->status, 404, "the backend's 404: 404");
 answer(404, 'NOT_FOUND'); idem(jobs => 'claim'); taken(jobs => 'evictable');
 fwd('not_found'); $fast++;
 
+# nginx's own timeout: the job may be at the backend, the key keeps it
 $t->set_backend(delay => 1.5);
 is($t->idem('m-3')->status, 504, 'key m-3, the backend too slow: 504');
-answer(504, 'UPSTREAM_TIMEOUT'); idem(jobs => 'claim'); idem(jobs => 'release');
-taken(jobs => 'evictable'); fwd('timeout'); $slow++; $slow_s += 1;
+answer(504, 'UPSTREAM_TIMEOUT'); idem(jobs => 'claim'); idem(jobs => 'unknown_outcome');
+taken(jobs => 'keyed'); fwd('timeout'); $slow++; $slow_s += 1;
 
 # one in flight: a conflict meanwhile
 {
@@ -264,15 +277,16 @@ taken(jobs => 'evictable'); fwd('timeout'); $slow++; $slow_s += 1;
     $slow++; $slow_s += 0.6;
 }
 $t->set_backend;
-$exp{'influencers_zone_largest_org_records{zone="jobs"}'} = 2;
+$exp{'influencers_zone_largest_org_records{zone="jobs"}'} = 3;
 
 check_metrics('forwards of every outcome but one');
 
 # ------------------------------------------------------------ traffic, server 2
 
 # a partner who hangs up while its job is forwarded, where the backend
-# location does not ignore it: the outcome is unknown, nothing is answered,
-# and the claim stays in flight until its 1 s lease runs out
+# location does not ignore it: the forward is cut after the job was sent,
+# nothing is answered, and the store hears of it at once (ISSUE 14): the
+# outcome is unknown, and a job without a key is a lost job, evictable
 my $t_hang = Time::HiRes::time();
 {
     $t->set_backend(delay => 1);
@@ -280,18 +294,17 @@ my $t_hang = Time::HiRes::time();
     $t->create(port => $VAR, headers => ['X-Org' => 'org_a'], close_after => 0.3);
     $t->wait_backend_requests($n0 + 1);
     Time::HiRes::sleep(0.3);
-    idem(small => 'claim'); taken(small => 'inflight'); fwd('unknown');
+    idem(small => 'claim'); idem(small => 'unknown_outcome');
+    taken(small => 'evictable'); fwd('unknown');
     $fast++; $slow_s += 0.25;
-    $exp{'influencers_zone_orgs{zone="small"}'} = 1;
-    $exp{'influencers_zone_largest_org_records{zone="small"}'} = 1;
     check_metrics('a partner who hung up');
     $t->set_backend;
 }
 sleep_until($t_hang + 1.3);
 
 # orgs fill the small zone: org_a and org_b up to their share, then org_c
-# takes what is left and finds it full.  The lost lease expires with the
-# first of these claims, and its record is reused last.
+# takes what is left and finds it full.  The lost job's record is reused
+# last.
 my %held;
 for my $org (qw(org_a org_b org_c)) {
     my ($ok, $last) = (0, undef);
@@ -312,8 +325,7 @@ my $n = $RS;
 answer(202, 'none', $n); idem(small => 'claim', $n); fwd('accepted', $n); $fast += $n;
 answer(503, 'CAPACITY', 3); idem(small => 'share_rejection', 2);
 idem(small => 'capacity_rejection');
-idem(small => 'lease_expiry');
-$exp{'influencers_zone_records{zone="small",state="inflight"}'} = 0;
+$exp{'influencers_zone_records{zone="small",state="evictable"}'} = 0;
 $exp{'influencers_zone_records{zone="small",state="free"}'} = 0;
 $exp{'influencers_zone_records{zone="small",state="keyed"}'} = $RS;
 $exp{'influencers_zone_orgs{zone="small"}'} = $held{org_c} ? 3 : 2;

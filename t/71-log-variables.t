@@ -1,10 +1,14 @@
 #!/usr/bin/perl
 
 # The log_format variables ($influencers_job_id, _influencer_id,
-# _idempotency, _error, _org) in the README's recommended access log (JSON
-# lines, escape=json): after known traffic, each request's line has the
-# values it should, and no line holds an API key, an Idempotency-Key or
-# anything of a body.  With a debug build of nginx (Debian's is), the
+# _idempotency, _error, _org, _status, _uri) in the README's recommended
+# access log (JSON lines, escape=json): after known traffic, each
+# request's line has the values it should, and no line holds an API key,
+# an Idempotency-Key or anything of a body.  ISSUE 14: every line is valid
+# JSON (strict UTF-8), also for requests that end without an answer (an
+# HTTP/2 stream reset mid-forward: status 0, not nginx's "000"), aborted
+# and timed-out ones, and hostile URIs (%FF, %00, control bytes, raw bytes
+# that are not UTF-8).  With a debug build of nginx (Debian's is), the
 # module's debug traces are there at each decision, and never carry a key,
 # a digest of one, or a body either.
 
@@ -14,7 +18,10 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use Digest::SHA ();
+use JSON::PP ();
+use Time::HiRes ();
 use InfTest qw(:all);
+use H2;
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -30,6 +37,8 @@ $t->write_directory;
 $t->conf($t->default_conf(
     http => $format,
     server => "access_log %%TESTDIR%%/influencers.log influencers;\n"
+            . "        listen 127.0.0.1:%%PORT_H2C%% http2;\n"
+            . "        client_header_timeout 1s;\n"
             . '        ' . STATS_LOCATION));
 $t->start_backend;
 $t->run;
@@ -103,17 +112,84 @@ expect($t->raw("NONSENSE\r\n\r\n"), "nginx's own 400", org => '',
 
 is($t->http('GET', '/_stats', [], undef)->status, 200, 'a request of another location');
 
+# ISSUE 14: a forward whose outcome is unknown, then the retry that sends
+# the job again
+{
+    my $key = 'idem-key-QQ7-fourth';
+    $t->set_backend(drop => 1);
+    $r = $t->idem($key);
+    my ($f4) = reverse $t->backend_requests;
+    my $j4 = json_decode($f4->{body}) || {};
+    expect($r, 'a forward dropped after it was sent', idempotency => 'claim',
+           error => 'UPSTREAM_ERROR', jobId => $j4->{jobId},
+           influencerId => $j4->{influencerId});
+    $t->set_backend;
+    $r = $t->idem($key);
+    expect($r, 'the job sent again', idempotency => 'resend',
+           jobId => $j4->{jobId}, influencerId => $j4->{influencerId});
+}
+
+# requests that end without an answer, or with nginx's, and hostile URIs:
+# their lines are checked for being JSON only
+my $EXTRA = 0;
+{
+    # an HTTP/2 stream reset mid-forward: no answer at all
+    $t->set_backend(delay => 0.8);
+    my $n0 = $t->forwards;
+    my $c = H2->connect(port => $t->port('h2c'));
+    $c->request(1, path => '/v1/projects/' . P_FEMALE . '/influencers', body => '{}',
+                headers => [authorization => 'Bearer ' . K_WRITE,
+                            'content-type' => 'application/json',
+                            'idempotency-key' => 'idem-key-QQ7-h2']);
+    $t->wait_backend_requests($n0 + 1);
+    $c->rst(1);
+    $c->close;
+    Time::HiRes::sleep(1.0);
+    $EXTRA++;
+
+    # an HTTP/1.1 partner that hangs up mid-forward
+    $t->raw($t->idem_request('idem-key-QQ7-gone'), close_after => 0.2);
+    Time::HiRes::sleep(0.8);
+    $t->set_backend;
+    $EXTRA++;
+
+    # a request whose headers never end: client_header_timeout
+    $t->raw("POST /v1/projects/x/influencers HTTP/1.1\r\nHost: l\r\n", timeout => 3);
+    $EXTRA++;
+
+    # hostile URIs
+    for my $uri ('/%FF%FE/x', '/v1/projects/%00/influencers', '/a%0Ab%0D%09c',
+                 "/raw\xff\xfe\xc3(", '/q"uote\\back', '/%E2%80%94ok') {
+        $t->raw("GET $uri HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        $EXTRA++;
+    }
+}
+
 $t->stop;
 
 # ------------------------------------------------------------ the access log
 
 my @lines = split /\n/, $t->read_file('influencers.log') // '';
-is(scalar @lines, scalar(keys %want) + 1, 'one line a request');
+cmp_ok(scalar @lines, '>=', scalar(keys %want) + 1 + $EXTRA - 1,
+       'a line a request (the header that never ended may have none)');
+
+# strict: UTF-8 only, one object a line, numbers where numbers go
+my $STRICT = JSON::PP->new->utf8;
+my @bad = grep { my $e = eval { $STRICT->decode($_) };
+                 !(ref $e eq 'HASH' && $e->{status} =~ /^\d+$/ && !ref $e->{status}
+                   && $e->{requestTime} =~ /^[\d.]+$/) } @lines;
+is(scalar @bad, 0, 'every line of the access log is valid JSON, status a number')
+    or diag(join "\n", @bad[0 .. ($#bad < 5 ? $#bad : 5)]);
+ok((grep { /"status":0,/ } @lines), 'a request that ended without an answer: status 0');
+ok((grep { /"uri":"\/%FF%FE\/x"/ } @lines), 'a URI with %FF: logged as sent, not as the error page');
+ok((grep { /"uri":"\/raw%FF%FE%C3\("/ } @lines), 'raw bytes that are not UTF-8: percent-encoded');
+ok((grep { /"uri":"\/q%22uote%5Cback"/ } @lines), 'a quote and a backslash: percent-encoded');
 
 my %seen;
 for my $line (@lines) {
     my $e = json_decode($line);
     ok($e, 'a JSON line') or do { diag $line; next };
+    next unless $want{ $e->{requestId} } || $e->{uri} eq '/_stats';
     my @keys = sort keys %$e;
     is_deeply(\@keys, [sort qw(time requestId status error org idempotency
                                jobId influencerId method uri requestTime
@@ -163,9 +239,10 @@ SKIP: {
         qr/influencers zone "jobs": the key has an entry, another request's/,
         qr/influencers zone "jobs": claim with a key: busy/,
         qr/influencers zone "jobs": claim without a key: new/,
-        qr/influencers zone "jobs": finish: failed, keyed/,
+        qr/influencers zone "jobs": failed, the key released/,
         qr/influencers: the store answered: replay/,
-        qr/influencers forward: done, rc 0, status 500: UPSTREAM_ERROR, \d+ ms/,
+        qr/influencers forward: done, rc 0, status 500: UPSTREAM_ERROR, sent, \d+ ms/,
+        qr/influencers: the store answered: the key's job in doubt: send it again/,
         qr/influencers: the forward's outcome to the store: failed/,
         qr/influencers answer: 409 IDEMPOTENCY_IN_PROGRESS/,
         qr/influencers answer: 202 job_\w{26}, replayed/,
