@@ -2223,8 +2223,9 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
 
 /*
  * An entry read back from disk, accepted or in doubt; the caller gives
- * them newest first, and at most limit of them are taken, none past its
- * org's share.  It never outlives the ttl configured now.
+ * them newest first, and at most limit of them are taken, and no org's
+ * past nine tenths of its share: a restore leaves every org room for new
+ * jobs.  It never outlives the ttl configured now.
  */
 
 ngx_uint_t
@@ -2260,7 +2261,11 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
+    /* a tenth of each org's share stays free too, for its new jobs */
+
     share = ngx_max(1, sh->records * zone->org_share / 100);
+    share -= (share > 1) ? ngx_max(share / 10, 1) : 0;
+
     org = ngx_http_influencers_org(sh, entry->org_hash, 0);
 
     if (org && org->nheld >= share) {

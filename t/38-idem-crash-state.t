@@ -17,6 +17,7 @@ use POSIX ();
 use Time::HiRes ();
 use Digest::SHA ();
 use Compress::Zlib ();
+use File::Temp ();
 use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
@@ -255,6 +256,103 @@ for my $ra ('0', '1', '65535', '65536', '86400') {
     check_new_job($t->idem('far-40'), 'and far-40, the last of the file, too');
     $t->check_log_clean;
     $t->cleanup;
+}
+
+# ================================================================ a restore leaves room for new jobs
+
+# ISSUE 14, case 6: a state file from a larger zone, restarted into a
+# smaller one.  The newest entries load first, no org past nine tenths of
+# its share, and a tenth of the records stays free: every org, the
+# largest included, and every request without a key, are served at once.
+
+{
+    my $t = InfTest->new(log_level => 'info');
+    $t->write_directory;
+    $t->conf($t->default_conf(
+        zone => 'zone=jobs:64k ttl=1h org_share=25% state=%%TESTDIR%%/small.state',
+        server => STATS_LOCATION));
+    $t->start_backend;
+
+    my $path = '/v1/projects/' . P_FEMALE . '/influencers';
+    my $gpath = '/v1/projects/' . P_GLOBEX . '/influencers';
+    my $fp = Digest::SHA::sha256("POST $path\n" . '{}');
+    my $gfp = Digest::SHA::sha256("POST $gpath\n" . '{}');
+    my $base = (time + 3600) * 1000;
+    my @records;
+    # org_acme: 1,000 entries, one millisecond apart (newest: small-1)
+    for my $i (1 .. 1000) {
+        push @records, state_record(
+            key => Digest::SHA::sha256(chr(length 'org_acme') . 'org_acme' . "small-$i"),
+            fingerprint => $fp, org => 'org_acme',
+            job_id => pack('n', 0) . pack('N', 0x01000000 + $i) . ("\x33" x 10),
+            inf_id => "\x44" x 16, expires => $base - $i);
+    }
+    # org_globex: 20 entries, older than every one of org_acme's
+    for my $i (1 .. 20) {
+        push @records, state_record(
+            key => Digest::SHA::sha256(chr(length 'org_globex') . 'org_globex' . "g-$i"),
+            fingerprint => $gfp, org => 'org_globex',
+            job_id => pack('n', 0) . pack('N', 0x02000000 + $i) . ("\x55" x 10),
+            inf_id => "\x66" x 16, expires => $base - 5000 - $i);
+    }
+    $t->write_file($t->path('small.state'), state_snapshot(@records));
+    $t->run;
+
+    my $s = $t->stats;
+    my $R = $s->{records};
+    my $limit = $s->{orgLimit};
+    my $acme = $limit - ($limit > 1 ? ($limit >= 20 ? int($limit / 10) : 1) : 0);
+    note("$R records, an org's share $limit");
+    is($s->{largestOrg}, $acme, "org_acme restored up to nine tenths of its share ($acme of $limit)");
+    cmp_ok($s->{keyed}, '<=', $R - int($R / 10), 'a tenth of the records left free');
+    is($s->{keyed}, $acme + 20, 'org_globex\'s 20 entries loaded too (older, but in its share)');
+    like(($t->log_lines(qr/were not loaded/))[-1] // '',
+         qr/\[warn\].*is too small for its state: ${\(1020 - $acme - 20)} entries were not loaded, the oldest first \(${\(1000 - $acme)} over their org's share of 25%, 0 past the room/,
+         'the log says what was left out, and why');
+
+    my $n0 = $t->forwards;
+    check_new_job($t->idem('small-new'), 'org_acme, a new key: 202, at once');
+    check_new_job($t->idem(undef), 'a request without a key: 202');
+    check_new_job($t->idem('g-new', key => K_GLOBEX, project => P_GLOBEX),
+                  'org_globex, a new key: 202');
+    is($t->forwards, $n0 + 3, 'all three forwarded');
+    my $r = $t->idem('small-1');
+    is($r->header('idempotent-replayed'), 'true', 'org_acme\'s newest entry replays');
+    check_new_job($t->idem('small-1000'), 'its oldest, left out, is a new job');
+    $t->check_log_clean;
+    $t->cleanup;
+}
+
+# ================================================================ one instance per state file
+
+# ISSUE 14, case 7: a second nginx with the same state= path refuses to
+# start, saying which file; the first one keeps its journal.
+
+{
+    my $shared = File::Temp::tempdir('inf-state-XXXXXXXX', TMPDIR => 1, CLEANUP => 1);
+    my @t = map {
+        my $x = InfTest->new(log_level => 'info');
+        $x->write_directory;
+        $x->conf($x->default_conf(zone => "zone=jobs:1m state=$shared/one.state",
+                                  server => STATS_LOCATION));
+        $x->start_backend;
+        $x
+    } 1 .. 2;
+    $t[0]->run;
+    my $first = $t[0]->idem('locked-1');
+    check_new_job($first, 'the first instance accepts a key');
+    my $ok = eval { $t[1]->run; 1 };
+    ok(!$ok, 'a second instance with the same state file does not start');
+    like($t[1]->error_log . ($t[1]->read_file('stderr.log') // ''),
+         qr/\[emerg\].*influencers zone "jobs": the state file "\Q$shared\E\/one\.state" is in use by another nginx: two instances must not share a "state=" path/,
+         '[emerg] names the file');
+    ok(-s "$shared/one.state.journal.0", 'the first one\'s journal is untouched');
+    ok(kill_all($t[0]), 'kill -9 of the first instance');
+    $t[0]->run;
+    check_replay($t[0]->idem('locked-1'), $first, 'its entry replays after the crash',
+                 status => 202);
+    $t[0]->check_log_clean;
+    $_->cleanup for @t;
 }
 
 done_testing;

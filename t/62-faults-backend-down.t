@@ -103,22 +103,27 @@ note("$reached of the 502s had reached the backend (it was stopped while answeri
 
 my $s = $t->stats;
 is($s->{inflight}, 0, 'stats: nothing in flight after the load');
-is($s->{releases} - $base->{releases}, scalar @e502, 'stats: one release per 502');
-is($s->{failed} - $base->{failed}, scalar @e502, 'stats: one failed forward per 502');
+
+# a 502 that never reached the backend (refused) releases its key; one cut
+# after the job was sent (the backend stopped while answering) keeps it
+my $unknown = $s->{unknownOutcomes} - $base->{unknownOutcomes};
+is($s->{releases} - $base->{releases} + $unknown, scalar @e502,
+   "stats: one release or one unknown outcome per 502 ($unknown unknown)");
+is($s->{failed} - $base->{failed} + $unknown, scalar @e502,
+   'stats: one failed forward or one unknown outcome per 502');
+note("$unknown of the 502s were cut after the job was sent (the backend may or may not have "
+     . "read it: $reached recorded it)");
 is($s->{accepted} - $base->{accepted}, scalar(@acc) + 1, 'stats: one accept per 202');
 is($s->{leaseExpiries} - $base->{leaseExpiries}, 0, 'stats: no lease ran out');
 
-# every 502 key again, by the same kind of load: all new jobs
-my $again = FaultLoad->start($t, name => 'd-again', clients => $CLIENTS,
-                             seconds => 60, keys => [ map { $_->{key} } @e502 ]);
-my @a = $again->finish;
-is(scalar @a, scalar @e502, 'every 502 key sent again (' . scalar(@e502) . ')');
-my @not_new = grep { $_->{status} != 202 || $_->{replayed} } @a;
-is(scalar @not_new, 0, '... each a 202 that is a new job (the key was released)')
-    or diag(FaultLoad::sample(@not_new));
+# every 502 key again: a new job if its job never reached the backend,
+# else that job (sent again, or replayed)
+my ($how, @bad_retry) = FaultLoad::retry_in_doubt($t, map { $_->{key} } @e502);
+is(scalar @bad_retry, 0, 'every 502 key sent again: a 202 of its one job ('
+                         . scalar(@e502) . ')')
+    or diag(join "\n", @bad_retry[0 .. ($#bad_retry < 9 ? $#bad_retry : 9)]);
+note('the 502 keys sent again: ' . FaultLoad::tally_text($how));
 my $fw1 = FaultLoad::forwards_by_marker($t);
-my @bad = grep { ($fw1->{ $_->{key} } // 0) != ($fw0->{ $_->{key} } // 0) + 1 } @e502;
-is(scalar @bad, 0, '... each forwarded once more');
 my @acc_moved = grep { ($fw1->{ $_->{key} } // 0) != 1 } @acc;
 is(scalar @acc_moved, 0, 'the 202 keys were not forwarded again');
 
@@ -126,9 +131,9 @@ sleep_until($up + $LEASE + 0.3) if $up + $LEASE + 0.3 > Time::HiRes::time();
 $s = $t->stats;
 is($s->{inflight}, 0, 'stats: nothing in flight after the lease');
 note(sprintf('RESULT backend-down: %d requests: %d x 202, %d x 502 (%d had reached the backend); '
-             . 'backend down %.2f s; %d releases; every 502 key a new job when sent again',
+             . 'backend down %.2f s; %d releases; sent again: %s',
              scalar @r, scalar @acc, scalar @e502, $reached, $up0 - $down,
-             $s->{releases} - $base->{releases}));
+             $s->{releases} - $base->{releases}, FaultLoad::tally_text($how)));
 
 # ---------------------------------------------------------------- the log
 

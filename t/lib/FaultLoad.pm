@@ -245,6 +245,52 @@ sub forwards_by_marker {
     return wantarray ? (\%jobs, \%other) : \%jobs;
 }
 
+# marker => { jobId => forwards of it }: one key, one job means one jobId
+# a marker, however often it was sent
+sub jobs_by_marker {
+    my ($t, $name) = @_;
+    my %jobs;
+    for my $r ($t->backend_requests($name)) {
+        next unless $r->{uri} eq '/jobs';
+        my $b = InfTest::json_decode($r->{body}) || {};
+        my $m = ($b->{params} || {})->{prompt} // next;
+        $jobs{$m}{ $b->{jobId} // '' }++;
+    }
+    return \%jobs;
+}
+
+# what the retries of keys left in doubt got: each key retried once after
+# a fault, every answer a 202 of the key's one job; returns (how => count,
+# problems)
+sub retry_in_doubt {
+    my ($t, @keys) = @_;
+    my $before = jobs_by_marker($t);
+    my (%how, @bad);
+    for my $key (@keys) {
+        my $a = $t->idem($key, body => qq({"prompt":"$key"}));
+        my $after = jobs_by_marker($t)->{$key} || {};
+        my @ids = keys %$after;
+        my $n0 = 0;
+        $n0 += $_ for values %{ $before->{$key} || {} };
+        my $n1 = 0;
+        $n1 += $_ for values %$after;
+        if ($a->status != 202) {
+            push @bad, "$key: " . $a->summary;
+            next;
+        }
+        my $job = ($a->json || {})->{jobId} // '';
+        push @bad, "$key: " . scalar(@ids) . ' jobs at the backend' if @ids > 1;
+        push @bad, "$key: answered $job, the backend has @ids"
+            if @ids == 1 && $ids[0] ne $job;
+        push @bad, "$key: forwarded " . ($n1 - $n0) . ' times by one retry'
+            if $n1 - $n0 > 1;
+        $how{ $n0 == 0 ? 'never forwarded before: a new job'
+              : $n1 > $n0 ? 'the same job, sent again'
+              : 'a replay of the job' }++;
+    }
+    return (\%how, @bad);
+}
+
 # status => count, with broken connections as their err
 sub tally {
     my (@r) = @_;

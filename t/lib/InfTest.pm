@@ -2031,13 +2031,30 @@ END {
 # record of an entry, and a snapshot of records.  The zone keeps the
 # digests' first 16 bytes.
 
+# the zone's hash of an org's name (FNV-1a, 64 bits), as 8 bytes the way
+# a record holds it (little-endian)
+sub org_hash_bytes {
+    my ($org) = @_;
+    my ($hi, $lo) = (0xcbf29ce4, 0x84222325);
+    for my $c (unpack 'C*', $org) {
+        $lo ^= $c;
+        # times 0x100000001b3, modulo 2^64, in 32-bit halves
+        my $ll = $lo * 0x1b3;
+        my $carry = int($ll / 4294967296);
+        $hi = ($carry + $hi * 0x1b3 + $lo * 0x100) % 4294967296;
+        $lo = $ll % 4294967296;
+    }
+    return pack('VV', $lo, $hi);
+}
+
 # one record of the state file or journal (layout 5): the entry's state is
 # 1 accepted, 2 in doubt (the key keeps its job), 3 released
 sub state_record {
     my (%e) = @_;
     my $entry = substr($e{key}, 0, 16) . substr($e{fingerprint}, 0, 16)
               . $e{job_id} . $e{inf_id} . ($e{request_id} // ("\0" x 16))
-              . pack('Q<', $e{expires}) . pack('Q<', $e{org_hash} // 0)
+              . pack('Q<', $e{expires})
+              . (defined $e{org} ? org_hash_bytes($e{org}) : pack('Q<', $e{org_hash} // 0))
               . pack('V', $e{retry_after} // 5)
               . pack('CCCC', $e{state} // 1, $e{gender} // 2, $e{age_range} // 2, 0);
     die 'entry size' unless length($entry) == 104;
