@@ -194,7 +194,8 @@ command -v redis-server > /dev/null || { echo "fleet-check: redis-server not fou
 command -v curl > /dev/null || { echo "fleet-check: curl not found" >&2; exit 1; }
 
 echo "==> the fleet on 127.0.0.1: redis $REDIS_PORT, backend $BACKEND_PORT, gateways $PORT_A and $PORT_B"
-redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no \
+redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly yes \
+    --appendfsync everysec --maxmemory-policy noeviction \
     --dir "$tmp" > "$tmp/redis.log" 2>&1 < /dev/null &
 pids+=($!)
 check "redis-server listens" wait_port "$REDIS_PORT" 10

@@ -20,9 +20,9 @@
  *            an interrupted read might, 0xff for a failed read;
  *
  * Besides what ASan and UBSan catch (leaks included), what the reader
- * hands to the zone is held to a plain reference: the header, then every
- * 96-byte record whose magic and CRC-32 agree, scanning on a byte at a
- * time past anything else, however the reads cut the file; and the
+ * collects for the zone is held to a plain reference: the header, then
+ * every 112-byte record whose magic and CRC-32 agree, scanning on a byte
+ * at a time past anything else, however the reads cut the file; and the
  * damaged stretches it reports are the ones there are.
  *
  * A broken property aborts, which libFuzzer reports as a crash.
@@ -96,6 +96,7 @@ ngx_uint_t                ngx_exiting;
 sig_atomic_t              ngx_quit;
 sig_atomic_t              ngx_terminate;
 ngx_uint_t                ngx_test_config;
+ngx_uint_t                ngx_inherited;
 
 
 void *
@@ -136,20 +137,6 @@ ngx_http_influencers_wall_ms(void)
 }
 
 
-ngx_uint_t
-ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_entry_t *entry)
-{
-    fuzz.got = realloc(fuzz.got, (fuzz.ngot + 1)
-                                 * sizeof(ngx_http_influencers_entry_t));
-    fuzz_assert(fuzz.got != NULL, "out of memory");
-
-    fuzz.got[fuzz.ngot++] = *entry;
-
-    return NGX_HTTP_INFLUENCERS_RESTORED;
-}
-
-
 /* never reached by the reader: a call is a bug of this harness */
 
 #define fuzz_unreachable(name)                                                \
@@ -161,6 +148,19 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_entry_pt handler, void *data)
 {
     fuzz_unreachable("ngx_http_influencers_zone_each");
+}
+
+ngx_uint_t
+ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_entry_t *entry, ngx_uint_t limit)
+{
+    fuzz_unreachable("ngx_http_influencers_zone_restore");
+}
+
+ngx_uint_t
+ngx_http_influencers_zone_room(ngx_http_influencers_zone_t *zone)
+{
+    fuzz_unreachable("ngx_http_influencers_zone_room");
 }
 
 u_char *
@@ -366,12 +366,13 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     zone.shm_zone = &shm_zone;
 
     ngx_memzero(&ld, sizeof(ngx_http_influencers_loader_t));
-    ld.zone = &zone;
+    ld.log = &log;
 
     rc = ngx_http_influencers_state_read(&zone, FUZZ_FD, (u_char *) "fuzz",
                                          snapshot, &ld, &log);
 
-    fuzz_assert(ld.loaded == fuzz.ngot, "restored entries miscounted");
+    fuzz.got = ld.entries;
+    fuzz.ngot = ld.n;
 
     /* the reference */
 
@@ -456,7 +457,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
 done:
 
-    free(fuzz.got);
+    free(ld.entries);
     free(file);
 
     return 0;

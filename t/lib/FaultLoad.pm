@@ -265,10 +265,13 @@ sub jobs_by_marker {
 sub retry_in_doubt {
     my ($t, @keys) = @_;
     my $before = jobs_by_marker($t);
+    my %answer;
+    $answer{$_} = $t->idem($_, body => qq({"prompt":"$_"})) for @keys;
+    my $after_all = jobs_by_marker($t);
     my (%how, @bad);
     for my $key (@keys) {
-        my $a = $t->idem($key, body => qq({"prompt":"$key"}));
-        my $after = jobs_by_marker($t)->{$key} || {};
+        my $a = $answer{$key};
+        my $after = $after_all->{$key} || {};
         my @ids = keys %$after;
         my $n0 = 0;
         $n0 += $_ for values %{ $before->{$key} || {} };
