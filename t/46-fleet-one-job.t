@@ -66,6 +66,24 @@ sub one_job {
     is("@others", '', "$name: and no other job for the key");
 }
 
+# the request of $key sent now, kept in flight, once its job reached the
+# backend (sent again while a node is still reconnecting to Redis and
+# answers 503 at once): (socket, the job forwarded)
+sub in_flight {
+    my ($node, $key, $body) = @_;
+    my $end = Time::HiRes::time() + 5;
+    while (Time::HiRes::time() < $end) {
+        my $f0 = $n1->forwards;
+        my $sock = $node->idem_async($key, body => $body);
+        my @fw = $n1->wait_backend_requests($f0 + 1, timeout => 2);
+        my ($mine) = grep { index($_->{body}, qq("prompt":"$key")) >= 0 } @fw[$f0 .. $#fw];
+        return ($sock, $mine->{h}{'idempotency-key'}[0]) if $mine;
+        finish_async($sock, 1);
+        Time::HiRes::sleep(0.2);
+    }
+    BAIL_OUT("$key was never forwarded");
+}
+
 sub wait_owed_paid {
     my ($node, $within) = @_;
     my $end = Time::HiRes::time() + $within;
@@ -104,9 +122,7 @@ sub wait_owed_paid {
     my $body = qq({"prompt":"$key"});
     $n1->set_backend(delay => $LEASE + 0.7);
     my $f0 = $n1->forwards;
-    my $a = $n1->idem_async($key, body => $body);
-    my @fw = $n1->wait_backend_requests($f0 + 1);
-    my $job = $fw[-1]{h}{'idempotency-key'}[0];
+    my ($a, $job) = in_flight($n1, $key, $body);
     my $t0 = Time::HiRes::time();
     my @answers;
     push @answers, $n2->idem($key, body => $body);
@@ -144,11 +160,9 @@ sub wait_owed_paid {
     my $key = fresh('oom');
     my $body = qq({"prompt":"$key"});
     $n1->set_backend(delay => 0.8);
-    my $f0 = $n1->forwards;
     my $fail0 = $n1->stats->{redisFailures} // 0;
-    my $a = $n1->idem_async($key, body => $body);
-    my @fw = $n1->wait_backend_requests($f0 + 1);
-    my $job = $fw[-1]{h}{'idempotency-key'}[0];
+    my ($a, $job) = in_flight($n1, $key, $body);
+    my $f0 = $n1->forwards - 1;
     is($n1->redis('CONFIG', 'SET', 'maxmemory', '1'), 'OK',
        'Redis refuses writes (CONFIG SET maxmemory 1, noeviction) during the forward');
     my $r1 = finish_async($a, 5);
@@ -193,10 +207,8 @@ sub wait_owed_paid {
     my $key = fresh('reload');
     my $body = qq({"prompt":"$key"});
     $n1->set_backend(delay => 0.8);
-    my $f0 = $n1->forwards;
-    my $a = $n1->idem_async($key, body => $body);
-    my @fw = $n1->wait_backend_requests($f0 + 1);
-    my $job = $fw[-1]{h}{'idempotency-key'}[0];
+    my ($a, $job) = in_flight($n1, $key, $body);
+    my $f0 = $n1->forwards - 1;
     $n1->stop_redis;
     my $r1 = finish_async($a, 5);
     my $j = check_new_job($r1, 'Redis stopped during the forward: node 1 answers 202');
@@ -230,10 +242,7 @@ sub wait_owed_paid {
     my $key = fresh('kill');
     my $body = qq({"prompt":"$key"});
     $n1->set_backend(delay => 30);
-    my $f0 = $n1->forwards;
-    my $a = $n1->idem_async($key, body => $body);
-    my @fw = $n1->wait_backend_requests($f0 + 1);
-    my $job = $fw[-1]{h}{'idempotency-key'}[0];
+    my ($a, $job) = in_flight($n1, $key, $body);
     my $t0 = Time::HiRes::time();
     my %old = map { $_ => 1 } $n1->worker_pids;
     kill 'KILL', keys %old;

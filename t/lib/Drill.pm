@@ -97,8 +97,8 @@ sub _client {
     my @ports = @{ $self->{ports} };
     my $prefix = "$self->{name}-$$-$c";
     my $out = '';
-    Time::HiRes::sleep($self->{start} - Time::HiRes::time())
-        if $self->{start} > Time::HiRes::time();
+    my $wait = $self->{start} - Time::HiRes::time();
+    Time::HiRes::sleep($wait) if $wait > 0;
 
     my $n = 0;
     while (Time::HiRes::time() < $self->{end}) {
