@@ -1733,6 +1733,12 @@ ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
                       dropped, &link->conf->name);
     }
 
+    if (n) {
+        ngx_log_error(NGX_LOG_INFO, link->log, 0,
+                      "influencers: %ui finishes owed to Redis at %V sent "
+                      "again", n, &link->conf->name);
+    }
+
     for (i = 0; i < n; i++) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
                        "influencers redis: an owed finish sent again "
