@@ -1476,7 +1476,15 @@ ngx_http_influencers_zone_owe(ngx_http_influencers_zone_t *zone,
 
         ngx_shmtx_unlock(&zone->shpool->mutex);
 
-        if (log_unkept) {
+        if (log_unkept && sh->nowed == 0) {
+            ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                          "influencers zone \"%V\" was made without "
+                          "\"influencers_redis\" and keeps no finish owed "
+                          "to Redis: each is sent once, and lost if that "
+                          "fails; restart nginx to make it anew (logged "
+                          "once a minute)", &zone->name);
+
+        } else if (log_unkept) {
             ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
                           "influencers zone \"%V\": no room to keep a "
                           "finish owed to Redis, %uD are: it is sent once, "
