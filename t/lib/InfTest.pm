@@ -27,8 +27,9 @@ package InfTest;
 #
 # The nginx under test: nginx_version() ("1.30.4", from the binary's
 # nginx -V), nginx_at_least('1.29.4'), nginx_configure() (its configure
-# arguments).  A test whose answer depends on nginx's version asks these,
-# never names a binary.
+# arguments), nginx_knows('max_headers 1000') (a directive, for what a
+# distribution backported).  A test whose answer depends on nginx's
+# version asks these, never names a binary.
 #
 # Environment: INFLUENCERS_MODULE (path to the .so, default the build/ of
 # the checkout this file is in; a run stops when it is missing; "static"
@@ -66,7 +67,7 @@ our @EXPORT_OK = qw(
     P_FEMALE P_MALE P_NB P_ANY P_NONE P_GLOBEX P_UNKNOWN
     ULID_RE REQID_RE INFID_RE
     ulid_ms iso_ms json_decode json_encode module_path have_module
-    nginx_version nginx_at_least nginx_configure
+    nginx_version nginx_at_least nginx_configure nginx_knows
     ENDPOINT_LOCATION ACCEPT_RE
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
@@ -202,6 +203,23 @@ sub nginx_at_least {
 }
 
 sub nginx_configure { return _nginx_v()->{configure}; }
+
+# the nginx under test takes this directive in its http block ("max_headers
+# 1000"): nginx -t of a configuration with it, once.  For what a
+# distribution backports, which the version does not tell (Debian 12's
+# 1.22.1 has max_headers since 1.22.1-9+deb12u8).
+my %KNOWS;
+
+sub nginx_knows {
+    my ($directive) = @_;
+    return $KNOWS{$directive} if exists $KNOWS{$directive};
+    my $t = InfTest->new;
+    $t->conf("%%MAIN_GLOBALS%%\nevents { }\nhttp {\n    %%HTTP_GLOBALS%%\n"
+             . "    $directive;\n}\n");
+    my ($rc) = $t->test_config;
+    $t->cleanup;
+    return $KNOWS{$directive} = $rc == 0 ? 1 : 0;
+}
 
 # the 48-bit millisecond time of a ULID (with or without "job_")
 sub ulid_ms {
