@@ -198,8 +198,9 @@ NGX_V_DIR    = $(NGINX_BUILD)/$(V)
 NGX_V_BIN    = $(NGX_V_DIR)/objs/nginx
 NGX_V_MOD    = $(NGX_V_DIR)/objs/ngx_http_influencers_module.so
 NGX_S_DIR    = $(NGINX_BUILD)/static-$(V)
-NGX_V_NEEDED = $(if $(V),,$(error name a version: V=one of $(NGINX_VERSIONS) \
-                                  (archives in $(NGINX_ARCHIVES))))
+NGX_V_NEEDED = $(if $(wildcard $(NGINX_ARCHIVES)/nginx-$(V).tar.gz),, \
+                   $(error no $(NGINX_ARCHIVES)/nginx-$(V).tar.gz: name a \
+                           version, V=one of: $(or $(NGINX_VERSIONS),none)))
 
 # $(1): the directory to unpack into, $(2): the version
 NGX_UNPACK = rm -rf $(1) && mkdir -p $(1) && \
