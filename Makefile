@@ -11,6 +11,25 @@
 #   make fuzz            the libFuzzer harnesses (t/fuzz/), with clang, ASan
 #                        and UBSan, each run for FUZZ_SECONDS (default 60)
 #   make fuzz-smoke      the same, each for FUZZ_SMOKE_SECONDS (20), for CI
+#
+# Upstream nginx, from its released sources in NGINX_ARCHIVES (default
+# ../shared/nginx beside the repository; V=1.30.4 is nginx-1.30.4.tar.gz):
+#
+#   make nginx V=...          unpack the archive into build-nginx/V/, configure
+#                             it with auto/configure, --with-compat, the
+#                             modules the tests use and the module as a
+#                             dynamic one, and build both (make -j2)
+#   make test-nginx V=...     the smoke load, then the prove suite against that
+#                             nginx and its .so
+#   make load-nginx V=...     the smoke load, then nginx -t of the README's
+#                             complete configurations, each served once
+#                             (t/17-readme.t)
+#   make nginx-static V=...   nginx with the module built in (--add-module),
+#                             in build-nginx/static-V/
+#   make test-static V=...    that build, then t/00 and t/17 against it
+#   make config-check [V=...] configure stops, naming the package, when
+#                             jansson, libcrypto or hiredis is missing (in
+#                             Debian's tree, or in a fresh copy of V's)
 
 SHELL      := /bin/bash
 NGX_SRC    ?= /usr/share/nginx/src
@@ -22,10 +41,12 @@ SOURCES    := config ngx_http_influencers_module.c $(wildcard src/*.c src/*.h)
 WARN       := -Wall -Wextra -Wno-unused-parameter -Werror
 
 # conf_flags only exists in Debian's nginx-dev; an upstream tree is
-# configured with --with-compat and the module alone.
+# configured with --with-compat and the module alone.  A release tarball
+# has ./configure, nginx's git tree (and the archives here) auto/configure.
 CONFIGURE = cd $(NGX_SRC) && \
 	if [ -f ./conf_flags ]; then . ./conf_flags; else NGX_CONF_FLAGS=(--with-compat); fi && \
-	./configure \
+	if [ -x ./configure ]; then c=./configure; else c=auto/configure; fi && \
+	$$c \
 	    --with-cc-opt="$$(dpkg-buildflags --get CFLAGS 2>/dev/null) -fPIC $$(dpkg-buildflags --get CPPFLAGS 2>/dev/null) $(WARN) $(1)" \
 	    --with-ld-opt="$$(dpkg-buildflags --get LDFLAGS 2>/dev/null) -fPIC $(2)" \
 	    "$${NGX_CONF_FLAGS[@]}" \
@@ -33,7 +54,8 @@ CONFIGURE = cd $(NGX_SRC) && \
 	    || { cat $(3).configure.log; exit 1; }
 
 .PHONY: all asan test test-unit test-prove test-asan smoke clean \
-        fuzz fuzz-smoke fuzz-build
+        fuzz fuzz-smoke fuzz-build \
+        nginx test-nginx load-nginx nginx-static test-static config-check
 
 all: $(MODULE)
 
@@ -53,12 +75,17 @@ $(ASAN_MOD): $(ASAN_BUILD)/Makefile $(SOURCES)
 
 asan: $(ASAN_MOD)
 
-# Debian's own smoke test: the stock binary loads the module.
-smoke: $(MODULE)
-	@tmp=$$(mktemp -d) && \
-	printf 'load_module %s;\nevents {}\n' $(MODULE) > $$tmp/nginx.conf && \
-	/usr/sbin/nginx -p $$tmp -g "error_log /dev/null; pid /dev/null;" -t -q -c $$tmp/nginx.conf; \
+# Debian's own smoke test: the stock binary loads the module.  $(1) is the
+# nginx binary, $(2) the .so; -e keeps an upstream build, whose error log
+# is <prefix>/logs/error.log, from looking for one under the temporary
+# prefix.
+SMOKE = tmp=$$(mktemp -d) && \
+	printf 'load_module %s;\nevents {}\n' $(2) > $$tmp/nginx.conf && \
+	$(1) -p $$tmp -e stderr -g "error_log /dev/null; pid /dev/null;" -t -q -c $$tmp/nginx.conf; \
 	rc=$$?; rm -rf $$tmp; exit $$rc
+
+smoke: $(MODULE)
+	@$(call SMOKE,/usr/sbin/nginx,$(MODULE))
 
 UNIT_BIN := $(BUILD)/unit_validate
 
@@ -149,5 +176,93 @@ deb:
 	cp $(DEB_ROOT)/libnginx-mod-http-influencers_*.deb $(BUILD)/
 	@ls -1 $(BUILD)/libnginx-mod-http-influencers_*.deb
 
+# ---------------------------------------------------------------------------
+# Upstream nginx.  Each version is unpacked and built in a directory of its
+# own, the way a user builds nginx from source: auto/configure (./configure
+# in a release tarball) in the source tree, objs/ inside it, the module
+# named with --add-dynamic-module (or --add-module for the static build).
+# nginx's own CFLAGS have -W -Wall -Werror; WARN adds -Wextra.  The build
+# is incremental: nginx's objs/Makefile knows the module's sources.
+
+NGINX_ARCHIVES ?= $(CURDIR)/../shared/nginx
+NGINX_BUILD    ?= $(CURDIR)/build-nginx
+NGINX_JOBS     ?= 2
+NGINX_FLAGS    ?= --with-compat --with-debug --with-threads \
+                  --with-http_ssl_module --with-http_v2_module \
+                  --with-http_auth_request_module \
+                  --with-http_stub_status_module
+NGINX_VERSIONS := $(sort $(patsubst nginx-%.tar.gz,%,$(notdir \
+                      $(wildcard $(NGINX_ARCHIVES)/nginx-*.tar.gz))))
+
+NGX_V_DIR    = $(NGINX_BUILD)/$(V)
+NGX_V_BIN    = $(NGX_V_DIR)/objs/nginx
+NGX_V_MOD    = $(NGX_V_DIR)/objs/ngx_http_influencers_module.so
+NGX_S_DIR    = $(NGINX_BUILD)/static-$(V)
+NGX_V_NEEDED = $(if $(wildcard $(NGINX_ARCHIVES)/nginx-$(V).tar.gz),, \
+                   $(error no $(NGINX_ARCHIVES)/nginx-$(V).tar.gz: name a \
+                           version, V=one of: $(or $(NGINX_VERSIONS),none)))
+
+# $(1): the directory to unpack into, $(2): the version
+NGX_UNPACK = rm -rf $(1) && mkdir -p $(1) && \
+	tar -xzf $(NGINX_ARCHIVES)/nginx-$(2).tar.gz -C $(1) \
+	    --strip-components=1 && \
+	touch $(1)/auto/configure
+
+# $(1): the directory, $(2): how the module is added
+NGX_CONFIGURE = echo "configuring $(1) (log: $(1)/configure.log)" && \
+	cd $(1) && \
+	auto/configure $(NGINX_FLAGS) --with-cc-opt="$(WARN)" \
+	    $(2)=$(CURDIR) > configure.log 2>&1 \
+	    || { cat configure.log; exit 1; }
+
+# $(1): the directory
+NGX_MAKE = echo "building $(1) (make -j$(NGINX_JOBS), log: $(1)/make.log)" && \
+	$(MAKE) -C $(1) -j$(NGINX_JOBS) > $(1)/make.log 2>&1 \
+	|| { grep -E 'error|warning' $(1)/make.log || tail -n 40 $(1)/make.log; \
+	     exit 1; }
+
+$(NGINX_BUILD)/%/auto/configure: $(NGINX_ARCHIVES)/nginx-%.tar.gz
+	$(call NGX_UNPACK,$(NGINX_BUILD)/$*,$*)
+
+$(NGINX_BUILD)/static-%/auto/configure: $(NGINX_ARCHIVES)/nginx-%.tar.gz
+	$(call NGX_UNPACK,$(NGINX_BUILD)/static-$*,$*)
+
+$(NGINX_BUILD)/%/objs/Makefile: $(NGINX_BUILD)/%/auto/configure config
+	@$(call NGX_CONFIGURE,$(NGINX_BUILD)/$*,--add-dynamic-module)
+
+$(NGINX_BUILD)/static-%/objs/Makefile: \
+        $(NGINX_BUILD)/static-%/auto/configure config
+	@$(call NGX_CONFIGURE,$(NGINX_BUILD)/static-$*,--add-module)
+
+nginx:
+	$(NGX_V_NEEDED)
+	@$(MAKE) -s $(NGX_V_DIR)/objs/Makefile
+	@$(call NGX_MAKE,$(NGX_V_DIR))
+	@$(call SMOKE,$(NGX_V_BIN),$(NGX_V_MOD))
+	@$(NGX_V_BIN) -v
+
+test-nginx: nginx
+	INFLUENCERS_NGINX=$(NGX_V_BIN) INFLUENCERS_MODULE=$(NGX_V_MOD) \
+	    prove -r t/
+
+load-nginx: nginx
+	INFLUENCERS_NGINX=$(NGX_V_BIN) INFLUENCERS_MODULE=$(NGX_V_MOD) \
+	    prove t/17-readme.t
+
+nginx-static:
+	$(NGX_V_NEEDED)
+	@$(MAKE) -s $(NGX_S_DIR)/objs/Makefile
+	@$(call NGX_MAKE,$(NGX_S_DIR))
+	@$(NGX_S_DIR)/objs/nginx -V 2>&1 | grep -q -- '--add-module=$(CURDIR)'
+	@$(NGX_S_DIR)/objs/nginx -v
+
+test-static: nginx-static
+	INFLUENCERS_NGINX=$(NGX_S_DIR)/objs/nginx INFLUENCERS_MODULE=static \
+	    prove t/00-harness.t t/17-readme.t
+
+config-check:
+	t/config-check.sh $(if $(V),$(NGINX_ARCHIVES)/nginx-$(V).tar.gz,$(NGX_SRC))
+
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD) $(BUILD).configure.log $(ASAN_BUILD).configure.log
+	rm -rf $(BUILD) $(ASAN_BUILD) $(BUILD).configure.log $(ASAN_BUILD).configure.log \
+	       $(NGINX_BUILD)

@@ -186,6 +186,11 @@ ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
     h->value.len = len;
     h->value.data = value;
 
+#if (nginx_version >= 1023000)
+    /* a line is also a list of the lines of its name ($content_type) */
+    h->next = NULL;
+#endif
+
     return h;
 }
 

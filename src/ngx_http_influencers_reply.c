@@ -485,6 +485,10 @@ ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
     h->value.data = value;
     h->lowcase_key = NULL;
 
+#if (nginx_version >= 1023000)
+    h->next = NULL;
+#endif
+
     return NGX_OK;
 }
 

@@ -161,4 +161,26 @@ isnt($x1->json->{influencerId}, $x2->json->{influencerId},
 
 $t->check_log_clean;
 
+# ------------------------------------------------------------ headers as variables
+
+# The backend location may read the forward's headers as variables
+# (proxy_set_header, log_format).  Since nginx 1.23.0 a header line is also
+# a link of a list (its "next"), which every line the module writes must
+# end; nginx started with MALLOC_PERTURB_ gets memory that is never zero,
+# so a line left unterminated crashes the worker, or adds junk, here.
+{
+    local $ENV{MALLOC_PERTURB_} = 165;
+    my $v = InfTest->setup(render => "proxy_set_header X-Seen-Type \$content_type;\n"
+                                   . "proxy_set_header X-Seen-Id \$http_x_request_id;");
+    my $x = $v->create(body => '{}');
+    check_accepted($x, 'the backend location reads the forward\'s headers: 202');
+    my @fw = $v->wait_backend_requests(1);
+    my $h = @fw ? $fw[0]{h} : {};
+    is_deeply($h->{'x-seen-type'}, ['application/json'],
+              '$content_type in the backend location: the forward\'s');
+    is_deeply($h->{'x-seen-id'}, [$x->header('x-request-id')],
+              '$http_x_request_id in the backend location: the forward\'s');
+    $v->check_log_clean;
+}
+
 done_testing;

@@ -39,8 +39,7 @@ is_deeply([sort keys %by], ['auth_request', 'fleet', 'standalone', 'tls', 'two r
 sub adapt {
     my ($t, $conf) = @_;
     my $d = $t->dir;
-    my $module = module_path();
-    $conf =~ s|load_module \S+;|load_module $module;\ndaemon off;\n%%MAIN_GLOBALS%%|;
+    $conf =~ s|load_module \S+;|load_module %%MODULE%%;\ndaemon off;\n%%MAIN_GLOBALS%%|;
     $conf =~ s|events \{\}|events { worker_connections 64; }|;
     $conf =~ s|http \{|http {\n    %%HTTP_GLOBALS%%|;
     $conf =~ s{/etc/nginx/influencers-directory\.json}{$d/directory.json}g;

@@ -223,9 +223,8 @@ is(scalar(grep { index($log, $_) >= 0 } @secrets), 0,
 # ------------------------------------------------------------ debug traces
 
 SKIP: {
-    my $v = `/usr/sbin/nginx -V 2>&1`;
     skip 'nginx is not built --with-debug: no debug traces', 3
-        unless $v =~ /--with-debug/;
+        unless nginx_configure() =~ /--with-debug/;
 
     my @ours = grep { /\[debug\] \d+#\d+: (?:\*\d+ )?influencers[ :]/ }
                split /\n/, $t->error_log;

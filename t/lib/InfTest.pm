@@ -25,8 +25,16 @@ package InfTest;
 # Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
 # test is killed), and the temp dir removed.
 #
+# The nginx under test: nginx_version() ("1.30.4", from the binary's
+# nginx -V), nginx_at_least('1.29.4'), nginx_configure() (its configure
+# arguments), nginx_knows('max_headers 1000') (a directive, for what a
+# distribution backported).  A test whose answer depends on nginx's
+# version asks these, never names a binary.
+#
 # Environment: INFLUENCERS_MODULE (path to the .so, default the build/ of
-# the checkout this file is in; a run stops when it is missing),
+# the checkout this file is in; a run stops when it is missing; "static"
+# for an nginx built with the module in it, --add-module: every
+# "load_module %%MODULE%%;" line is then left out),
 # INFLUENCERS_ASAN=1 (run nginx with the ASan runtime preloaded),
 # INFLUENCERS_LEAVE=1 (keep the temp dir), INFLUENCERS_NGINX (the binary,
 # default /usr/sbin/nginx), INFLUENCERS_LOG_LEVEL=info (every test's
@@ -59,6 +67,7 @@ our @EXPORT_OK = qw(
     P_FEMALE P_MALE P_NB P_ANY P_NONE P_GLOBEX P_UNKNOWN
     ULID_RE REQID_RE INFID_RE check_resent
     ulid_ms iso_ms json_decode json_encode module_path have_module
+    nginx_version nginx_at_least nginx_configure nginx_knows
     ENDPOINT_LOCATION ACCEPT_RE
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
@@ -143,11 +152,19 @@ sub module_path {
         || "$TOP/build/ngx_http_influencers_module.so";
 }
 
+# the module is built into the nginx under test (INFLUENCERS_MODULE=static)
+sub module_static { return module_path() eq 'static'; }
+
 # true when the module is built; otherwise the whole run stops and says so
 # (a suite that skips every test would look like one that passes)
 sub have_module {
     my $m = module_path();
     return 1 if -f $m;
+    if (module_static()) {
+        return 1 if nginx_configure() =~ /--add-module=\S*/;
+        Test::More::BAIL_OUT('INFLUENCERS_MODULE=static, but ' . nginx_binary()
+                             . ' was not configured with --add-module');
+    }
     Test::More::BAIL_OUT("the module is not built: no $m ("
         . ($ENV{INFLUENCERS_MODULE} ? 'INFLUENCERS_MODULE'
                                     : "run make in $TOP, or set INFLUENCERS_MODULE")
@@ -155,6 +172,54 @@ sub have_module {
 }
 
 sub nginx_binary { return $ENV{INFLUENCERS_NGINX} || '/usr/sbin/nginx'; }
+
+# what the binary says of itself (nginx -V), read once
+my %NGINX_V;
+
+sub _nginx_v {
+    return \%NGINX_V if %NGINX_V;
+    my $bin = nginx_binary();
+    my $out = `'$bin' -V 2>&1`;
+    my ($v) = $out =~ m{^nginx version: nginx/(\d+\.\d+\.\d+)}m;
+    Test::More::BAIL_OUT("cannot tell the version of $bin (nginx -V): $out")
+        unless defined $v;
+    my ($args) = $out =~ /^configure arguments: (.*)$/m;
+    %NGINX_V = (version => $v, configure => $args // '');
+    return \%NGINX_V;
+}
+
+# "1.30.4"
+sub nginx_version { return _nginx_v()->{version}; }
+
+# the nginx under test is this version or a later one
+sub nginx_at_least {
+    my ($want) = @_;
+    my @have = split /\./, nginx_version();
+    my @want = split /\./, $want;
+    for my $i (0 .. 2) {
+        return $have[$i] > $want[$i] if $have[$i] != $want[$i];
+    }
+    return 1;
+}
+
+sub nginx_configure { return _nginx_v()->{configure}; }
+
+# the nginx under test takes this directive in its http block ("max_headers
+# 1000"): nginx -t of a configuration with it, once.  For what a
+# distribution backports, which the version does not tell (Debian 12's
+# 1.22.1 has max_headers since 1.22.1-9+deb12u8).
+my %KNOWS;
+
+sub nginx_knows {
+    my ($directive) = @_;
+    return $KNOWS{$directive} if exists $KNOWS{$directive};
+    my $t = InfTest->new;
+    $t->conf("%%MAIN_GLOBALS%%\nevents { }\nhttp {\n    %%HTTP_GLOBALS%%\n"
+             . "    $directive;\n}\n");
+    my ($rc) = $t->test_config;
+    $t->cleanup;
+    return $KNOWS{$directive} = $rc == 0 ? 1 : 0;
+}
 
 # the 48-bit millisecond time of a ULID (with or without "job_")
 sub ulid_ms {
@@ -448,6 +513,7 @@ EOF
 
 sub expand {
     my ($s, $text) = @_;
+    $text =~ s/^[ \t]*load_module %%MODULE%%;[ \t]*\n//mg if module_static();
     $text =~ s/%%MODULE%%/$s->{module}/g;
     $text =~ s/%%TESTDIR%%/$s->{dir}/g;
     $text =~ s/%%HTTP_GLOBALS%%/$s->http_globals/ge;
@@ -479,13 +545,16 @@ sub _nginx_env {
     }
 }
 
-# runs nginx -t on the current nginx.conf: (exit code, stderr text)
+# runs nginx -t on the current nginx.conf: (exit code, stderr text).
+# -e stderr: until it has read the configuration, nginx logs to the error
+# log it was built with, <prefix>/logs/error.log in an upstream build
+# (Debian's is stderr), and the temporary prefix has no logs/.
 sub test_config {
     my ($s) = @_;
     my $out = "$s->{dir}/test_config.stderr";
     unlink $out;
     my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
-               '-t');
+               '-e', 'stderr', '-t');
     my $pid = fork;
     die "fork: $!" unless defined $pid;
     if ($pid == 0) {
