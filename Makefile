@@ -148,13 +148,34 @@ fuzz-smoke: $(FUZZ_BINS)
 	t/fuzz/run.sh $(FUZZ_DIR) $(FUZZ_SMOKE_SECONDS) $(FUZZ_ARTIFACTS) \
 	    $(FUZZERS)
 
+# The prove suite.  Most tests spend their time waiting on sockets and
+# timers: PROVE_JOBS of them run at once.  The ones that keep both CPUs
+# busy (concurrency bursts, the fleet drills) or that time answers which a
+# busy machine delays run afterwards, one at a time.  Both parts always
+# run; the suite fails if either does.  PROVE_JOBS=1 runs it as
+# `prove -r t/` does.
+PROVE_JOBS  ?= 3
+PROVE_ALONE ?= t/31-idem-concurrency.t t/39-idem-org-share.t \
+               t/41-fleet-concurrency.t t/42-fleet-failures.t \
+               t/60-faults-reload.t t/62-faults-backend-down.t \
+               t/64-fleet-drills.t
+PROVE_REST   = $(filter-out $(PROVE_ALONE),$(sort $(wildcard t/*.t)))
+
+# $(call PROVE_SUITE,ENV=... ENV=...)
+define PROVE_SUITE
+rc=0; \
+$(1) prove -j$(PROVE_JOBS) $(PROVE_REST) || rc=1; \
+$(1) prove $(PROVE_ALONE) || rc=1; \
+exit $$rc
+endef
+
 test-prove: $(MODULE) smoke
-	INFLUENCERS_MODULE=$(MODULE) prove -r t/
+	@$(call PROVE_SUITE,INFLUENCERS_MODULE=$(MODULE))
 
 test: test-unit test-prove test-asan
 
 test-asan: $(ASAN_MOD)
-	INFLUENCERS_MODULE=$(ASAN_MOD) INFLUENCERS_ASAN=1 prove -r t/
+	@$(call PROVE_SUITE,INFLUENCERS_MODULE=$(ASAN_MOD) INFLUENCERS_ASAN=1)
 
 # The Debian package, built the way Debian builds its libnginx-mod-*
 # packages (dh-sequence-nginx: the nginx_mod build system and dh_nginx).
@@ -242,8 +263,8 @@ nginx:
 	@$(NGX_V_BIN) -v
 
 test-nginx: nginx
-	INFLUENCERS_NGINX=$(NGX_V_BIN) INFLUENCERS_MODULE=$(NGX_V_MOD) \
-	    prove -r t/
+	@$(call PROVE_SUITE,INFLUENCERS_NGINX=$(NGX_V_BIN) \
+	    INFLUENCERS_MODULE=$(NGX_V_MOD))
 
 load-nginx: nginx
 	INFLUENCERS_NGINX=$(NGX_V_BIN) INFLUENCERS_MODULE=$(NGX_V_MOD) \

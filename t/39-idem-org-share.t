@@ -36,6 +36,8 @@ sub share_conf {
     my $conf = $t->default_conf(
         zone     => $zone,
         workers  => 2,
+        # section 2's forwards last 3 s: a loaded machine's must not 504
+        read_timeout => '10s',
         location => "influencers_busy_retry_after ${RA}s;",
         http     => q{log_format share '$pid $status "$http_idempotency_key" $sent_http_idempotent_replayed $request_uri';},
         server   => "access_log %%TESTDIR%%/share.log share;\n"
@@ -238,18 +240,21 @@ $t = start(zone => 'zone=jobs:64k ttl=1h org_share=25%');
 is($t->stats()->{orgLimit}, $L, "in flight: the same share ($L)");
 
 {
-    my $DELAY = 1.5;
+    # long enough for all of B's requests to be in flight at once, on a
+    # loaded machine too (at 1.5 s the first ones ended before the last
+    # ones were claimed, under a load of 5)
+    my $DELAY = 3;
     $t->set_backend(delay => $DELAY);
     my $f0 = $t->forwards();
     my $t0 = Time::HiRes::time();
     # L - 1 without a key and one with a key
     my @b = map { B_async($t, undef, body => qq({"prompt":"slow $_"})) } 1 .. $L - 1;
     push @b, B_async($t, 'b-inflight-k');
-    $t->wait_backend_requests($f0 + $L, timeout => 5);
+    $t->wait_backend_requests($f0 + $L, timeout => $DELAY);
     my @bx = map { B_async($t, undef, body => qq({"prompt":"over $_"})) } 1 .. 3;
     push @bx, B_async($t, 'b-inflight-over');
     my @a = (A_async($t, undef), A_async($t, 'a-inflight-1'), A_async($t, 'a-inflight-2'));
-    $t->wait_backend_requests($f0 + $L + 3, timeout => 5);
+    $t->wait_backend_requests($f0 + $L + 3, timeout => $DELAY);
 
     my $s = $t->stats();
     is($s->{inflight}, $L + 3, "stats: $L + 3 in flight");
