@@ -190,14 +190,17 @@ my %keep;
 {
     my $main = $t;
     $t = InfTest->setup(log_level => 'info',
-                        zone => 'zone=jobs:1m ttl=2s state=%%TESTDIR%%/short.state',
+                        zone => 'zone=jobs:1m ttl=6s state=%%TESTDIR%%/short.state',
                         server => STATS_LOCATION);
+    # short-old expires 0.5 s before the stop, short-new 3 s after it:
+    # room for a slow stop and start on a loaded machine (with ttl=2s
+    # short-new expired before a stop under ASan at a load of 16)
     my $old = $t->idem('short-old');
     check_new_job($old, 'short-old: 202');
-    Time::HiRes::sleep(1.2);
+    Time::HiRes::sleep(3.5);
     my $new = $t->idem('short-new');
     check_new_job($new, 'short-new: 202');
-    Time::HiRes::sleep(1.0);
+    Time::HiRes::sleep(3.0);
     $t->stop;
     is($t->count_log(qr/1 entries saved to/), 1, 'error.log: only the unexpired entry saved');
     $t->run;
