@@ -1337,6 +1337,197 @@ sub sleep_until {
 }
 
 # ---------------------------------------------------------------------------
+# Forked clients: one burst released together (t/31 on one node, t/41 on
+# two)
+
+# waits for the processes of %$pids (by pid) until $end (epoch), looking
+# every $nap seconds; one still there then is killed by pid.  Returns how
+# many had to be killed.
+sub reap {
+    my ($pids, $end, $nap) = @_;
+    my %left = map { $_ => 1 } keys %$pids;
+    while (%left && Time::HiRes::time() < $end) {
+        for my $p (keys %left) {
+            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
+        }
+        Time::HiRes::sleep($nap) if %left;
+    }
+    for my $p (keys %left) {
+        kill 'KILL', $p;
+        waitpid $p, 0;
+    }
+    return scalar keys %left;
+}
+
+# One burst: $n forked clients, client $i on port $o{ports}[$i % ports]
+# (default: this node's port) and so on node ($i % ports) + 1, connect,
+# wait at the gate (a pipe whose write end the parent closes), then send
+# $bytes and read the answer; with $o{late}, one client in five sends
+# that many seconds after the gate opened.  Returns the number of clients
+# ready at the gate and the answers (InfTest::Response with ->{timed_out},
+# ->{node} and ->{error} if the client failed).
+sub burst {
+    my ($s, $bytes, $n, %o) = @_;
+    my @ports = @{ $o{ports} || [$s->port] };
+    my $late = $o{late};
+
+    pipe(my $ready_r, my $ready_w) or die "pipe: $!";
+    pipe(my $gate_r, my $gate_w) or die "pipe: $!";
+    pipe(my $res_r, my $res_w) or die "pipe: $!";
+
+    my @kids;
+    for my $i (1 .. $n) {
+        my $node = $i % @ports;
+        my $pid = fork;
+        if (!defined $pid) {
+            Test::More::diag("fork: $!");
+            last;
+        }
+        if ($pid == 0) {
+            close $ready_r; close $gate_w; close $res_r;
+            my $line = eval {
+                local $SIG{PIPE} = 'IGNORE';
+                my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                    PeerPort => $ports[$node], Proto => 'tcp', Timeout => 5)
+                    or die "connect: $!\n";
+                binmode $sock;
+                syswrite $ready_w, 'r';
+                my $x;
+                sysread $gate_r, $x, 1;         # EOF: go
+                # some clients come late, after the first answer
+                Time::HiRes::sleep($late) if $late && $i % 5 == 0;
+                my $off = 0;
+                while ($off < length $bytes) {
+                    my $w = syswrite($sock, $bytes, length($bytes) - $off, $off);
+                    die "write: $!\n" unless defined $w;
+                    $off += $w;
+                }
+                # the parent parses the bytes read (within 10 s)
+                my $r = finish_async($sock, 10);
+                json_encode({ raw => $r->raw, timed_out => $r->{timed_out},
+                              node => $node + 1 });
+            } // json_encode({ raw => '', error => "$@", node => $node + 1 });
+            # one line, one write (a pipe write under PIPE_BUF is atomic)
+            syswrite $res_w, "$line\n";
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    close $ready_w; close $gate_r; close $res_w;
+
+    # everyone connected (bounded), then open the gate
+    my $ready = 0;
+    my $sel = IO::Select->new($ready_r);
+    my $end = Time::HiRes::time() + 10;
+    while ($ready < @kids && (my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $got = sysread($ready_r, my $x, 1024);
+        last unless $got;
+        $ready += $got;
+    }
+    close $gate_w;
+
+    # the answers (bounded)
+    my $text = '';
+    $sel = IO::Select->new($res_r);
+    $end = Time::HiRes::time() + 15;
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $got = sysread($res_r, $text, 65536, length $text);
+        next if !defined $got && $!{EINTR};
+        last unless $got;
+    }
+    close $res_r; close $ready_r;
+
+    # every client process is waited for, by pid (killed if it lingers)
+    reap({ map { $_ => 1 } @kids }, Time::HiRes::time() + 5, 0.01);
+
+    my @answers;
+    for my $l (split /\n/, $text) {
+        my $j = json_decode($l) or next;
+        my $r = InfTest::Response->parse($j->{raw});
+        $r->{timed_out} = $j->{timed_out};
+        $r->{error} = $j->{error} if $j->{error};
+        $r->{node} = $j->{node};
+        push @answers, $r;
+    }
+    return ($ready, @answers);
+}
+
+# a few answers of a burst, for diagnostics
+sub burst_sample {
+    my @a = @_;
+    return join "\n", map { "node $_->{node}: " . $_->summary }
+                      @a[0 .. ($#a < 4 ? $#a : 4)];
+}
+
+# The checks of one burst of $o{clients} with a new key, sent when the
+# backend had $n0 requests (t/31 on one node, t/41 with $o{nodes} 2): one
+# original 202, every other answer a replay or a 409, one forward.  On
+# two nodes also half the clients on each, no 5xx and one Location, and
+# the forward is waited for ($o{wait} s).  Returns {original => [..],
+# replays => [..], busy => [..]}.
+sub check_burst {
+    my ($s, $n0, $ready, $a, %o) = @_;
+    my $n = $o{clients};
+    my $fleet = ($o{nodes} // 1) > 1;
+    my @a = @$a;
+    Test::More::is($ready, $n, 'every client connected before the gate opened');
+    Test::More::is(scalar @a, $n, 'every client got an answer');
+    Test::More::is(scalar(grep { $_->{timed_out} || $_->{error} } @a), 0,
+       'no request timed out or failed');
+    Test::More::is(scalar(grep { $_->{node} == 1 } @a), $n / 2,
+       'half of them on node 1') if $fleet;
+
+    my @acc = grep { $_->status == 202 } @a;
+    my @busy = grep { $_->status == 409 } @a;
+    my @five = grep { $_->status >= 500 } @a;
+    my @other = grep { $_->status != 202 && $_->status != 409 } @a;
+    Test::More::is(scalar @five, 0, 'no 5xx')
+        or Test::More::diag(burst_sample(@five)) if $fleet;
+    Test::More::is(scalar @other, 0, 'every answer is a 202 or a 409')
+        or Test::More::diag(burst_sample(@other));
+
+    my @orig = grep { !defined $_->header('idempotent-replayed') } @acc;
+    my @repl = grep { ($_->header('idempotent-replayed') // '') eq 'true' } @acc;
+    Test::More::is(scalar @orig, 1, 'exactly one original 202'
+                   . ($fleet ? ' in the fleet' : ''))
+        or Test::More::diag(burst_sample(@orig));
+    Test::More::is(scalar(@orig) + scalar(@repl), scalar @acc,
+       'every other 202 is marked Idempotent-Replayed: true');
+
+    my %bodies = map { $_->body => 1 } @acc;
+    Test::More::is(scalar keys %bodies, 1, 'all 202 bodies are byte-identical'
+                   . ($fleet ? ', whichever node' : ''));
+    if ($fleet) {
+        my %loc = map { ($_->header('location') // '') => 1 } @acc;
+        Test::More::is(scalar keys %loc, 1, 'one Location');
+    }
+    my ($job) = @acc ? ($acc[0]->body =~ ACCEPT_RE) : ('');
+
+    my @fw = $o{wait}
+           ? $s->wait_backend_requests($n0 + 1, timeout => $o{wait})
+           : $s->backend_requests;
+    Test::More::is(scalar @fw - $n0, 1, 'exactly one forward reached the backend');
+    Test::More::is($fw[-1]{h}{'idempotency-key'}[0], $job,
+       'the forwarded job is the one answered') if @fw > $n0;
+
+    my @bad409 = grep {
+        my $j = $_->json;
+        !(ref $j eq 'HASH' && ($j->{error}{code} // '') eq 'IDEMPOTENCY_IN_PROGRESS'
+          && ($_->header('retry-after') // '') =~ /^\d+$/)
+    } @busy;
+    Test::More::is(scalar @bad409, 0,
+       'every 409 is IDEMPOTENCY_IN_PROGRESS with Retry-After')
+        or Test::More::diag(burst_sample(@bad409));
+
+    my %rid = map { ($_->header('x-request-id') // '') => 1 } @a;
+    Test::More::is(scalar keys %rid, scalar @a,
+       'every answer has its own X-Request-Id');
+    return { original => \@orig, replays => \@repl, busy => \@busy };
+}
+
+# ---------------------------------------------------------------------------
 # Assertions on answers (each one a subtest named after the behaviour)
 
 # check_error($r, $status, $code, $message or undef, $name, %o)
