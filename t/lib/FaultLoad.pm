@@ -42,7 +42,6 @@ use warnings;
 
 use IO::Socket::INET;
 use IO::Select;
-use POSIX ();
 use Socket ();
 use Time::HiRes ();
 use InfTest ();
@@ -65,24 +64,8 @@ sub start {
     $self->{end} = $self->{start} + ($o{seconds} // 3);
     $self->{prefix} = "$self->{name}-$$";
 
-    for my $c (1 .. $self->{clients}) {
-        my $file = $t->path("load-$self->{name}-$c.txt");
-        unlink $file;
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-        if ($pid == 0) {
-            $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-            $SIG{PIPE} = 'IGNORE';
-            my $out = eval { $self->_client($c) } // "ERROR $@\n";
-            if (open my $fh, '>', "$file.tmp") {
-                print {$fh} $out;
-                close $fh;
-                rename "$file.tmp", $file;
-            }
-            POSIX::_exit(0);
-        }
-        $self->{pids}{$pid} = $file;
-    }
+    $self->{pids} = $t->fork_clients("load-$self->{name}", $self->{clients},
+                                     sub { $self->_client($_[0]) });
     return $self;
 }
 
@@ -186,19 +169,8 @@ sub _client {
 # request made, in client order
 sub finish {
     my ($self) = @_;
-    my %left = %{ $self->{pids} };
-    my $end = $self->{end} + $self->{timeout} + 5;
-    while (%left && Time::HiRes::time() < $end) {
-        for my $p (keys %left) {
-            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
-        }
-        Time::HiRes::sleep(0.02) if %left;
-    }
-    $self->{lost} = scalar keys %left;
-    for my $p (keys %left) {
-        kill 'KILL', $p;
-        waitpid $p, 0;
-    }
+    $self->{lost} = InfTest::reap($self->{pids},
+                                  $self->{end} + $self->{timeout} + 5, 0.02);
     my (@r, @errors);
     for my $p (sort { $self->{pids}{$a} cmp $self->{pids}{$b} } keys %{ $self->{pids} }) {
         my $file = $self->{pids}{$p};

@@ -1338,7 +1338,8 @@ sub sleep_until {
 
 # ---------------------------------------------------------------------------
 # Forked clients: one burst released together (t/31 on one node, t/41 on
-# two)
+# two), and the clients of the load generators (t/lib/FaultLoad.pm,
+# t/lib/Drill.pm)
 
 # waits for the processes of %$pids (by pid) until $end (epoch), looking
 # every $nap seconds; one still there then is killed by pid.  Returns how
@@ -1357,6 +1358,34 @@ sub reap {
         waitpid $p, 0;
     }
     return scalar keys %left;
+}
+
+# $n forked clients, client $c running $code->($c) and leaving its text
+# (or "ERROR ...") in the test dir's file "$stem-$c.txt", written whole
+# (tmp, rename) before it leaves by POSIX::_exit, never running the
+# harness's END blocks.  Returns {pid => file}.
+sub fork_clients {
+    my ($s, $stem, $n, $code) = @_;
+    my %pids;
+    for my $c (1 .. $n) {
+        my $file = $s->path("$stem-$c.txt");
+        unlink $file;
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if ($pid == 0) {
+            $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+            $SIG{PIPE} = 'IGNORE';
+            my $out = eval { $code->($c) } // "ERROR $@\n";
+            if (open my $fh, '>', "$file.tmp") {
+                print {$fh} $out;
+                close $fh;
+                rename "$file.tmp", $file;
+            }
+            POSIX::_exit(0);
+        }
+        $pids{$pid} = $file;
+    }
+    return \%pids;
 }
 
 # One burst: $n forked clients, client $i on port $o{ports}[$i % ports]
