@@ -44,6 +44,7 @@ use IO::Socket::INET;
 use IO::Select;
 use Socket ();
 use Time::HiRes ();
+use Test::More ();
 use InfTest ();
 
 sub start {
@@ -67,6 +68,29 @@ sub start {
     $self->{pids} = $t->fork_clients("load-$self->{name}", $self->{clients},
                                      sub { $self->_client($_[0]) });
     return $self;
+}
+
+# The gateway of the fault tests (t/60-63), running: default_conf with
+# a zone of $o{memory} (8m) and a lease of $o{lease} s (2) that one org
+# may fill, forwards bounded by $o{read_timeout} (1s) and a 500 ms
+# connect, the counters at STATS_LOCATION and $o{server} after them,
+# $o{workers} (default_conf's), the backend with $o{control}
+sub gateway {
+    my (%o) = @_;
+    my $t = InfTest->new(log_level => 'info');
+    $t->write_directory;
+    my $zone = 'zone=jobs:' . ($o{memory} // '8m')
+             . ' lease=' . ($o{lease} // 2) . 's org_share=100%';
+    $t->conf($t->default_conf(
+        ($o{workers} ? (workers => $o{workers}) : ()),
+        zone            => $zone,
+        read_timeout    => $o{read_timeout} // '1s',
+        connect_timeout => '500ms',
+        server          => InfTest::STATS_LOCATION . ($o{server} // ''),
+    ));
+    $t->start_backend(control => $o{control});
+    $t->run;
+    return $t;
 }
 
 sub end_time { return $_[0]->{end}; }
@@ -195,6 +219,66 @@ sub finish {
 # clients that had to be killed, and client errors (after finish())
 sub lost   { return $_[0]->{lost} // 0; }
 sub errors { return @{ $_[0]->{errors} || [] }; }
+
+# ---------------------------------------------------------------------------
+# The checks every fault test makes
+
+# the load is over: every client ended by itself and without an error,
+# and made many requests (@r, noted by status)
+sub check_ended {
+    my ($load, @r) = @_;
+    Test::More::is($load->lost, 0, 'every client ended by itself');
+    Test::More::is(scalar($load->errors), 0, 'no client failed')
+        or Test::More::diag(join "\n", $load->errors);
+    Test::More::note(scalar(@r) . ' requests: ' . tally_text(tally(@r)));
+    Test::More::cmp_ok(scalar @r, '>=', 100,
+        'the clients made many requests (' . scalar(@r) . ')');
+}
+
+# every request of @$acc (the 202s; "$o{what}", '202' by default) was
+# forwarded once, and no key twice ("$o{when}"); returns the forwards by
+# marker
+sub check_forwarded_once {
+    my ($t, $acc, %o) = @_;
+    my $what = $o{what} // '202';
+    my $when = $o{when} // ' during the load';
+    my $fw = forwards_by_marker($t);
+    my @not_once = grep { ($fw->{ $_->{key} } // 0) != 1 } @$acc;
+    Test::More::is(scalar @not_once, 0, "every $what was forwarded exactly once ("
+                                        . scalar(@$acc) . ' keys)')
+        or Test::More::diag(sample(map { "$_->{key}: " . ($fw->{ $_->{key} } // 0) }
+                                   @not_once));
+    my @twice = grep { $fw->{$_} > 1 } keys %$fw;
+    Test::More::is(scalar @twice, 0, "no key was forwarded twice$when")
+        or Test::More::diag("@twice[0 .. ($#twice < 9 ? $#twice : 9)]");
+    return $fw;
+}
+
+# the keys left in doubt by the fault, each sent again ($what, then "a
+# 202 of its one job" and their number); returns how they were answered
+sub check_retry_in_doubt {
+    my ($t, $what, @keys) = @_;
+    my ($how, @bad) = retry_in_doubt($t, @keys);
+    Test::More::is(scalar @bad, 0, "$what a 202 of its one job ("
+                                   . scalar(@keys) . ')')
+        or Test::More::diag(sample(@bad));
+    return $how;
+}
+
+# nginx stopped, its error log: nothing at [crit] or above, no [error]
+# but nginx's own that $own matches ("$name"); returns the log's lines
+sub check_log {
+    my ($t, $own, $name) = @_;
+    $t->stop;
+    my @lines = split /\n/, $t->error_log . ($t->read_file('stderr.log') // '');
+    my @hi = grep { /\[(?:alert|emerg|crit)\]|Sanitizer|==\d+==ERROR/ } @lines;
+    Test::More::is(scalar @hi, 0, 'error.log: nothing at [crit] or above')
+        or Test::More::diag(sample(@hi));
+    my @err = grep { /\[error\]/ && !/$own/ } @lines;
+    Test::More::is(scalar @err, 0, "error.log: no [error] but nginx's own $name")
+        or Test::More::diag(sample(@err));
+    return @lines;
+}
 
 # ---------------------------------------------------------------------------
 # What the backend stand-in received, told apart by the marker (the prompt)
