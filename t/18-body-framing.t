@@ -27,65 +27,17 @@ plan skip_all => 'module not built: ' . module_path() unless have_module();
 # "small": limit and buffer 1k, its own client_body_temp_path.  "mirror":
 # the body is read by the mirror module before the handler runs.  "h2": h2c.
 my $t = InfTest->setup(server => 'client_body_buffer_size 8k;',
-                       http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_SMALL%%;
-        client_body_buffer_size 1k;
-        client_body_temp_path %%TESTDIR%%/small_body_temp;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 1k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_MIRROR%%;
-        client_body_buffer_size 8k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            mirror /_mirror;
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_mirror { internal; return 204; }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_H2%% http2;
-        client_body_buffer_size 8k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+                       http => endpoint_server(port => 'SMALL',
+                                   top => "client_body_buffer_size 1k;\n"
+                                        . '        client_body_temp_path '
+                                        . '%%TESTDIR%%/small_body_temp;',
+                                   location => 'influencers_body_limit 1k;')
+                             . endpoint_server(port => 'MIRROR',
+                                   top => 'client_body_buffer_size 8k;',
+                                   location => 'mirror /_mirror;',
+                                   server => 'location = /_mirror { internal; return 204; }')
+                             . endpoint_server(port => 'H2', listen => ' http2',
+                                   top => 'client_body_buffer_size 8k;'));
 
 my $P = 'PAYLOAD_TOO_LARGE';
 my $dir = $t->dir;

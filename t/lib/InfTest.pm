@@ -68,7 +68,7 @@ our @EXPORT_OK = qw(
     ULID_RE REQID_RE INFID_RE check_resent
     ulid_ms iso_ms json_decode json_encode module_path have_module
     nginx_version nginx_at_least nginx_configure nginx_knows
-    ENDPOINT_LOCATION ACCEPT_RE
+    ENDPOINT_LOCATION ACCEPT_RE endpoint_server
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
     STATS_LOCATION http_date check_replay check_new_job
@@ -508,6 +508,60 @@ http {
         $server
     }
 }
+EOF
+}
+
+# Another server on the same zone and backend, for default_conf(http =>
+# ...): the endpoint with errors as JSON, what most tests add to try a
+# limit, a listen option or an identity of its own:
+#   port        its port's name (%%PORT_<port>%%)
+#   listen      more of the listen line (' http2', ' ssl http2')
+#   top         server-level directives first
+#   error_page  statuses handed to the error location ('' for none)
+#               ('400 404 405 413 414 494 500 502 503 504')
+#   error_target its URI ('/_influencers/error'); error_location: more
+#               directives in it
+#   match       the endpoint location's match        (ENDPOINT_LOCATION)
+#   identity    ('influencers_directory %%TESTDIR%%/directory.json;')
+#   location    more directives in the endpoint location
+#   render      the backend location's URI ('/_render2')
+#   server      more server-level directives last
+sub endpoint_server {
+    my (%o) = @_;
+    my $errpage  = $o{error_page} // '400 404 405 413 414 494 500 502 503 504';
+    my $etarget  = $o{error_target} // '/_influencers/error';
+    my $eloc     = $o{error_location} // '';
+    my $errors   = length $errpage
+        ? "error_page $errpage $etarget;\n        "
+          . "location = $etarget { internal; $eloc influencers_errors; }"
+        : '';
+    my $match    = $o{match} // ENDPOINT_LOCATION;
+    my $identity = $o{identity}
+                   // 'influencers_directory %%TESTDIR%%/directory.json;';
+    my $render   = $o{render} // '/_render2';
+    my $listen   = $o{listen} // '';
+    my $top      = $o{top} // '';
+    my $location = $o{location} // '';
+    my $server   = $o{server} // '';
+    return <<"EOF";
+    server {
+        listen 127.0.0.1:%%PORT_$o{port}%%$listen;
+        $top
+        $errors
+        location $match {
+            influencers zone=jobs;
+            influencers_backend $render;
+            $identity
+            $location
+        }
+        location = $render {
+            internal;
+            proxy_pass http://render/jobs;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+        $server
+    }
 EOF
 }
 
