@@ -19,10 +19,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Select;
-use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 use HPACK qw(:all);
+use H2 ();
+use Hostile qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -51,40 +52,21 @@ my $ERRPAGE = '400 404 405 408 413 414 494 500 501 502 503 504 505';
 # client_max_body_size 2m, and client_max_body_size 0 in its error location
 # (see the 1 MB bodies)
 sub tls_server {
-    my ($port, $extra, $errloc) = @_;
-    $errloc //= '';
-    return <<"EOF";
-    server {
-        listen 127.0.0.1:%%PORT_$port%% ssl http2;
-        server_name localhost;
-        ssl_certificate %%TESTDIR%%/cert.pem;
-        ssl_certificate_key %%TESTDIR%%/key.pem;
-        client_body_timeout 1s;
-        client_header_timeout 1s;
-        $extra
-        error_page $ERRPAGE /_influencers/error;
-        location = /_influencers/error { internal; $errloc influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers\$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit $port;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    my ($port, $limit, $extra, $errloc) = @_;
+    return endpoint_server(port => $port, listen => ' ssl http2',
+        top => "server_name localhost;\n"
+             . "        ssl_certificate %%TESTDIR%%/cert.pem;\n"
+             . "        ssl_certificate_key %%TESTDIR%%/key.pem;\n"
+             . "        client_body_timeout 1s;\n"
+             . "        client_header_timeout 1s;\n"
+             . "        $extra",
+        error_page => $ERRPAGE, error_location => $errloc,
+        location => "influencers_body_limit $limit;");
 }
 
-my $http = tls_server('H2', '') . tls_server('H2BIG',
+my $http = tls_server('H2', '4k', '') . tls_server('H2BIG', '64k',
     "client_body_buffer_size 64k;\n        client_max_body_size 2m;",
     'client_max_body_size 0;');
-$http =~ s/influencers_body_limit H2BIG;/influencers_body_limit 64k;/;
-$http =~ s/influencers_body_limit H2;/influencers_body_limit 4k;/;
 
 $t->write_directory;
 $t->conf($t->default_conf(error_page => $ERRPAGE, server => STATS_LOCATION,
@@ -95,18 +77,6 @@ $t->run(port => $t->port('h2'));
 my $ID   = P_FEMALE;
 my $PATH = "/v1/projects/$ID/influencers";
 my $KEY  = 'Bearer ' . K_WRITE;
-
-my $EM      = "\x{2014}";
-my $NAME    = "Unrecognized key $EM name is server-generated.";
-my $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
-my $NUMBER  = 'Expected string, received number';
-my $BADJSON = 'Invalid JSON.';
-my $BADUTF8 = 'Invalid UTF-8.';
-my $BADESC  = 'Invalid Unicode escape.';
-my $DEEP    = 'Nesting too deep.';
-my $IDEM_MSG = 'Invalid Idempotency-Key header.';
-my $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
-my $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
 
 # ------------------------------------------------------------ HPACK
 
@@ -156,26 +126,7 @@ sub h2 {
 
     # openssl s_client as the TLS pipe: our frames on its stdin, the
     # server's on its stdout
-    pipe(my $c_in, my $to_c) or die "pipe: $!";
-    pipe(my $from_c, my $c_out) or die "pipe: $!";
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        close $to_c;
-        close $from_c;
-        open STDIN, '<&', $c_in or POSIX::_exit(126);
-        open STDOUT, '>&', $c_out or POSIX::_exit(126);
-        open STDERR, '>>', "$dir/s_client.log";
-        { no warnings q(exec);
-          exec $OPENSSL, 's_client', '-connect', "127.0.0.1:$port",
-               '-servername', 'localhost', '-alpn', 'h2', '-quiet',
-               '-nocommands', '-verify_quiet'; }
-        POSIX::_exit(127);
-    }
-    close $c_in;
-    close $c_out;
-    binmode $to_c;
-    binmode $from_c;
+    my ($to_c, $from_c, $pid) = H2::tls_pipe($port, "$dir/s_client.log", $OPENSSL);
     local $SIG{PIPE} = 'IGNORE';
 
     my $t0 = Time::HiRes::time();
@@ -312,16 +263,7 @@ sub h2 {
     my $took = Time::HiRes::time() - $t0;
 
     close $to_c;
-    kill 'TERM', $pid;
-    my $end = Time::HiRes::time() + 3;
-    while (waitpid($pid, POSIX::WNOHANG()) == 0) {
-        if (Time::HiRes::time() > $end) {
-            kill 'KILL', $pid;
-            waitpid $pid, 0;
-            last;
-        }
-        Time::HiRes::sleep(0.02);
-    }
+    H2::end_pipe($pid);
     close $from_c;
 
     my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @headers;
@@ -338,70 +280,18 @@ sub h2 {
     return $r;
 }
 
-# ------------------------------------------------------------ the invariants
-
-my $MASTER  = $t->nginx_pid;
-my @WORKERS = $t->worker_pids;
-my $FORWARDS = $t->forwards;
-my %STORED = %{ $t->stats };
-my @COUNTERS = qw(claims entries keyed inflight accepted replays conflicts
-                  mismatches);
-
-sub invariants {
-    my ($group) = @_;
-    Time::HiRes::sleep(0.2);
-    subtest "$group: nginx intact, nothing forwarded, nothing stored" => sub {
-        ok($t->nginx_alive, 'the master is alive');
-        is($t->nginx_pid, $MASTER, 'the same master');
-        is_deeply([$t->worker_pids], \@WORKERS, 'the same workers');
-        is($t->count_log(qr/exited on signal|worker process \d+ exited/), 0,
-           'no worker exited');
-        is($t->forwards, $FORWARDS, 'nothing forwarded');
-        my $s = $t->stats;
-        is_deeply({ map { $_ => $s->{$_} } @COUNTERS },
-                  { map { $_ => $STORED{$_} } @COUNTERS }, 'nothing stored');
-        my @bad = $t->log_lines(qr/\[(?:alert|crit|emerg)\]|Sanitizer|==\d+==ERROR/);
-        is(scalar @bad, 0, 'no [alert], [crit], [emerg] or Sanitizer line')
-            or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
-    };
-}
-
 # ------------------------------------------------------------ the cases
 
-my $N = 0;
-my %STATUS;
-
-sub printable {
-    my ($s) = @_;
-    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
-    return length $s > 60 ? substr($s, 0, 57) . '...' : $s;
-}
-
-sub case {
-    my ($name, $r, $status, $code, %o) = @_;
-    $N++;
-    $STATUS{$status}++;
-    my %ce;
-    $ce{details} = { formErrors => [], fieldErrors => {}, %{ $o{details} } }
-        if $o{details};
-    check_error($r, $status, $code, $o{message}, "h2: $name", %ce);
-    unlike($r->body, qr/<html|<body|<center/i, "h2: $name: no HTML");
-}
-
-sub body_case {
-    my ($name, $body, $details, %o) = @_;
-    case("body: $name", h2(data => [$body], %o), 422, 'VALIDATION',
-         message => 'Invalid body.', details => $details);
-}
-
-sub form  { return { formErrors => [@_] } }
-sub field { my ($f, @m) = @_; return { fieldErrors => { $f => [@m] } } }
+Hostile::start($t, proto => 'h2', send => sub {
+    my ($body, %o) = @_;
+    return h2(data => [$body], %o);
+});
+my $FORWARDS = Hostile::forwards();
 
 # a stream nginx refuses before any HTTP answer: RST_STREAM, no HEADERS
 sub reset_case {
     my ($name, $r, %o) = @_;
-    $N++;
-    $STATUS{reset}++;
+    counted(1, 'reset');
     subtest "h2: $name: the stream is reset, no answer" => sub {
         is($r->{h2_status}, undef, 'no HEADERS (no answer, no HTML)')
             or diag($r->summary);
@@ -572,8 +462,7 @@ my $big = '{"prompt":"' . ('x' x ($MB - 13)) . '"}';
     # influencers_errors location has no limit of its own, so the 413 is
     # the module's JSON.
     my $r = h2(more => ['content-length' => $MB + 1], data => [$big . ' '], timeout => 15);
-    $N++;
-    $STATUS{'413 (nginx)'}++;
+    counted(1, '413 (nginx)');
     is($r->{h2_status}, 413, 'h2: 1 MB + 1 with content-length (over '
                              . 'client_max_body_size): 413');
     cmp_ok($r->{sent}, '<=', 1, 'h2: 1 MB + 1: refused before the body was sent');
@@ -747,8 +636,7 @@ case('an invalid body in 6 DATA frames 0.3 s apart',
     {
         my ($what, @o) = @$c;
         my $r = h2(@o, timeout => 5);
-        $N++;
-        $STATUS{timeout}++;
+        counted(1, 'timeout');
         subtest "h2: $what: given up after client_body_timeout, no HTML" => sub {
             ok(!$r->timed_out, 'nginx ended the stream') or diag($r->summary);
             cmp_ok($r->{took}, '<', 3, 'within about 1 s');
@@ -796,9 +684,7 @@ invariants('paths');
 
 # ------------------------------------------------------------ the count
 
-cmp_ok($N, '>=', 100, "at least 100 hostile HTTP/2 requests ($N)");
-note('answers: ' . join(', ', map { "$_ x$STATUS{$_}" } sort keys %STATUS));
-ok(!$STATUS{500}, 'no hostile request was answered 500');
+Hostile::the_count('hostile HTTP/2 requests');
 
 # a good request over the same client still works (and is the only forward)
 {
@@ -808,10 +694,6 @@ ok(!$STATUS{500}, 'no hostile request was answered 500');
     is(scalar @req, $FORWARDS + 1, 'h2: control: one forward');
 }
 
-ok($t->nginx_alive && $t->nginx_pid == $MASTER, 'nginx still up at the end');
-is_deeply([$t->worker_pids], \@WORKERS, 'the same workers at the end');
-$t->check_log_clean;
-my @crit = $t->log_lines(qr/\[crit\]/);
-is(scalar @crit, 0, 'error.log has no [crit] lines') or diag join "\n", @crit;
+Hostile::the_end();
 
 done_testing;

@@ -33,27 +33,8 @@ sub connect {
                        tls => $o{tls} }, $class;
 
     if ($o{tls}) {
-        pipe(my $c_in, my $to_c) or die "pipe: $!";
-        pipe(my $from_c, my $c_out) or die "pipe: $!";
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-        if ($pid == 0) {
-            close $to_c;
-            close $from_c;
-            open STDIN, '<&', $c_in or POSIX::_exit(126);
-            open STDOUT, '>&', $c_out or POSIX::_exit(126);
-            open STDERR, '>>', ($o{dir} // '/tmp') . '/s_client.log';
-            { no warnings q(exec);
-              exec 'openssl', 's_client', '-connect', "127.0.0.1:$o{port}",
-                   '-servername', 'localhost', '-alpn', 'h2', '-quiet',
-                   '-nocommands', '-verify_quiet'; }
-            POSIX::_exit(127);
-        }
-        close $c_in;
-        close $c_out;
-        binmode $to_c;
-        binmode $from_c;
-        @$self{qw(out rd pid)} = ($to_c, $from_c, $pid);
+        @$self{qw(out rd pid)} =
+            tls_pipe($o{port}, ($o{dir} // '/tmp') . '/s_client.log');
     } else {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
             PeerPort => $o{port}, Proto => 'tcp', Timeout => 5)
@@ -64,6 +45,49 @@ sub connect {
 
     $self->_put("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" . h2_frame(4, 0, 0, ''));
     return $self;
+}
+
+# `openssl s_client` ($openssl, default from PATH) as the TLS pipe to
+# 127.0.0.1:$port with ALPN h2, its stderr appended to $log: (the pipe to
+# it, the pipe from it, its pid), for end_pipe() to stop.  Also t/51.
+sub tls_pipe {
+    my ($port, $log, $openssl) = @_;
+    pipe(my $c_in, my $to_c) or die "pipe: $!";
+    pipe(my $from_c, my $c_out) or die "pipe: $!";
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        close $to_c;
+        close $from_c;
+        open STDIN, '<&', $c_in or POSIX::_exit(126);
+        open STDOUT, '>&', $c_out or POSIX::_exit(126);
+        open STDERR, '>>', $log;
+        { no warnings q(exec);
+          exec $openssl // 'openssl', 's_client', '-connect', "127.0.0.1:$port",
+               '-servername', 'localhost', '-alpn', 'h2', '-quiet',
+               '-nocommands', '-verify_quiet'; }
+        POSIX::_exit(127);
+    }
+    close $c_in;
+    close $c_out;
+    binmode $to_c;
+    binmode $from_c;
+    return ($to_c, $from_c, $pid);
+}
+
+# the TLS pipe's process stopped: TERM, KILL if it is still there in 3 s
+sub end_pipe {
+    my ($pid) = @_;
+    kill 'TERM', $pid;
+    my $end = Time::HiRes::time() + 3;
+    while (waitpid($pid, POSIX::WNOHANG()) == 0) {
+        if (Time::HiRes::time() > $end) {
+            kill 'KILL', $pid;
+            waitpid $pid, 0;
+            last;
+        }
+        Time::HiRes::sleep(0.02);
+    }
 }
 
 sub _put {
@@ -178,16 +202,7 @@ sub close {
     close $self->{out} if $self->{out};
     close $self->{rd} if $self->{rd} && $self->{rd} != $self->{out};
     if (my $pid = delete $self->{pid}) {
-        kill 'TERM', $pid;
-        my $end = Time::HiRes::time() + 3;
-        while (waitpid($pid, POSIX::WNOHANG()) == 0) {
-            if (Time::HiRes::time() > $end) {
-                kill 'KILL', $pid;
-                waitpid $pid, 0;
-                last;
-            }
-            Time::HiRes::sleep(0.02);
-        }
+        end_pipe($pid);
     }
     $self->{out} = $self->{rd} = undef;
     return;
