@@ -87,21 +87,6 @@ sub full_replay {
     return $r;
 }
 
-# every nginx process at once (as t/38 does)
-sub kill_all {
-    my ($t) = @_;
-    my $m = $t->nginx_pid;
-    my @w = $t->worker_pids;
-    kill 'KILL', $m, @w;
-    waitpid $m, 0;
-    my $end = Time::HiRes::time() + 5;
-    Time::HiRes::sleep(0.05)
-        while Time::HiRes::time() < $end && grep { kill 0, $_ } @w;
-    $t->{nginx_pid} = undef;
-    $t->stop;
-    return !grep { kill 0, $_ } @w;
-}
-
 # ================================================================ instance A
 
 my $t = InfTest->new(log_level => 'debug');
@@ -485,7 +470,7 @@ my $first1;
     $keep{'hk-7'} = [$B7, $f7];
     Time::HiRes::sleep(2.3);
     my $n0 = $t->forwards();
-    ok(kill_all($t), '7: kill -9 of the master and both workers');
+    ok($t->kill9, '7: kill -9 of the master and both workers');
     ok(!$t->nginx_alive, '7: nginx is gone');
     $t->run;
     like(($t->log_lines(qr/entries loaded from/))[-1] // '', qr/\d+ entries loaded from/,

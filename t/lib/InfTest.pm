@@ -709,8 +709,25 @@ sub run {
 sub _watchdog {
     my ($s) = @_;
     $s->_stop_watchdog;
+    $s->_guard('watchdog', ['QUIT'], 0, $s->{nginx_pid},
+               map { $_->{pid} } values %{ $s->{backends} });
+}
+
+sub _stop_watchdog {
+    my ($s, $slot) = @_;
+    my $pid = delete $s->{$slot // 'watchdog'} or return;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+# the watchdogs: a process, kept in $s->{$slot}, that looks every 0.5 s
+# whether the test process is still there.  Once it is gone (and, with
+# $if_alive, the first pid is still there), the first of @pids gets
+# @$first signals, the others TERM, whatever is left after 3 s KILL; then
+# the test dir goes.  It ends by itself when the first pid has gone.
+sub _guard {
+    my ($s, $slot, $first, $if_alive, @pids) = @_;
     my $owner = $$;
-    my @pids = ($s->{nginx_pid}, map { $_->{pid} } values %{ $s->{backends} });
     my $pid = fork;
     return unless defined $pid;
     if ($pid == 0) {
@@ -721,8 +738,8 @@ sub _watchdog {
             last if getppid() != $owner;
             last unless kill 0, $pids[0];
         }
-        if (getppid() != $owner) {
-            kill 'QUIT', $pids[0];
+        if (getppid() != $owner && (!$if_alive || kill 0, $pids[0])) {
+            kill $_, $pids[0] for @$first;
             kill 'TERM', @pids[1 .. $#pids] if @pids > 1;
             my $end = Time::HiRes::time() + 3;
             Time::HiRes::sleep(0.1)
@@ -733,14 +750,7 @@ sub _watchdog {
         }
         POSIX::_exit(0);
     }
-    $s->{watchdog} = $pid;
-}
-
-sub _stop_watchdog {
-    my ($s) = @_;
-    my $pid = delete $s->{watchdog} or return;
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
+    $s->{$slot} = $pid;
 }
 
 sub nginx_pid { return $_[0]->{nginx_pid}; }
@@ -1967,10 +1977,7 @@ sub stop_redis {
         $r->{pid} = undef;
     }
     $r->{frozen} = 0;
-    if (my $w = delete $s->{redis_watchdog}) {
-        kill 'KILL', $w;
-        waitpid $w, 0;
-    }
+    $s->_stop_watchdog('redis_watchdog');
     return $s;
 }
 
@@ -2006,35 +2013,8 @@ sub thaw_redis {
 # without its END block
 sub _redis_watchdog {
     my ($s) = @_;
-    if (my $w = delete $s->{redis_watchdog}) {
-        kill 'KILL', $w;
-        waitpid $w, 0;
-    }
-    my $owner = $$;
-    my $rpid = $s->{redis}{pid};
-    my $pid = fork;
-    return unless defined $pid;
-    if ($pid == 0) {
-        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE);
-        open STDIN, '<', '/dev/null';
-        while (1) {
-            Time::HiRes::sleep(0.5);
-            last if getppid() != $owner;
-            last unless kill 0, $rpid;
-        }
-        if (getppid() != $owner && kill 0, $rpid) {
-            kill 'CONT', $rpid;
-            kill 'TERM', $rpid;
-            my $end = Time::HiRes::time() + 3;
-            Time::HiRes::sleep(0.1)
-                while Time::HiRes::time() < $end && kill 0, $rpid;
-            kill 'KILL', $rpid if kill 0, $rpid;
-            Time::HiRes::sleep(0.2);
-            File::Path::remove_tree($s->{dir}) unless $ENV{INFLUENCERS_LEAVE};
-        }
-        POSIX::_exit(0);
-    }
-    $s->{redis_watchdog} = $pid;
+    $s->_stop_watchdog('redis_watchdog');
+    $s->_guard('redis_watchdog', ['CONT', 'TERM'], 1, $s->{redis}{pid});
 }
 
 sub _redis_close {
@@ -2295,8 +2275,8 @@ sub fleet {
     return @nodes;
 }
 
-# SIGKILL of this node's master and workers at once (a crashed node);
-# 1 when they are all gone (bounded wait)
+# SIGKILL of this node's master and workers at once (a crashed node, a
+# power cut, the OOM killer); 1 when they are all gone (bounded wait)
 sub kill9 {
     my ($s) = @_;
     my $m = $s->{nginx_pid} or return 0;
