@@ -242,14 +242,9 @@ for my $h (['X-Request-Id' => "req_\xff\xfe"], ['User-Agent' => "\xc0\xaf\xed\xa
                         headers => ["$name: $value", $AUTH, $JSON,
                                     'Content-Length: 14'],
                         body => '{"name":"Ava"}'));
-    if ($name eq 'Host' && nginx_at_least('1.29.4')) {
-        case('invalid UTF-8 in Host (refused since nginx 1.29.4): '
-             . 'nginx\'s 400, as JSON', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('invalid UTF-8 in ' . printable($name) . ' (not read): the body\'s 422',
-             $r, 422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, $name eq 'Host' && nginx_at_least('1.29.4'),
+        'invalid UTF-8 in Host (refused since nginx 1.29.4): nginx\'s 400, as JSON',
+        'invalid UTF-8 in ' . printable($name) . ' (not read): the body\'s 422');
     unlike($r->raw, qr/\xff|\xc0\xaf/, 'the bytes are not echoed');
 }
 case('0xFF in Content-Length',
@@ -429,19 +424,9 @@ case('Idempotency-Key with a bare LF that smuggles a second Authorization',
 # "=") turns into a 400, like a header over large_client_header_buffers:
 # BAD_REQUEST, as JSON.  Without max_headers they are read like any
 # others and the body decides.
-{
-    my $r = $t->raw(req(headers => [$AUTH, $JSON, 'Content-Length: 14',
-                                    map { "X-Pad-$_: p" } 1 .. 1001],
-                        body => '{"name":"Ava"}'));
-    if (nginx_knows('max_headers 1000')) {
-        case('1001 header lines (over max_headers): '
-             . 'nginx\'s 494, as JSON 400', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('1001 header lines (an nginx without max_headers): '
-             . 'the body\'s 422', $r, 422, 'VALIDATION',
-             message => 'Invalid body.', details => field(name => $NAME));
-    }
-}
+max_headers_case($t->raw(req(headers => [$AUTH, $JSON, 'Content-Length: 14',
+                                         map { "X-Pad-$_: p" } 1 .. 1001],
+                             body => '{"name":"Ava"}')));
 
 note('two Authorization or two Idempotency-Key headers');
 case('Authorization twice, the same key',
@@ -527,15 +512,9 @@ for my $c (['a bare LF after each size and chunk', "e\n{\"name\":\"Ava\"}\n0\n\n
            ['a bare LF after the data only', "e\r\n{\"name\":\"Ava\"}\n0\r\n\r\n"])
 {
     my ($what, $payload) = @$c;
-    my $r = $t->raw(chunked($payload));
-    if (nginx_at_least('1.29.4')) {
-        case("chunked: $what (an error since nginx 1.29.4): nginx's 400, as JSON",
-             $r, 400, 'BAD_REQUEST');
-    } else {
-        case("chunked: $what (taken before nginx 1.29.4): the body's 422", $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($t->raw(chunked($payload)), nginx_at_least('1.29.4'),
+        "chunked: $what (an error since nginx 1.29.4): nginx's 400, as JSON",
+        "chunked: $what (taken before nginx 1.29.4): the body's 422");
 }
 case('chunked: 5000 bytes in 1-byte chunks: 413',
      $t->create(body => '{"prompt":"' . ('p' x 4990) . '"}',

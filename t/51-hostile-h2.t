@@ -396,14 +396,10 @@ case('invalid UTF-8 in x-request-id and user-agent (not read): the body\'s 422',
                            authorization => $KEY,
                            'content-type' => 'application/json'],
                data => ['{"name":"Ava"}']);
-    if (nginx_at_least('1.29.4')) {
-        case('invalid UTF-8 in :authority (refused since nginx 1.29.4): '
-             . 'nginx\'s 400, as JSON', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('invalid UTF-8 in :authority (not read): the body\'s 422', $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, nginx_at_least('1.29.4'),
+        'invalid UTF-8 in :authority (refused since nginx 1.29.4): '
+        . 'nginx\'s 400, as JSON',
+        'invalid UTF-8 in :authority (not read): the body\'s 422');
 }
 for my $p ("\xff", '%ff', "$ID\xc0\xaf") {
     case('projectId ' . printable($p),
@@ -532,14 +528,9 @@ refused_header_case('an uppercase header name',
 # refused, nginx's 400 as JSON.
 sub malformed_case {
     my ($what, $since, $r) = @_;
-    if (nginx_at_least($since)) {
-        case("$what (refused since nginx $since): nginx's 400, as JSON", $r,
-             400, 'BAD_REQUEST');
-    } else {
-        case("$what (let through before nginx $since): the body's 422", $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, nginx_at_least($since),
+        "$what (refused since nginx $since): nginx's 400, as JSON",
+        "$what (let through before nginx $since): the body's 422");
 }
 
 for my $c (['a connection-specific header (connection)', connection => 'keep-alive'],
@@ -580,18 +571,8 @@ case('a header block in 1 KB CONTINUATION frames: the body\'s 422',
 # max_headers (1000 by default; nginx 1.29.8 and later, and Debian 12's
 # 1.22.1 by a backport, see t/50): its 494, which error_page turns into a
 # 400, as JSON
-{
-    my $r = h2(more => [map { ("x-pad-$_" => 'p') } 1 .. 1001],
-               data => ['{"name":"Ava"}']);
-    if (nginx_knows('max_headers 1000')) {
-        case('1001 header lines (over max_headers): '
-             . 'nginx\'s 494, as JSON 400', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('1001 header lines (an nginx without max_headers): '
-             . 'the body\'s 422', $r, 422, 'VALIDATION',
-             message => 'Invalid body.', details => field(name => $NAME));
-    }
-}
+max_headers_case(h2(more => [map { ("x-pad-$_" => 'p') } 1 .. 1001],
+                    data => ['{"name":"Ava"}']));
 reset_case('a 20 KB header (over http2_max_field_size): GOAWAY',
            h2(more => [cookie => 'c' x 20000], data => ['{"name":"Ava"}']));
 

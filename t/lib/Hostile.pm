@@ -11,6 +11,7 @@ package Hostile;
 #   Hostile::start($t, proto => 'h2', send => sub { my ($body, %o) = @_; .. });
 #   case($name, $r, $status, $code, message => .., details => ..);
 #   body_case($name, $body, form($BADJSON), %send_options);
+#   refused_or_body($r, nginx_at_least('1.29.4'), $name_400, $name_422);
 #   counted(1, 'closed');        # a case checked by the test itself
 #   invariants('NUL bytes');     # after a group
 #   Hostile::the_count('hostile requests');  Hostile::the_end();
@@ -44,6 +45,7 @@ our $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
 
 our @EXPORT_OK = qw(
     case body_case counted invariants form field printable
+    refused_or_body max_headers_case
     $EM $NAME $UNK $GENUM $AGENUM $NUMBER $BADJSON $BADUTF8 $BADESC $DEEP
     $IDEM_MSG $IDEM_BAD $IDEM_TWICE
 );
@@ -109,6 +111,27 @@ sub body_case {
     my ($name, $body, $details, %o) = @_;
     return case("body: $name", $C->{send}->($body, %o), 422, 'VALIDATION',
                 message => 'Invalid body.', details => $details);
+}
+
+# a request the running nginx refuses ($refused, by its version: its 400,
+# as JSON, named $when_refused) or lets through to the module, where its
+# body, {"name":"Ava"}, decides ($when_through: the body's 422)
+sub refused_or_body {
+    my ($r, $refused, $when_refused, $when_through) = @_;
+    return case($when_refused, $r, 400, 'BAD_REQUEST') if $refused;
+    return case($when_through, $r, 422, 'VALIDATION',
+                message => 'Invalid body.', details => field(name => $NAME));
+}
+
+# 1001 header lines with the body {"name":"Ava"}: nginx with max_headers
+# (1000 by default; 1.29.8 and later, Debian 12's 1.22.1 by a backport)
+# answers 494, which error_page turns into a 400, as JSON; without it the
+# body decides
+sub max_headers_case {
+    my ($r) = @_;
+    return refused_or_body($r, InfTest::nginx_knows('max_headers 1000'),
+        '1001 header lines (over max_headers): nginx\'s 494, as JSON 400',
+        '1001 header lines (an nginx without max_headers): the body\'s 422');
 }
 
 sub form  { return { formErrors => [@_] } }
