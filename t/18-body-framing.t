@@ -18,6 +18,7 @@ use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 use HPACK qw(:all);
+use H2 ();
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -434,13 +435,8 @@ sub h2_post {
         return 0 unless $sel->can_read($wait);
         my $n = sysread($sock, $in, 65536, length $in);
         return -1 unless $n;
-        while (length($in) >= 9) {
-            my ($len, $type, $flags, $sid) =
-                (unpack('N', "\0" . substr($in, 0, 3)),
-                 unpack('CCN', substr($in, 3, 6)));
-            last if length($in) < 9 + $len;
-            my $p = substr($in, 9, $len);
-            substr($in, 0, 9 + $len, '');
+        for my $f (H2::take_frames(\$in)) {
+            my ($type, $flags, $sid, $p) = @$f;
             if ($type == 4 && !($flags & 1)) {
                 $put->(h2_frame(4, 1, 0, ''));
             } elsif ($type == 6 && !($flags & 1)) {
@@ -490,11 +486,7 @@ sub h2_post {
     $read->(0.2) if $ended && !defined $rst;
     close $sock;
 
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @headers;
-    my $raw = 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-            . join('', map { "$_->[0]: " . ($_->[1] // '(undecodable)')
-                             . "\r\n" } grep { $_->[0] !~ /^:/ } @headers)
-            . "\r\n" . $body;
+    my ($raw) = H2::answer_text(\@headers, $body, '(undecodable)');
     my $r = InfTest::Response->parse($raw);
     $r->{rst} = $rst;
     $r->{sent} = $sent;

@@ -155,14 +155,8 @@ sub h2 {
             $eof = 1;
             return -1;
         }
-        while (length($in) >= 9) {
-            my ($len, $type, $flags, $sid) =
-                (unpack('N', "\0" . substr($in, 0, 3)),
-                 unpack('CCN', substr($in, 3, 6)));
-            $sid &= 0x7fffffff;
-            last if length($in) < 9 + $len;
-            my $p = substr($in, 9, $len);
-            substr($in, 0, 9 + $len, '');
+        for my $f (H2::take_frames(\$in)) {
+            my ($type, $flags, $sid, $p) = @$f;
             if ($type == 4 && !($flags & 1)) {
                 for (my $i = 0; $i + 6 <= length $p; $i += 6) {
                     my ($id, $v) = unpack('nN', substr($p, $i, 6));
@@ -266,13 +260,8 @@ sub h2 {
     H2::end_pipe($pid);
     close $from_c;
 
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @headers;
-    my $raw = @headers
-        ? 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-          . join('', map { "$_->[0]: " . ($_->[1] // '(undecodable)') . "\r\n" }
-                     grep { $_->[0] !~ /^:/ } @headers)
-          . "\r\n" . $body
-        : '';
+    my ($text, $status) = H2::answer_text(\@headers, $body, '(undecodable)');
+    my $raw = @headers ? $text : '';
     my $r = InfTest::Response->parse($raw);
     @$r{qw(rst goaway sent took timed_out)} =
         ($rst, $goaway, $sent, $took, !$ended && !$eof);

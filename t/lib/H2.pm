@@ -90,6 +90,35 @@ sub end_pipe {
     }
 }
 
+# the whole frames at the start of $$in, taken off it: [type, flags,
+# stream id, payload] each (also t/18's and t/51's clients)
+sub take_frames {
+    my ($in) = @_;
+    my @f;
+    while (length($$in) >= 9) {
+        my ($len, $type, $flags, $sid) =
+            (unpack('N', "\0" . substr($$in, 0, 3)),
+             unpack('CCN', substr($$in, 3, 6)));
+        last if length($$in) < 9 + $len;
+        push @f, [$type, $flags, $sid & 0x7fffffff, substr($$in, 9, $len)];
+        substr($$in, 0, 9 + $len, '');
+    }
+    return @f;
+}
+
+# an answer's decoded header fields ([name, value] each) and body as the
+# text of an HTTP/1 answer, for InfTest::Response->parse: (text, :status).
+# A value HPACK could not decode is written $undecodable.
+sub answer_text {
+    my ($headers, $body, $undecodable) = @_;
+    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @$headers;
+    my $text = 'HTTP/2.0 ' . ($status // '000') . "\r\n"
+             . join('', map { "$_->[0]: " . ($_->[1] // $undecodable) . "\r\n" }
+                        grep { $_->[0] !~ /^:/ } @$headers)
+             . "\r\n" . $body;
+    return ($text, $status);
+}
+
 sub _put {
     my ($self, $bytes) = @_;
     local $SIG{PIPE} = 'IGNORE';
@@ -138,14 +167,9 @@ sub _read {
         $self->{eof} = 1;
         return -1;
     }
-    while (length($self->{in}) >= 9) {
-        my ($len, $type, $flags, $sid) =
-            (unpack('N', "\0" . substr($self->{in}, 0, 3)),
-             unpack('CCN', substr($self->{in}, 3, 6)));
-        $sid &= 0x7fffffff;
-        last if length($self->{in}) < 9 + $len;
-        my $p = substr($self->{in}, 9, $len);
-        substr($self->{in}, 0, 9 + $len, '');
+    for my $f (take_frames(\$self->{in})) {
+        my ($type, $flags, $sid, $p) = @$f;
+        my $len = length $p;
         my $st = $self->{streams}{$sid};
         if ($type == 4 && !($flags & 1)) {
             $self->_put(h2_frame(4, 1, 0, ''));
@@ -182,13 +206,8 @@ sub response {
     while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
         last if $self->_read($left) < 0;
     }
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @{ $st->{headers} };
     my $raw = @{ $st->{headers} }
-        ? 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-          . join('', map { "$_->[0]: " . ($_->[1] // '') . "\r\n" }
-                     grep { $_->[0] !~ /^:/ } @{ $st->{headers} })
-          . "\r\n" . $st->{body}
-        : '';
+        ? (answer_text($st->{headers}, $st->{body}, ''))[0] : '';
     my $r = length $raw ? InfTest::Response->parse($raw, 0)
                         : InfTest::Response->failed('no answer');
     $r->{rst} = $st->{rst};
