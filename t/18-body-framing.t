@@ -414,8 +414,8 @@ sub h2_post {
     $block .= hpack_literal(splice @hdr, 0, 2) while @hdr;
 
     my @data = @{ $o{data} };
-    my ($in, $hblock, $body, $ended, $rst, $sent) = ('', '', '', 0, undef, 0);
-    my @headers;
+    my $st = { headers => [], body => '', hblock => '', ended => 0 };
+    my ($in, $sent) = ('', 0);
     my @dyn;
 
     my $put = sub {
@@ -442,20 +442,9 @@ sub h2_post {
             } elsif ($type == 6 && !($flags & 1)) {
                 $put->(h2_frame(6, 1, 0, $p));
             } elsif ($type == 7) {
-                $ended = 1;
-            } elsif ($sid == 1 && ($type == 1 || $type == 9)) {
-                $hblock .= $p;
-                if ($flags & 4) {
-                    push @headers, hpack_decode($hblock, \@dyn);
-                    $hblock = '';
-                }
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 0) {
-                $body .= $p;
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 3) {
-                $rst = unpack('N', $p);
-                $ended = 1;
+                $st->{ended} = 1;
+            } elsif ($sid == 1) {
+                H2::stream_frame($st, $type, $flags, $p, \@dyn);
             }
         }
         return 1;
@@ -467,28 +456,28 @@ sub h2_post {
     for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
             my $until = Time::HiRes::time() + $o{pause};
-            while (!$ended && (my $left = $until - Time::HiRes::time()) > 0) {
+            while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
                 last if $read->($left) < 0;
             }
         } else {
             $read->(0);
         }
-        last if $ended;    # an answer before the body ended: stop sending
+        last if $st->{ended};    # an answer before the body ended: stop sending
         $put->(h2_frame(0, $i == $#data ? 1 : 0, 1, $data[$i])) or last;
         $sent++;
     }
 
     my $end = Time::HiRes::time() + 10;
-    while (!$ended && (my $left = $end - Time::HiRes::time()) > 0) {
+    while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
         last if $read->($left) < 0;
     }
     # a RST_STREAM after a complete answer
-    $read->(0.2) if $ended && !defined $rst;
+    $read->(0.2) if $st->{ended} && !defined $st->{rst};
     close $sock;
 
-    my ($raw) = H2::answer_text(\@headers, $body, '(undecodable)');
+    my ($raw) = H2::answer_text($st->{headers}, $st->{body}, '(undecodable)');
     my $r = InfTest::Response->parse($raw);
-    $r->{rst} = $rst;
+    $r->{rst} = $st->{rst};
     $r->{sent} = $sent;
     return $r;
 }

@@ -130,10 +130,10 @@ sub h2 {
     local $SIG{PIPE} = 'IGNORE';
 
     my $t0 = Time::HiRes::time();
-    my ($in, $hblock, $body) = ('', '', '');
-    my ($ended, $eof, $rst, $goaway, $sent) = (0, 0, undef, undef, 0);
+    my $st = { headers => [], body => '', hblock => '', ended => 0 };
+    my ($in, $eof, $goaway, $sent) = ('', 0, undef, 0);
     my ($conn_win, $stream_win, $init_win, $max_frame) = (65535, 65535, 65535, 16384);
-    my (@headers, @dyn);
+    my @dyn;
 
     my $put = sub {
         my ($bytes) = @_;
@@ -174,20 +174,9 @@ sub h2 {
                 if ($sid == 0) { $conn_win += $inc } elsif ($sid == 1) { $stream_win += $inc }
             } elsif ($type == 7) {
                 $goaway = unpack('N', substr($p, 4, 4));
-                $ended = 1;
-            } elsif ($sid == 1 && ($type == 1 || $type == 9)) {
-                $hblock .= $p;
-                if ($flags & 4) {
-                    push @headers, hpack_decode($hblock, \@dyn);
-                    $hblock = '';
-                }
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 0) {
-                $body .= $p;
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 3) {
-                $rst = unpack('N', $p);
-                $ended = 1;
+                $st->{ended} = 1;
+            } elsif ($sid == 1) {
+                H2::stream_frame($st, $type, $flags, $p, \@dyn);
             }
         }
         return 1;
@@ -211,24 +200,24 @@ sub h2 {
     DATA: for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
             my $until = Time::HiRes::time() + $o{pause};
-            while (!$ended && (my $left = $until - Time::HiRes::time()) > 0) {
+            while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
                 last if $read->($left) < 0;
             }
         } else {
             $read->(0);
         }
-        last if $ended || $eof;
+        last if $st->{ended} || $eof;
         my $d = $data[$i];
         my $last = $i == $#data;
         do {
             # wait for the windows (the answer may come meanwhile)
-            while (!$ended && !$eof
+            while (!$st->{ended} && !$eof
                    && ($conn_win <= 0 || $stream_win <= 0)
                    && Time::HiRes::time() < $deadline)
             {
                 $read->(0.5);
             }
-            last DATA if $ended || $eof || Time::HiRes::time() >= $deadline;
+            last DATA if $st->{ended} || $eof || Time::HiRes::time() >= $deadline;
             my $k = length $d;
             $k = $max_frame if $k > $max_frame;
             $k = $conn_win if $k > $conn_win;
@@ -242,29 +231,29 @@ sub h2 {
         } while (length $d);
         $sent++;
     }
-    if ($o{trailers} && !$ended && !$eof) {
+    if ($o{trailers} && !$st->{ended} && !$eof) {
         my $tb = '';
         my @tr = @{ $o{trailers} };
         $tb .= hpack_literal(splice @tr, 0, 2) while @tr;
         $put->(h2_frame(1, 4 | 1, 1, $tb));
     }
 
-    while (!$ended && !$eof && (my $left = $deadline - Time::HiRes::time()) > 0) {
+    while (!$st->{ended} && !$eof && (my $left = $deadline - Time::HiRes::time()) > 0) {
         last if $read->($left) < 0;
     }
     # a RST_STREAM or GOAWAY right after the answer
-    $read->(0.2) if $ended && !defined $rst && !$eof;
+    $read->(0.2) if $st->{ended} && !defined $st->{rst} && !$eof;
     my $took = Time::HiRes::time() - $t0;
 
     close $to_c;
     H2::end_pipe($pid);
     close $from_c;
 
-    my ($text, $status) = H2::answer_text(\@headers, $body, '(undecodable)');
-    my $raw = @headers ? $text : '';
+    my ($text, $status) = H2::answer_text($st->{headers}, $st->{body}, '(undecodable)');
+    my $raw = @{ $st->{headers} } ? $text : '';
     my $r = InfTest::Response->parse($raw);
     @$r{qw(rst goaway sent took timed_out)} =
-        ($rst, $goaway, $sent, $took, !$ended && !$eof);
+        ($st->{rst}, $goaway, $sent, $took, !$st->{ended} && !$eof);
     $r->{h2_status} = $status;
     return $r;
 }

@@ -106,6 +106,30 @@ sub take_frames {
     return @f;
 }
 
+# a frame of stream $st ({headers => [], body => '', hblock => ''}, its
+# answer read into it, {ended} once it ends, {rst} the RST_STREAM's code):
+# HEADERS, CONTINUATION, DATA or RST_STREAM; 0 for another type
+sub stream_frame {
+    my ($st, $type, $flags, $p, $dyn) = @_;
+    if ($type == 1 || $type == 9) {
+        $st->{hblock} .= $p;
+        if ($flags & 4) {
+            push @{ $st->{headers} }, hpack_decode($st->{hblock}, $dyn);
+            $st->{hblock} = '';
+        }
+        $st->{ended} = 1 if $flags & 1;
+    } elsif ($type == 0) {
+        $st->{body} .= $p;
+        $st->{ended} = 1 if $flags & 1;
+    } elsif ($type == 3) {
+        $st->{rst} = unpack('N', $p);
+        $st->{ended} = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
 # an answer's decoded header fields ([name, value] each) and body as the
 # text of an HTTP/1 answer, for InfTest::Response->parse: (text, :status).
 # A value HPACK could not decode is written $undecodable.
@@ -177,22 +201,11 @@ sub _read {
             $self->_put(h2_frame(6, 1, 0, $p));
         } elsif ($type == 7) {
             $self->{goaway} = unpack('N', substr($p, 4, 4));
-        } elsif ($st && ($type == 1 || $type == 9)) {
-            $st->{hblock} .= $p;
-            if ($flags & 4) {
-                push @{ $st->{headers} }, hpack_decode($st->{hblock}, $self->{dyn});
-                $st->{hblock} = '';
-            }
-            $st->{ended} = 1 if $flags & 1;
-        } elsif ($st && $type == 0) {
-            $st->{body} .= $p;
-            $st->{ended} = 1 if $flags & 1;
+        } elsif ($st && stream_frame($st, $type, $flags, $p, $self->{dyn})) {
             # keep the windows open for answers of any size
             $self->_put(h2_frame(8, 0, 0, pack('N', $len))
-                        . h2_frame(8, 0, $sid, pack('N', $len))) if $len;
-        } elsif ($st && $type == 3) {
-            $st->{rst} = unpack('N', $p);
-            $st->{ended} = 1;
+                        . h2_frame(8, 0, $sid, pack('N', $len)))
+                if $type == 0 && $len;
         }
     }
     return 1;
