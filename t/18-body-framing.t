@@ -418,15 +418,7 @@ sub h2_post {
     my ($in, $sent) = ('', 0);
     my @dyn;
 
-    my $put = sub {
-        my ($bytes) = @_;
-        while (length $bytes) {
-            my $n = syswrite($sock, $bytes);
-            return 0 unless defined $n;
-            substr($bytes, 0, $n, '');
-        }
-        return 1;
-    };
+    my $put = sub { return H2::put_all($sock, $_[0]) };
 
     # reads what is there (or waits up to $wait s), handles whole frames
     my $read = sub {

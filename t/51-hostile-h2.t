@@ -135,15 +135,7 @@ sub h2 {
     my ($conn_win, $stream_win, $init_win, $max_frame) = (65535, 65535, 65535, 16384);
     my @dyn;
 
-    my $put = sub {
-        my ($bytes) = @_;
-        while (length $bytes) {
-            my $w = syswrite($to_c, $bytes);
-            return 0 unless defined $w;
-            substr($bytes, 0, $w, '');
-        }
-        return 1;
-    };
+    my $put = sub { return H2::put_all($to_c, $_[0]) };
 
     my $read = sub {
         my ($wait) = @_;

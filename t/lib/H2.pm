@@ -146,8 +146,15 @@ sub answer_text {
 sub _put {
     my ($self, $bytes) = @_;
     local $SIG{PIPE} = 'IGNORE';
+    return put_all($self->{out}, $bytes);
+}
+
+# all of $bytes written to $fh (a blocking socket or pipe): 1, or 0 once
+# a write fails (also t/18's and t/51's clients)
+sub put_all {
+    my ($fh, $bytes) = @_;
     while (length $bytes) {
-        my $w = syswrite($self->{out}, $bytes);
+        my $w = syswrite($fh, $bytes);
         return 0 unless defined $w;
         substr($bytes, 0, $w, '');
     }
