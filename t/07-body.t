@@ -12,21 +12,8 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_BIG%%;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 8k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-        }
-    }
-EOF
+my $t = InfTest->setup(http => endpoint_server(port => 'BIG', error_page => '',
+    keepalive => 0, location => 'influencers_body_limit 8k;'));
 
 my $EM    = "\x{2014}";
 my $NAME  = "Unrecognized key $EM name is server-generated.";

@@ -524,7 +524,11 @@ EOF
 #   match       the endpoint location's match        (ENDPOINT_LOCATION)
 #   identity    ('influencers_directory %%TESTDIR%%/directory.json;')
 #   location    more directives in the endpoint location
+#   zone        the zone's name ('jobs')
 #   render      the backend location's URI ('/_render2')
+#   keepalive   0: the backend location only proxy_passes (no HTTP/1.1
+#               keepalive connections to the backend)
+#   render_extra more directives in the backend location
 #   server      more server-level directives last
 sub endpoint_server {
     my (%o) = @_;
@@ -539,6 +543,11 @@ sub endpoint_server {
     my $identity = $o{identity}
                    // 'influencers_directory %%TESTDIR%%/directory.json;';
     my $render   = $o{render} // '/_render2';
+    my $zone     = $o{zone} // 'jobs';
+    my $proxy    = (defined $o{keepalive} && !$o{keepalive}) ? ''
+                 : "proxy_http_version 1.1;\n"
+                   . '            proxy_set_header Connection "";';
+    my $rextra   = $o{render_extra} // '';
     my $listen   = $o{listen} // '';
     my $top      = $o{top} // '';
     my $location = $o{location} // '';
@@ -549,7 +558,7 @@ sub endpoint_server {
         $top
         $errors
         location $match {
-            influencers zone=jobs;
+            influencers zone=$zone;
             influencers_backend $render;
             $identity
             $location
@@ -557,8 +566,8 @@ sub endpoint_server {
         location = $render {
             internal;
             proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
+            $proxy
+            $rextra
         }
         $server
     }
