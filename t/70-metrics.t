@@ -462,19 +462,9 @@ done_testing;
 
 sub start_prometheus {
     my ($dir, $port) = @_;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$dir/prometheus.log";
-        open STDERR, '>>', "$dir/prometheus.log";
-        { no warnings q(exec);
-          exec $PROMETHEUS, "--config.file=$dir/prometheus.yml",
-               "--storage.tsdb.path=$dir/data",
-               "--web.listen-address=127.0.0.1:$port",
-               '--log.level=warn'; }
-        POSIX::_exit(127);
-    }
+    my $pid = InfTest::spawn("$dir/prometheus.log", undef, $PROMETHEUS,
+        "--config.file=$dir/prometheus.yml", "--storage.tsdb.path=$dir/data",
+        "--web.listen-address=127.0.0.1:$port", '--log.level=warn');
     push @PROMETHEUS, $pid;
     watchdog($pid);
     return $pid;

@@ -618,15 +618,7 @@ sub test_config {
     unlink $out;
     my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
                '-e', 'stderr', '-t');
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDOUT, '>>', $out;
-        open STDERR, '>>', $out;
-        $s->_nginx_env;
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn($out, sub { $s->_nginx_env }, @cmd);
     my $rc = _wait_pid($pid, 10);
     if (!defined $rc) {
         kill 'KILL', $pid;
@@ -650,6 +642,24 @@ sub _wait_pid {
     return undef;
 }
 
+# a process running @cmd: its stdin /dev/null, its output appended to
+# $log, $prep->() run in it first (the environment); its pid.  For nginx,
+# the backends, redis-server (also t/lib/RedisTopo.pm, t/70's Prometheus)
+sub spawn {
+    my ($log, $prep, @cmd) = @_;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        $prep->() if $prep;
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+    return $pid;
+}
+
 sub _port_open {
     my ($port) = @_;
     my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
@@ -671,16 +681,7 @@ sub run {
     my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
                '-e', "$s->{dir}/error.log");
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/stderr.log";
-        open STDERR, '>>', "$s->{dir}/stderr.log";
-        $s->_nginx_env;
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/stderr.log", sub { $s->_nginx_env }, @cmd);
     $s->{nginx_pid} = $pid;
     $s->_watchdog;
 
@@ -879,18 +880,10 @@ sub start_backend {
         $s->write_file($record, '');
     }
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/$name.log";
-        open STDERR, '>>', "$s->{dir}/$name.log";
-        my @cmd = ($^X, backend_script(), '--port', $port,
-                   '--record', $record, '--control', $control,
-                   '--exit-with-parent');
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/$name.log", undef,
+                    $^X, backend_script(), '--port', $port,
+                    '--record', $record, '--control', $control,
+                    '--exit-with-parent');
 
     $s->{backends}{$name} = { pid => $pid, port => $port, record => $record,
                               control => $control };
@@ -1938,15 +1931,7 @@ sub start_redis {
     push @cmd, @{ $o{args} || [] };
 
     $s->_redis_close;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/redis.stdout";
-        open STDERR, '>>', "$s->{dir}/redis.stdout";
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/redis.stdout", undef, @cmd);
     $s->{redis} = { pid => $pid, port => $port, password => $o{requirepass} };
     $s->_redis_watchdog;
 
