@@ -25,24 +25,9 @@ use warnings;
 use Exporter 'import';
 use Test::More ();
 use Time::HiRes ();
-use InfTest ();
+use InfTest qw(:messages);
 
-# the module's messages the catalogues expect
-our $EM      = "\x{2014}";
-our $NAME    = "Unrecognized key $EM name is server-generated.";
-our $UNK     = 'Unrecognized key.';
-our $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
-our $AGENUM  = "Invalid enum value. Expected 'teen' | 'young_adult' | 'adult' "
-             . "| 'mid_adult' | 'mature' | 'senior'";
-our $NUMBER  = 'Expected string, received number';
-our $BADJSON = 'Invalid JSON.';
-our $BADUTF8 = 'Invalid UTF-8.';
-our $BADESC  = 'Invalid Unicode escape.';
-our $DEEP    = 'Nesting too deep.';
-our $IDEM_MSG = 'Invalid Idempotency-Key header.';
-our $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
-our $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
-
+# the module's messages (InfTest's) given on to the catalogues
 our @EXPORT_OK = qw(
     case body_case counted invariants form field printable
     refused_or_body max_headers_case

@@ -74,7 +74,28 @@ our @EXPORT_OK = qw(
     STATS_LOCATION http_date check_replay check_new_job
     state_record state_snapshot
 );
-our %EXPORT_TAGS = (all => \@EXPORT_OK);
+
+# the module's messages, for the tests that check answers' details
+# (use InfTest qw(:messages))
+our $EM      = "\x{2014}";
+our $NAME    = "Unrecognized key $EM name is server-generated.";
+our $UNK     = 'Unrecognized key.';
+our $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
+our $AGENUM  = "Invalid enum value. Expected 'teen' | 'young_adult' | 'adult' "
+             . "| 'mid_adult' | 'mature' | 'senior'";
+our $NUMBER  = 'Expected string, received number';
+our $BADJSON = 'Invalid JSON.';
+our $BADUTF8 = 'Invalid UTF-8.';
+our $BADESC  = 'Invalid Unicode escape.';
+our $DEEP    = 'Nesting too deep.';
+our $IDEM_MSG = 'Invalid Idempotency-Key header.';
+our $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
+our $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
+my @MESSAGES = qw($EM $NAME $UNK $GENUM $AGENUM $NUMBER $BADJSON $BADUTF8
+                  $BADESC $DEEP $IDEM_MSG $IDEM_BAD $IDEM_TWICE);
+
+our %EXPORT_TAGS = (all => [@EXPORT_OK], messages => \@MESSAGES);
+push @EXPORT_OK, @MESSAGES;
 
 # ---------------------------------------------------------------------------
 # Fixtures: API keys in clear (the directory file only holds their digests),
