@@ -447,10 +447,7 @@ sub h2_post {
 
     for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
-            my $until = Time::HiRes::time() + $o{pause};
-            while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
-                last if $read->($left) < 0;
-            }
+            H2::read_until($read, $st, Time::HiRes::time() + $o{pause});
         } else {
             $read->(0);
         }
@@ -460,9 +457,7 @@ sub h2_post {
     }
 
     my $end = Time::HiRes::time() + 10;
-    while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
-        last if $read->($left) < 0;
-    }
+    H2::read_until($read, $st, $end);
     # a RST_STREAM after a complete answer
     $read->(0.2) if $st->{ended} && !defined $st->{rst};
     close $sock;

@@ -191,10 +191,7 @@ sub h2 {
     my $deadline = $t0 + ($o{timeout} // 10);
     DATA: for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
-            my $until = Time::HiRes::time() + $o{pause};
-            while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
-                last if $read->($left) < 0;
-            }
+            H2::read_until($read, $st, Time::HiRes::time() + $o{pause});
         } else {
             $read->(0);
         }
@@ -230,9 +227,7 @@ sub h2 {
         $put->(h2_frame(1, 4 | 1, 1, $tb));
     }
 
-    while (!$st->{ended} && !$eof && (my $left = $deadline - Time::HiRes::time()) > 0) {
-        last if $read->($left) < 0;
-    }
+    H2::read_until($read, $st, $deadline);
     # a RST_STREAM or GOAWAY right after the answer
     $read->(0.2) if $st->{ended} && !defined $st->{rst} && !$eof;
     my $took = Time::HiRes::time() - $t0;

@@ -130,6 +130,15 @@ sub stream_frame {
     return 1;
 }
 
+# reads with $read->($wait) (-1 at EOF) until stream $st has ended, EOF
+# or the time $until (also t/18's and t/51's clients)
+sub read_until {
+    my ($read, $st, $until) = @_;
+    while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
+        last if $read->($left) < 0;
+    }
+}
+
 # an answer's decoded header fields ([name, value] each) and body as the
 # text of an HTTP/1 answer, for InfTest::Response->parse: (text, :status).
 # A value HPACK could not decode is written $undecodable.
@@ -223,9 +232,7 @@ sub response {
     my ($self, $sid, $timeout) = @_;
     my $st = $self->{streams}{$sid} or return undef;
     my $end = Time::HiRes::time() + ($timeout // 5);
-    while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
-        last if $self->_read($left) < 0;
-    }
+    read_until(sub { $self->_read(@_) }, $st, $end);
     my $raw = @{ $st->{headers} }
         ? (answer_text($st->{headers}, $st->{body}, ''))[0] : '';
     my $r = length $raw ? InfTest::Response->parse($raw, 0)
