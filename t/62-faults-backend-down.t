@@ -28,10 +28,7 @@ my $DOWN_AT = 1.0;    # seconds into the load
 my $UP_AT   = 2.2;
 my $LEASE   = 2;
 
-my $t = FaultLoad::gateway(memory => '16m', lease => $LEASE);
-
-is($t->create(body => '{}')->status, 202, 'the endpoint answers 202');
-my $base = $t->stats;
+my ($t, $base) = FaultLoad::gateway(memory => '16m', lease => $LEASE);
 
 # ---------------------------------------------------------------- the load
 
@@ -39,13 +36,9 @@ my $start = Time::HiRes::time() + 0.3;
 my $load = FaultLoad->start($t, name => 'd', clients => $CLIENTS,
                             seconds => $SECONDS, start => $start, max => 4000,
                             pace => 0.002);
-sleep_until($start + $DOWN_AT);
-$t->stop_backend;
-my $down = Time::HiRes::time();
-sleep_until($start + $UP_AT);
-my $up0 = Time::HiRes::time();
-$t->start_backend;
-my $up = Time::HiRes::time();      # the backend accepts connections again
+# $up: the backend accepts connections again
+my ($down, $up0, $up) = FaultLoad::fault_window($start,
+    $DOWN_AT => sub { $t->stop_backend }, $UP_AT => sub { $t->start_backend });
 note(sprintf('backend down from %.2f s to %.2f s into the load (up again at %.2f s)',
              $down - $start, $up0 - $start, $up - $start));
 

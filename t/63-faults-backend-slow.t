@@ -34,11 +34,8 @@ my $DELAY   = 1.5;    # the backend's answer time meanwhile
 my $TIMEOUT = 1;      # proxy_read_timeout
 my $LEASE   = 2;
 
-my $t = FaultLoad::gateway(memory => '16m', lease => $LEASE,
-                           read_timeout => "${TIMEOUT}s");
-
-is($t->create(body => '{}')->status, 202, 'the endpoint answers 202');
-my $base = $t->stats;
+my ($t, $base) = FaultLoad::gateway(memory => '16m', lease => $LEASE,
+                                    read_timeout => "${TIMEOUT}s");
 
 # ---------------------------------------------------------------- the load
 
@@ -46,12 +43,9 @@ my $start = Time::HiRes::time() + 0.3;
 my $load = FaultLoad->start($t, name => 's', clients => $CLIENTS,
                             seconds => $SECONDS, start => $start, max => 4000,
                             pace => 0.002);
-sleep_until($start + $SLOW_AT);
-$t->set_backend(delay => $DELAY);
-my $slow = Time::HiRes::time();
-sleep_until($start + $FAST_AT);
-$t->set_backend();
-my $fast = Time::HiRes::time();
+my ($slow, undef, $fast) = FaultLoad::fault_window($start,
+    $SLOW_AT => sub { $t->set_backend(delay => $DELAY) },
+    $FAST_AT => sub { $t->set_backend() });
 
 my @r = $load->finish;
 FaultLoad::check_ended($load, @r);

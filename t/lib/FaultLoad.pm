@@ -74,7 +74,9 @@ sub start {
 # a zone of $o{memory} (8m) and a lease of $o{lease} s (2) that one org
 # may fill, forwards bounded by $o{read_timeout} (1s) and a 500 ms
 # connect, the counters at STATS_LOCATION and $o{server} after them,
-# $o{workers} (default_conf's), the backend with $o{control}
+# $o{workers} (default_conf's), the backend with $o{control}; checked:
+# the endpoint answers 202 (a test).  In list context also its counters
+# then, the base of the test's.
 sub gateway {
     my (%o) = @_;
     my $t = InfTest->new(log_level => 'info');
@@ -90,7 +92,23 @@ sub gateway {
     ));
     $t->start_backend(control => $o{control});
     $t->run;
-    return $t;
+    Test::More::is($t->create(body => '{}')->status, 202,
+                   'the endpoint answers 202');
+    return wantarray ? ($t, $t->stats) : $t;
+}
+
+# a fault during a load that began at $start: $on->() at $from s into it,
+# $off->() at $to s; returns the times just after $on, just before $off
+# and just after it
+sub fault_window {
+    my ($start, $from, $on, $to, $off) = @_;
+    InfTest::sleep_until($start + $from);
+    $on->();
+    my $t_on = Time::HiRes::time();
+    InfTest::sleep_until($start + $to);
+    my $t_off0 = Time::HiRes::time();
+    $off->();
+    return ($t_on, $t_off0, Time::HiRes::time());
 }
 
 sub end_time { return $_[0]->{end}; }
