@@ -21,7 +21,12 @@ package InfTest;
 # hup()/new_workers(), log_lines()/count_log(), http_date(),
 # check_new_job(), check_replay().
 # Fleet mode (t/4*.t): start_redis() and its helpers, peer() for a second
-# gateway node (see "Fleet mode" below).
+# gateway node (see "Fleet mode" below).  Shared by several tests:
+# endpoint_server() (another server for default_conf(http => ..)),
+# burst()/check_burst() (forked clients released together, on one node or
+# two: t/31, t/41), fork_clients()/reap() (clients that leave their
+# results in a file each), spawn() (a server process), kill9(), and the
+# module's messages (use InfTest qw(:messages)).
 # Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
 # test is killed), and the temp dir removed.
 #
