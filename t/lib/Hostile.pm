@@ -52,7 +52,7 @@ sub start {
         master   => $t->nginx_pid,
         workers  => [$t->worker_pids],
         forwards => $t->forwards,
-        stored   => $t->stats,
+        stored   => scalar $t->stats,
         n        => 0,          # hostile requests sent
         status   => {},         # how they were answered
     };
