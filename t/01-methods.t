@@ -12,43 +12,11 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_OTHER%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location @other { return 200 "other $request_method\n"; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_other_methods @other;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-    server {
-        listen 127.0.0.1:%%PORT_EXPLICIT%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render3;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_other_methods 405;
-        }
-        location = /_render3 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+my $t = InfTest->setup(http => endpoint_server(port => 'OTHER',
+        location => 'influencers_other_methods @other;',
+        server => 'location @other { return 200 "other $request_method\\n"; }')
+    . endpoint_server(port => 'EXPLICIT', render => '/_render3',
+                      location => 'influencers_other_methods 405;'));
 
 my $path = '/v1/projects/' . P_FEMALE . '/influencers';
 

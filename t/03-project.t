@@ -11,24 +11,8 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_PREFIX%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location /v1/ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+my $t = InfTest->setup(http => endpoint_server(port => 'PREFIX',
+                                               match => '/v1/'));
 
 my $NOTFOUND = 'Project not found.';
 

@@ -12,26 +12,10 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(server => 'client_max_body_size 8k;', http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_SMALL%%;
-        client_max_body_size 2k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 1k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+my $t = InfTest->setup(server => 'client_max_body_size 8k;',
+                       http => endpoint_server(port => 'SMALL',
+                           top => 'client_max_body_size 2k;',
+                           location => 'influencers_body_limit 1k;'));
 
 # a valid body of exactly $n bytes
 sub padded {

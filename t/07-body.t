@@ -8,37 +8,18 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use InfTest qw(:all);
+use InfTest qw(:all :messages);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_BIG%%;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 8k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-        }
-    }
-EOF
+my $t = InfTest->setup(http => endpoint_server(port => 'BIG', error_page => '',
+    keepalive => 0, location => 'influencers_body_limit 8k;'));
 
-my $EM    = "\x{2014}";
-my $NAME  = "Unrecognized key $EM name is server-generated.";
 my $BRAND = "Unrecognized key $EM brandVoice is inherited from the project; "
           . "override it with PATCH /v1/influencers/:id.";
 my $LANG  = "Unrecognized key $EM language is inherited from the project; "
           . "override it with PATCH /v1/influencers/:id.";
-my $UNK   = 'Unrecognized key.';
 my $DUP   = 'Duplicate key.';
-my $GENUM = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
-my $AGENUM = "Invalid enum value. Expected 'teen' | 'young_adult' | 'adult' "
-           . "| 'mid_adult' | 'mature' | 'senior'";
 my $MIN   = 'String must contain at least 1 character(s)';
 my $MAX   = 'String must contain at most 60 character(s)';
 sub type_msg { return "Expected string, received $_[0]" }

@@ -13,28 +13,11 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-my $t = InfTest->setup(http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_RA7%%;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_retry_after 7s;
-        }
-        location = /_render2 { internal; proxy_pass http://render/jobs; }
-    }
-    server {
-        listen 127.0.0.1:%%PORT_RA120%%;
-        influencers_retry_after 2m;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render2 { internal; proxy_pass http://render/jobs; }
-    }
-EOF
+my $t = InfTest->setup(http =>
+    endpoint_server(port => 'RA7', error_page => '', keepalive => 0,
+                    location => 'influencers_retry_after 7s;')
+    . endpoint_server(port => 'RA120', error_page => '', keepalive => 0,
+                      top => 'influencers_retry_after 2m;'));
 
 # ------------------------------------------------------------ the reference page
 

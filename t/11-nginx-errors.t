@@ -15,35 +15,16 @@ plan skip_all => 'module not built: ' . module_path() unless have_module();
 # the default server hands errors to the documented internal URI location
 # (/_influencers/error); a second server does the same with another URI
 # and its own limits.  Both must answer JSON.
-my $t = InfTest->setup(server => <<'EOF', http => <<'EOF2');
-        large_client_header_buffers 4 1k;
-        client_max_body_size 8k;
+my $ERRORS = <<'EOF';
         location = /boom { return 500; }
         location = /unavailable { return 503; }
         location = /bad { return 400; }
 EOF
-    server {
-        listen 127.0.0.1:%%PORT_URI%%;
-        large_client_header_buffers 4 1k;
-        client_max_body_size 8k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers_error;
-        location = /_influencers_error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-        location = /boom { return 500; }
-        location = /unavailable { return 503; }
-        location = /bad { return 400; }
-    }
-EOF2
+my $LIMITS = "large_client_header_buffers 4 1k;\n        client_max_body_size 8k;";
+my $t = InfTest->setup(server => "        $LIMITS\n$ERRORS",
+                       http => endpoint_server(port => 'URI', top => $LIMITS,
+                           error_target => '/_influencers_error',
+                           server => $ERRORS));
 
 my $path = '/v1/projects/' . P_FEMALE . '/influencers';
 my $auth = 'Authorization: Bearer ' . K_WRITE . "\r\n";

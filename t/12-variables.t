@@ -34,28 +34,14 @@ EOF
             proxy_set_header X-Original-URI $request_uri;
         }
 EOF
-    http => <<'EOF',
-    server {
-        listen 127.0.0.1:%%PORT_SET%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
+    http => endpoint_server(port => 'SET', identity => <<'EOF') . <<'EOF',
             set $org $http_x_test_org;
             set $scopes $http_x_test_scopes;
             set $tg $http_x_test_gender;
-            influencers zone=jobs;
-            influencers_backend /_render2;
             influencers_org $org;
             influencers_scopes $scopes;
             influencers_target_gender $tg;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
+EOF
     server {
         listen 127.0.0.1:%%PORT_FIXED%%;
         influencers_org org_fixed;

@@ -9,7 +9,6 @@ use warnings;
 use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
-use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 
@@ -120,35 +119,17 @@ is($r->status, 401, 'Expect: 100-continue with an unknown key: 401');
 my $clients = 4;
 my $each = 10;
 $n = count();
-my @kids;
-for my $c (1 .. $clients) {
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        my @lines;
-        for my $i (1 .. $each) {
-            my $x = $t->create(body => qq({"prompt":"client $c job $i"}));
-            push @lines, $x->status . ' ' . (($x->json || {})->{jobId} // '-');
-        }
-        open my $fh, '>', $t->path("client$c.out");
-        print {$fh} join("\n", @lines), "\n";
-        close $fh;
-        POSIX::_exit(0);
+my $kids = $t->fork_clients('client', $clients, sub {
+    my ($c) = @_;
+    my @lines;
+    for my $i (1 .. $each) {
+        my $x = $t->create(body => qq({"prompt":"client $c job $i"}));
+        push @lines, $x->status . ' ' . (($x->json || {})->{jobId} // '-');
     }
-    push @kids, $pid;
-}
-my $end = Time::HiRes::time() + 20;
-for my $pid (@kids) {
-    while (waitpid($pid, POSIX::WNOHANG()) == 0) {
-        if (Time::HiRes::time() > $end) {
-            kill 'KILL', $pid;
-            waitpid $pid, 0;
-            last;
-        }
-        Time::HiRes::sleep(0.05);
-    }
-}
-my @results = map { split /\n/, ($t->read_file("client$_.out") // '') } 1 .. $clients;
+    return join("\n", @lines) . "\n";
+});
+InfTest::reap($kids, Time::HiRes::time() + 20, 0.05);
+my @results = map { split /\n/, ($t->read_file("client-$_.txt") // '') } 1 .. $clients;
 is(scalar @results, $clients * $each, "$clients clients x $each requests: all answered");
 is(scalar(grep { !/^202 job_/ } @results), 0, 'concurrent requests: all 202');
 my %u;

@@ -18,6 +18,7 @@ use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 use HPACK qw(:all);
+use H2 ();
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -27,65 +28,17 @@ plan skip_all => 'module not built: ' . module_path() unless have_module();
 # "small": limit and buffer 1k, its own client_body_temp_path.  "mirror":
 # the body is read by the mirror module before the handler runs.  "h2": h2c.
 my $t = InfTest->setup(server => 'client_body_buffer_size 8k;',
-                       http => <<'EOF');
-    server {
-        listen 127.0.0.1:%%PORT_SMALL%%;
-        client_body_buffer_size 1k;
-        client_body_temp_path %%TESTDIR%%/small_body_temp;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 1k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_MIRROR%%;
-        client_body_buffer_size 8k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            mirror /_mirror;
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_mirror { internal; return 204; }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_H2%% http2;
-        client_body_buffer_size 8k;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+                       http => endpoint_server(port => 'SMALL',
+                                   top => "client_body_buffer_size 1k;\n"
+                                        . '        client_body_temp_path '
+                                        . '%%TESTDIR%%/small_body_temp;',
+                                   location => 'influencers_body_limit 1k;')
+                             . endpoint_server(port => 'MIRROR',
+                                   top => 'client_body_buffer_size 8k;',
+                                   location => 'mirror /_mirror;',
+                                   server => 'location = /_mirror { internal; return 204; }')
+                             . endpoint_server(port => 'H2', listen => ' http2',
+                                   top => 'client_body_buffer_size 8k;'));
 
 my $P = 'PAYLOAD_TOO_LARGE';
 my $dir = $t->dir;
@@ -461,19 +414,11 @@ sub h2_post {
     $block .= hpack_literal(splice @hdr, 0, 2) while @hdr;
 
     my @data = @{ $o{data} };
-    my ($in, $hblock, $body, $ended, $rst, $sent) = ('', '', '', 0, undef, 0);
-    my @headers;
+    my $st = { headers => [], body => '', hblock => '', ended => 0 };
+    my ($in, $sent) = ('', 0);
     my @dyn;
 
-    my $put = sub {
-        my ($bytes) = @_;
-        while (length $bytes) {
-            my $n = syswrite($sock, $bytes);
-            return 0 unless defined $n;
-            substr($bytes, 0, $n, '');
-        }
-        return 1;
-    };
+    my $put = sub { return H2::put_all($sock, $_[0]) };
 
     # reads what is there (or waits up to $wait s), handles whole frames
     my $read = sub {
@@ -482,32 +427,16 @@ sub h2_post {
         return 0 unless $sel->can_read($wait);
         my $n = sysread($sock, $in, 65536, length $in);
         return -1 unless $n;
-        while (length($in) >= 9) {
-            my ($len, $type, $flags, $sid) =
-                (unpack('N', "\0" . substr($in, 0, 3)),
-                 unpack('CCN', substr($in, 3, 6)));
-            last if length($in) < 9 + $len;
-            my $p = substr($in, 9, $len);
-            substr($in, 0, 9 + $len, '');
+        for my $f (H2::take_frames(\$in)) {
+            my ($type, $flags, $sid, $p) = @$f;
             if ($type == 4 && !($flags & 1)) {
                 $put->(h2_frame(4, 1, 0, ''));
             } elsif ($type == 6 && !($flags & 1)) {
                 $put->(h2_frame(6, 1, 0, $p));
             } elsif ($type == 7) {
-                $ended = 1;
-            } elsif ($sid == 1 && ($type == 1 || $type == 9)) {
-                $hblock .= $p;
-                if ($flags & 4) {
-                    push @headers, hpack_decode($hblock, \@dyn);
-                    $hblock = '';
-                }
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 0) {
-                $body .= $p;
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 3) {
-                $rst = unpack('N', $p);
-                $ended = 1;
+                $st->{ended} = 1;
+            } elsif ($sid == 1) {
+                H2::stream_frame($st, $type, $flags, $p, \@dyn);
             }
         }
         return 1;
@@ -518,33 +447,24 @@ sub h2_post {
 
     for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
-            my $until = Time::HiRes::time() + $o{pause};
-            while (!$ended && (my $left = $until - Time::HiRes::time()) > 0) {
-                last if $read->($left) < 0;
-            }
+            H2::read_until($read, $st, Time::HiRes::time() + $o{pause});
         } else {
             $read->(0);
         }
-        last if $ended;    # an answer before the body ended: stop sending
+        last if $st->{ended};    # an answer before the body ended: stop sending
         $put->(h2_frame(0, $i == $#data ? 1 : 0, 1, $data[$i])) or last;
         $sent++;
     }
 
     my $end = Time::HiRes::time() + 10;
-    while (!$ended && (my $left = $end - Time::HiRes::time()) > 0) {
-        last if $read->($left) < 0;
-    }
+    H2::read_until($read, $st, $end);
     # a RST_STREAM after a complete answer
-    $read->(0.2) if $ended && !defined $rst;
+    $read->(0.2) if $st->{ended} && !defined $st->{rst};
     close $sock;
 
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @headers;
-    my $raw = 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-            . join('', map { "$_->[0]: " . ($_->[1] // '(undecodable)')
-                             . "\r\n" } grep { $_->[0] !~ /^:/ } @headers)
-            . "\r\n" . $body;
+    my ($raw) = H2::answer_text($st->{headers}, $st->{body}, '(undecodable)');
     my $r = InfTest::Response->parse($raw);
-    $r->{rst} = $rst;
+    $r->{rst} = $st->{rst};
     $r->{sent} = $sent;
     return $r;
 }

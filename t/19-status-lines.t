@@ -30,35 +30,11 @@ my $t = InfTest->setup(
         location = /unavailable { return 503; }
         location = /timeout { return 408; }
 EOF
-    http => <<'EOF');
-    influencers_zone zone=tiny:32k;
-
-    server {
-        listen 127.0.0.1:%%PORT_TINY%%;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=tiny;
-            influencers_backend /_render_tiny;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render_tiny {
-            internal;
-            proxy_pass http://render/jobs;
-        }
-    }
-
-    server {
-        listen 127.0.0.1:%%PORT_H2%% http2;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render_h2;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render_h2 {
-            internal;
-            proxy_pass http://render/jobs;
-        }
-    }
-EOF
+    http => "influencers_zone zone=tiny:32k;\n"
+          . endpoint_server(port => 'TINY', zone => 'tiny', error_page => '',
+                            render => '/_render_tiny', keepalive => 0)
+          . endpoint_server(port => 'H2', listen => ' http2', error_page => '',
+                            render => '/_render_h2', keepalive => 0));
 
 my $path = '/v1/projects/' . P_FEMALE . '/influencers';
 my $auth = 'Bearer ' . K_WRITE;

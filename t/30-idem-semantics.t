@@ -26,26 +26,10 @@ $t->conf($t->default_conf(
     server   => STATS_LOCATION,
     # a second server on the same zone whose org comes from a header: the
     # same path, body and key from two orgs
-    http     => <<'EOF',
-    server {
-        listen 127.0.0.1:%%PORT_VAR%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_org $http_x_test_org;
-            influencers_scopes "influencers:write";
-            influencers_retry_after 7s;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    http     => endpoint_server(port => 'VAR',
+        identity => 'influencers_org $http_x_test_org;',
+        location => "influencers_scopes \"influencers:write\";\n"
+                  . '            influencers_retry_after 7s;'),
 ));
 $t->start_backend;
 $t->run;

@@ -21,7 +21,6 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Socket::INET;
 use IO::Select;
-use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 
@@ -147,38 +146,30 @@ SKIP: {
 # ---------------------------------------------------------------- the load
 
 my $load_end = Time::HiRes::time() + $LOAD + 0.3;
-my @kids;
-for my $c (1 .. $CLIENTS) {
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        my $out = '';
-        my $i = 0;
-        eval {
-            while (Time::HiRes::time() < $load_end && $i < 1500) {
-                $i++;
-                # paced, so that the keys fit the zone (no 503)
-                Time::HiRes::sleep(0.004);
-                my ($key, $body);
-                if ($i % 4 == 0) {
-                    ($key, $body) = (undef, '{}');
-                } elsif ($i % 4 == 1) {
-                    ($key, $body) = ("crash-$c-$i", '{}');
-                } else {
-                    ($key, $body) = ($SHARED[($i + $c) % @SHARED], '{"prompt":"shared"}');
-                }
-                my ($st, $sec, $to) = one(req_bytes($key, $body), $REQ_TIMEOUT);
-                $out .= sprintf("%d %.3f %d %s\n", $st, $sec, $to, $key // '-');
+my $kids = $t->fork_clients('crash-client', $CLIENTS, sub {
+    my ($c) = @_;
+    my $out = '';
+    my $i = 0;
+    eval {
+        while (Time::HiRes::time() < $load_end && $i < 1500) {
+            $i++;
+            # paced, so that the keys fit the zone (no 503)
+            Time::HiRes::sleep(0.004);
+            my ($key, $body);
+            if ($i % 4 == 0) {
+                ($key, $body) = (undef, '{}');
+            } elsif ($i % 4 == 1) {
+                ($key, $body) = ("crash-$c-$i", '{}');
+            } else {
+                ($key, $body) = ($SHARED[($i + $c) % @SHARED], '{"prompt":"shared"}');
             }
-            1;
-        } or $out .= "ERROR $@\n";
-        open my $fh, '>', $t->path("crash-client-$c.txt");
-        print {$fh} $out;
-        close $fh;
-        POSIX::_exit(0);
-    }
-    push @kids, $pid;
-}
+            my ($st, $sec, $to) = one(req_bytes($key, $body), $REQ_TIMEOUT);
+            $out .= sprintf("%d %.3f %d %s\n", $st, $sec, $to, $key // '-');
+        }
+        1;
+    } or $out .= "ERROR $@\n";
+    return $out;
+});
 
 # SIGKILL a worker every 100-200 ms for $LOAD seconds
 my $kills = 0;
@@ -193,18 +184,8 @@ note("$kills workers killed");
 cmp_ok($kills, '>=', 10, 'at least 10 workers were SIGKILLed under load');
 
 # the clients end on their own (each request is bounded), waited by pid
-{
-    my %left = map { $_ => 1 } @kids;
-    my $end = Time::HiRes::time() + $REQ_TIMEOUT + 5;
-    while (%left && Time::HiRes::time() < $end) {
-        for my $p (keys %left) {
-            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
-        }
-        Time::HiRes::sleep(0.05) if %left;
-    }
-    is(scalar keys %left, 0, 'every client finished in bounded time');
-    for my $p (keys %left) { kill 'KILL', $p; waitpid $p, 0; }
-}
+is(InfTest::reap($kids, Time::HiRes::time() + $REQ_TIMEOUT + 5, 0.05), 0,
+   'every client finished in bounded time');
 
 my (@res, @errors);
 for my $c (1 .. $CLIENTS) {

@@ -22,21 +22,6 @@ use InfTest qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
-# every nginx process at once, as a power cut or the OOM killer would
-sub kill_all {
-    my ($t) = @_;
-    my $m = $t->nginx_pid;
-    my @w = $t->worker_pids;
-    kill 'KILL', $m, @w;
-    waitpid $m, 0;
-    my $end = Time::HiRes::time() + 5;
-    Time::HiRes::sleep(0.05)
-        while Time::HiRes::time() < $end && grep { kill 0, $_ } @w;
-    $t->{nginx_pid} = undef;
-    $t->stop;
-    return !grep { kill 0, $_ } @w;
-}
-
 sub journal_bytes {
     my ($t, $name) = @_;
     my $n = 0;
@@ -69,7 +54,7 @@ ok(!-e $t->path('jobs.state'), 'no snapshot yet: only the journal');
 
 Time::HiRes::sleep(2.2);
 my $n0 = $t->forwards();
-ok(kill_all($t), 'kill -9 of the master and both workers');
+ok($t->kill9, 'kill -9 of the master and both workers');
 
 $t->run;
 like(($t->log_lines(qr/entries loaded from/))[-1] // '', qr/24 entries loaded from/,
@@ -99,7 +84,7 @@ is(journal_bytes($t, 'jobs.state'), 0, '... and emptied the journal');
     my $b = '{"prompt":"before the tear"}';
     my $r1 = $t->idem('torn-1', body => $b);
     check_new_job($r1, 'torn-1: 202', retry_after => 86400);
-    ok(kill_all($t), 'kill -9 again');
+    ok($t->kill9, 'kill -9 again');
     my ($seg) = grep { -s $_ } glob($t->path('jobs.state.journal.*'));
     ok($seg, 'the journal segment that holds torn-1');
     # the first 60 bytes of a record, as a write cut short would leave
@@ -151,7 +136,7 @@ $t->cleanup;
     is(scalar(grep { $_->status == 202 } values %first), 18,
        '18 keys accepted across two reloads');
     Time::HiRes::sleep(2.2);
-    ok(kill_all($t), 'kill -9 of the master and the workers');
+    ok($t->kill9, 'kill -9 of the master and the workers');
     $t->run;
     my $ok = grep {
         my $r = $t->idem($_);
@@ -175,7 +160,7 @@ for my $ra ('0', '1', '65535', '65536', '86400') {
     is($r1->header('retry-after'), $ra, "influencers_retry_after $ra: Retry-After: $ra");
     check_replay($t->idem("ra-$ra"), $r1, "influencers_retry_after $ra: the replay",
                  status => 202);
-    ok(kill_all($t), "influencers_retry_after $ra: kill -9");
+    ok($t->kill9, "influencers_retry_after $ra: kill -9");
     $t->run;
     check_replay($t->idem("ra-$ra"), $r1, "influencers_retry_after $ra: the replay after a crash",
                  status => 202);
@@ -347,7 +332,7 @@ for my $ra ('0', '1', '65535', '65536', '86400') {
          qr/\[emerg\].*influencers zone "jobs": the state file "\Q$shared\E\/one\.state" is in use by another nginx: two instances must not share a "state=" path/,
          '[emerg] names the file');
     ok(-s "$shared/one.state.journal.0", 'the first one\'s journal is untouched');
-    ok(kill_all($t[0]), 'kill -9 of the first instance');
+    ok($t[0]->kill9, 'kill -9 of the first instance');
     $t[0]->run;
     check_replay($t[0]->idem('locked-1'), $first, 'its entry replays after the crash',
                  status => 202);

@@ -23,6 +23,7 @@ use lib "$FindBin::Bin/lib";
 use Test::More;
 use Time::HiRes ();
 use InfTest qw(:all);
+use Hostile qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -36,29 +37,11 @@ my $t = InfTest->setup(
     error_page => $ERRPAGE,
     server => "client_body_timeout 1s;\n        client_header_timeout 1s;\n"
             . '        ' . STATS_LOCATION,
-    http => <<"EOF");
-    server {
-        listen 127.0.0.1:%%PORT_BIG%%;
-        client_body_timeout 1s;
-        client_header_timeout 1s;
-        client_body_buffer_size 64k;
-        client_max_body_size 2m;
-        error_page $ERRPAGE /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers\$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit 64k;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    http => endpoint_server(port => 'BIG', error_page => $ERRPAGE,
+        top => "client_body_timeout 1s;\n        client_header_timeout 1s;\n"
+             . "        client_body_buffer_size 64k;\n"
+             . '        client_max_body_size 2m;',
+        location => 'influencers_body_limit 64k;'));
 
 my $BIG  = $t->port('big');
 my $ID   = P_FEMALE;
@@ -66,90 +49,20 @@ my $PATH = "/v1/projects/$ID/influencers";
 my $AUTH = 'Authorization: Bearer ' . K_WRITE;
 my $JSON = 'Content-Type: application/json';
 
-my $EM      = "\x{2014}";
-my $NAME    = "Unrecognized key $EM name is server-generated.";
-my $UNK     = 'Unrecognized key.';
-my $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
-my $AGENUM  = "Invalid enum value. Expected 'teen' | 'young_adult' | 'adult' "
-            . "| 'mid_adult' | 'mature' | 'senior'";
-my $NUMBER  = 'Expected string, received number';
-my $BADJSON = 'Invalid JSON.';
-my $BADUTF8 = 'Invalid UTF-8.';
-my $BADESC  = 'Invalid Unicode escape.';
-my $DEEP    = 'Nesting too deep.';
-my $IDEM_MSG = 'Invalid Idempotency-Key header.';
-my $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
-my $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
-
 # ------------------------------------------------------------ the invariants
 
-my $MASTER  = $t->nginx_pid;
-my @WORKERS = $t->worker_pids;
-my $FORWARDS = $t->forwards;
-my %STORED = %{ $t->stats };
-my @COUNTERS = qw(claims entries keyed inflight accepted replays conflicts
-                  mismatches);
+Hostile::start($t, send => sub {
+    my ($body, %o) = @_;
+    return $t->create(body => $body, %o);
+});
+my $FORWARDS = Hostile::forwards();
+my %STORED   = %{ Hostile::stored() };
 
-cmp_ok(scalar @WORKERS, '>=', 2, 'a master and two workers');
+cmp_ok(scalar(my @w = Hostile::workers()), '>=', 2, 'a master and two workers');
 ok(exists $STORED{claims} && exists $STORED{entries},
    'the zone\'s counters are readable') or diag explain \%STORED;
 
-sub invariants {
-    my ($group) = @_;
-    # a request refused after the fact would be forwarded just after its
-    # answer: give such a forward the time to show
-    Time::HiRes::sleep(0.2);
-    subtest "$group: nginx intact, nothing forwarded, nothing stored" => sub {
-        ok($t->nginx_alive, 'the master is alive');
-        is($t->nginx_pid, $MASTER, 'the same master');
-        is_deeply([$t->worker_pids], \@WORKERS, 'the same workers')
-            or diag('workers now: ' . join(' ', $t->worker_pids));
-        is($t->count_log(qr/exited on signal|worker process \d+ exited/), 0,
-           'no worker exited');
-        is($t->forwards, $FORWARDS, 'nothing forwarded');
-        my $s = $t->stats;
-        is_deeply({ map { $_ => $s->{$_} } @COUNTERS },
-                  { map { $_ => $STORED{$_} } @COUNTERS },
-                  'nothing stored (claims, entries, keyed, inflight, '
-                  . 'accepted... unchanged)');
-        my @bad = $t->log_lines(qr/\[(?:alert|crit|emerg)\]|Sanitizer|==\d+==ERROR/);
-        is(scalar @bad, 0, 'no [alert], [crit], [emerg] or Sanitizer line')
-            or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
-    };
-}
-
 # ------------------------------------------------------------ helpers
-
-my $N = 0;          # hostile requests sent
-my %STATUS;         # how they were answered
-
-# one hostile request answered with one JSON error
-sub case {
-    my ($name, $r, $status, $code, %o) = @_;
-    $N++;
-    $STATUS{$status}++;
-    my %ce;
-    if ($o{details}) {
-        $ce{details} = { formErrors => [], fieldErrors => {}, %{ $o{details} } };
-    }
-    my $ok = check_error($r, $status, $code, $o{message}, $name, %ce);
-    # exactly one answer on the connection
-    my @lines = ($r->raw // '') =~ m{^HTTP/1\.[01] [2-5]\d\d}mg;
-    is(scalar @lines, 1, "$name: one answer") unless $o{more_answers};
-    unlike($r->raw // '', qr/<html|<body|<center/i, "$name: no HTML");
-    return $ok;
-}
-
-# a 422 VALIDATION "Invalid body." with these details
-sub body_case {
-    my ($name, $body, $details, %o) = @_;
-    my $r = $t->create(body => $body, %o);
-    return case("body: $name", $r, 422, 'VALIDATION', message => 'Invalid body.',
-                details => $details);
-}
-
-sub form  { return { formErrors => [@_] } }
-sub field { my ($f, @m) = @_; return { fieldErrors => { $f => [@m] } } }
 
 # the bytes of a request: POST $PATH HTTP/1.1 unless given, Host and
 # Connection: close first, then the header lines given, then the body
@@ -170,12 +83,6 @@ sub chunked {
                body => $payload);
 }
 
-sub printable {
-    my ($s) = @_;
-    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
-    return length $s > 60 ? substr($s, 0, 57) . '...' : $s;
-}
-
 # answers split from the bytes of one connection (each with Content-Length)
 sub answers {
     my ($raw) = @_;
@@ -194,8 +101,7 @@ sub answers {
 # the connection closed by nginx without any answer, within $max seconds
 sub closed_case {
     my ($name, $bytes, $max, %o) = @_;
-    $N++;
-    $STATUS{closed}++;
+    counted(1, 'closed');
     my $t0 = Time::HiRes::time();
     my $r = $t->raw($bytes, timeout => $max + 3, %o);
     my $took = Time::HiRes::time() - $t0;
@@ -336,14 +242,9 @@ for my $h (['X-Request-Id' => "req_\xff\xfe"], ['User-Agent' => "\xc0\xaf\xed\xa
                         headers => ["$name: $value", $AUTH, $JSON,
                                     'Content-Length: 14'],
                         body => '{"name":"Ava"}'));
-    if ($name eq 'Host' && nginx_at_least('1.29.4')) {
-        case('invalid UTF-8 in Host (refused since nginx 1.29.4): '
-             . 'nginx\'s 400, as JSON', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('invalid UTF-8 in ' . printable($name) . ' (not read): the body\'s 422',
-             $r, 422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, $name eq 'Host' && nginx_at_least('1.29.4'),
+        'invalid UTF-8 in Host (refused since nginx 1.29.4): nginx\'s 400, as JSON',
+        'invalid UTF-8 in ' . printable($name) . ' (not read): the body\'s 422');
     unlike($r->raw, qr/\xff|\xc0\xaf/, 'the bytes are not echoed');
 }
 case('0xFF in Content-Length',
@@ -523,19 +424,9 @@ case('Idempotency-Key with a bare LF that smuggles a second Authorization',
 # "=") turns into a 400, like a header over large_client_header_buffers:
 # BAD_REQUEST, as JSON.  Without max_headers they are read like any
 # others and the body decides.
-{
-    my $r = $t->raw(req(headers => [$AUTH, $JSON, 'Content-Length: 14',
-                                    map { "X-Pad-$_: p" } 1 .. 1001],
-                        body => '{"name":"Ava"}'));
-    if (nginx_knows('max_headers 1000')) {
-        case('1001 header lines (over max_headers): '
-             . 'nginx\'s 494, as JSON 400', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('1001 header lines (an nginx without max_headers): '
-             . 'the body\'s 422', $r, 422, 'VALIDATION',
-             message => 'Invalid body.', details => field(name => $NAME));
-    }
-}
+max_headers_case($t->raw(req(headers => [$AUTH, $JSON, 'Content-Length: 14',
+                                         map { "X-Pad-$_: p" } 1 .. 1001],
+                             body => '{"name":"Ava"}')));
 
 note('two Authorization or two Idempotency-Key headers');
 case('Authorization twice, the same key',
@@ -621,15 +512,9 @@ for my $c (['a bare LF after each size and chunk', "e\n{\"name\":\"Ava\"}\n0\n\n
            ['a bare LF after the data only', "e\r\n{\"name\":\"Ava\"}\n0\r\n\r\n"])
 {
     my ($what, $payload) = @$c;
-    my $r = $t->raw(chunked($payload));
-    if (nginx_at_least('1.29.4')) {
-        case("chunked: $what (an error since nginx 1.29.4): nginx's 400, as JSON",
-             $r, 400, 'BAD_REQUEST');
-    } else {
-        case("chunked: $what (taken before nginx 1.29.4): the body's 422", $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($t->raw(chunked($payload)), nginx_at_least('1.29.4'),
+        "chunked: $what (an error since nginx 1.29.4): nginx's 400, as JSON",
+        "chunked: $what (taken before nginx 1.29.4): the body's 422");
 }
 case('chunked: 5000 bytes in 1-byte chunks: 413',
      $t->create(body => '{"prompt":"' . ('p' x 4990) . '"}',
@@ -766,8 +651,7 @@ sub conn {
         . req(keepalive => 1, path => '/v1/projects/nope/influencers',
               headers => [$AUTH, 'Content-Length: 0'])
         . req(line => "GET $PATH HTTP/1.1", headers => [$AUTH]));
-    $N += 3;
-    $STATUS{$_->status}++ for @a;
+    counted(3, map { $_->status } @a);
     is_deeply([map { $_->status } @a], [401, 422, 405],
               'three hostile requests pipelined: 401, 422, 405 in order');
     is_deeply([map { ($_->json || {})->{error}{code} // '' } @a],
@@ -861,8 +745,7 @@ case('a method of 5000 letters',
 # hands it to influencers_errors, which answers it as JSON
 for my $v ('HTTP/2.0', 'HTTP/9.9') {
     my $r = $t->raw(req(version => $v, headers => [$AUTH]));
-    $N++;
-    $STATUS{"$v (505)"}++;
+    counted(1, "$v (505)");
     like($r->header('content-type') // '', qr{^application/json},
          "$v in the request line: JSON, not nginx's HTML");
     like((($r->json || {})->{error} || {})->{requestId} // '', qr/^${\REQID_RE}$/,
@@ -885,8 +768,7 @@ for my $v ('HTTP/2.0', 'HTTP/9.9') {
     {
         my ($what, $bytes, $code) = @$c;
         my $r = $t->raw($bytes);
-        $N++;
-        $STATUS{'0.9'}++;
+        counted(1, '0.9');
         my $j = json_decode($r->raw);
         subtest "HTTP/0.9 $what: the JSON error alone" => sub {
             ok(!$r->timed_out, 'answered and closed');
@@ -955,9 +837,7 @@ invariants('paths');
 
 # ============================================================ the count
 
-cmp_ok($N, '>=', 100, "at least 100 hostile requests ($N)");
-note('answers: ' . join(', ', map { "$_ x$STATUS{$_}" } sort keys %STATUS));
-ok(!$STATUS{500}, 'no hostile request was answered 500');
+Hostile::the_count('hostile requests');
 
 # ============================================================ controls
 
@@ -984,11 +864,6 @@ ok(!$STATUS{500}, 'no hostile request was answered 500');
     is(scalar @req, $FORWARDS + 2, 'control: two forwards, no more');
 }
 
-ok($t->nginx_alive && $t->nginx_pid == $MASTER, 'nginx still up at the end');
-is_deeply([$t->worker_pids], \@WORKERS, 'the same workers at the end');
-
-$t->check_log_clean;
-my @crit = $t->log_lines(qr/\[crit\]/);
-is(scalar @crit, 0, 'error.log has no [crit] lines') or diag join "\n", @crit;
+Hostile::the_end();
 
 done_testing;

@@ -19,10 +19,11 @@ use FindBin;
 use lib "$FindBin::Bin/lib";
 use Test::More;
 use IO::Select;
-use POSIX ();
 use Time::HiRes ();
 use InfTest qw(:all);
 use HPACK qw(:all);
+use H2 ();
+use Hostile qw(:all);
 
 plan skip_all => 'module not built: ' . module_path() unless have_module();
 
@@ -51,40 +52,21 @@ my $ERRPAGE = '400 404 405 408 413 414 494 500 501 502 503 504 505';
 # client_max_body_size 2m, and client_max_body_size 0 in its error location
 # (see the 1 MB bodies)
 sub tls_server {
-    my ($port, $extra, $errloc) = @_;
-    $errloc //= '';
-    return <<"EOF";
-    server {
-        listen 127.0.0.1:%%PORT_$port%% ssl http2;
-        server_name localhost;
-        ssl_certificate %%TESTDIR%%/cert.pem;
-        ssl_certificate_key %%TESTDIR%%/key.pem;
-        client_body_timeout 1s;
-        client_header_timeout 1s;
-        $extra
-        error_page $ERRPAGE /_influencers/error;
-        location = /_influencers/error { internal; $errloc influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers\$ {
-            influencers zone=jobs;
-            influencers_backend /_render2;
-            influencers_directory %%TESTDIR%%/directory.json;
-            influencers_body_limit $port;
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-EOF
+    my ($port, $limit, $extra, $errloc) = @_;
+    return endpoint_server(port => $port, listen => ' ssl http2',
+        top => "server_name localhost;\n"
+             . "        ssl_certificate %%TESTDIR%%/cert.pem;\n"
+             . "        ssl_certificate_key %%TESTDIR%%/key.pem;\n"
+             . "        client_body_timeout 1s;\n"
+             . "        client_header_timeout 1s;\n"
+             . "        $extra",
+        error_page => $ERRPAGE, error_location => $errloc,
+        location => "influencers_body_limit $limit;");
 }
 
-my $http = tls_server('H2', '') . tls_server('H2BIG',
+my $http = tls_server('H2', '4k', '') . tls_server('H2BIG', '64k',
     "client_body_buffer_size 64k;\n        client_max_body_size 2m;",
     'client_max_body_size 0;');
-$http =~ s/influencers_body_limit H2BIG;/influencers_body_limit 64k;/;
-$http =~ s/influencers_body_limit H2;/influencers_body_limit 4k;/;
 
 $t->write_directory;
 $t->conf($t->default_conf(error_page => $ERRPAGE, server => STATS_LOCATION,
@@ -95,18 +77,6 @@ $t->run(port => $t->port('h2'));
 my $ID   = P_FEMALE;
 my $PATH = "/v1/projects/$ID/influencers";
 my $KEY  = 'Bearer ' . K_WRITE;
-
-my $EM      = "\x{2014}";
-my $NAME    = "Unrecognized key $EM name is server-generated.";
-my $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
-my $NUMBER  = 'Expected string, received number';
-my $BADJSON = 'Invalid JSON.';
-my $BADUTF8 = 'Invalid UTF-8.';
-my $BADESC  = 'Invalid Unicode escape.';
-my $DEEP    = 'Nesting too deep.';
-my $IDEM_MSG = 'Invalid Idempotency-Key header.';
-my $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
-my $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
 
 # ------------------------------------------------------------ HPACK
 
@@ -156,43 +126,16 @@ sub h2 {
 
     # openssl s_client as the TLS pipe: our frames on its stdin, the
     # server's on its stdout
-    pipe(my $c_in, my $to_c) or die "pipe: $!";
-    pipe(my $from_c, my $c_out) or die "pipe: $!";
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        close $to_c;
-        close $from_c;
-        open STDIN, '<&', $c_in or POSIX::_exit(126);
-        open STDOUT, '>&', $c_out or POSIX::_exit(126);
-        open STDERR, '>>', "$dir/s_client.log";
-        { no warnings q(exec);
-          exec $OPENSSL, 's_client', '-connect', "127.0.0.1:$port",
-               '-servername', 'localhost', '-alpn', 'h2', '-quiet',
-               '-nocommands', '-verify_quiet'; }
-        POSIX::_exit(127);
-    }
-    close $c_in;
-    close $c_out;
-    binmode $to_c;
-    binmode $from_c;
+    my ($to_c, $from_c, $pid) = H2::tls_pipe($port, "$dir/s_client.log", $OPENSSL);
     local $SIG{PIPE} = 'IGNORE';
 
     my $t0 = Time::HiRes::time();
-    my ($in, $hblock, $body) = ('', '', '');
-    my ($ended, $eof, $rst, $goaway, $sent) = (0, 0, undef, undef, 0);
+    my $st = { headers => [], body => '', hblock => '', ended => 0 };
+    my ($in, $eof, $goaway, $sent) = ('', 0, undef, 0);
     my ($conn_win, $stream_win, $init_win, $max_frame) = (65535, 65535, 65535, 16384);
-    my (@headers, @dyn);
+    my @dyn;
 
-    my $put = sub {
-        my ($bytes) = @_;
-        while (length $bytes) {
-            my $w = syswrite($to_c, $bytes);
-            return 0 unless defined $w;
-            substr($bytes, 0, $w, '');
-        }
-        return 1;
-    };
+    my $put = sub { return H2::put_all($to_c, $_[0]) };
 
     my $read = sub {
         my ($wait) = @_;
@@ -204,14 +147,8 @@ sub h2 {
             $eof = 1;
             return -1;
         }
-        while (length($in) >= 9) {
-            my ($len, $type, $flags, $sid) =
-                (unpack('N', "\0" . substr($in, 0, 3)),
-                 unpack('CCN', substr($in, 3, 6)));
-            $sid &= 0x7fffffff;
-            last if length($in) < 9 + $len;
-            my $p = substr($in, 9, $len);
-            substr($in, 0, 9 + $len, '');
+        for my $f (H2::take_frames(\$in)) {
+            my ($type, $flags, $sid, $p) = @$f;
             if ($type == 4 && !($flags & 1)) {
                 for (my $i = 0; $i + 6 <= length $p; $i += 6) {
                     my ($id, $v) = unpack('nN', substr($p, $i, 6));
@@ -229,20 +166,9 @@ sub h2 {
                 if ($sid == 0) { $conn_win += $inc } elsif ($sid == 1) { $stream_win += $inc }
             } elsif ($type == 7) {
                 $goaway = unpack('N', substr($p, 4, 4));
-                $ended = 1;
-            } elsif ($sid == 1 && ($type == 1 || $type == 9)) {
-                $hblock .= $p;
-                if ($flags & 4) {
-                    push @headers, hpack_decode($hblock, \@dyn);
-                    $hblock = '';
-                }
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 0) {
-                $body .= $p;
-                $ended = 1 if $flags & 1;
-            } elsif ($sid == 1 && $type == 3) {
-                $rst = unpack('N', $p);
-                $ended = 1;
+                $st->{ended} = 1;
+            } elsif ($sid == 1) {
+                H2::stream_frame($st, $type, $flags, $p, \@dyn);
             }
         }
         return 1;
@@ -265,25 +191,22 @@ sub h2 {
     my $deadline = $t0 + ($o{timeout} // 10);
     DATA: for my $i (0 .. $#data) {
         if ($i && $o{pause}) {
-            my $until = Time::HiRes::time() + $o{pause};
-            while (!$ended && (my $left = $until - Time::HiRes::time()) > 0) {
-                last if $read->($left) < 0;
-            }
+            H2::read_until($read, $st, Time::HiRes::time() + $o{pause});
         } else {
             $read->(0);
         }
-        last if $ended || $eof;
+        last if $st->{ended} || $eof;
         my $d = $data[$i];
         my $last = $i == $#data;
         do {
             # wait for the windows (the answer may come meanwhile)
-            while (!$ended && !$eof
+            while (!$st->{ended} && !$eof
                    && ($conn_win <= 0 || $stream_win <= 0)
                    && Time::HiRes::time() < $deadline)
             {
                 $read->(0.5);
             }
-            last DATA if $ended || $eof || Time::HiRes::time() >= $deadline;
+            last DATA if $st->{ended} || $eof || Time::HiRes::time() >= $deadline;
             my $k = length $d;
             $k = $max_frame if $k > $max_frame;
             $k = $conn_win if $k > $conn_win;
@@ -297,111 +220,43 @@ sub h2 {
         } while (length $d);
         $sent++;
     }
-    if ($o{trailers} && !$ended && !$eof) {
+    if ($o{trailers} && !$st->{ended} && !$eof) {
         my $tb = '';
         my @tr = @{ $o{trailers} };
         $tb .= hpack_literal(splice @tr, 0, 2) while @tr;
         $put->(h2_frame(1, 4 | 1, 1, $tb));
     }
 
-    while (!$ended && !$eof && (my $left = $deadline - Time::HiRes::time()) > 0) {
-        last if $read->($left) < 0;
-    }
+    H2::read_until($read, $st, $deadline);
     # a RST_STREAM or GOAWAY right after the answer
-    $read->(0.2) if $ended && !defined $rst && !$eof;
+    $read->(0.2) if $st->{ended} && !defined $st->{rst} && !$eof;
     my $took = Time::HiRes::time() - $t0;
 
     close $to_c;
-    kill 'TERM', $pid;
-    my $end = Time::HiRes::time() + 3;
-    while (waitpid($pid, POSIX::WNOHANG()) == 0) {
-        if (Time::HiRes::time() > $end) {
-            kill 'KILL', $pid;
-            waitpid $pid, 0;
-            last;
-        }
-        Time::HiRes::sleep(0.02);
-    }
+    H2::end_pipe($pid);
     close $from_c;
 
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @headers;
-    my $raw = @headers
-        ? 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-          . join('', map { "$_->[0]: " . ($_->[1] // '(undecodable)') . "\r\n" }
-                     grep { $_->[0] !~ /^:/ } @headers)
-          . "\r\n" . $body
-        : '';
+    my ($text, $status) = H2::answer_text($st->{headers}, $st->{body}, '(undecodable)');
+    my $raw = @{ $st->{headers} } ? $text : '';
     my $r = InfTest::Response->parse($raw);
     @$r{qw(rst goaway sent took timed_out)} =
-        ($rst, $goaway, $sent, $took, !$ended && !$eof);
+        ($st->{rst}, $goaway, $sent, $took, !$st->{ended} && !$eof);
     $r->{h2_status} = $status;
     return $r;
 }
 
-# ------------------------------------------------------------ the invariants
-
-my $MASTER  = $t->nginx_pid;
-my @WORKERS = $t->worker_pids;
-my $FORWARDS = $t->forwards;
-my %STORED = %{ $t->stats };
-my @COUNTERS = qw(claims entries keyed inflight accepted replays conflicts
-                  mismatches);
-
-sub invariants {
-    my ($group) = @_;
-    Time::HiRes::sleep(0.2);
-    subtest "$group: nginx intact, nothing forwarded, nothing stored" => sub {
-        ok($t->nginx_alive, 'the master is alive');
-        is($t->nginx_pid, $MASTER, 'the same master');
-        is_deeply([$t->worker_pids], \@WORKERS, 'the same workers');
-        is($t->count_log(qr/exited on signal|worker process \d+ exited/), 0,
-           'no worker exited');
-        is($t->forwards, $FORWARDS, 'nothing forwarded');
-        my $s = $t->stats;
-        is_deeply({ map { $_ => $s->{$_} } @COUNTERS },
-                  { map { $_ => $STORED{$_} } @COUNTERS }, 'nothing stored');
-        my @bad = $t->log_lines(qr/\[(?:alert|crit|emerg)\]|Sanitizer|==\d+==ERROR/);
-        is(scalar @bad, 0, 'no [alert], [crit], [emerg] or Sanitizer line')
-            or diag(join "\n", @bad[0 .. ($#bad < 9 ? $#bad : 9)]);
-    };
-}
-
 # ------------------------------------------------------------ the cases
 
-my $N = 0;
-my %STATUS;
-
-sub printable {
-    my ($s) = @_;
-    $s =~ s/([^\x20-\x7e])/sprintf('\\x%02x', ord $1)/ge;
-    return length $s > 60 ? substr($s, 0, 57) . '...' : $s;
-}
-
-sub case {
-    my ($name, $r, $status, $code, %o) = @_;
-    $N++;
-    $STATUS{$status}++;
-    my %ce;
-    $ce{details} = { formErrors => [], fieldErrors => {}, %{ $o{details} } }
-        if $o{details};
-    check_error($r, $status, $code, $o{message}, "h2: $name", %ce);
-    unlike($r->body, qr/<html|<body|<center/i, "h2: $name: no HTML");
-}
-
-sub body_case {
-    my ($name, $body, $details, %o) = @_;
-    case("body: $name", h2(data => [$body], %o), 422, 'VALIDATION',
-         message => 'Invalid body.', details => $details);
-}
-
-sub form  { return { formErrors => [@_] } }
-sub field { my ($f, @m) = @_; return { fieldErrors => { $f => [@m] } } }
+Hostile::start($t, proto => 'h2', send => sub {
+    my ($body, %o) = @_;
+    return h2(data => [$body], %o);
+});
+my $FORWARDS = Hostile::forwards();
 
 # a stream nginx refuses before any HTTP answer: RST_STREAM, no HEADERS
 sub reset_case {
     my ($name, $r, %o) = @_;
-    $N++;
-    $STATUS{reset}++;
+    counted(1, 'reset');
     subtest "h2: $name: the stream is reset, no answer" => sub {
         is($r->{h2_status}, undef, 'no HEADERS (no answer, no HTML)')
             or diag($r->summary);
@@ -506,14 +361,10 @@ case('invalid UTF-8 in x-request-id and user-agent (not read): the body\'s 422',
                            authorization => $KEY,
                            'content-type' => 'application/json'],
                data => ['{"name":"Ava"}']);
-    if (nginx_at_least('1.29.4')) {
-        case('invalid UTF-8 in :authority (refused since nginx 1.29.4): '
-             . 'nginx\'s 400, as JSON', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('invalid UTF-8 in :authority (not read): the body\'s 422', $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, nginx_at_least('1.29.4'),
+        'invalid UTF-8 in :authority (refused since nginx 1.29.4): '
+        . 'nginx\'s 400, as JSON',
+        'invalid UTF-8 in :authority (not read): the body\'s 422');
 }
 for my $p ("\xff", '%ff', "$ID\xc0\xaf") {
     case('projectId ' . printable($p),
@@ -572,8 +423,7 @@ my $big = '{"prompt":"' . ('x' x ($MB - 13)) . '"}';
     # influencers_errors location has no limit of its own, so the 413 is
     # the module's JSON.
     my $r = h2(more => ['content-length' => $MB + 1], data => [$big . ' '], timeout => 15);
-    $N++;
-    $STATUS{'413 (nginx)'}++;
+    counted(1, '413 (nginx)');
     is($r->{h2_status}, 413, 'h2: 1 MB + 1 with content-length (over '
                              . 'client_max_body_size): 413');
     cmp_ok($r->{sent}, '<=', 1, 'h2: 1 MB + 1: refused before the body was sent');
@@ -643,14 +493,9 @@ refused_header_case('an uppercase header name',
 # refused, nginx's 400 as JSON.
 sub malformed_case {
     my ($what, $since, $r) = @_;
-    if (nginx_at_least($since)) {
-        case("$what (refused since nginx $since): nginx's 400, as JSON", $r,
-             400, 'BAD_REQUEST');
-    } else {
-        case("$what (let through before nginx $since): the body's 422", $r,
-             422, 'VALIDATION', message => 'Invalid body.',
-             details => field(name => $NAME));
-    }
+    refused_or_body($r, nginx_at_least($since),
+        "$what (refused since nginx $since): nginx's 400, as JSON",
+        "$what (let through before nginx $since): the body's 422");
 }
 
 for my $c (['a connection-specific header (connection)', connection => 'keep-alive'],
@@ -691,18 +536,8 @@ case('a header block in 1 KB CONTINUATION frames: the body\'s 422',
 # max_headers (1000 by default; nginx 1.29.8 and later, and Debian 12's
 # 1.22.1 by a backport, see t/50): its 494, which error_page turns into a
 # 400, as JSON
-{
-    my $r = h2(more => [map { ("x-pad-$_" => 'p') } 1 .. 1001],
-               data => ['{"name":"Ava"}']);
-    if (nginx_knows('max_headers 1000')) {
-        case('1001 header lines (over max_headers): '
-             . 'nginx\'s 494, as JSON 400', $r, 400, 'BAD_REQUEST');
-    } else {
-        case('1001 header lines (an nginx without max_headers): '
-             . 'the body\'s 422', $r, 422, 'VALIDATION',
-             message => 'Invalid body.', details => field(name => $NAME));
-    }
-}
+max_headers_case(h2(more => [map { ("x-pad-$_" => 'p') } 1 .. 1001],
+                    data => ['{"name":"Ava"}']));
 reset_case('a 20 KB header (over http2_max_field_size): GOAWAY',
            h2(more => [cookie => 'c' x 20000], data => ['{"name":"Ava"}']));
 
@@ -747,8 +582,7 @@ case('an invalid body in 6 DATA frames 0.3 s apart',
     {
         my ($what, @o) = @$c;
         my $r = h2(@o, timeout => 5);
-        $N++;
-        $STATUS{timeout}++;
+        counted(1, 'timeout');
         subtest "h2: $what: given up after client_body_timeout, no HTML" => sub {
             ok(!$r->timed_out, 'nginx ended the stream') or diag($r->summary);
             cmp_ok($r->{took}, '<', 3, 'within about 1 s');
@@ -796,9 +630,7 @@ invariants('paths');
 
 # ------------------------------------------------------------ the count
 
-cmp_ok($N, '>=', 100, "at least 100 hostile HTTP/2 requests ($N)");
-note('answers: ' . join(', ', map { "$_ x$STATUS{$_}" } sort keys %STATUS));
-ok(!$STATUS{500}, 'no hostile request was answered 500');
+Hostile::the_count('hostile HTTP/2 requests');
 
 # a good request over the same client still works (and is the only forward)
 {
@@ -808,10 +640,6 @@ ok(!$STATUS{500}, 'no hostile request was answered 500');
     is(scalar @req, $FORWARDS + 1, 'h2: control: one forward');
 }
 
-ok($t->nginx_alive && $t->nginx_pid == $MASTER, 'nginx still up at the end');
-is_deeply([$t->worker_pids], \@WORKERS, 'the same workers at the end');
-$t->check_log_clean;
-my @crit = $t->log_lines(qr/\[crit\]/);
-is(scalar @crit, 0, 'error.log has no [crit] lines') or diag join "\n", @crit;
+Hostile::the_end();
 
 done_testing;

@@ -62,45 +62,24 @@ sub refused {
     ok(!defined $r->header('location'), "$name: no Location");
 }
 
-# a replay answered by the fast path (when the debug log shows it)
+# a replay answered by the fast path ($fast), or one that must go the
+# whole way (parse, fingerprint, lookup); which, when the debug log shows it
 my $DEBUG;
-sub fast_replay {
-    my ($t, $send, $first, $name) = @_;
+sub replay_via {
+    my ($fast, $t, $send, $first, $name) = @_;
     my $f0 = fast_count($t);
     my $r = $send->();
     check_replay($r, $first, $name, status => 202);
     if ($DEBUG) {
-        is(fast_count($t), $f0 + 1, "$name: answered by the same-bytes path");
+        is(fast_count($t), $f0 + ($fast ? 1 : 0), $fast
+           ? "$name: answered by the same-bytes path"
+           : "$name: not taken for a retry of the same bytes");
     }
     return $r;
 }
 
-# a replay that must go the whole way (parse, fingerprint, lookup)
-sub full_replay {
-    my ($t, $send, $first, $name) = @_;
-    my $f0 = fast_count($t);
-    my $r = $send->();
-    check_replay($r, $first, $name, status => 202);
-    if ($DEBUG) {
-        is(fast_count($t), $f0, "$name: not taken for a retry of the same bytes");
-    }
-    return $r;
-}
-
-# every nginx process at once (as t/38 does)
-sub kill_all {
-    my ($t) = @_;
-    my $m = $t->nginx_pid;
-    my @w = $t->worker_pids;
-    kill 'KILL', $m, @w;
-    waitpid $m, 0;
-    my $end = Time::HiRes::time() + 5;
-    Time::HiRes::sleep(0.05)
-        while Time::HiRes::time() < $end && grep { kill 0, $_ } @w;
-    $t->{nginx_pid} = undef;
-    $t->stop;
-    return !grep { kill 0, $_ } @w;
-}
+sub fast_replay { return replay_via(1, @_) }
+sub full_replay { return replay_via(0, @_) }
 
 # ================================================================ instance A
 
@@ -485,7 +464,7 @@ my $first1;
     $keep{'hk-7'} = [$B7, $f7];
     Time::HiRes::sleep(2.3);
     my $n0 = $t->forwards();
-    ok(kill_all($t), '7: kill -9 of the master and both workers');
+    ok($t->kill9, '7: kill -9 of the master and both workers');
     ok(!$t->nginx_alive, '7: nginx is gone');
     $t->run;
     like(($t->log_lines(qr/entries loaded from/))[-1] // '', qr/\d+ entries loaded from/,

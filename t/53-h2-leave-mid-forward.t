@@ -53,25 +53,9 @@ sub h2_listeners {
 # a second server whose backend location cuts the forward when the partner
 # leaves (no proxy_ignore_client_abort)
 sub cutting_server {
-    return <<'EOF';
-    server {
-        listen 127.0.0.1:%%PORT_CUT%% http2;
-        listen 127.0.0.1:%%PORT_CUT1%%;
-        server_name localhost;
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=jobs;
-            influencers_backend /_render_cut;
-            influencers_directory %%TESTDIR%%/directory.json;
-        }
-        location = /_render_cut {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_read_timeout 5s;
-        }
-    }
-EOF
+    return endpoint_server(port => 'CUT', listen => ' http2', error_page => '',
+        top => "listen 127.0.0.1:%%PORT_CUT1%%;\n        server_name localhost;",
+        render => '/_render_cut', render_extra => 'proxy_read_timeout 5s;');
 }
 
 # the request on stream 1 of a new connection, left in one of the ways

@@ -36,17 +36,8 @@ my $LEASE   = 2;
 my $DELAY   = 0.02;   # the backend's answer time: most of a request is
                       # its forward, so that a kill finds forwards in flight
 
-my $t = InfTest->new(log_level => 'info');
-$t->write_directory;
-$t->conf($t->default_conf(
-    workers         => $WORKERS,
-    zone            => "zone=jobs:8m lease=${LEASE}s org_share=100%",
-    read_timeout    => '1s',
-    connect_timeout => '500ms',
-    server          => STATS_LOCATION,
-));
-$t->start_backend(control => { delay => $DELAY });
-$t->run;
+my ($t, $base) = FaultLoad::gateway(workers => $WORKERS, lease => $LEASE,
+                           control => { delay => $DELAY });
 
 # the number of established client connections (to the main port) that a
 # process holds: the socket inodes of /proc/net/tcp against its fds
@@ -72,8 +63,6 @@ sub client_conns {
     return $n;
 }
 
-is($t->create(body => '{}')->status, 202, 'the endpoint answers 202');
-my $base = $t->stats;
 
 # ---------------------------------------------------------------- the load
 
@@ -104,11 +93,7 @@ note('client connections of the killed workers: '
 
 my @r = $load->finish;
 my $load_end = Time::HiRes::time();
-is($load->lost, 0, 'every client ended by itself');
-is(scalar($load->errors), 0, 'no client failed') or diag(join "\n", $load->errors);
-my $tally = FaultLoad::tally(@r);
-note(scalar(@r) . ' requests: ' . FaultLoad::tally_text($tally));
-cmp_ok(scalar @r, '>=', 100, 'the clients made many requests (' . scalar(@r) . ')');
+FaultLoad::check_ended($load, @r);
 
 my @odd = grep { $_->{status} && $_->{status} != 202 } @r;
 is(scalar @odd, 0, 'every answer under load is a 202') or diag(FaultLoad::sample(@odd));
@@ -123,14 +108,8 @@ is(scalar(my @w = $t->worker_pids), $WORKERS, "$WORKERS workers run again");
 
 # ---------------------------------------------------------------- forwards
 
-my $fw0 = FaultLoad::forwards_by_marker($t);
 my @acc = grep { $_->{status} == 202 } @r;
-my @not_once = grep { ($fw0->{ $_->{key} } // 0) != 1 } @acc;
-is(scalar @not_once, 0, 'every 202 was forwarded exactly once (' . scalar(@acc) . ' keys)')
-    or diag(join "\n", map { "$_->{key}: " . ($fw0->{ $_->{key} } // 0) } @not_once[0 .. ($#not_once < 9 ? $#not_once : 9)]);
-my @twice = grep { $fw0->{$_} > 1 } keys %$fw0;
-is(scalar @twice, 0, 'no key was forwarded twice during the load')
-    or diag("@twice[0 .. ($#twice < 9 ? $#twice : 9)]");
+my $fw0 = FaultLoad::check_forwarded_once($t, \@acc);
 my %sent = map { $_->{key} => 1 } @r;
 is(scalar(grep { /^k-/ && !$sent{$_} } keys %$fw0), 0, 'every forward is of a key that was sent');
 
@@ -142,10 +121,9 @@ is(scalar(grep { /^k-/ && !$sent{$_} } keys %$fw0), 0, 'every forward is of a ke
 sleep_until($load_end + $LEASE + 0.5);
 
 my $fw_before = FaultLoad::forwards_by_marker($t);
-my ($how, @bad_retry) = FaultLoad::retry_in_doubt($t, map { $_->{key} } @broken);
-is(scalar @bad_retry, 0, 'after the lease, every key whose connection broke is a 202 of '
-                         . 'its one job (' . scalar(@broken) . ')')
-    or diag(join "\n", @bad_retry[0 .. ($#bad_retry < 9 ? $#bad_retry : 9)]);
+my $how = FaultLoad::check_retry_in_doubt($t,
+    'after the lease, every key whose connection broke is',
+    map { $_->{key} } @broken);
 note('the broken keys sent again: ' . FaultLoad::tally_text($how));
 
 my $jobs = FaultLoad::jobs_by_marker($t);

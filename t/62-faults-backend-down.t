@@ -28,19 +28,7 @@ my $DOWN_AT = 1.0;    # seconds into the load
 my $UP_AT   = 2.2;
 my $LEASE   = 2;
 
-my $t = InfTest->new(log_level => 'info');
-$t->write_directory;
-$t->conf($t->default_conf(
-    zone            => "zone=jobs:16m lease=${LEASE}s org_share=100%",
-    read_timeout    => '1s',
-    connect_timeout => '500ms',
-    server          => STATS_LOCATION,
-));
-$t->start_backend;
-$t->run;
-
-is($t->create(body => '{}')->status, 202, 'the endpoint answers 202');
-my $base = $t->stats;
+my ($t, $base) = FaultLoad::gateway(memory => '16m', lease => $LEASE);
 
 # ---------------------------------------------------------------- the load
 
@@ -48,21 +36,14 @@ my $start = Time::HiRes::time() + 0.3;
 my $load = FaultLoad->start($t, name => 'd', clients => $CLIENTS,
                             seconds => $SECONDS, start => $start, max => 4000,
                             pace => 0.002);
-sleep_until($start + $DOWN_AT);
-$t->stop_backend;
-my $down = Time::HiRes::time();
-sleep_until($start + $UP_AT);
-my $up0 = Time::HiRes::time();
-$t->start_backend;
-my $up = Time::HiRes::time();      # the backend accepts connections again
+# $up: the backend accepts connections again
+my ($down, $up0, $up) = FaultLoad::fault_window($start,
+    $DOWN_AT => sub { $t->stop_backend }, $UP_AT => sub { $t->start_backend });
 note(sprintf('backend down from %.2f s to %.2f s into the load (up again at %.2f s)',
              $down - $start, $up0 - $start, $up - $start));
 
 my @r = $load->finish;
-is($load->lost, 0, 'every client ended by itself');
-is(scalar($load->errors), 0, 'no client failed') or diag(join "\n", $load->errors);
-note(scalar(@r) . ' requests: ' . FaultLoad::tally_text(FaultLoad::tally(@r)));
-cmp_ok(scalar @r, '>=', 100, 'the clients made many requests (' . scalar(@r) . ')');
+FaultLoad::check_ended($load, @r);
 
 my @broken = grep { $_->{err} ne '-' } @r;
 is(scalar @broken, 0, 'no broken connection') or diag(FaultLoad::sample(@broken));
@@ -91,13 +72,7 @@ is(scalar(grep { $_->{status} != 202 } values %last), 0, 'each client\'s last an
 
 # ---------------------------------------------------------------- forwards
 
-my $fw0 = FaultLoad::forwards_by_marker($t);
-my @not_once = grep { ($fw0->{ $_->{key} } // 0) != 1 } @acc;
-is(scalar @not_once, 0, 'every 202 was forwarded exactly once (' . scalar(@acc) . ' keys)')
-    or diag(join "\n", map { "$_->{key}: " . ($fw0->{ $_->{key} } // 0) } @not_once[0 .. ($#not_once < 9 ? $#not_once : 9)]);
-my @twice = grep { $fw0->{$_} > 1 } keys %$fw0;
-is(scalar @twice, 0, 'no key was forwarded twice during the load')
-    or diag("@twice[0 .. ($#twice < 9 ? $#twice : 9)]");
+my $fw0 = FaultLoad::check_forwarded_once($t, \@acc);
 my $reached = grep { $fw0->{ $_->{key} } } @e502;
 note("$reached of the 502s had reached the backend (it was stopped while answering)");
 
@@ -118,10 +93,8 @@ is($s->{leaseExpiries} - $base->{leaseExpiries}, 0, 'stats: no lease ran out');
 
 # every 502 key again: a new job if its job never reached the backend,
 # else that job (sent again, or replayed)
-my ($how, @bad_retry) = FaultLoad::retry_in_doubt($t, map { $_->{key} } @e502);
-is(scalar @bad_retry, 0, 'every 502 key sent again: a 202 of its one job ('
-                         . scalar(@e502) . ')')
-    or diag(join "\n", @bad_retry[0 .. ($#bad_retry < 9 ? $#bad_retry : 9)]);
+my $how = FaultLoad::check_retry_in_doubt($t, 'every 502 key sent again:',
+                                          map { $_->{key} } @e502);
 note('the 502 keys sent again: ' . FaultLoad::tally_text($how));
 my $fw1 = FaultLoad::forwards_by_marker($t);
 my @acc_moved = grep { ($fw1->{ $_->{key} } // 0) != 1 } @acc;
@@ -137,17 +110,10 @@ note(sprintf('RESULT backend-down: %d requests: %d x 202, %d x 502 (%d had reach
 
 # ---------------------------------------------------------------- the log
 
-$t->stop;
-my @lines = split /\n/, $t->error_log . ($t->read_file('stderr.log') // '');
-my @hi = grep { /\[(?:alert|emerg|crit)\]|Sanitizer|==\d+==ERROR/ } @lines;
-is(scalar @hi, 0, 'error.log: nothing at [crit] or above')
-    or diag(join "\n", @hi[0 .. ($#hi < 9 ? $#hi : 9)]);
 # nginx's own: a refused or reset connect (a backend closing its listening
 # socket resets the connections still in its queue), a connection cut
 # while the request is sent or the answer read
 my $gone = qr/(?:connect|recv|readv|send|writev)\(\) failed \((?:32|104|111): [^)]*\) while (?:connecting to|sending request to|reading response header from|reading) upstream|upstream prematurely closed connection/;
-my @err = grep { /\[error\]/ && !/$gone/ } @lines;
-is(scalar @err, 0, 'error.log: no [error] but nginx\'s own for a backend that went away')
-    or diag(join "\n", @err[0 .. ($#err < 9 ? $#err : 9)]);
+FaultLoad::check_log($t, $gone, 'for a backend that went away');
 
 done_testing;

@@ -34,19 +34,8 @@ my $DELAY   = 1.5;    # the backend's answer time meanwhile
 my $TIMEOUT = 1;      # proxy_read_timeout
 my $LEASE   = 2;
 
-my $t = InfTest->new(log_level => 'info');
-$t->write_directory;
-$t->conf($t->default_conf(
-    zone            => "zone=jobs:16m lease=${LEASE}s org_share=100%",
-    read_timeout    => "${TIMEOUT}s",
-    connect_timeout => '500ms',
-    server          => STATS_LOCATION,
-));
-$t->start_backend;
-$t->run;
-
-is($t->create(body => '{}')->status, 202, 'the endpoint answers 202');
-my $base = $t->stats;
+my ($t, $base) = FaultLoad::gateway(memory => '16m', lease => $LEASE,
+                                    read_timeout => "${TIMEOUT}s");
 
 # ---------------------------------------------------------------- the load
 
@@ -54,18 +43,12 @@ my $start = Time::HiRes::time() + 0.3;
 my $load = FaultLoad->start($t, name => 's', clients => $CLIENTS,
                             seconds => $SECONDS, start => $start, max => 4000,
                             pace => 0.002);
-sleep_until($start + $SLOW_AT);
-$t->set_backend(delay => $DELAY);
-my $slow = Time::HiRes::time();
-sleep_until($start + $FAST_AT);
-$t->set_backend();
-my $fast = Time::HiRes::time();
+my ($slow, undef, $fast) = FaultLoad::fault_window($start,
+    $SLOW_AT => sub { $t->set_backend(delay => $DELAY) },
+    $FAST_AT => sub { $t->set_backend() });
 
 my @r = $load->finish;
-is($load->lost, 0, 'every client ended by itself');
-is(scalar($load->errors), 0, 'no client failed') or diag(join "\n", $load->errors);
-note(scalar(@r) . ' requests: ' . FaultLoad::tally_text(FaultLoad::tally(@r)));
-cmp_ok(scalar @r, '>=', 100, 'the clients made many requests (' . scalar(@r) . ')');
+FaultLoad::check_ended($load, @r);
 
 my @broken = grep { $_->{err} ne '-' } @r;
 is(scalar @broken, 0, 'no broken connection') or diag(FaultLoad::sample(@broken));
@@ -90,13 +73,7 @@ is(scalar(grep { $_->{status} != 202 } @after), 0, '... all 202');
 
 # ---------------------------------------------------------------- forwards
 
-my $fw0 = FaultLoad::forwards_by_marker($t);
-my @not_once = grep { ($fw0->{ $_->{key} } // 0) != 1 } @acc;
-is(scalar @not_once, 0, 'every 202 was forwarded exactly once (' . scalar(@acc) . ' keys)')
-    or diag(join "\n", map { "$_->{key}: " . ($fw0->{ $_->{key} } // 0) } @not_once[0 .. ($#not_once < 9 ? $#not_once : 9)]);
-my @twice = grep { $fw0->{$_} > 1 } keys %$fw0;
-is(scalar @twice, 0, 'no key was forwarded twice during the load')
-    or diag("@twice[0 .. ($#twice < 9 ? $#twice : 9)]");
+my $fw0 = FaultLoad::check_forwarded_once($t, \@acc);
 my @unseen = grep { ($fw0->{ $_->{key} } // 0) != 1 } @e504;
 is(scalar @unseen, 0, 'every 504\'s job reached the backend once (it timed out there)');
 
@@ -110,10 +87,8 @@ is($s->{leaseExpiries} - $base->{leaseExpiries}, 0, 'stats: no lease ran out');
 
 # every 504 key again: the key's one job, sent again at once (the forward
 # is over: no 409), byte for byte, and accepted
-my ($how, @bad_retry) = FaultLoad::retry_in_doubt($t, map { $_->{key} } @e504);
-is(scalar @bad_retry, 0, 'every 504 key sent again: a 202 of its one job ('
-                         . scalar(@e504) . ')')
-    or diag(join "\n", @bad_retry[0 .. ($#bad_retry < 9 ? $#bad_retry : 9)]);
+my $how = FaultLoad::check_retry_in_doubt($t, 'every 504 key sent again:',
+                                          map { $_->{key} } @e504);
 is($how->{'the same job, sent again'} // 0, scalar @e504, '... each the same job, sent again')
     or diag(FaultLoad::tally_text($how));
 my $fw1 = FaultLoad::forwards_by_marker($t);
@@ -138,14 +113,8 @@ note(sprintf('RESULT backend-slow: %d requests: %d x 202, %d x 504 (%.2f-%.2f s,
 
 # ---------------------------------------------------------------- the log
 
-$t->stop;
-my @lines = split /\n/, $t->error_log . ($t->read_file('stderr.log') // '');
-my @hi = grep { /\[(?:alert|emerg|crit)\]|Sanitizer|==\d+==ERROR/ } @lines;
-is(scalar @hi, 0, 'error.log: nothing at [crit] or above')
-    or diag(join "\n", @hi[0 .. ($#hi < 9 ? $#hi : 9)]);
-my @err = grep { /\[error\]/ && !/upstream timed out \(110: Connection timed out\)/ } @lines;
-is(scalar @err, 0, 'error.log: no [error] but nginx\'s own "upstream timed out"')
-    or diag(join "\n", @err[0 .. ($#err < 9 ? $#err : 9)]);
+my @lines = FaultLoad::check_log($t,
+    qr/upstream timed out \(110: Connection timed out\)/, '"upstream timed out"');
 is(scalar(grep { /upstream timed out/ } @lines), scalar @e504,
    'error.log: one "upstream timed out" per 504');
 

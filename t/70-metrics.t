@@ -37,28 +37,11 @@ $t->conf($t->default_conf(
     server => STATS_LOCATION . "\n"
             . "        location = /_stats_small { influencers_stats zone=small; }\n"
             . "        location = /metrics { influencers_metrics; }",
-    http => <<'EOF'));
-    influencers_zone zone=small:32k lease=1s org_share=50%;
-
-    server {
-        listen 127.0.0.1:%%PORT_VAR%%;
-        error_page 400 404 405 413 414 494 500 502 503 504 /_influencers/error;
-        location = /_influencers/error { internal; influencers_errors; }
-        location ~ ^/v1/projects/[^/]+/influencers$ {
-            influencers zone=small;
-            influencers_backend /_render2;
-            influencers_org $http_x_org;
-            influencers_scopes "influencers:write";
-        }
-        location = /_render2 {
-            internal;
-            proxy_pass http://render/jobs;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_read_timeout 3s;
-        }
-    }
-EOF
+    http => "influencers_zone zone=small:32k lease=1s org_share=50%;\n"
+          . endpoint_server(port => 'VAR', zone => 'small',
+                identity => 'influencers_org $http_x_org;',
+                location => 'influencers_scopes "influencers:write";',
+                render_extra => 'proxy_read_timeout 3s;')));
 $t->start_backend;
 $t->run;
 
@@ -479,19 +462,9 @@ done_testing;
 
 sub start_prometheus {
     my ($dir, $port) = @_;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$dir/prometheus.log";
-        open STDERR, '>>', "$dir/prometheus.log";
-        { no warnings q(exec);
-          exec $PROMETHEUS, "--config.file=$dir/prometheus.yml",
-               "--storage.tsdb.path=$dir/data",
-               "--web.listen-address=127.0.0.1:$port",
-               '--log.level=warn'; }
-        POSIX::_exit(127);
-    }
+    my $pid = InfTest::spawn("$dir/prometheus.log", undef, $PROMETHEUS,
+        "--config.file=$dir/prometheus.yml", "--storage.tsdb.path=$dir/data",
+        "--web.listen-address=127.0.0.1:$port", '--log.level=warn');
     push @PROMETHEUS, $pid;
     watchdog($pid);
     return $pid;

@@ -23,7 +23,6 @@ use warnings;
 
 use IO::Socket::INET;
 use IO::Select;
-use POSIX ();
 use Time::HiRes ();
 use InfTest ();
 
@@ -41,24 +40,8 @@ sub start {
     $self->{start} = Time::HiRes::time() + 0.2;
     $self->{end} = $self->{start} + ($o{seconds} // 6);
 
-    for my $c (1 .. $self->{clients}) {
-        my $file = $t->path("drill-$self->{name}-$c.txt");
-        unlink $file;
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-        if ($pid == 0) {
-            $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-            $SIG{PIPE} = 'IGNORE';
-            my $out = eval { $self->_client($c) } // "ERROR $@\n";
-            if (open my $fh, '>', "$file.tmp") {
-                print {$fh} $out;
-                close $fh;
-                rename "$file.tmp", $file;
-            }
-            POSIX::_exit(0);
-        }
-        $self->{pids}{$pid} = $file;
-    }
+    $self->{pids} = $t->fork_clients("drill-$self->{name}", $self->{clients},
+                                     sub { $self->_client($_[0]) });
     return $self;
 }
 
@@ -136,17 +119,7 @@ sub _client {
 #     errors => [...] }
 sub finish {
     my ($self) = @_;
-    my $end = Time::HiRes::time() + ($self->{end} - Time::HiRes::time()) + 15;
-    while (%{ $self->{pids} } && Time::HiRes::time() < $end) {
-        for my $pid (keys %{ $self->{pids} }) {
-            delete $self->{pids}{$pid} if waitpid($pid, POSIX::WNOHANG()) == $pid;
-        }
-        Time::HiRes::sleep(0.05);
-    }
-    for my $pid (keys %{ $self->{pids} }) {
-        kill 'KILL', $pid;
-        waitpid $pid, 0;
-    }
+    InfTest::reap($self->{pids}, $self->{end} + 15, 0.05);
     my (@req, %keys, @open, @errors);
     for my $c (1 .. $self->{clients}) {
         my $text = $self->{t}->read_file("drill-$self->{name}-$c.txt");

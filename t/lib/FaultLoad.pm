@@ -42,9 +42,9 @@ use warnings;
 
 use IO::Socket::INET;
 use IO::Select;
-use POSIX ();
 use Socket ();
 use Time::HiRes ();
+use Test::More ();
 use InfTest ();
 
 sub start {
@@ -65,25 +65,50 @@ sub start {
     $self->{end} = $self->{start} + ($o{seconds} // 3);
     $self->{prefix} = "$self->{name}-$$";
 
-    for my $c (1 .. $self->{clients}) {
-        my $file = $t->path("load-$self->{name}-$c.txt");
-        unlink $file;
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-        if ($pid == 0) {
-            $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
-            $SIG{PIPE} = 'IGNORE';
-            my $out = eval { $self->_client($c) } // "ERROR $@\n";
-            if (open my $fh, '>', "$file.tmp") {
-                print {$fh} $out;
-                close $fh;
-                rename "$file.tmp", $file;
-            }
-            POSIX::_exit(0);
-        }
-        $self->{pids}{$pid} = $file;
-    }
+    $self->{pids} = $t->fork_clients("load-$self->{name}", $self->{clients},
+                                     sub { $self->_client($_[0]) });
     return $self;
+}
+
+# The gateway of the fault tests (t/60-63), running: default_conf with
+# a zone of $o{memory} (8m) and a lease of $o{lease} s (2) that one org
+# may fill, forwards bounded by $o{read_timeout} (1s) and a 500 ms
+# connect, the counters at STATS_LOCATION and $o{server} after them,
+# $o{workers} (default_conf's), the backend with $o{control}; checked:
+# the endpoint answers 202 (a test).  In list context also its counters
+# then, the base of the test's.
+sub gateway {
+    my (%o) = @_;
+    my $t = InfTest->new(log_level => 'info');
+    $t->write_directory;
+    my $zone = 'zone=jobs:' . ($o{memory} // '8m')
+             . ' lease=' . ($o{lease} // 2) . 's org_share=100%';
+    $t->conf($t->default_conf(
+        ($o{workers} ? (workers => $o{workers}) : ()),
+        zone            => $zone,
+        read_timeout    => $o{read_timeout} // '1s',
+        connect_timeout => '500ms',
+        server          => InfTest::STATS_LOCATION . ($o{server} // ''),
+    ));
+    $t->start_backend(control => $o{control});
+    $t->run;
+    Test::More::is($t->create(body => '{}')->status, 202,
+                   'the endpoint answers 202');
+    return wantarray ? ($t, $t->stats) : $t;
+}
+
+# a fault during a load that began at $start: $on->() at $from s into it,
+# $off->() at $to s; returns the times just after $on, just before $off
+# and just after it
+sub fault_window {
+    my ($start, $from, $on, $to, $off) = @_;
+    InfTest::sleep_until($start + $from);
+    $on->();
+    my $t_on = Time::HiRes::time();
+    InfTest::sleep_until($start + $to);
+    my $t_off0 = Time::HiRes::time();
+    $off->();
+    return ($t_on, $t_off0, Time::HiRes::time());
 }
 
 sub end_time { return $_[0]->{end}; }
@@ -186,19 +211,8 @@ sub _client {
 # request made, in client order
 sub finish {
     my ($self) = @_;
-    my %left = %{ $self->{pids} };
-    my $end = $self->{end} + $self->{timeout} + 5;
-    while (%left && Time::HiRes::time() < $end) {
-        for my $p (keys %left) {
-            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
-        }
-        Time::HiRes::sleep(0.02) if %left;
-    }
-    $self->{lost} = scalar keys %left;
-    for my $p (keys %left) {
-        kill 'KILL', $p;
-        waitpid $p, 0;
-    }
+    $self->{lost} = InfTest::reap($self->{pids},
+                                  $self->{end} + $self->{timeout} + 5, 0.02);
     my (@r, @errors);
     for my $p (sort { $self->{pids}{$a} cmp $self->{pids}{$b} } keys %{ $self->{pids} }) {
         my $file = $self->{pids}{$p};
@@ -223,6 +237,66 @@ sub finish {
 # clients that had to be killed, and client errors (after finish())
 sub lost   { return $_[0]->{lost} // 0; }
 sub errors { return @{ $_[0]->{errors} || [] }; }
+
+# ---------------------------------------------------------------------------
+# The checks every fault test makes
+
+# the load is over: every client ended by itself and without an error,
+# and made many requests (@r, noted by status)
+sub check_ended {
+    my ($load, @r) = @_;
+    Test::More::is($load->lost, 0, 'every client ended by itself');
+    Test::More::is(scalar($load->errors), 0, 'no client failed')
+        or Test::More::diag(join "\n", $load->errors);
+    Test::More::note(scalar(@r) . ' requests: ' . tally_text(tally(@r)));
+    Test::More::cmp_ok(scalar @r, '>=', 100,
+        'the clients made many requests (' . scalar(@r) . ')');
+}
+
+# every request of @$acc (the 202s; "$o{what}", '202' by default) was
+# forwarded once, and no key twice ("$o{when}"); returns the forwards by
+# marker
+sub check_forwarded_once {
+    my ($t, $acc, %o) = @_;
+    my $what = $o{what} // '202';
+    my $when = $o{when} // ' during the load';
+    my $fw = forwards_by_marker($t);
+    my @not_once = grep { ($fw->{ $_->{key} } // 0) != 1 } @$acc;
+    Test::More::is(scalar @not_once, 0, "every $what was forwarded exactly once ("
+                                        . scalar(@$acc) . ' keys)')
+        or Test::More::diag(sample(map { "$_->{key}: " . ($fw->{ $_->{key} } // 0) }
+                                   @not_once));
+    my @twice = grep { $fw->{$_} > 1 } keys %$fw;
+    Test::More::is(scalar @twice, 0, "no key was forwarded twice$when")
+        or Test::More::diag("@twice[0 .. ($#twice < 9 ? $#twice : 9)]");
+    return $fw;
+}
+
+# the keys left in doubt by the fault, each sent again ($what, then "a
+# 202 of its one job" and their number); returns how they were answered
+sub check_retry_in_doubt {
+    my ($t, $what, @keys) = @_;
+    my ($how, @bad) = retry_in_doubt($t, @keys);
+    Test::More::is(scalar @bad, 0, "$what a 202 of its one job ("
+                                   . scalar(@keys) . ')')
+        or Test::More::diag(sample(@bad));
+    return $how;
+}
+
+# nginx stopped, its error log: nothing at [crit] or above, no [error]
+# but nginx's own that $own matches ("$name"); returns the log's lines
+sub check_log {
+    my ($t, $own, $name) = @_;
+    $t->stop;
+    my @lines = split /\n/, $t->error_log . ($t->read_file('stderr.log') // '');
+    my @hi = grep { /\[(?:alert|emerg|crit)\]|Sanitizer|==\d+==ERROR/ } @lines;
+    Test::More::is(scalar @hi, 0, 'error.log: nothing at [crit] or above')
+        or Test::More::diag(sample(@hi));
+    my @err = grep { /\[error\]/ && !/$own/ } @lines;
+    Test::More::is(scalar @err, 0, "error.log: no [error] but nginx's own $name")
+        or Test::More::diag(sample(@err));
+    return @lines;
+}
 
 # ---------------------------------------------------------------------------
 # What the backend stand-in received, told apart by the marker (the prompt)

@@ -33,27 +33,8 @@ sub connect {
                        tls => $o{tls} }, $class;
 
     if ($o{tls}) {
-        pipe(my $c_in, my $to_c) or die "pipe: $!";
-        pipe(my $from_c, my $c_out) or die "pipe: $!";
-        my $pid = fork;
-        die "fork: $!" unless defined $pid;
-        if ($pid == 0) {
-            close $to_c;
-            close $from_c;
-            open STDIN, '<&', $c_in or POSIX::_exit(126);
-            open STDOUT, '>&', $c_out or POSIX::_exit(126);
-            open STDERR, '>>', ($o{dir} // '/tmp') . '/s_client.log';
-            { no warnings q(exec);
-              exec 'openssl', 's_client', '-connect', "127.0.0.1:$o{port}",
-                   '-servername', 'localhost', '-alpn', 'h2', '-quiet',
-                   '-nocommands', '-verify_quiet'; }
-            POSIX::_exit(127);
-        }
-        close $c_in;
-        close $c_out;
-        binmode $to_c;
-        binmode $from_c;
-        @$self{qw(out rd pid)} = ($to_c, $from_c, $pid);
+        @$self{qw(out rd pid)} =
+            tls_pipe($o{port}, ($o{dir} // '/tmp') . '/s_client.log');
     } else {
         my $s = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
             PeerPort => $o{port}, Proto => 'tcp', Timeout => 5)
@@ -66,11 +47,123 @@ sub connect {
     return $self;
 }
 
+# `openssl s_client` ($openssl, default from PATH) as the TLS pipe to
+# 127.0.0.1:$port with ALPN h2, its stderr appended to $log: (the pipe to
+# it, the pipe from it, its pid), for end_pipe() to stop.  Also t/51.
+sub tls_pipe {
+    my ($port, $log, $openssl) = @_;
+    pipe(my $c_in, my $to_c) or die "pipe: $!";
+    pipe(my $from_c, my $c_out) or die "pipe: $!";
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        close $to_c;
+        close $from_c;
+        open STDIN, '<&', $c_in or POSIX::_exit(126);
+        open STDOUT, '>&', $c_out or POSIX::_exit(126);
+        open STDERR, '>>', $log;
+        { no warnings q(exec);
+          exec $openssl // 'openssl', 's_client', '-connect', "127.0.0.1:$port",
+               '-servername', 'localhost', '-alpn', 'h2', '-quiet',
+               '-nocommands', '-verify_quiet'; }
+        POSIX::_exit(127);
+    }
+    close $c_in;
+    close $c_out;
+    binmode $to_c;
+    binmode $from_c;
+    return ($to_c, $from_c, $pid);
+}
+
+# the TLS pipe's process stopped: TERM, KILL if it is still there in 3 s
+sub end_pipe {
+    my ($pid) = @_;
+    kill 'TERM', $pid;
+    my $end = Time::HiRes::time() + 3;
+    while (waitpid($pid, POSIX::WNOHANG()) == 0) {
+        if (Time::HiRes::time() > $end) {
+            kill 'KILL', $pid;
+            waitpid $pid, 0;
+            last;
+        }
+        Time::HiRes::sleep(0.02);
+    }
+}
+
+# the whole frames at the start of $$in, taken off it: [type, flags,
+# stream id, payload] each (also t/18's and t/51's clients)
+sub take_frames {
+    my ($in) = @_;
+    my @f;
+    while (length($$in) >= 9) {
+        my ($len, $type, $flags, $sid) =
+            (unpack('N', "\0" . substr($$in, 0, 3)),
+             unpack('CCN', substr($$in, 3, 6)));
+        last if length($$in) < 9 + $len;
+        push @f, [$type, $flags, $sid & 0x7fffffff, substr($$in, 9, $len)];
+        substr($$in, 0, 9 + $len, '');
+    }
+    return @f;
+}
+
+# a frame of stream $st ({headers => [], body => '', hblock => ''}, its
+# answer read into it, {ended} once it ends, {rst} the RST_STREAM's code):
+# HEADERS, CONTINUATION, DATA or RST_STREAM; 0 for another type
+sub stream_frame {
+    my ($st, $type, $flags, $p, $dyn) = @_;
+    if ($type == 1 || $type == 9) {
+        $st->{hblock} .= $p;
+        if ($flags & 4) {
+            push @{ $st->{headers} }, hpack_decode($st->{hblock}, $dyn);
+            $st->{hblock} = '';
+        }
+        $st->{ended} = 1 if $flags & 1;
+    } elsif ($type == 0) {
+        $st->{body} .= $p;
+        $st->{ended} = 1 if $flags & 1;
+    } elsif ($type == 3) {
+        $st->{rst} = unpack('N', $p);
+        $st->{ended} = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+# reads with $read->($wait) (-1 at EOF) until stream $st has ended, EOF
+# or the time $until (also t/18's and t/51's clients)
+sub read_until {
+    my ($read, $st, $until) = @_;
+    while (!$st->{ended} && (my $left = $until - Time::HiRes::time()) > 0) {
+        last if $read->($left) < 0;
+    }
+}
+
+# an answer's decoded header fields ([name, value] each) and body as the
+# text of an HTTP/1 answer, for InfTest::Response->parse: (text, :status).
+# A value HPACK could not decode is written $undecodable.
+sub answer_text {
+    my ($headers, $body, $undecodable) = @_;
+    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @$headers;
+    my $text = 'HTTP/2.0 ' . ($status // '000') . "\r\n"
+             . join('', map { "$_->[0]: " . ($_->[1] // $undecodable) . "\r\n" }
+                        grep { $_->[0] !~ /^:/ } @$headers)
+             . "\r\n" . $body;
+    return ($text, $status);
+}
+
 sub _put {
     my ($self, $bytes) = @_;
     local $SIG{PIPE} = 'IGNORE';
+    return put_all($self->{out}, $bytes);
+}
+
+# all of $bytes written to $fh (a blocking socket or pipe): 1, or 0 once
+# a write fails (also t/18's and t/51's clients)
+sub put_all {
+    my ($fh, $bytes) = @_;
     while (length $bytes) {
-        my $w = syswrite($self->{out}, $bytes);
+        my $w = syswrite($fh, $bytes);
         return 0 unless defined $w;
         substr($bytes, 0, $w, '');
     }
@@ -114,14 +207,9 @@ sub _read {
         $self->{eof} = 1;
         return -1;
     }
-    while (length($self->{in}) >= 9) {
-        my ($len, $type, $flags, $sid) =
-            (unpack('N', "\0" . substr($self->{in}, 0, 3)),
-             unpack('CCN', substr($self->{in}, 3, 6)));
-        $sid &= 0x7fffffff;
-        last if length($self->{in}) < 9 + $len;
-        my $p = substr($self->{in}, 9, $len);
-        substr($self->{in}, 0, 9 + $len, '');
+    for my $f (take_frames(\$self->{in})) {
+        my ($type, $flags, $sid, $p) = @$f;
+        my $len = length $p;
         my $st = $self->{streams}{$sid};
         if ($type == 4 && !($flags & 1)) {
             $self->_put(h2_frame(4, 1, 0, ''));
@@ -129,22 +217,11 @@ sub _read {
             $self->_put(h2_frame(6, 1, 0, $p));
         } elsif ($type == 7) {
             $self->{goaway} = unpack('N', substr($p, 4, 4));
-        } elsif ($st && ($type == 1 || $type == 9)) {
-            $st->{hblock} .= $p;
-            if ($flags & 4) {
-                push @{ $st->{headers} }, hpack_decode($st->{hblock}, $self->{dyn});
-                $st->{hblock} = '';
-            }
-            $st->{ended} = 1 if $flags & 1;
-        } elsif ($st && $type == 0) {
-            $st->{body} .= $p;
-            $st->{ended} = 1 if $flags & 1;
+        } elsif ($st && stream_frame($st, $type, $flags, $p, $self->{dyn})) {
             # keep the windows open for answers of any size
             $self->_put(h2_frame(8, 0, 0, pack('N', $len))
-                        . h2_frame(8, 0, $sid, pack('N', $len))) if $len;
-        } elsif ($st && $type == 3) {
-            $st->{rst} = unpack('N', $p);
-            $st->{ended} = 1;
+                        . h2_frame(8, 0, $sid, pack('N', $len)))
+                if $type == 0 && $len;
         }
     }
     return 1;
@@ -155,16 +232,9 @@ sub response {
     my ($self, $sid, $timeout) = @_;
     my $st = $self->{streams}{$sid} or return undef;
     my $end = Time::HiRes::time() + ($timeout // 5);
-    while (!$st->{ended} && (my $left = $end - Time::HiRes::time()) > 0) {
-        last if $self->_read($left) < 0;
-    }
-    my ($status) = map { $_->[1] } grep { $_->[0] eq ':status' } @{ $st->{headers} };
+    read_until(sub { $self->_read(@_) }, $st, $end);
     my $raw = @{ $st->{headers} }
-        ? 'HTTP/2.0 ' . ($status // '000') . "\r\n"
-          . join('', map { "$_->[0]: " . ($_->[1] // '') . "\r\n" }
-                     grep { $_->[0] !~ /^:/ } @{ $st->{headers} })
-          . "\r\n" . $st->{body}
-        : '';
+        ? (answer_text($st->{headers}, $st->{body}, ''))[0] : '';
     my $r = length $raw ? InfTest::Response->parse($raw, 0)
                         : InfTest::Response->failed('no answer');
     $r->{rst} = $st->{rst};
@@ -178,16 +248,7 @@ sub close {
     close $self->{out} if $self->{out};
     close $self->{rd} if $self->{rd} && $self->{rd} != $self->{out};
     if (my $pid = delete $self->{pid}) {
-        kill 'TERM', $pid;
-        my $end = Time::HiRes::time() + 3;
-        while (waitpid($pid, POSIX::WNOHANG()) == 0) {
-            if (Time::HiRes::time() > $end) {
-                kill 'KILL', $pid;
-                waitpid $pid, 0;
-                last;
-            }
-            Time::HiRes::sleep(0.02);
-        }
+        end_pipe($pid);
     }
     $self->{out} = $self->{rd} = undef;
     return;

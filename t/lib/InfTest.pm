@@ -21,7 +21,12 @@ package InfTest;
 # hup()/new_workers(), log_lines()/count_log(), http_date(),
 # check_new_job(), check_replay().
 # Fleet mode (t/4*.t): start_redis() and its helpers, peer() for a second
-# gateway node (see "Fleet mode" below).
+# gateway node (see "Fleet mode" below).  Shared by several tests:
+# endpoint_server() (another server for default_conf(http => ..)),
+# burst()/check_burst() (forked clients released together, on one node or
+# two: t/31, t/41), fork_clients()/reap() (clients that leave their
+# results in a file each), spawn() (a server process), kill9(), and the
+# module's messages (use InfTest qw(:messages)).
 # Processes are stopped by pid at the end (END/DESTROY, a watchdog if the
 # test is killed), and the temp dir removed.
 #
@@ -68,13 +73,34 @@ our @EXPORT_OK = qw(
     ULID_RE REQID_RE INFID_RE check_resent
     ulid_ms iso_ms json_decode json_encode module_path have_module
     nginx_version nginx_at_least nginx_configure nginx_knows
-    ENDPOINT_LOCATION ACCEPT_RE
+    ENDPOINT_LOCATION ACCEPT_RE endpoint_server
     check_error check_validation check_accepted without_request_id
     finish_async sleep_until
     STATS_LOCATION http_date check_replay check_new_job
     state_record state_snapshot
 );
-our %EXPORT_TAGS = (all => \@EXPORT_OK);
+
+# the module's messages, for the tests that check answers' details
+# (use InfTest qw(:messages))
+our $EM      = "\x{2014}";
+our $NAME    = "Unrecognized key $EM name is server-generated.";
+our $UNK     = 'Unrecognized key.';
+our $GENUM   = "Invalid enum value. Expected 'male' | 'female' | 'non_binary'";
+our $AGENUM  = "Invalid enum value. Expected 'teen' | 'young_adult' | 'adult' "
+             . "| 'mid_adult' | 'mature' | 'senior'";
+our $NUMBER  = 'Expected string, received number';
+our $BADJSON = 'Invalid JSON.';
+our $BADUTF8 = 'Invalid UTF-8.';
+our $BADESC  = 'Invalid Unicode escape.';
+our $DEEP    = 'Nesting too deep.';
+our $IDEM_MSG = 'Invalid Idempotency-Key header.';
+our $IDEM_BAD = { 'Idempotency-Key' => ['Must be 1-255 visible ASCII characters.'] };
+our $IDEM_TWICE = { 'Idempotency-Key' => ['Must be sent once.'] };
+my @MESSAGES = qw($EM $NAME $UNK $GENUM $AGENUM $NUMBER $BADJSON $BADUTF8
+                  $BADESC $DEEP $IDEM_MSG $IDEM_BAD $IDEM_TWICE);
+
+our %EXPORT_TAGS = (all => [@EXPORT_OK], messages => \@MESSAGES);
+push @EXPORT_OK, @MESSAGES;
 
 # ---------------------------------------------------------------------------
 # Fixtures: API keys in clear (the directory file only holds their digests),
@@ -511,6 +537,69 @@ http {
 EOF
 }
 
+# Another server on the same zone and backend, for default_conf(http =>
+# ...): the endpoint with errors as JSON, what most tests add to try a
+# limit, a listen option or an identity of its own:
+#   port        its port's name (%%PORT_<port>%%)
+#   listen      more of the listen line (' http2', ' ssl http2')
+#   top         server-level directives first
+#   error_page  statuses handed to the error location ('' for none)
+#               ('400 404 405 413 414 494 500 502 503 504')
+#   error_target its URI ('/_influencers/error'); error_location: more
+#               directives in it
+#   match       the endpoint location's match        (ENDPOINT_LOCATION)
+#   identity    ('influencers_directory %%TESTDIR%%/directory.json;')
+#   location    more directives in the endpoint location
+#   zone        the zone's name ('jobs')
+#   render      the backend location's URI ('/_render2')
+#   keepalive   0: the backend location only proxy_passes (no HTTP/1.1
+#               keepalive connections to the backend)
+#   render_extra more directives in the backend location
+#   server      more server-level directives last
+sub endpoint_server {
+    my (%o) = @_;
+    my $errpage  = $o{error_page} // '400 404 405 413 414 494 500 502 503 504';
+    my $etarget  = $o{error_target} // '/_influencers/error';
+    my $eloc     = $o{error_location} // '';
+    my $errors   = length $errpage
+        ? "error_page $errpage $etarget;\n        "
+          . "location = $etarget { internal; $eloc influencers_errors; }"
+        : '';
+    my $match    = $o{match} // ENDPOINT_LOCATION;
+    my $identity = $o{identity}
+                   // 'influencers_directory %%TESTDIR%%/directory.json;';
+    my $render   = $o{render} // '/_render2';
+    my $zone     = $o{zone} // 'jobs';
+    my $proxy    = (defined $o{keepalive} && !$o{keepalive}) ? ''
+                 : "proxy_http_version 1.1;\n"
+                   . '            proxy_set_header Connection "";';
+    my $rextra   = $o{render_extra} // '';
+    my $listen   = $o{listen} // '';
+    my $top      = $o{top} // '';
+    my $location = $o{location} // '';
+    my $server   = $o{server} // '';
+    return <<"EOF";
+    server {
+        listen 127.0.0.1:%%PORT_$o{port}%%$listen;
+        $top
+        $errors
+        location $match {
+            influencers zone=$zone;
+            influencers_backend $render;
+            $identity
+            $location
+        }
+        location = $render {
+            internal;
+            proxy_pass http://render/jobs;
+            $proxy
+            $rextra
+        }
+        $server
+    }
+EOF
+}
+
 sub expand {
     my ($s, $text) = @_;
     $text =~ s/^[ \t]*load_module %%MODULE%%;[ \t]*\n//mg if module_static();
@@ -555,15 +644,7 @@ sub test_config {
     unlink $out;
     my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
                '-e', 'stderr', '-t');
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDOUT, '>>', $out;
-        open STDERR, '>>', $out;
-        $s->_nginx_env;
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn($out, sub { $s->_nginx_env }, @cmd);
     my $rc = _wait_pid($pid, 10);
     if (!defined $rc) {
         kill 'KILL', $pid;
@@ -587,6 +668,24 @@ sub _wait_pid {
     return undef;
 }
 
+# a process running @cmd: its stdin /dev/null, its output appended to
+# $log, $prep->() run in it first (the environment); its pid.  For nginx,
+# the backends, redis-server (also t/lib/RedisTopo.pm, t/70's Prometheus)
+sub spawn {
+    my ($log, $prep, @cmd) = @_;
+    my $pid = fork;
+    die "fork: $!" unless defined $pid;
+    if ($pid == 0) {
+        open STDIN, '<', '/dev/null';
+        open STDOUT, '>>', $log;
+        open STDERR, '>>', $log;
+        $prep->() if $prep;
+        { no warnings q(exec); exec @cmd; }
+        POSIX::_exit(127);
+    }
+    return $pid;
+}
+
 sub _port_open {
     my ($port) = @_;
     my $c = IO::Socket::INET->new(PeerAddr => '127.0.0.1', PeerPort => $port,
@@ -608,16 +707,7 @@ sub run {
     my @cmd = (nginx_binary(), '-p', "$s->{dir}/", '-c', "$s->{dir}/nginx.conf",
                '-e', "$s->{dir}/error.log");
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/stderr.log";
-        open STDERR, '>>', "$s->{dir}/stderr.log";
-        $s->_nginx_env;
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/stderr.log", sub { $s->_nginx_env }, @cmd);
     $s->{nginx_pid} = $pid;
     $s->_watchdog;
 
@@ -655,8 +745,25 @@ sub run {
 sub _watchdog {
     my ($s) = @_;
     $s->_stop_watchdog;
+    $s->_guard('watchdog', ['QUIT'], 0, $s->{nginx_pid},
+               map { $_->{pid} } values %{ $s->{backends} });
+}
+
+sub _stop_watchdog {
+    my ($s, $slot) = @_;
+    my $pid = delete $s->{$slot // 'watchdog'} or return;
+    kill 'KILL', $pid;
+    waitpid $pid, 0;
+}
+
+# the watchdogs: a process, kept in $s->{$slot}, that looks every 0.5 s
+# whether the test process is still there.  Once it is gone (and, with
+# $if_alive, the first pid is still there), the first of @pids gets
+# @$first signals, the others TERM, whatever is left after 3 s KILL; then
+# the test dir goes.  It ends by itself when the first pid has gone.
+sub _guard {
+    my ($s, $slot, $first, $if_alive, @pids) = @_;
     my $owner = $$;
-    my @pids = ($s->{nginx_pid}, map { $_->{pid} } values %{ $s->{backends} });
     my $pid = fork;
     return unless defined $pid;
     if ($pid == 0) {
@@ -667,8 +774,8 @@ sub _watchdog {
             last if getppid() != $owner;
             last unless kill 0, $pids[0];
         }
-        if (getppid() != $owner) {
-            kill 'QUIT', $pids[0];
+        if (getppid() != $owner && (!$if_alive || kill 0, $pids[0])) {
+            kill $_, $pids[0] for @$first;
             kill 'TERM', @pids[1 .. $#pids] if @pids > 1;
             my $end = Time::HiRes::time() + 3;
             Time::HiRes::sleep(0.1)
@@ -679,14 +786,7 @@ sub _watchdog {
         }
         POSIX::_exit(0);
     }
-    $s->{watchdog} = $pid;
-}
-
-sub _stop_watchdog {
-    my ($s) = @_;
-    my $pid = delete $s->{watchdog} or return;
-    kill 'KILL', $pid;
-    waitpid $pid, 0;
+    $s->{$slot} = $pid;
 }
 
 sub nginx_pid { return $_[0]->{nginx_pid}; }
@@ -806,18 +906,10 @@ sub start_backend {
         $s->write_file($record, '');
     }
 
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/$name.log";
-        open STDERR, '>>', "$s->{dir}/$name.log";
-        my @cmd = ($^X, backend_script(), '--port', $port,
-                   '--record', $record, '--control', $control,
-                   '--exit-with-parent');
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/$name.log", undef,
+                    $^X, backend_script(), '--port', $port,
+                    '--record', $record, '--control', $control,
+                    '--exit-with-parent');
 
     $s->{backends}{$name} = { pid => $pid, port => $port, record => $record,
                               control => $control };
@@ -1337,6 +1429,226 @@ sub sleep_until {
 }
 
 # ---------------------------------------------------------------------------
+# Forked clients: one burst released together (t/31 on one node, t/41 on
+# two), and the clients of the load generators (t/lib/FaultLoad.pm,
+# t/lib/Drill.pm)
+
+# waits for the processes of %$pids (by pid) until $end (epoch), looking
+# every $nap seconds; one still there then is killed by pid.  Returns how
+# many had to be killed.
+sub reap {
+    my ($pids, $end, $nap) = @_;
+    my %left = map { $_ => 1 } keys %$pids;
+    while (%left && Time::HiRes::time() < $end) {
+        for my $p (keys %left) {
+            delete $left{$p} if waitpid($p, POSIX::WNOHANG()) != 0;
+        }
+        Time::HiRes::sleep($nap) if %left;
+    }
+    for my $p (keys %left) {
+        kill 'KILL', $p;
+        waitpid $p, 0;
+    }
+    return scalar keys %left;
+}
+
+# $n forked clients, client $c running $code->($c) and leaving its text
+# (or "ERROR ...") in the test dir's file "$stem-$c.txt", written whole
+# (tmp, rename) before it leaves by POSIX::_exit, never running the
+# harness's END blocks.  Returns {pid => file}.
+sub fork_clients {
+    my ($s, $stem, $n, $code) = @_;
+    my %pids;
+    for my $c (1 .. $n) {
+        my $file = $s->path("$stem-$c.txt");
+        unlink $file;
+        my $pid = fork;
+        die "fork: $!" unless defined $pid;
+        if ($pid == 0) {
+            $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP);
+            $SIG{PIPE} = 'IGNORE';
+            my $out = eval { $code->($c) } // "ERROR $@\n";
+            if (open my $fh, '>', "$file.tmp") {
+                print {$fh} $out;
+                close $fh;
+                rename "$file.tmp", $file;
+            }
+            POSIX::_exit(0);
+        }
+        $pids{$pid} = $file;
+    }
+    return \%pids;
+}
+
+# One burst: $n forked clients, client $i on port $o{ports}[$i % ports]
+# (default: this node's port) and so on node ($i % ports) + 1, connect,
+# wait at the gate (a pipe whose write end the parent closes), then send
+# $bytes and read the answer; with $o{late}, one client in five sends
+# that many seconds after the gate opened.  Returns the number of clients
+# ready at the gate and the answers (InfTest::Response with ->{timed_out},
+# ->{node} and ->{error} if the client failed).
+sub burst {
+    my ($s, $bytes, $n, %o) = @_;
+    my @ports = @{ $o{ports} || [$s->port] };
+    my $late = $o{late};
+
+    pipe(my $ready_r, my $ready_w) or die "pipe: $!";
+    pipe(my $gate_r, my $gate_w) or die "pipe: $!";
+    pipe(my $res_r, my $res_w) or die "pipe: $!";
+
+    my @kids;
+    for my $i (1 .. $n) {
+        my $node = $i % @ports;
+        my $pid = fork;
+        if (!defined $pid) {
+            Test::More::diag("fork: $!");
+            last;
+        }
+        if ($pid == 0) {
+            close $ready_r; close $gate_w; close $res_r;
+            my $line = eval {
+                local $SIG{PIPE} = 'IGNORE';
+                my $sock = IO::Socket::INET->new(PeerAddr => '127.0.0.1',
+                    PeerPort => $ports[$node], Proto => 'tcp', Timeout => 5)
+                    or die "connect: $!\n";
+                binmode $sock;
+                syswrite $ready_w, 'r';
+                my $x;
+                sysread $gate_r, $x, 1;         # EOF: go
+                # some clients come late, after the first answer
+                Time::HiRes::sleep($late) if $late && $i % 5 == 0;
+                my $off = 0;
+                while ($off < length $bytes) {
+                    my $w = syswrite($sock, $bytes, length($bytes) - $off, $off);
+                    die "write: $!\n" unless defined $w;
+                    $off += $w;
+                }
+                # the parent parses the bytes read (within 10 s)
+                my $r = finish_async($sock, 10);
+                json_encode({ raw => $r->raw, timed_out => $r->{timed_out},
+                              node => $node + 1 });
+            } // json_encode({ raw => '', error => "$@", node => $node + 1 });
+            # one line, one write (a pipe write under PIPE_BUF is atomic)
+            syswrite $res_w, "$line\n";
+            POSIX::_exit(0);
+        }
+        push @kids, $pid;
+    }
+    close $ready_w; close $gate_r; close $res_w;
+
+    # everyone connected (bounded), then open the gate
+    my $ready = 0;
+    my $sel = IO::Select->new($ready_r);
+    my $end = Time::HiRes::time() + 10;
+    while ($ready < @kids && (my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $got = sysread($ready_r, my $x, 1024);
+        last unless $got;
+        $ready += $got;
+    }
+    close $gate_w;
+
+    # the answers (bounded)
+    my $text = '';
+    $sel = IO::Select->new($res_r);
+    $end = Time::HiRes::time() + 15;
+    while ((my $left = $end - Time::HiRes::time()) > 0) {
+        next unless $sel->can_read($left);
+        my $got = sysread($res_r, $text, 65536, length $text);
+        next if !defined $got && $!{EINTR};
+        last unless $got;
+    }
+    close $res_r; close $ready_r;
+
+    # every client process is waited for, by pid (killed if it lingers)
+    reap({ map { $_ => 1 } @kids }, Time::HiRes::time() + 5, 0.01);
+
+    my @answers;
+    for my $l (split /\n/, $text) {
+        my $j = json_decode($l) or next;
+        my $r = InfTest::Response->parse($j->{raw});
+        $r->{timed_out} = $j->{timed_out};
+        $r->{error} = $j->{error} if $j->{error};
+        $r->{node} = $j->{node};
+        push @answers, $r;
+    }
+    return ($ready, @answers);
+}
+
+# a few answers of a burst, for diagnostics
+sub burst_sample {
+    my @a = @_;
+    return join "\n", map { "node $_->{node}: " . $_->summary }
+                      @a[0 .. ($#a < 4 ? $#a : 4)];
+}
+
+# The checks of one burst of $o{clients} with a new key, sent when the
+# backend had $n0 requests (t/31 on one node, t/41 with $o{nodes} 2): one
+# original 202, every other answer a replay or a 409, one forward.  On
+# two nodes also half the clients on each, no 5xx and one Location, and
+# the forward is waited for ($o{wait} s).  Returns {original => [..],
+# replays => [..], busy => [..]}.
+sub check_burst {
+    my ($s, $n0, $ready, $a, %o) = @_;
+    my $n = $o{clients};
+    my $fleet = ($o{nodes} // 1) > 1;
+    my @a = @$a;
+    Test::More::is($ready, $n, 'every client connected before the gate opened');
+    Test::More::is(scalar @a, $n, 'every client got an answer');
+    Test::More::is(scalar(grep { $_->{timed_out} || $_->{error} } @a), 0,
+       'no request timed out or failed');
+    Test::More::is(scalar(grep { $_->{node} == 1 } @a), $n / 2,
+       'half of them on node 1') if $fleet;
+
+    my @acc = grep { $_->status == 202 } @a;
+    my @busy = grep { $_->status == 409 } @a;
+    my @five = grep { $_->status >= 500 } @a;
+    my @other = grep { $_->status != 202 && $_->status != 409 } @a;
+    Test::More::is(scalar @five, 0, 'no 5xx')
+        or Test::More::diag(burst_sample(@five)) if $fleet;
+    Test::More::is(scalar @other, 0, 'every answer is a 202 or a 409')
+        or Test::More::diag(burst_sample(@other));
+
+    my @orig = grep { !defined $_->header('idempotent-replayed') } @acc;
+    my @repl = grep { ($_->header('idempotent-replayed') // '') eq 'true' } @acc;
+    Test::More::is(scalar @orig, 1, 'exactly one original 202'
+                   . ($fleet ? ' in the fleet' : ''))
+        or Test::More::diag(burst_sample(@orig));
+    Test::More::is(scalar(@orig) + scalar(@repl), scalar @acc,
+       'every other 202 is marked Idempotent-Replayed: true');
+
+    my %bodies = map { $_->body => 1 } @acc;
+    Test::More::is(scalar keys %bodies, 1, 'all 202 bodies are byte-identical'
+                   . ($fleet ? ', whichever node' : ''));
+    if ($fleet) {
+        my %loc = map { ($_->header('location') // '') => 1 } @acc;
+        Test::More::is(scalar keys %loc, 1, 'one Location');
+    }
+    my ($job) = @acc ? ($acc[0]->body =~ ACCEPT_RE) : ('');
+
+    my @fw = $o{wait}
+           ? $s->wait_backend_requests($n0 + 1, timeout => $o{wait})
+           : $s->backend_requests;
+    Test::More::is(scalar @fw - $n0, 1, 'exactly one forward reached the backend');
+    Test::More::is($fw[-1]{h}{'idempotency-key'}[0], $job,
+       'the forwarded job is the one answered') if @fw > $n0;
+
+    my @bad409 = grep {
+        my $j = $_->json;
+        !(ref $j eq 'HASH' && ($j->{error}{code} // '') eq 'IDEMPOTENCY_IN_PROGRESS'
+          && ($_->header('retry-after') // '') =~ /^\d+$/)
+    } @busy;
+    Test::More::is(scalar @bad409, 0,
+       'every 409 is IDEMPOTENCY_IN_PROGRESS with Retry-After')
+        or Test::More::diag(burst_sample(@bad409));
+
+    my %rid = map { ($_->header('x-request-id') // '') => 1 } @a;
+    Test::More::is(scalar keys %rid, scalar @a,
+       'every answer has its own X-Request-Id');
+    return { original => \@orig, replays => \@repl, busy => \@busy };
+}
+
+# ---------------------------------------------------------------------------
 # Assertions on answers (each one a subtest named after the behaviour)
 
 # check_error($r, $status, $code, $message or undef, $name, %o)
@@ -1645,15 +1957,7 @@ sub start_redis {
     push @cmd, @{ $o{args} || [] };
 
     $s->_redis_close;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$s->{dir}/redis.stdout";
-        open STDERR, '>>', "$s->{dir}/redis.stdout";
-        { no warnings q(exec); exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = spawn("$s->{dir}/redis.stdout", undef, @cmd);
     $s->{redis} = { pid => $pid, port => $port, password => $o{requirepass} };
     $s->_redis_watchdog;
 
@@ -1693,10 +1997,7 @@ sub stop_redis {
         $r->{pid} = undef;
     }
     $r->{frozen} = 0;
-    if (my $w = delete $s->{redis_watchdog}) {
-        kill 'KILL', $w;
-        waitpid $w, 0;
-    }
+    $s->_stop_watchdog('redis_watchdog');
     return $s;
 }
 
@@ -1732,35 +2033,8 @@ sub thaw_redis {
 # without its END block
 sub _redis_watchdog {
     my ($s) = @_;
-    if (my $w = delete $s->{redis_watchdog}) {
-        kill 'KILL', $w;
-        waitpid $w, 0;
-    }
-    my $owner = $$;
-    my $rpid = $s->{redis}{pid};
-    my $pid = fork;
-    return unless defined $pid;
-    if ($pid == 0) {
-        $SIG{$_} = 'DEFAULT' for qw(INT TERM HUP PIPE);
-        open STDIN, '<', '/dev/null';
-        while (1) {
-            Time::HiRes::sleep(0.5);
-            last if getppid() != $owner;
-            last unless kill 0, $rpid;
-        }
-        if (getppid() != $owner && kill 0, $rpid) {
-            kill 'CONT', $rpid;
-            kill 'TERM', $rpid;
-            my $end = Time::HiRes::time() + 3;
-            Time::HiRes::sleep(0.1)
-                while Time::HiRes::time() < $end && kill 0, $rpid;
-            kill 'KILL', $rpid if kill 0, $rpid;
-            Time::HiRes::sleep(0.2);
-            File::Path::remove_tree($s->{dir}) unless $ENV{INFLUENCERS_LEAVE};
-        }
-        POSIX::_exit(0);
-    }
-    $s->{redis_watchdog} = $pid;
+    $s->_stop_watchdog('redis_watchdog');
+    $s->_guard('redis_watchdog', ['CONT', 'TERM'], 1, $s->{redis}{pid});
 }
 
 sub _redis_close {
@@ -2021,8 +2295,8 @@ sub fleet {
     return @nodes;
 }
 
-# SIGKILL of this node's master and workers at once (a crashed node);
-# 1 when they are all gone (bounded wait)
+# SIGKILL of this node's master and workers at once (a crashed node, a
+# power cut, the OOM killer); 1 when they are all gone (bounded wait)
 sub kill9 {
     my ($s) = @_;
     my $m = $s->{nginx_pid} or return 0;

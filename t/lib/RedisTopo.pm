@@ -596,15 +596,7 @@ sub _spawn {
     my ($self, $n) = @_;
     my @cmd = (InfTest::redis_server(), $self->_command_line($n));
     $n->{log_from} = -s "$n->{dir}/redis.log" || 0;
-    my $pid = fork;
-    die "fork: $!" unless defined $pid;
-    if ($pid == 0) {
-        open STDIN, '<', '/dev/null';
-        open STDOUT, '>>', "$n->{dir}/stdout.log";
-        open STDERR, '>>', "$n->{dir}/stdout.log";
-        { no warnings 'exec'; exec @cmd; }
-        POSIX::_exit(127);
-    }
+    my $pid = InfTest::spawn("$n->{dir}/stdout.log", undef, @cmd);
     $n->{pid} = $pid;
     $LIVE{$pid} = 1;
     RedisTopo::_watch();
