@@ -36,7 +36,7 @@ sub share_conf {
     my $conf = $t->default_conf(
         zone     => $zone,
         workers  => 2,
-        # section 2's forwards last 3 s: a loaded machine's must not 504
+        # section 2's forwards last 6 s: a loaded machine's must not 504
         read_timeout => '10s',
         location => "influencers_busy_retry_after ${RA}s;",
         http     => q{log_format share '$pid $status "$http_idempotency_key" $sent_http_idempotent_replayed $request_uri';},
@@ -242,8 +242,8 @@ is($t->stats()->{orgLimit}, $L, "in flight: the same share ($L)");
 {
     # long enough for all of B's requests to be in flight at once, on a
     # loaded machine too (at 1.5 s the first ones ended before the last
-    # ones were claimed, under a load of 5)
-    my $DELAY = 3;
+    # ones were claimed under a load of 5, at 3 s under a load of 8)
+    my $DELAY = 6;
     $t->set_backend(delay => $DELAY);
     my $f0 = $t->forwards();
     my $t0 = Time::HiRes::time();
