@@ -10,10 +10,7 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
-#include "ngx_http_influencers_zone.h"
-#include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_store.h"
-#include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
@@ -78,20 +75,14 @@ static void ngx_http_influencers_exit_master(ngx_cycle_t *cycle);
 static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_shm_zone_t *ngx_http_influencers_zone_ref(ngx_conf_t *cf,
-    ngx_str_t *value);
 static char *ngx_http_influencers_backend(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_directory(ngx_conf_t *cf,
@@ -116,7 +107,8 @@ static uint64_t  ngx_http_influencers_generation;
 
 static const char  *ngx_http_influencers_store_names[] = {
     "new: forward it", "replay", "busy", "mismatch", "full", "over share",
-    "unavailable", "finished", "again", "the key's job in doubt: send it again"
+    "unavailable", "finished", "again", "the key's job in doubt: send it again",
+    "not a retry of the same bytes", "stale", "lost"
 };
 
 #endif
@@ -133,14 +125,14 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
 
     { ngx_string("influencers_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_influencers_zone,
+      ngx_http_influencers_store_zone_directive,
       0,
       0,
       NULL },
 
     { ngx_string("influencers_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_influencers_redis,
+      ngx_http_influencers_store_redis_directive,
       0,
       0,
       NULL },
@@ -657,10 +649,10 @@ ngx_http_influencers_process(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ngx_http_influencers_zone_replay(ilcf->shm_zone->data,
-                                             claim.key, claim.body,
-                                             &ctx->accept,
-                                             r->connection->log))
+        if (ngx_http_influencers_store_replay(ilcf->shm_zone->data, &claim,
+                                              &ctx->ticket,
+                                              r->connection->log)
+            == NGX_HTTP_INFLUENCERS_STORE_REPLAY)
         {
             return ngx_http_influencers_act(r, ilcf, ctx,
                                             NGX_HTTP_INFLUENCERS_STORE_REPLAY);
@@ -882,12 +874,14 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
                          + sizeof("\n") - 1
                          + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
-    claim->job = &ctx->job;
+    claim->gender = ctx->job.gender;
+    claim->age_range = ctx->job.age_range;
     claim->request_id = ctx->request_raw;
-    claim->org_hash = ngx_http_influencers_org_hash(ctx->job.org.data,
-                                                    ctx->job.org.len);
+    claim->org_hash = ngx_http_influencers_store_org_hash(ctx->job.org.data,
+                                                          ctx->job.org.len);
 
-    if (ngx_http_influencers_random(claim->random, sizeof(claim->random))
+    if (ngx_http_influencers_random((u_char *) &claim->random,
+                                    sizeof(claim->random))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -961,9 +955,9 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
     ngx_memcpy(prefix, conf, sizeof(conf));
     ngx_memcpy(prefix + sizeof(conf), ctx->job.project, 16);
 
-    claim->body = ngx_http_influencers_zone_body_hash(ilcf->shm_zone->data,
-                                                      prefix, sizeof(prefix),
-                                                      body, len);
+    claim->body = ngx_http_influencers_store_body_hash(ilcf->shm_zone->data,
+                                                       prefix, sizeof(prefix),
+                                                       body, len);
 
     return NGX_OK;
 }
@@ -982,7 +976,7 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
     ngx_http_cleanup_t            *cln;
     ngx_http_influencers_store_e   result;
 
-    ctx->accept.retry_after = ilcf->retry_after;
+    ctx->ticket.retry_after = ilcf->retry_after;
 
     /*
      * From the claim on, the store is owed an answer however the request
@@ -999,7 +993,7 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
     cln->data = r;
 
     result = ngx_http_influencers_store_claim(r, ilcf->shm_zone->data, claim,
-                                              &ctx->accept,
+                                              &ctx->ticket,
                                               ngx_http_influencers_claimed);
 
     if (result == NGX_HTTP_INFLUENCERS_STORE_AGAIN) {
@@ -1066,9 +1060,9 @@ ngx_http_influencers_act(ngx_http_request_t *r,
 
         ngx_http_influencers_job_id(ctx);
         ngx_http_influencers_request_id_text(ctx->job_request_id,
-                                             ctx->accept.request_id);
-        ctx->job.gender = ctx->accept.gender;
-        ctx->job.age_range = ctx->accept.age_range;
+                                             ctx->ticket.request_id);
+        ctx->job.gender = ctx->ticket.gender;
+        ctx->job.age_range = ctx->ticket.age_range;
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RESEND;
         break;
 
@@ -1142,11 +1136,15 @@ ngx_http_influencers_cleanup(void *data)
     ngx_http_influencers_ctx_t       *ctx;
     ngx_http_influencers_loc_conf_t  *ilcf;
 
-    ngx_http_influencers_store_cleanup(r);
-
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
 
-    if (ctx == NULL || !ctx->claimed) {
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_http_influencers_store_cleanup(&ctx->ticket);
+
+    if (!ctx->claimed) {
         return;
     }
 
@@ -1167,7 +1165,7 @@ ngx_http_influencers_cleanup(void *data)
     ctx->claimed = 0;
 
     (void) ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
-                                             &ctx->accept, ctx->result, NULL);
+                                             &ctx->ticket, ctx->result, NULL);
 }
 
 
@@ -1177,7 +1175,7 @@ static void
 ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx)
 {
     ngx_memcpy(ctx->job_id, "job_", sizeof("job_") - 1);
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id,
+    ngx_http_influencers_ulid_encode(ctx->ticket.job_id,
                                      ctx->job_id + sizeof("job_") - 1);
     ctx->has_job = 1;
 }
@@ -1221,7 +1219,7 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
     outcome = ctx->result;
 
     if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED && ctx->has_idem
-        && !ctx->accept.resend)
+        && !ctx->ticket.resend)
     {
         /* the store gives the key back: a retry is a new job */
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RELEASED;
@@ -1237,7 +1235,7 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
     ctx->claimed = 0;
 
     if (ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
-                                          &ctx->accept, outcome,
+                                          &ctx->ticket, outcome,
                                           ngx_http_influencers_finished)
         == NGX_HTTP_INFLUENCERS_STORE_AGAIN)
     {
@@ -1275,9 +1273,9 @@ static ngx_int_t
 ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED || ctx->accept.landed) {
+    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED || ctx->ticket.landed) {
         return ngx_http_influencers_send_accepted(r, ctx,
-                                       ctx->accept.resend
+                                       ctx->ticket.resend
                                        || ctx->outcome
                                           != NGX_HTTP_INFLUENCERS_ACCEPTED);
     }
@@ -1380,69 +1378,27 @@ ngx_http_influencers_init(ngx_conf_t *cf)
 }
 
 
-/* each zone's journal and Redis connection: one walk over the zones */
-
 static ngx_int_t
 ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
     ngx_http_influencers_ids_init_process();
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (ngx_http_influencers_state_init_process(zone, cycle) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        if (zone->redis
-            && ngx_http_influencers_redis_init_process(cycle, zone) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
+    return ngx_http_influencers_store_init_process(cycle);
 }
 
 
 static void
 ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (zone->redis) {
-            ngx_http_influencers_redis_exit_process(zone);
-        }
-
-        ngx_http_influencers_state_exit_process(zone);
-    }
-
+    ngx_http_influencers_store_exit_process(cycle);
     ngx_http_influencers_ids_exit_process();
 }
 
 
-/* the snapshot of each zone that has a state file, as the master exits */
-
 static void
 ngx_http_influencers_exit_master(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (zone->sh && zone->state) {
-            (void) ngx_http_influencers_state_save(zone, cycle->log);
-        }
-    }
+    ngx_http_influencers_store_exit_master(cycle);
 }
 
 
@@ -1588,167 +1544,6 @@ ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/*
- * influencers_zone zone=name:size [ttl=time] [lease=time] [org_share=N%]
- *     [state=path]
- */
-
-static char *
-ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    u_char                       *p;
-    ssize_t                       size;
-    ngx_str_t                    *value, name, s;
-    ngx_int_t                     ttl, lease, share;
-    ngx_str_t                     state;
-    ngx_uint_t                    i;
-    ngx_http_influencers_zone_t  *zone;
-
-    value = cf->args->elts;
-
-    name.len = 0;
-    state.len = 0;
-    size = 0;
-    ttl = 24 * 60 * 60;
-    lease = 3 * 60;
-    share = 25;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            name.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\": expected "
-                                   "zone=name:size", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            name.len = p - name.data;
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small: at least "
-                                   "%uzk", &value[i], 8 * ngx_pagesize / 1024);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ttl = ngx_parse_time(&s, 1);
-
-            if (ttl == NGX_ERROR || ttl < 1 || ttl > 366 * 24 * 60 * 60) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid ttl \"%V\": from 1s to 366d",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-            lease = ngx_parse_time(&s, 1);
-
-            if (lease == NGX_ERROR || lease < 1 || lease > 24 * 60 * 60) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid lease \"%V\": from 1s to 1d",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "org_share=", 10) == 0) {
-            share = NGX_ERROR;
-
-            if (value[i].len > 11 && value[i].data[value[i].len - 1] == '%') {
-                share = ngx_atoi(value[i].data + 10, value[i].len - 11);
-            }
-
-            if (share == NGX_ERROR || share < 1 || share > 100) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid org_share \"%V\": a percentage "
-                                   "of the zone from 1%% to 100%% is "
-                                   "expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "state=", 6) == 0
-            && value[i].len > 6)
-        {
-            state.data = value[i].data + 6;
-            state.len = value[i].len - 6;
-
-            if (ngx_conf_full_name(cf->cycle, &state, 0) != NGX_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone=name:size\"",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_influencers_zone_check_reload(cf, &name, size)
-        != NGX_CONF_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    zone = ngx_http_influencers_zone_add(cf, &name, size);
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone->ttl = (ngx_msec_t) ttl * 1000;
-    zone->lease = (ngx_msec_t) lease * 1000;
-    zone->org_share = share;
-    zone->state_file = state;
-
-    if (state.len && ngx_http_influencers_state_conf(cf) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 /* influencers zone=name | off */
 
 static char *
@@ -1765,7 +1560,7 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    ilcf->shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    ilcf->shm_zone = ngx_http_influencers_store_ref(cf, &value[1]);
     if (ilcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1781,27 +1576,6 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* "zone=name": size 0, the zone may be declared later, like limit_req's */
-
-static ngx_shm_zone_t *
-ngx_http_influencers_zone_ref(ngx_conf_t *cf, ngx_str_t *value)
-{
-    ngx_str_t  name;
-
-    if (ngx_strncmp(value->data, "zone=", 5) != 0 || value->len == 5) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\": expected zone=name",
-                           value);
-        return NULL;
-    }
-
-    name.data = value->data + 5;
-    name.len = value->len - 5;
-
-    return ngx_shared_memory_add(cf, &name, 0, &ngx_http_influencers_module);
-}
-
-
 static char *
 ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1812,7 +1586,7 @@ ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    ilcf->stats_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    ilcf->stats_zone = ngx_http_influencers_store_ref(cf, &value[1]);
     if (ilcf->stats_zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1821,43 +1595,6 @@ ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_influencers_stats_handler;
 
     return NGX_CONF_OK;
-}
-
-
-/* influencers_redis zone=name address [parameters]: fleet mode */
-
-static char *
-ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_str_t                    *value;
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    value = cf->args->elts;
-
-    shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone = shm_zone->data;
-
-    if (zone == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" names a zone that is not declared yet: "
-                           "\"influencers_zone %V:size\" must come first",
-                           &cmd->name, &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (zone->redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" already has an \"%V\"",
-                           &zone->name, &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    return ngx_http_influencers_redis_conf(cf, zone);
 }
 
 

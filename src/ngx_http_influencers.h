@@ -16,6 +16,7 @@
 
 #include "ngx_http_influencers_validate.h"
 #include "ngx_http_influencers_ids.h"
+#include "ngx_http_influencers_store_types.h"
 
 
 #define NGX_HTTP_INFLUENCERS_ORG_MAX  64
@@ -67,30 +68,6 @@ typedef enum {
 } ngx_http_influencers_outcome_e;
 
 
-/*
- * The zone's answer to a claim, and what a reply needs of it.  A key names
- * one job from its first claim on: a claim that finds the key's job in
- * doubt (resend) gets that job's ids, its first request's id and the
- * parameters it was sent with, so that it is sent again byte for byte.
- */
-
-typedef struct {
-    u_char                             job_id[16];       /* binary ULID */
-    u_char                             influencer_id[16];
-    u_char                             request_id[16];   /* the job's */
-    ngx_uint_t                         gender;
-    ngx_uint_t                         age_range;
-    ngx_uint_t                         attempt;          /* the claim's */
-    time_t                             retry_after;
-    time_t                             expires;          /* 0: no key */
-    uint64_t                           expires_ms;       /* wall clock */
-    void                              *record;
-
-    unsigned                           resend:1;         /* the key's job */
-    unsigned                           landed:1;         /* accepted now */
-} ngx_http_influencers_accept_t;
-
-
 typedef struct {
     u_char                   request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
     u_char                             request_raw[16];
@@ -105,7 +82,7 @@ typedef struct {
     size_t                             idem_len;
 
     size_t                             received;
-    ngx_http_influencers_accept_t      accept;
+    ngx_http_influencers_store_ticket_t  ticket;     /* the store's */
 
     /* "job_" and the ULID, written once has_job is set */
     u_char                   job_id[NGX_HTTP_INFLUENCERS_JOB_ID_LEN];
@@ -113,7 +90,6 @@ typedef struct {
     ngx_http_request_t                *sr;
     ngx_uint_t                         outcome;          /* an error index */
     ngx_http_influencers_outcome_e     result;           /* for the store */
-    void                              *store;            /* fleet mode */
     ngx_uint_t                         answer;           /* the one sent */
 
     unsigned                           has_idem:1;

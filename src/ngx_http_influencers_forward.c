@@ -242,7 +242,7 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
                                       NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"kind\":\"influencer_create\","
                                          "\"influencerId\":\"inf_");
-    p = ngx_http_influencers_hex_dump(p, ctx->accept.influencer_id, 16);
+    p = ngx_http_influencers_hex_dump(p, ctx->ticket.influencer_id, 16);
     p = ngx_http_influencers_json_lit(p, "\",\"projectId\":\"");
     ngx_http_influencers_format_uuid(job->project, p);
     p += NGX_HTTP_INFLUENCERS_UUID_LEN;
@@ -253,7 +253,7 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"createdAt\":\"");
     p = ngx_http_influencers_iso_time(p,
-                          ngx_http_influencers_ulid_time(ctx->accept.job_id));
+                          ngx_http_influencers_ulid_time(ctx->ticket.job_id));
     p = ngx_http_influencers_json_lit(p, "\",\"params\":{\"gender\":\"");
     p = ngx_http_influencers_json_raw(p, gender->name, gender->len);
     p = ngx_http_influencers_json_lit(p, "\",\"ageRange\":\"");

@@ -15,6 +15,11 @@
 #include <ngx_core.h>
 
 
+/* a binary id: a ULID (job), an influencer id, a request id, a UUID */
+#define NGX_HTTP_INFLUENCERS_ID_BYTES        16
+/* the random part of a ULID: 80 bits */
+#define NGX_HTTP_INFLUENCERS_ULID_RANDOM_LEN 10
+
 #define NGX_HTTP_INFLUENCERS_ULID_LEN        26
 #define NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN  (sizeof("req_") - 1 + 32)
 #define NGX_HTTP_INFLUENCERS_JOB_ID_LEN      (sizeof("job_") - 1 + 26)

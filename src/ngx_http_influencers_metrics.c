@@ -5,7 +5,7 @@
 
 
 #include "ngx_http_influencers.h"
-#include "ngx_http_influencers_zone.h"
+#include "ngx_http_influencers_store.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
 
@@ -354,9 +354,9 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
     cycle = (ngx_cycle_t *) ngx_cycle;
     nzones = 0;
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+    for (zone = ngx_http_influencers_store_next(cycle, NULL);
          zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
+         zone = ngx_http_influencers_store_next(cycle, zone))
     {
         nzones++;
     }
@@ -373,17 +373,15 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
     size = 24576;
     n = 0;
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+    for (zone = ngx_http_influencers_store_next(cycle, NULL);
          zone && n < nzones;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
+         zone = ngx_http_influencers_store_next(cycle, zone))
     {
-        if (zone->sh == NULL) {
+        if (ngx_http_influencers_store_stats(zone, &st[n]) != NGX_OK) {
             continue;
         }
 
-        ngx_http_influencers_zone_stats(zone, &st[n]);
-
-        if (ngx_http_influencers_label(r->pool, &zone->name, &names[n])
+        if (ngx_http_influencers_label(r->pool, &st[n].name, &names[n])
             != NGX_OK)
         {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -772,7 +770,11 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
+    if (ngx_http_influencers_store_stats(ilcf->stats_zone->data, &st)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
 
     body.data = ngx_pnalloc(r->pool, 2048);
     if (body.data == NULL) {
@@ -864,7 +866,7 @@ ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
     }
 
     ngx_memcpy(p, "inf_", 4);
-    ngx_hex_dump(p + 4, ctx->accept.influencer_id, 16);
+    ngx_hex_dump(p + 4, ctx->ticket.influencer_id, 16);
 
     v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
     v->valid = 1;

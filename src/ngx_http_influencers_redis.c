@@ -186,7 +186,7 @@ struct ngx_http_influencers_redis_slot_s {
     ngx_http_influencers_redis_op_t     *op;        /* NULL: delivered */
     ngx_http_influencers_redis_slot_t   *next;      /* free list */
     ngx_uint_t                           script;
-    ngx_http_influencers_redis_rc_e      rc;
+    ngx_http_influencers_store_e      rc;
 
     size_t                               key_len;
     size_t                               lease_len;
@@ -238,16 +238,16 @@ static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_claimed(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_claimed(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_finished(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_finished(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
 static void ngx_http_influencers_redis_complete(
     ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc);
+    ngx_http_influencers_store_e rc);
 static void ngx_http_influencers_redis_settle(
     ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc);
+    ngx_http_influencers_store_e rc);
 static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
 static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
 static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
@@ -315,7 +315,7 @@ static u_char *ngx_http_influencers_redis_value_job(u_char *p,
     ngx_http_influencers_entry_t *entry);
 static void ngx_http_influencers_redis_read_job(u_char *p,
     ngx_http_influencers_entry_t *entry);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_decode(
     ngx_http_influencers_redis_slot_t *slot, u_char *v, size_t len,
     ngx_http_influencers_entry_t *entry);
 static u_char *ngx_http_influencers_redis_be(u_char *p, uint64_t n,
@@ -419,10 +419,10 @@ static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
 static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 
 #if (NGX_DEBUG)
-/* ngx_http_influencers_redis_rc_e, for the debug log */
+/* ngx_http_influencers_store_e, for the debug log */
 static const char  *ngx_http_influencers_redis_rc_names[] = {
-    "new", "busy", "mismatch", "done", "finished", "stale", "failed",
-    "resend"
+    "new", "done", "busy", "mismatch", "", "", "failed", "finished", "",
+    "resend", "", "stale", "lost"
 };
 #endif
 
@@ -1040,8 +1040,8 @@ ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
     ngx_delete_posted_event(&slot->event);
 
     if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
-        && (slot->rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
-            || slot->rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND))
+        && (slot->rc == NGX_HTTP_INFLUENCERS_STORE_NEW
+            || slot->rc == NGX_HTTP_INFLUENCERS_STORE_RESEND))
     {
         ngx_http_influencers_redis_release(slot);
     }
@@ -1251,7 +1251,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
 
     u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
     u_char                             *p;
-    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_store_e     rc;
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
@@ -1270,7 +1270,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
     if (reply == NULL) {
         /* sent, and lost with the connection: it may have been applied */
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_LOST);
+                                           NGX_HTTP_INFLUENCERS_STORE_LOST);
         return;
     }
 
@@ -1293,7 +1293,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
             }
 
             ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
             return;
         }
 
@@ -1306,7 +1306,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
                                        (size_t) (p - text), text);
 
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
         /*
          * A server that is loading, a replica, one that wants AUTH again:
@@ -1340,18 +1340,18 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
  * job to be sent again; a value: busy, accepted, or another request's.
  */
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
     redisReply *reply)
 {
     redisReply                       *v;
-    ngx_http_influencers_redis_rc_e   rc;
+    ngx_http_influencers_store_e   rc;
     ngx_http_influencers_entry_t      entry, *e;
 
     e = slot->op ? &slot->op->entry : &entry;
 
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        return NGX_HTTP_INFLUENCERS_REDIS_NEW;
+        return NGX_HTTP_INFLUENCERS_STORE_NEW;
     }
 
     if (reply->type == REDIS_REPLY_STRING) {
@@ -1368,15 +1368,15 @@ ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
 
             /* the claim the script wrote: this request's, in doubt */
 
-            if (rc == NGX_HTTP_INFLUENCERS_REDIS_BUSY
+            if (rc == NGX_HTTP_INFLUENCERS_STORE_BUSY
                 && ngx_memcmp(v->str + 2, slot->token,
                               NGX_HTTP_INFLUENCERS_TOKEN_LEN)
                    == 0)
             {
-                return NGX_HTTP_INFLUENCERS_REDIS_RESEND;
+                return NGX_HTTP_INFLUENCERS_STORE_RESEND;
             }
 
-            if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED) {
+            if (rc == NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE) {
                 return rc;
             }
         }
@@ -1387,21 +1387,21 @@ ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
                                    "not the script's (reply type %d)",
                                    reply->type);
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
     redisReply *reply)
 {
     if (reply->type == REDIS_REPLY_INTEGER) {
         if (reply->integer == 1) {
-            return NGX_HTTP_INFLUENCERS_REDIS_FINISHED;
+            return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
         }
 
         if (reply->integer == 0) {
-            return NGX_HTTP_INFLUENCERS_REDIS_STALE;
+            return NGX_HTTP_INFLUENCERS_STORE_STALE;
         }
     }
 
@@ -1410,7 +1410,7 @@ ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
                                    "not the script's (reply type %d)",
                                    reply->type);
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 
@@ -1421,11 +1421,11 @@ ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
 
 static void
 ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc)
+    ngx_http_influencers_store_e rc)
 {
     slot->sent = 0;
-    slot->rc = (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
-               ? NGX_HTTP_INFLUENCERS_REDIS_FAILED : rc;
+    slot->rc = (rc == NGX_HTTP_INFLUENCERS_STORE_LOST)
+               ? NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE : rc;
     slot->done = 1;
 
     if (slot->queued) {
@@ -1461,7 +1461,7 @@ ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
 
 static void
 ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc)
+    ngx_http_influencers_store_e rc)
 {
     ngx_http_influencers_zone_t  *zone;
 
@@ -1469,14 +1469,14 @@ ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
 
     if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
 
-        if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED
-            || rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
+        if (rc == NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE
+            || rc == NGX_HTTP_INFLUENCERS_STORE_LOST)
         {
             ngx_http_influencers_zone_unpaid(zone, &slot->ref);
             return;
         }
 
-        if (rc == NGX_HTTP_INFLUENCERS_REDIS_STALE && slot->fin.outcome == 'A'
+        if (rc == NGX_HTTP_INFLUENCERS_STORE_STALE && slot->fin.outcome == 'A'
             && slot->op == NULL)
         {
             ngx_http_influencers_zone_count(zone,
@@ -1497,10 +1497,10 @@ ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
      * its request is gone, or was told it failed.
      */
 
-    if (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST
+    if (rc == NGX_HTTP_INFLUENCERS_STORE_LOST
         || (slot->op == NULL
-            && (rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
-                || rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND)))
+            && (rc == NGX_HTTP_INFLUENCERS_STORE_NEW
+                || rc == NGX_HTTP_INFLUENCERS_STORE_RESEND)))
     {
         ngx_http_influencers_redis_release(slot);
     }
@@ -1592,7 +1592,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     /* from now on, the reply (or the NULL one) is dropped */
 
     slot->done = 1;
-    slot->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    slot->rc = NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
     slot->op = NULL;
 
     if (slot->queued) {
@@ -1608,8 +1608,8 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     }
 
     ngx_http_influencers_redis_settle(slot,
-                                      sent ? NGX_HTTP_INFLUENCERS_REDIS_LOST
-                                           : NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                             sent ? NGX_HTTP_INFLUENCERS_STORE_LOST
+                                  : NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
     if (slot->sent) {
         /* hiredis still has its callback: the reply frees it */
@@ -1623,7 +1623,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
         return;
     }
 
-    op->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    op->rc = NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
     op->pending = NULL;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
@@ -2145,7 +2145,7 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
 
         if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
             ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
         }
     }
 }
@@ -2384,7 +2384,7 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
         slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
 
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
     }
 
     if (link->exiting) {
@@ -2632,12 +2632,12 @@ ngx_http_influencers_redis_accepted(u_char *dst, u_char *fingerprint,
  * entry's key and org_hash are the caller's.
  */
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
     u_char *v, size_t len, ngx_http_influencers_entry_t *entry)
 {
     u_char                             *p, *fp;
-    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_store_e     rc;
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
@@ -2658,12 +2658,12 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
         if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         ngx_http_influencers_redis_read_job(p, entry);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_BUSY;
+        rc = NGX_HTTP_INFLUENCERS_STORE_BUSY;
         break;
 
     case 'A':
@@ -2677,14 +2677,14 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
         if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         ngx_http_influencers_redis_read_job(p, entry);
         entry->expires = ngx_http_influencers_redis_unbe(
                              p + NGX_HTTP_INFLUENCERS_JOB_LEN, 8);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_REPLAY;
         break;
 
     /* the module's earlier versions: in flight, or accepted */
@@ -2696,8 +2696,8 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
 
         return ngx_memcmp(v + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN,
                           slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
-               == 0 ? NGX_HTTP_INFLUENCERS_REDIS_BUSY
-                    : NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+               == 0 ? NGX_HTTP_INFLUENCERS_STORE_BUSY
+                    : NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
 
     case 'D':
         if (len != NGX_HTTP_INFLUENCERS_DONE_LEN) {
@@ -2708,7 +2708,7 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
                        NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         p = v + 1 + NGX_HTTP_INFLUENCERS_SHA256_LEN;
@@ -2718,7 +2718,7 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
                                                                         4);
         entry->expires = ngx_http_influencers_redis_unbe(p + 36, 8);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_REPLAY;
         break;
 
     default:
@@ -2747,7 +2747,7 @@ invalid:
                                    (len && v[0] >= 0x21 && v[0] <= 0x7e)
                                    ? v[0] : '?');
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 

@@ -211,10 +211,10 @@ ngx_int_t
 ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed)
 {
-    u_char                         *body, *p, *location;
-    ngx_http_influencers_accept_t  *accept;
+    u_char                               *body, *p, *location;
+    ngx_http_influencers_store_ticket_t  *ticket;
 
-    accept = &ctx->accept;
+    ticket = &ctx->ticket;
 
     /* the envelope, in the reference page's key order */
 
@@ -227,7 +227,7 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     p = ngx_http_influencers_json_raw(p, ctx->job_id,
                                       NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_INF);
-    p = ngx_http_influencers_hex_dump(p, accept->influencer_id, 16);
+    p = ngx_http_influencers_hex_dump(p, ticket->influencer_id, 16);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_LOC);
 
     location = p;
@@ -247,16 +247,16 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
            != NGX_OK
         || ngx_http_influencers_push_time(r, "Retry-After",
                                           sizeof("Retry-After") - 1,
-                                          accept->retry_after, 0)
+                                          ticket->retry_after, 0)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (accept->expires
+    if (ticket->expires
         && ngx_http_influencers_push_time(r, "Idempotency-Expires",
                                           sizeof("Idempotency-Expires") - 1,
-                                          accept->expires, 1)
+                                          ticket->expires, 1)
            != NGX_OK)
     {
         return NGX_ERROR;

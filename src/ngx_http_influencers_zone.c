@@ -182,16 +182,18 @@ static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_int_t delta);
 static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_msec_t now);
-static ngx_int_t ngx_http_influencers_found(
+static ngx_http_influencers_store_e ngx_http_influencers_found(
     ngx_http_influencers_zone_t *zone, ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
+    ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_store_ticket_t *ticket,
     ngx_log_t *log);
 static void ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
 static void ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
 static void ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
+    ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket,
     ngx_uint_t cache);
 static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
@@ -227,7 +229,7 @@ static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
 static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_claim_t *claim);
 static void ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_accept_t *acc);
+    ngx_http_influencers_store_ticket_t *ticket);
 static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
@@ -273,11 +275,11 @@ static ngx_str_t  ngx_http_influencers_empty = ngx_null_string;
 
 #if (NGX_DEBUG)
 
-/* indexed by the outcomes of a claim, for the debug log */
+/* indexed by ngx_http_influencers_store_e, for the debug log */
 
 static const char  *ngx_http_influencers_claim_names[] = {
     "new", "replay", "busy", "mismatch", "full", "over the org's share",
-    "the key's job in doubt, sent again"
+    "", "", "", "the key's job in doubt, sent again"
 };
 
 #endif
@@ -547,12 +549,13 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
  * done here is bounded whatever the zone's size.
  */
 
-ngx_int_t
+ngx_http_influencers_store_e
 ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
-    ngx_log_t *log)
+    ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log)
 {
-    ngx_int_t                       rc, seq;
+    ngx_int_t                       seq;
+    ngx_http_influencers_store_e    rc;
     ngx_msec_t                      now;
     ngx_uint_t                      log_full, log_share, limit;
     ngx_http_influencers_entry_t    entry;
@@ -583,7 +586,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         }
 
         if (rec) {
-            rc = ngx_http_influencers_found(zone, rec, claim, acc, log);
+            rc = ngx_http_influencers_found(zone, rec, claim, ticket, log);
             goto done;
         }
     }
@@ -614,7 +617,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
             log_share = 1;
         }
 
-        rc = NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_OVER_SHARE;
         goto done;
     }
 
@@ -633,16 +636,17 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
             log_full = 1;
         }
 
-        rc = NGX_HTTP_INFLUENCERS_CLAIM_FULL;
+        rc = NGX_HTTP_INFLUENCERS_STORE_FULL;
         goto done;
     }
 
     /* write the record, then publish it */
 
     ngx_http_influencers_fill(rec, claim);
-    ngx_http_influencers_next_ulid(sh, claim->random, rec->job_id);
-    ngx_memcpy(rec->influencer_id, claim->random + 10, 16);
-    rec->retry_after = (uint32_t) acc->retry_after;
+    ngx_http_influencers_next_ulid(sh, claim->random.ulid, rec->job_id);
+    ngx_memcpy(rec->influencer_id, claim->random.influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    rec->retry_after = (uint32_t) ticket->retry_after;
     rec->deadline = now + zone->lease;
     rec->expires = 0;
     rec->attempt = 1;
@@ -676,11 +680,11 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
     sh->counters.claims++;
 
-    ngx_http_influencers_answer(rec, acc);
-    acc->attempt = rec->attempt;
-    acc->resend = 0;
+    ngx_http_influencers_answer(rec, ticket);
+    ticket->attempt = rec->attempt;
+    ticket->resend = 0;
 
-    rc = NGX_HTTP_INFLUENCERS_CLAIM_NEW;
+    rc = NGX_HTTP_INFLUENCERS_STORE_NEW;
 
 done:
 
@@ -721,10 +725,10 @@ done:
  * request takes over to send the job again.  Under the lock.
  */
 
-static ngx_int_t
+static ngx_http_influencers_store_e
 ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_record_t *rec, ngx_http_influencers_claim_t *claim,
-    ngx_http_influencers_accept_t *acc, ngx_log_t *log)
+    ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log)
 {
     ngx_http_influencers_shctx_t  *sh;
 
@@ -743,22 +747,22 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
         != 0)
     {
         sh->counters.mismatches++;
-        return NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH;
+        return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
     }
 
     switch (rec->state) {
 
     case NGX_HTTP_INFLUENCERS_FORWARDING:
         sh->counters.conflicts++;
-        return NGX_HTTP_INFLUENCERS_CLAIM_BUSY;
+        return NGX_HTTP_INFLUENCERS_STORE_BUSY;
 
     case NGX_HTTP_INFLUENCERS_IN_DOUBT:
         break;
 
     default: /* NGX_HTTP_INFLUENCERS_DONE */
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, acc);
-        return NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
+        ngx_http_influencers_answer(rec, ticket);
+        return NGX_HTTP_INFLUENCERS_STORE_REPLAY;
     }
 
     /* the key's job, sent again under a lease of this request's */
@@ -784,13 +788,13 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     sh->ninflight++;
     sh->counters.resends++;
 
-    ngx_http_influencers_answer(rec, acc);
-    acc->attempt = rec->attempt;
-    acc->resend = 1;
-    acc->expires = 0;
-    acc->expires_ms = 0;
+    ngx_http_influencers_answer(rec, ticket);
+    ticket->attempt = rec->attempt;
+    ticket->resend = 1;
+    ticket->expires = 0;
+    ticket->expires_ms = 0;
 
-    return NGX_HTTP_INFLUENCERS_CLAIM_RESEND;
+    return NGX_HTTP_INFLUENCERS_STORE_RESEND;
 }
 
 
@@ -818,9 +822,9 @@ ngx_http_influencers_zone_body_hash(ngx_http_influencers_zone_t *zone,
 }
 
 
-ngx_uint_t
+ngx_http_influencers_store_e
 ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
-    u_char *key, uint64_t body, ngx_http_influencers_accept_t *acc,
+    u_char *key, uint64_t body, ngx_http_influencers_store_ticket_t *ticket,
     ngx_log_t *log)
 {
     ngx_uint_t                      found;
@@ -838,7 +842,7 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
         && !ngx_http_influencers_after(ngx_current_msec, rec->deadline))
     {
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, acc);
+        ngx_http_influencers_answer(rec, ticket);
         found = 1;
     }
 
@@ -849,7 +853,8 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
                    found ? "a retry of the same bytes, replayed"
                          : "not a retry of the same bytes");
 
-    return found;
+    return found ? NGX_HTTP_INFLUENCERS_STORE_REPLAY
+                 : NGX_HTTP_INFLUENCERS_STORE_NOT_FOUND;
 }
 
 
@@ -865,7 +870,8 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_outcome_e outcome,
     ngx_uint_t cache, ngx_log_t *log)
 {
     ngx_int_t                       seq;
@@ -875,7 +881,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
     seq = NGX_DECLINED;
     state = 0;
 
@@ -884,7 +890,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     /* the record may hold another job by now, once this one's expired */
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FREE
-        || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
+        || ngx_memcmp(rec->job_id, ticket->job_id, 16) != 0)
     {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": finish of a job no longer "
@@ -896,14 +902,14 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
             /* another forward of the job was accepted first */
-            acc->landed = 1;
-            ngx_http_influencers_answer(rec, acc);
+            ticket->landed = 1;
+            ngx_http_influencers_answer(rec, ticket);
             goto done;
         }
 
         ngx_http_influencers_unqueue(sh, rec);
-        ngx_http_influencers_accept(zone, rec, acc, cache);
-        acc->landed = 1;
+        ngx_http_influencers_accept(zone, rec, ticket, cache);
+        ticket->landed = 1;
 
         if (rec->keyed && !rec->cached) {
             state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
@@ -920,15 +926,15 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     }
 
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
-        || rec->attempt != (u_char) acc->attempt)
+        || rec->attempt != (u_char) ticket->attempt)
     {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": the job's state %d "
                        "stands", &zone->name, (int) rec->state);
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
-            acc->landed = 1;
-            ngx_http_influencers_answer(rec, acc);
+            ticket->landed = 1;
+            ngx_http_influencers_answer(rec, ticket);
         }
 
         goto done;
@@ -1038,7 +1044,8 @@ ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
 
 static void
 ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
+    ngx_http_influencers_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket,
     ngx_uint_t cache)
 {
     ngx_http_influencers_shctx_t  *sh;
@@ -1062,8 +1069,8 @@ ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
 
     rec->deadline = ngx_current_msec + zone->ttl;
     rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
-    acc->expires = (time_t) (rec->expires / 1000);
-    acc->expires_ms = rec->expires;
+    ticket->expires = (time_t) (rec->expires / 1000);
+    ticket->expires_ms = rec->expires;
 
     if (cache) {
         /* Redis holds it: here it is a cache entry, evictable */
@@ -1119,13 +1126,13 @@ ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
 
 void
 ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc)
+    ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1136,8 +1143,8 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
                    ? "" : ", its lease had run out");
 
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
-        || rec->attempt != (u_char) acc->attempt
-        || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
+        || rec->attempt != (u_char) ticket->attempt
+        || ngx_memcmp(rec->job_id, ticket->job_id, 16) != 0)
     {
         goto done;
     }
@@ -1145,7 +1152,7 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     ngx_queue_remove(&rec->queue);
     sh->ninflight--;
 
-    if (acc->resend) {
+    if (ticket->resend) {
         /* the key's job stays in doubt: Redis has the say, cached here */
         ngx_http_influencers_doubt(sh, rec);
         ngx_queue_remove(&rec->queue);
@@ -1179,14 +1186,15 @@ done:
 
 void
 ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_entry_t *entry)
 {
     uint64_t                        now_ms;
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
     now_ms = ngx_http_influencers_wall_ms();
 
     /* like an entry read from a file: never longer than the ttl now */
@@ -1194,7 +1202,7 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (!acc->resend) {
+    if (!ticket->resend) {
         sh->counters.claims--;
         sh->counters.unclaimed++;
     }
@@ -1206,8 +1214,8 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
                    &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
-        && rec->attempt == (u_char) acc->attempt
-        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+        && rec->attempt == (u_char) ticket->attempt
+        && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0)
     {
         ngx_queue_remove(&rec->queue);
         sh->ninflight--;
@@ -1228,11 +1236,11 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(acc->job_id, entry->job_id, 16);
-    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
-    acc->retry_after = entry->retry_after;
-    acc->expires = (time_t) (entry->expires / 1000);
-    acc->expires_ms = entry->expires;
+    ngx_memcpy(ticket->job_id, entry->job_id, 16);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id, 16);
+    ticket->retry_after = entry->retry_after;
+    ticket->expires = (time_t) (entry->expires / 1000);
+    ticket->expires_ms = entry->expires;
 }
 
 
@@ -1245,17 +1253,18 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_entry_t *entry)
 {
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (!acc->resend) {
+    if (!ticket->resend) {
         sh->counters.claims--;
         sh->counters.unclaimed++;
         sh->counters.resends++;
@@ -1266,8 +1275,8 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
                    "taken over", &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
-        && rec->attempt == (u_char) acc->attempt
-        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+        && rec->attempt == (u_char) ticket->attempt
+        && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0)
     {
         ngx_memcpy(rec->job_id, entry->job_id, 16);
         ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
@@ -1280,13 +1289,13 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(acc->job_id, entry->job_id, 16);
-    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
-    ngx_memcpy(acc->request_id, entry->request_id, 16);
-    acc->gender = entry->gender;
-    acc->age_range = entry->age_range;
-    acc->retry_after = entry->retry_after;
-    acc->resend = 1;
+    ngx_memcpy(ticket->job_id, entry->job_id, 16);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id, 16);
+    ngx_memcpy(ticket->request_id, entry->request_id, 16);
+    ticket->gender = entry->gender;
+    ticket->age_range = entry->age_range;
+    ticket->retry_after = entry->retry_after;
+    ticket->resend = 1;
 }
 
 
@@ -1297,17 +1306,17 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc)
+    ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
     ngx_http_influencers_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (rec->cached && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0) {
+    if (rec->cached && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "influencers zone \"%V\": cache entry forgotten",
                        &zone->name);
@@ -1696,13 +1705,20 @@ ngx_http_influencers_zone_disown(ngx_http_influencers_zone_t *zone)
 }
 
 
-void
+ngx_int_t
 ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st)
 {
     ngx_http_influencers_shctx_t  *sh;
 
     sh = zone->sh;
+
+    if (sh == NULL) {
+        /* declared by name only, never made */
+        return NGX_DECLINED;
+    }
+
+    st->name = zone->name;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1720,6 +1736,8 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     st->redis_unsafe = sh->redis_unsafe;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
 }
 
 
@@ -2402,7 +2420,7 @@ ngx_http_influencers_zone_room(ngx_http_influencers_zone_t *zone)
 /* FNV-1a: orgs are authenticated, so no one picks a name to collide */
 
 uint64_t
-ngx_http_influencers_org_hash(u_char *org, size_t len)
+ngx_http_influencers_zone_org_hash(u_char *org, size_t len)
 {
     uint64_t  h;
 
@@ -2445,9 +2463,10 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(rec->request_id, claim->request_id, 16);
-    rec->gender = (u_char) claim->job->gender;
-    rec->age_range = (u_char) claim->job->age_range;
+    ngx_memcpy(rec->request_id, claim->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    rec->gender = (u_char) claim->gender;
+    rec->age_range = (u_char) claim->age_range;
     rec->body = claim->body;
     rec->keyed = 0;
     rec->cached = 0;
@@ -2461,17 +2480,17 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 
 static void
 ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_accept_t *acc)
+    ngx_http_influencers_store_ticket_t *ticket)
 {
-    ngx_memcpy(acc->job_id, rec->job_id, 16);
-    ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
-    ngx_memcpy(acc->request_id, rec->request_id, 16);
-    acc->gender = rec->gender;
-    acc->age_range = rec->age_range;
-    acc->retry_after = rec->retry_after;
-    acc->expires = (time_t) (rec->expires / 1000);
-    acc->expires_ms = rec->expires;
-    acc->record = rec;
+    ngx_memcpy(ticket->job_id, rec->job_id, 16);
+    ngx_memcpy(ticket->influencer_id, rec->influencer_id, 16);
+    ngx_memcpy(ticket->request_id, rec->request_id, 16);
+    ticket->gender = rec->gender;
+    ticket->age_range = rec->age_range;
+    ticket->retry_after = rec->retry_after;
+    ticket->expires = (time_t) (rec->expires / 1000);
+    ticket->expires_ms = rec->expires;
+    ticket->record = rec;
 }
 
 
