@@ -11,6 +11,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
 #include "ngx_http_influencers_store.h"
+#include "ngx_http_influencers_jansson.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
@@ -21,15 +22,15 @@
 
 
 static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_influencers_check_request(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details);
+    ngx_uint_t *answer, ngx_str_t *details);
 static ngx_uint_t ngx_http_influencers_json_type(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details);
-static ngx_uint_t ngx_http_influencers_idempotency_header(
+static ngx_int_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details);
+static ngx_int_t ngx_http_influencers_idempotency_header(
     ngx_http_request_t *r, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details);
+    ngx_uint_t *answer, ngx_str_t *details);
 static ngx_int_t ngx_http_influencers_reject(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_uint_t answer, ngx_str_t *details);
 static void ngx_http_influencers_body_handler(ngx_http_request_t *r);
@@ -54,7 +55,7 @@ static ngx_int_t ngx_http_influencers_act(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_store_e result);
 static void ngx_http_influencers_cleanup(void *data);
-static void ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx);
+static void ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx);
 static void ngx_http_influencers_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_conclude(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
@@ -304,9 +305,9 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     details.len = 0;
 
-    answer = ngx_http_influencers_check_request(r, ilcf, ctx, &details);
-
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+    if (ngx_http_influencers_check_request(r, ilcf, ctx, &answer, &details)
+        != NGX_OK)
+    {
         return ngx_http_influencers_reject(r, ctx, answer,
                                            details.len ? &details : NULL);
     }
@@ -329,7 +330,7 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                                NGX_HTTP_INFLUENCERS_TOO_LARGE,
-                                               NULL, 0);
+                                               NULL);
     }
 
     /* nginx answers the rest (400 bad framing, 500) and drops keepalive */
@@ -342,21 +343,27 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_uint_t
+/*
+ * NGX_OK: every check passed.  NGX_DECLINED: *answer is the one that
+ * refuses the request, and *details what it says, if anything.
+ */
+
+static ngx_int_t
 ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details)
+    ngx_uint_t *answer, ngx_str_t *details)
 {
-    ngx_uint_t  answer;
+    ngx_int_t  rc;
 
     if (!(r->method & NGX_HTTP_POST)) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: method \"%V\" is not POST",
                        &r->method_name);
-        return NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+        *answer = NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+        return NGX_DECLINED;
     }
 
-    answer = ngx_http_influencers_authenticate(r, ilcf, ctx);
+    rc = ngx_http_influencers_authenticate(r, ilcf, ctx, answer);
 
     /* the org only: never the key, nor its digest */
 
@@ -364,56 +371,56 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    "influencers: %s identity: org \"%V\", %s",
                    ilcf->directory ? "directory" : "variable",
                    &ctx->job.org,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "influencers:write"
-                   : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "influencers:write"
+                                : ngx_http_influencers_answer_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_parse_path(r, ctx, details);
+    rc = ngx_http_influencers_parse_path(r, ctx, answer, details);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: path \"%V\": %s", &r->uri,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "a project" : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "a project"
+                                : ngx_http_influencers_answer_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_authorize_project(r, ilcf, ctx);
+    rc = ngx_http_influencers_authorize_project(r, ilcf, ctx, answer);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: project membership: %s, target %ui",
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "the org's" : ngx_http_influencers_answer_name(answer),
+                   rc == NGX_OK ? "the org's"
+                                : ngx_http_influencers_answer_name(*answer),
                    ctx->target_gender);
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_idempotency_header(r, ctx, details);
+    rc = ngx_http_influencers_idempotency_header(r, ctx, answer, details);
 
     /* whether there is a key, and how long: never the key */
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: Idempotency-Key: %s, %uz bytes: %s",
                    ctx->has_idem ? "sent" : "none", ctx->idem_len,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "valid" : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "valid"
+                                : ngx_http_influencers_answer_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (r->headers_in.content_length_n > (off_t) ilcf->body_limit) {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: Content-Length %O over the limit %uz",
                        r->headers_in.content_length_n, ilcf->body_limit);
-        return NGX_HTTP_INFLUENCERS_TOO_LARGE;
+        *answer = NGX_HTTP_INFLUENCERS_TOO_LARGE;
+        return NGX_DECLINED;
     }
 
     /* a chunked body's type is checked once it is known to be non-empty */
@@ -425,7 +432,8 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: Content-Type is not JSON");
-        return NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+        *answer = NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+        return NGX_DECLINED;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -433,7 +441,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    r->headers_in.content_length_n,
                    ctx->type_unchecked ? ", type checked later" : "");
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
@@ -451,9 +459,9 @@ ngx_http_influencers_json_type(ngx_http_request_t *r)
 }
 
 
-static ngx_uint_t
+static ngx_int_t
 ngx_http_influencers_parse_path(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details)
 {
     size_t   prefix, suffix;
     u_char  *id;
@@ -468,29 +476,32 @@ ngx_http_influencers_parse_path(ngx_http_request_t *r,
                        NGX_HTTP_INFLUENCERS_SUFFIX, suffix)
            != 0)
     {
-        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        return NGX_DECLINED;
     }
 
     id = r->uri.data + prefix;
     len = r->uri.len - prefix - suffix;
 
     if (ngx_strlchr(id, id + len, '/') != NULL) {
-        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        return NGX_DECLINED;
     }
 
     if (ngx_http_influencers_parse_uuid(id, len, ctx->job.project) != 0) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"projectId\":[\"Invalid uuid\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_PATH;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_PATH;
+        return NGX_DECLINED;
     }
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
-static ngx_uint_t
+static ngx_int_t
 ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details)
 {
     ssize_t           n;
     ngx_uint_t        i, found;
@@ -524,13 +535,14 @@ ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
     }
 
     if (found == 0) {
-        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+        return NGX_OK;
     }
 
     if (found > 1) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"Idempotency-Key\":[\"Must be sent once.\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        return NGX_DECLINED;
     }
 
     n = -1;
@@ -545,13 +557,14 @@ ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"Idempotency-Key\":[\"Must be 1-255 visible "
                              "ASCII characters.\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        return NGX_DECLINED;
     }
 
     ctx->idem_len = n;
     ctx->has_idem = 1;
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
@@ -578,10 +591,8 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
         }
     }
 
-    /* no answer refused before the body carries a Retry-After */
-
     return ngx_http_influencers_send_error(r, ctx->request_id, answer,
-                                           details, 0);
+                                           details);
 }
 
 
@@ -612,12 +623,13 @@ static ngx_int_t
 ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
 {
-    size_t                         len;
-    u_char                        *body;
-    ngx_int_t                      rc;
-    ngx_str_t                      details;
-    ngx_http_influencers_body_t    b;
-    ngx_http_influencers_claim_t   claim;
+    size_t                           len;
+    u_char                          *body;
+    ngx_int_t                        rc;
+    ngx_str_t                        details;
+    ngx_http_influencers_body_t      b;
+    ngx_http_influencers_claim_t     claim;
+    ngx_http_influencers_body_rc_e   checked;
 
     /* a body that cannot be read is never taken for an empty one */
 
@@ -636,7 +648,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                                NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
-                                               NULL, 0);
+                                               NULL);
     }
 
     claim.idem = NULL;
@@ -659,23 +671,15 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         }
     }
 
-    /*
-     * everything jansson allocates for the body comes from the request's
-     * pool, and every object is still released by
-     * ngx_http_influencers_body_free() (a no-op for pool blocks)
-     */
-
-    (void) ngx_http_influencers_json_pool(r->pool);
-
-    rc = ngx_http_influencers_body_check(&b, body, len);
-
-    (void) ngx_http_influencers_json_pool(NULL);
+    checked = ngx_http_influencers_jansson_body_check(r->pool, &b, body, len);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: body parsed: %s",
-                   rc == 0 ? "valid" : (rc == 1 ? "invalid" : "failed"));
+                   checked == NGX_HTTP_INFLUENCERS_BODY_VALID ? "valid"
+                   : (checked == NGX_HTTP_INFLUENCERS_BODY_INVALID
+                      ? "invalid" : "failed"));
 
-    if (rc == 1) {
+    if (checked == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
         rc = ngx_http_influencers_details(r, &b, &details);
         ngx_http_influencers_body_free(&b);
 
@@ -688,10 +692,10 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 
         return ngx_http_influencers_send_error(r, ctx->request_id,
                                           NGX_HTTP_INFLUENCERS_INVALID_BODY,
-                                          &details, 0);
+                                          &details);
     }
 
-    if (rc != 0) {
+    if (checked != NGX_HTTP_INFLUENCERS_BODY_VALID) {
         ngx_http_influencers_body_free(&b);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: out of memory while parsing the body");
@@ -874,6 +878,9 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
                          + sizeof("\n") - 1
                          + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
+    /* the project as the forward and the fingerprint write it */
+    ngx_http_influencers_format_uuid(ctx->job.project, ctx->project_id);
+
     claim->gender = ctx->job.gender;
     claim->age_range = ctx->job.age_range;
     claim->request_id = ctx->request_raw;
@@ -894,8 +901,7 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
 
     p = ngx_cpymem(fingerprint, "POST " NGX_HTTP_INFLUENCERS_PREFIX,
                    sizeof("POST " NGX_HTTP_INFLUENCERS_PREFIX) - 1);
-    ngx_http_influencers_format_uuid(ctx->job.project, p);
-    p += NGX_HTTP_INFLUENCERS_UUID_LEN;
+    p = ngx_cpymem(p, ctx->project_id, NGX_HTTP_INFLUENCERS_UUID_LEN);
     p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_SUFFIX "\n",
                    sizeof(NGX_HTTP_INFLUENCERS_SUFFIX "\n") - 1);
     p += ngx_http_influencers_body_canonical(b, p);
@@ -930,7 +936,7 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
 {
     u_char     *p;
     uint64_t    conf[2];
-    u_char      prefix[sizeof(conf) + 16];
+    u_char      prefix[sizeof(conf) + NGX_HTTP_INFLUENCERS_UUID_BYTES];
     u_char      key[1 + NGX_HTTP_INFLUENCERS_ORG_MAX
                     + NGX_HTTP_INFLUENCERS_IDEM_MAX];
 
@@ -953,7 +959,8 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
     conf[1] = (uint64_t) (uintptr_t) ilcf;
 
     ngx_memcpy(prefix, conf, sizeof(conf));
-    ngx_memcpy(prefix + sizeof(conf), ctx->job.project, 16);
+    ngx_memcpy(prefix + sizeof(conf), ctx->job.project,
+               NGX_HTTP_INFLUENCERS_UUID_BYTES);
 
     claim->body = ngx_http_influencers_store_body_hash(ilcf->shm_zone->data,
                                                        prefix, sizeof(prefix),
@@ -1047,7 +1054,7 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     switch (result) {
 
     case NGX_HTTP_INFLUENCERS_STORE_NEW:
-        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_job_ids(ctx);
         ngx_memcpy(ctx->job_request_id, ctx->request_id,
                    NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
         ctx->idempotency = ctx->has_idem ? NGX_HTTP_INFLUENCERS_IDEM_CLAIM
@@ -1058,7 +1065,7 @@ ngx_http_influencers_act(ngx_http_request_t *r,
 
         /* the key's job in doubt: sent again as it was first sent */
 
-        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_job_ids(ctx);
         ngx_http_influencers_request_id_text(ctx->job_request_id,
                                              ctx->ticket.request_id);
         ctx->job.gender = ctx->ticket.gender;
@@ -1067,34 +1074,35 @@ ngx_http_influencers_act(ngx_http_request_t *r,
         break;
 
     case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
-        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_job_ids(ctx);
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_REPLAY;
 
-        return ngx_http_influencers_send_accepted(r, ctx, 1);
+        return ngx_http_influencers_send_accepted(r, ctx,
+                                               NGX_HTTP_INFLUENCERS_REPLAYED);
 
     case NGX_HTTP_INFLUENCERS_STORE_BUSY:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_CONFLICT;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_IN_PROGRESS,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_send_busy(r, ctx->request_id,
+                                              NGX_HTTP_INFLUENCERS_IN_PROGRESS,
+                                              ilcf->busy_retry_after);
 
     case NGX_HTTP_INFLUENCERS_STORE_MISMATCH:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_MISMATCH;
 
         return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_KEY_REUSED,
-                                            NULL, 0);
+                                               NGX_HTTP_INFLUENCERS_KEY_REUSED,
+                                               NULL);
 
     case NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE:
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_UNAVAILABLE,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_send_busy(r, ctx->request_id,
+                                              NGX_HTTP_INFLUENCERS_UNAVAILABLE,
+                                              ilcf->busy_retry_after);
 
     default: /* FULL, OVER_SHARE */
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_CAPACITY,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_send_busy(r, ctx->request_id,
+                                              NGX_HTTP_INFLUENCERS_CAPACITY,
+                                              ilcf->busy_retry_after);
     }
 
     /* from here the store is owed the forward's outcome */
@@ -1109,8 +1117,7 @@ ngx_http_influencers_act(ngx_http_request_t *r,
         /* nothing was sent: as for any forward that failed for sure */
 
         ctx->done = 1;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
-        ctx->outcome = NGX_HTTP_INFLUENCERS_INTERNAL;
+        ctx->forward = NGX_HTTP_INFLUENCERS_FORWARD_NOT_STARTED;
 
         return ngx_http_influencers_conclude(r, ilcf, ctx);
     }
@@ -1151,32 +1158,37 @@ ngx_http_influencers_cleanup(void *data)
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
 
     if (!ctx->done) {
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
+        ctx->forward = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "influencers: the partner left before the answer, the "
                   "forward's outcome (%s) goes to the store",
-                  ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
-                  ? "accepted"
-                  : (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
-                     ? "failed" : "unknown"));
+                  ngx_http_influencers_forward_verdict(ctx->forward));
 
     ctx->claimed = 0;
 
     (void) ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
-                                             &ctx->ticket, ctx->result, NULL);
+                                             &ctx->ticket, ctx->forward, NULL);
 }
 
 
-/* the job id as text, once: the forward, its header and the reply use it */
+/*
+ * The job's ids as text, once: the forward, its header, the reply and the
+ * log's variables use them
+ */
 
 static void
-ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx)
+ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx)
 {
     ngx_memcpy(ctx->job_id, "job_", sizeof("job_") - 1);
     ngx_http_influencers_ulid_encode(ctx->ticket.job_id,
                                      ctx->job_id + sizeof("job_") - 1);
+
+    ngx_memcpy(ctx->influencer_id, "inf_", sizeof("inf_") - 1);
+    ngx_hex_dump(ctx->influencer_id + sizeof("inf_") - 1,
+                 ctx->ticket.influencer_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+
     ctx->has_job = 1;
 }
 
@@ -1214,11 +1226,11 @@ static ngx_int_t
 ngx_http_influencers_conclude(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
 {
-    ngx_http_influencers_outcome_e  outcome;
+    ngx_http_influencers_forward_e  outcome;
 
-    outcome = ctx->result;
+    outcome = ctx->forward;
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED && ctx->has_idem
+    if (ngx_http_influencers_forward_failed(outcome) && ctx->has_idem
         && !ctx->ticket.resend)
     {
         /* the store gives the key back: a retry is a new job */
@@ -1227,10 +1239,9 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: the forward's outcome to the store: %s",
-                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
-                   ? "accepted"
-                   : (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
-                      ? "failed" : "unknown, the key keeps its job"));
+                   ngx_http_influencers_forward_in_doubt(outcome)
+                   ? "unknown, the key keeps its job"
+                   : ngx_http_influencers_forward_verdict(outcome));
 
     ctx->claimed = 0;
 
@@ -1273,15 +1284,20 @@ static ngx_int_t
 ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED || ctx->ticket.landed) {
+    ngx_uint_t  accepted, answer;
+
+    accepted = (ctx->forward == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED);
+
+    if (accepted || ctx->ticket.landed) {
         return ngx_http_influencers_send_accepted(r, ctx,
-                                       ctx->ticket.resend
-                                       || ctx->outcome
-                                          != NGX_HTTP_INFLUENCERS_ACCEPTED);
+                                       (ctx->ticket.resend || !accepted)
+                                       ? NGX_HTTP_INFLUENCERS_REPLAYED
+                                       : NGX_HTTP_INFLUENCERS_FIRST_ANSWER);
     }
 
-    return ngx_http_influencers_send_error(r, ctx->request_id, ctx->outcome,
-                                           NULL, 0);
+    answer = ngx_http_influencers_forward_answer(ctx->forward);
+
+    return ngx_http_influencers_send_error(r, ctx->request_id, answer, NULL);
 }
 
 
@@ -1350,7 +1366,7 @@ static ngx_int_t
 ngx_http_influencers_preconfiguration(ngx_conf_t *cf)
 {
     /* before the directory file is read with jansson */
-    ngx_http_influencers_json_init();
+    ngx_http_influencers_jansson_init();
 
     return ngx_http_influencers_metrics_variables(cf);
 }

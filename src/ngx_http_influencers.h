@@ -17,6 +17,7 @@
 #include "ngx_http_influencers_validate.h"
 #include "ngx_http_influencers_ids.h"
 #include "ngx_http_influencers_store_types.h"
+#include "ngx_http_influencers_forward.h"
 
 
 #define NGX_HTTP_INFLUENCERS_ORG_MAX  64
@@ -49,7 +50,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                          org;
-    u_char                             project[16];
+    u_char                             project[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     ngx_uint_t                         gender;
     ngx_uint_t                         age_range;
     u_char                   prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
@@ -58,19 +59,9 @@ typedef struct {
 } ngx_http_influencers_job_t;
 
 
-/* how a forward ended, as the store records it */
-
-typedef enum {
-    NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED = 0,
-    NGX_HTTP_INFLUENCERS_OUTCOME_FAILED,      /* definite: the key is free */
-    NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN      /* maybe sent: the key keeps
-                                                 its job */
-} ngx_http_influencers_outcome_e;
-
-
-typedef struct {
+typedef struct ngx_http_influencers_ctx_s {
     u_char                   request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
-    u_char                             request_raw[16];
+    u_char                   request_raw[NGX_HTTP_INFLUENCERS_ID_BYTES];
 
     /* the job's first request's id: what its forward carries */
     u_char                  job_request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
@@ -84,12 +75,15 @@ typedef struct {
     size_t                             received;
     ngx_http_influencers_store_ticket_t  ticket;     /* the store's */
 
-    /* "job_" and the ULID, written once has_job is set */
+    /* "job_" and the ULID, "inf_" and hex: written once has_job is set */
     u_char                   job_id[NGX_HTTP_INFLUENCERS_JOB_ID_LEN];
+    u_char                   influencer_id[NGX_HTTP_INFLUENCERS_INF_ID_LEN];
+
+    /* the project as text, written once with the job's digests */
+    u_char                   project_id[NGX_HTTP_INFLUENCERS_UUID_LEN];
 
     ngx_http_request_t                *sr;
-    ngx_uint_t                         outcome;          /* an error index */
-    ngx_http_influencers_outcome_e     result;           /* for the store */
+    ngx_http_influencers_forward_e     forward;          /* how it ended */
     ngx_uint_t                         answer;           /* the one sent */
 
     unsigned                           has_idem:1;
@@ -101,17 +95,6 @@ typedef struct {
                                                             finish */
     unsigned                           idempotency:3;    /* for the log */
 } ngx_http_influencers_ctx_t;
-
-
-/*
- * jansson's allocations (ngx_http_influencers_json.c): from the pool named
- * here, else malloc().  A request's parse names its pool, so that the
- * dozen allocations a small body costs are pool bumps and its frees
- * nothing; the directory file, read with no pool named, is malloc()ed and
- * freed as before.  Returns the pool named before.
- */
-void ngx_http_influencers_json_init(void);
-ngx_pool_t *ngx_http_influencers_json_pool(ngx_pool_t *pool);
 
 
 extern ngx_module_t  ngx_http_influencers_module;

@@ -34,7 +34,6 @@ static int ngx_http_influencers_dir_fields(ngx_http_influencers_dir_t *d,
 static int ngx_http_influencers_dir_org(ngx_http_influencers_dir_t *d,
     json_t *obj, const char *what, size_t i, const char **org,
     size_t *org_len);
-static int ngx_http_influencers_dir_hex(u_char c);
 static int ngx_http_influencers_dir_error(ngx_http_influencers_dir_t *d,
     const char *fmt, ...)
 #if defined(__GNUC__)
@@ -149,8 +148,8 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
         }
 
         for (n = 0; n < 32; n++) {
-            hi = ngx_http_influencers_dir_hex((u_char) hex[2 * n]);
-            lo = ngx_http_influencers_dir_hex((u_char) hex[2 * n + 1]);
+            hi = ngx_http_influencers_hex_digit((u_char) hex[2 * n]);
+            lo = ngx_http_influencers_hex_digit((u_char) hex[2 * n + 1]);
 
             if (hi < 0 || lo < 0) {
                 goto bad_digest;
@@ -300,7 +299,9 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
           ngx_http_influencers_dir_project_cmp);
 
     for (i = 1; i < n; i++) {
-        if (memcmp(p[i].id, p[i - 1].id, 16) == 0) {
+        if (memcmp(p[i].id, p[i - 1].id, NGX_HTTP_INFLUENCERS_UUID_BYTES)
+            == 0)
+        {
             ngx_http_influencers_format_uuid(p[i].id, uuid);
 
             return ngx_http_influencers_dir_error(d,
@@ -392,23 +393,6 @@ ngx_http_influencers_valid_org(const u_char *p, size_t len)
 }
 
 
-static int
-ngx_http_influencers_dir_hex(u_char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
 /*
  * A message as long as nginx's own limit lets it be: the conf log cuts
  * what is longer anyway.  Returns 1, the invalid file's answer.
@@ -440,5 +424,6 @@ static int
 ngx_http_influencers_dir_project_cmp(const void *a, const void *b)
 {
     return memcmp(((const ngx_http_influencers_dir_project_t *) a)->id,
-                  ((const ngx_http_influencers_dir_project_t *) b)->id, 16);
+                  ((const ngx_http_influencers_dir_project_t *) b)->id,
+                  NGX_HTTP_INFLUENCERS_UUID_BYTES);
 }

@@ -37,7 +37,7 @@ typedef struct {
 
 
 typedef struct {
-    u_char            id[16];
+    u_char            id[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     const char       *org;          /* in root */
     size_t            org_len;
     unsigned int      target_gender;

@@ -20,7 +20,7 @@ typedef struct {
 
 
 typedef struct {
-    u_char                 id[16];
+    u_char                 id[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     ngx_str_t              org;
     ngx_uint_t             target_gender;
 } ngx_http_influencers_project_t;
@@ -159,7 +159,7 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
             return NULL;
         }
 
-        ngx_memcpy(p->id, d->projects[i].id, 16);
+        ngx_memcpy(p->id, d->projects[i].id, NGX_HTTP_INFLUENCERS_UUID_BYTES);
         p->target_gender = d->projects[i].target_gender;
 
         if (ngx_http_influencers_keep_org(cf, &p->org, d->projects[i].org,
@@ -259,13 +259,15 @@ static int ngx_libc_cdecl
 ngx_http_influencers_project_cmp(const void *a, const void *b)
 {
     return ngx_memcmp(((ngx_http_influencers_project_t *) a)->id,
-                      ((ngx_http_influencers_project_t *) b)->id, 16);
+                      ((ngx_http_influencers_project_t *) b)->id,
+                      NGX_HTTP_INFLUENCERS_UUID_BYTES);
 }
 
 
-ngx_uint_t
+ngx_int_t
 ngx_http_influencers_authenticate(ngx_http_request_t *r,
-    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_uint_t *answer)
 {
     size_t                       len;
     ngx_str_t                    org, scopes;
@@ -285,13 +287,15 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                            "influencers identity: %s",
                            h ? "the Authorization header is not Bearer"
                              : "no Authorization header");
-            return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            return NGX_DECLINED;
         }
 
         if (ngx_http_influencers_sha256(key, len, probe.digest) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "influencers: SHA-256 failed");
-            return NGX_HTTP_INFLUENCERS_INTERNAL;
+            *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+            return NGX_DECLINED;
         }
 
         k = bsearch(&probe, ilcf->directory->keys.elts,
@@ -303,7 +307,8 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "influencers identity: the key is not in the "
                            "directory");
-            return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            return NGX_DECLINED;
         }
 
         ctx->job.org = k->org;
@@ -313,31 +318,39 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                        k->write ? "the write scope held"
                                 : "the write scope missing");
 
-        return k->write ? NGX_HTTP_INFLUENCERS_ACCEPTED
-                        : NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        if (!k->write) {
+            *answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
     }
 
     if (ngx_http_complex_value(r, ilcf->org, &org) != NGX_OK) {
-        return NGX_HTTP_INFLUENCERS_INTERNAL;
+        *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+        return NGX_DECLINED;
     }
 
     if (org.len == 0) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers identity: \"influencers_org\" is empty");
-        return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        return NGX_DECLINED;
     }
 
     if (ngx_http_influencers_valid_org(org.data, org.len) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: the org from \"influencers_org\" is not "
                       "1-64 visible ASCII characters");
-        return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        return NGX_DECLINED;
     }
 
     ctx->job.org = org;
 
     if (ngx_http_complex_value(r, ilcf->scopes, &scopes) != NGX_OK) {
-        return NGX_HTTP_INFLUENCERS_INTERNAL;
+        *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+        return NGX_DECLINED;
     }
 
     if (!ngx_http_influencers_has_scope(scopes.data, scopes.len,
@@ -347,26 +360,28 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers identity: from variables, "
                        "\"influencers_scopes\" lacks the write scope");
-        return NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        *answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        return NGX_DECLINED;
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers identity: from variables, the write scope "
                    "held");
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
-ngx_uint_t
+ngx_int_t
 ngx_http_influencers_authorize_project(ngx_http_request_t *r,
-    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_uint_t *answer)
 {
     ngx_str_t                        target;
     ngx_http_influencers_project_t  *p, probe;
 
     if (ilcf->directory) {
-        ngx_memcpy(probe.id, ctx->job.project, 16);
+        ngx_memcpy(probe.id, ctx->job.project, NGX_HTTP_INFLUENCERS_UUID_BYTES);
 
         p = bsearch(&probe, ilcf->directory->projects.elts,
                     ilcf->directory->projects.nelts,
@@ -382,7 +397,8 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "influencers identity: the project is not in "
                            "this org");
-            return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+            *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+            return NGX_DECLINED;
         }
 
         ctx->target_gender = p->target_gender;
@@ -391,7 +407,7 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
                        "influencers identity: the project is in the org, "
                        "target gender %ui", ctx->target_gender);
 
-        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+        return NGX_OK;
     }
 
     /* with trusted variables, membership is the backend's to judge */
@@ -401,7 +417,8 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
     if (ilcf->target_gender) {
         if (ngx_http_complex_value(r, ilcf->target_gender, &target) != NGX_OK)
         {
-            return NGX_HTTP_INFLUENCERS_INTERNAL;
+            *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+            return NGX_DECLINED;
         }
 
         ctx->target_gender = ngx_http_influencers_enum_find(
@@ -413,5 +430,5 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
                    "influencers identity: the project is the backend's to "
                    "judge, target gender %ui", ctx->target_gender);
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }

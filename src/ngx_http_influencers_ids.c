@@ -16,7 +16,7 @@
 #include "ngx_http_influencers_ids.h"
 
 
-#define NGX_HTTP_INFLUENCERS_RANDOM_POOL  4096
+#define NGX_HTTP_INFLUENCERS_RANDOM_BUF  4096
 
 #if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 #define NGX_HTTP_INFLUENCERS_ENTROPY      "getrandom()"
@@ -32,13 +32,12 @@ static EVP_MD_CTX *ngx_http_influencers_sha256_init(void);
 
 /*
  * One getrandom() call (or read of /dev/urandom) serves many requests.
- * The pool is per process and emptied in every new worker, so that
+ * The buffer is per process and emptied in every new worker, so that
  * workers never share bytes that were drawn before a fork.
  */
 
-static u_char       ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
-static size_t       ngx_http_influencers_pool_pos =
-                        NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+static u_char  ngx_http_influencers_ids_buf[NGX_HTTP_INFLUENCERS_RANDOM_BUF];
+static size_t  ngx_http_influencers_ids_pos = NGX_HTTP_INFLUENCERS_RANDOM_BUF;
 
 #if !(NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 static ngx_fd_t     ngx_http_influencers_urandom = NGX_INVALID_FILE;
@@ -52,24 +51,14 @@ static EVP_MD_CTX  *ngx_http_influencers_md_ctx;
 static const u_char  ngx_http_influencers_crockford[]
     = "0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
-/* each byte's two lower-case hex digits, at twice its value */
-static const u_char  ngx_http_influencers_hex_pairs[] =
-    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
-    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
-    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
-    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
-    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
-    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
-    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 
 void
 ngx_http_influencers_ids_init_process(void)
 {
-    ngx_explicit_memzero(ngx_http_influencers_pool,
-                         NGX_HTTP_INFLUENCERS_RANDOM_POOL);
-    ngx_http_influencers_pool_pos = NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+    ngx_explicit_memzero(ngx_http_influencers_ids_buf,
+                         NGX_HTTP_INFLUENCERS_RANDOM_BUF);
+    ngx_http_influencers_ids_pos = NGX_HTTP_INFLUENCERS_RANDOM_BUF;
 }
 
 
@@ -105,9 +94,9 @@ ngx_http_influencers_refill(void)
 
     got = 0;
 
-    while (got < NGX_HTTP_INFLUENCERS_RANDOM_POOL) {
-        n = ngx_http_influencers_entropy(ngx_http_influencers_pool + got,
-                                      NGX_HTTP_INFLUENCERS_RANDOM_POOL - got);
+    while (got < NGX_HTTP_INFLUENCERS_RANDOM_BUF) {
+        n = ngx_http_influencers_entropy(ngx_http_influencers_ids_buf + got,
+                                      NGX_HTTP_INFLUENCERS_RANDOM_BUF - got);
 
         if (n <= 0) {
             if (n == -1 && ngx_errno == NGX_EINTR) {
@@ -124,7 +113,7 @@ ngx_http_influencers_refill(void)
         got += n;
     }
 
-    ngx_http_influencers_pool_pos = 0;
+    ngx_http_influencers_ids_pos = 0;
 
     return NGX_OK;
 }
@@ -160,27 +149,26 @@ ngx_http_influencers_entropy(u_char *buf, size_t n)
 ngx_int_t
 ngx_http_influencers_random(u_char *buf, size_t n)
 {
-    size_t  chunk;
+    u_char  *p;
+    size_t   chunk;
 
     while (n) {
-        if (ngx_http_influencers_pool_pos == NGX_HTTP_INFLUENCERS_RANDOM_POOL
+        if (ngx_http_influencers_ids_pos == NGX_HTTP_INFLUENCERS_RANDOM_BUF
             && ngx_http_influencers_refill() != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        chunk = ngx_min(n, NGX_HTTP_INFLUENCERS_RANDOM_POOL
-                           - ngx_http_influencers_pool_pos);
+        chunk = ngx_min(n, NGX_HTTP_INFLUENCERS_RANDOM_BUF
+                           - ngx_http_influencers_ids_pos);
 
-        buf = ngx_cpymem(buf,
-                 ngx_http_influencers_pool + ngx_http_influencers_pool_pos,
-                 chunk);
+        p = ngx_http_influencers_ids_buf + ngx_http_influencers_ids_pos;
+        buf = ngx_cpymem(buf, p, chunk);
 
         /* a byte handed out is never handed out again */
-        ngx_explicit_memzero(
-            ngx_http_influencers_pool + ngx_http_influencers_pool_pos, chunk);
+        ngx_explicit_memzero(p, chunk);
 
-        ngx_http_influencers_pool_pos += chunk;
+        ngx_http_influencers_ids_pos += chunk;
         n -= chunk;
     }
 
@@ -193,13 +181,15 @@ ngx_http_influencers_random(u_char *buf, size_t n)
 ngx_int_t
 ngx_http_influencers_request_id(u_char *out, u_char *raw)
 {
-    u_char  bytes[16];
+    u_char  bytes[NGX_HTTP_INFLUENCERS_ID_BYTES];
 
     if (raw == NULL) {
         raw = bytes;
     }
 
-    if (ngx_http_influencers_random(raw, 16) != NGX_OK) {
+    if (ngx_http_influencers_random(raw, NGX_HTTP_INFLUENCERS_ID_BYTES)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
@@ -213,21 +203,7 @@ void
 ngx_http_influencers_request_id_text(u_char *out, const u_char *raw)
 {
     out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
-    ngx_http_influencers_hex_dump(out, raw, 16);
-}
-
-
-/* what ngx_hex_dump() writes, two digits at a time */
-
-u_char *
-ngx_http_influencers_hex_dump(u_char *dst, const u_char *src, size_t len)
-{
-    while (len--) {
-        ngx_memcpy(dst, &ngx_http_influencers_hex_pairs[2 * *src++], 2);
-        dst += 2;
-    }
-
-    return dst;
+    ngx_hex_dump(out, (u_char *) raw, NGX_HTTP_INFLUENCERS_ID_BYTES);
 }
 
 

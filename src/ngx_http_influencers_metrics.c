@@ -315,6 +315,14 @@ ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
         }
     }
 
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
+    }
+
+    if (outcome >= NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES) {
+        return;
+    }
+
     (void) ngx_atomic_fetch_add(&sh->forwards[outcome], 1);
     (void) ngx_atomic_fetch_add(&sh->buckets[i], 1);
     (void) ngx_atomic_fetch_add(&sh->duration_ms, ms);
@@ -463,7 +471,8 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
             }
         }
 
-        code = ngx_http_influencers_answer_name(i);
+        code = (i == NGX_HTTP_INFLUENCERS_ACCEPTED)
+               ? NULL : ngx_http_influencers_answer_name(i);
 
         ngx_http_influencers_print(out,
             "influencers_responses_total{code=\"%ui\",error=\"%s\"} %ui\n",
@@ -733,10 +742,6 @@ ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
     x = ngx_http_influencers_answer_name(a);
     y = ngx_http_influencers_answer_name(b);
 
-    if (x == NULL || y == NULL) {
-        return x == y;
-    }
-
     return ngx_strcmp(x, y) == 0;
 }
 
@@ -850,7 +855,6 @@ static ngx_int_t
 ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
-    u_char                      *p;
     ngx_http_influencers_ctx_t  *ctx;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
@@ -860,19 +864,11 @@ ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    p = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_INF_ID_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, "inf_", 4);
-    ngx_hex_dump(p + 4, ctx->ticket.influencer_id, 16);
-
     v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
-    v->data = p;
+    v->data = ctx->influencer_id;
 
     return NGX_OK;
 }

@@ -27,16 +27,10 @@
 #define NGX_HTTP_INFLUENCERS_IDEM_RESEND    6
 
 
-/* how a forward ended, for influencers_forwards_total */
+/* influencers_forwards_total's outcomes: the first of the forward's */
 
-typedef enum {
-    NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED = 0,
-    NGX_HTTP_INFLUENCERS_FORWARD_FAILED,
-    NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND,
-    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT,
-    NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN,
-    NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES
-} ngx_http_influencers_forward_e;
+#define NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES                                 \
+    (NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN + 1)
 
 
 typedef struct ngx_http_influencers_metrics_sh_s

@@ -93,7 +93,8 @@
  */
 
 /* job_id influencer_id request_id gender age_range retry_after(4) */
-#define NGX_HTTP_INFLUENCERS_JOB_LEN         (16 + 16 + 16 + 1 + 1 + 4)
+#define NGX_HTTP_INFLUENCERS_JOB_LEN                                          \
+    (3 * NGX_HTTP_INFLUENCERS_ID_BYTES + 1 + 1 + 4)
 
 /* 'C' flags token lease_end(8) fingerprint job */
 #define NGX_HTTP_INFLUENCERS_CLAIM_LEN                                        \
@@ -110,7 +111,8 @@
 #define NGX_HTTP_INFLUENCERS_INFLIGHT_LEN                                     \
     (1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + NGX_HTTP_INFLUENCERS_SHA256_LEN)
 #define NGX_HTTP_INFLUENCERS_DONE_LEN                                         \
-    (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 16 + 16 + 4 + 8)
+    (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 2 * NGX_HTTP_INFLUENCERS_ID_BYTES \
+     + 4 + 8)
 
 /* a claim's flags: the job may have reached the backend before */
 #define NGX_HTTP_INFLUENCERS_CLAIM_IN_DOUBT  1
@@ -1217,7 +1219,7 @@ ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
         argv[5] = (const char *) slot->fin.token;
         argvlen[5] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
         argv[6] = (const char *) slot->fin.job_id;
-        argvlen[6] = 16;
+        argvlen[6] = NGX_HTTP_INFLUENCERS_ID_BYTES;
         argv[7] = (const char *) slot->fin.value;
         argvlen[7] = slot->fin.value_len;
         argv[8] = (const char *) slot->ttl;
@@ -1530,7 +1532,7 @@ ngx_http_influencers_redis_release(ngx_http_influencers_redis_slot_t *slot)
     ngx_memcpy(fin.key, slot->digest, NGX_HTTP_INFLUENCERS_SHA256_LEN);
     fin.org_hash = slot->org_hash;
     ngx_memcpy(fin.token, slot->token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
-    ngx_memcpy(fin.job_id, slot->job, 16);
+    ngx_memcpy(fin.job_id, slot->job, NGX_HTTP_INFLUENCERS_ID_BYTES);
     fin.outcome = 'F';
     fin.ttl = link->zone->ttl;
     fin.expires = ngx_http_influencers_wall_ms() + link->zone->lease;
@@ -2582,9 +2584,9 @@ static u_char *
 ngx_http_influencers_redis_value_job(u_char *p,
     ngx_http_influencers_entry_t *entry)
 {
-    p = ngx_cpymem(p, entry->job_id, 16);
-    p = ngx_cpymem(p, entry->influencer_id, 16);
-    p = ngx_cpymem(p, entry->request_id, 16);
+    p = ngx_cpymem(p, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    p = ngx_cpymem(p, entry->influencer_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    p = ngx_cpymem(p, entry->request_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
     *p++ = entry->gender;
     *p++ = entry->age_range;
 
@@ -2596,9 +2598,11 @@ static void
 ngx_http_influencers_redis_read_job(u_char *p,
     ngx_http_influencers_entry_t *entry)
 {
-    ngx_memcpy(entry->job_id, p, 16);
-    ngx_memcpy(entry->influencer_id, p + 16, 16);
-    ngx_memcpy(entry->request_id, p + 32, 16);
+    ngx_memcpy(entry->job_id, p, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->influencer_id, p + NGX_HTTP_INFLUENCERS_ID_BYTES,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->request_id, p + 2 * NGX_HTTP_INFLUENCERS_ID_BYTES,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     entry->gender = p[48];
     entry->age_range = p[49];
     entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 50, 4);
@@ -2712,8 +2716,9 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
         }
 
         p = v + 1 + NGX_HTTP_INFLUENCERS_SHA256_LEN;
-        ngx_memcpy(entry->job_id, p, 16);
-        ngx_memcpy(entry->influencer_id, p + 16, 16);
+        ngx_memcpy(entry->job_id, p, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(entry->influencer_id, p + NGX_HTTP_INFLUENCERS_ID_BYTES,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 32,
                                                                         4);
         entry->expires = ngx_http_influencers_redis_unbe(p + 36, 8);

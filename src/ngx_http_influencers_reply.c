@@ -15,14 +15,14 @@
 #define NGX_HTTP_INFLUENCERS_JOB     "{\"jobId\":\""
 #define NGX_HTTP_INFLUENCERS_INF                                              \
     "\",\"kind\":\"influencer_create\",\"status\":\"running\","              \
-    "\"influencerId\":\"inf_"
+    "\"influencerId\":\""
 #define NGX_HTTP_INFLUENCERS_LOC     "\",\"locationUrl\":\""
 #define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/"
 
 #define NGX_HTTP_INFLUENCERS_ENVELOPE_LEN                                     \
     (sizeof(NGX_HTTP_INFLUENCERS_JOB NGX_HTTP_INFLUENCERS_INF                 \
             NGX_HTTP_INFLUENCERS_LOC NGX_HTTP_INFLUENCERS_JOBS "\"}") - 1      \
-     + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + 32)
+     + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + NGX_HTTP_INFLUENCERS_INF_ID_LEN)
 
 /* nginx 1.22 has no constant (and no reason phrase) for 422 */
 #define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
@@ -35,10 +35,13 @@ typedef struct {
 } ngx_http_influencers_error_t;
 
 
-/* indexed by ngx_http_influencers_answer_e */
+/*
+ * Indexed by ngx_http_influencers_answer_e.  The 202's name is for the
+ * debug log alone: an accepted job has no error code.
+ */
 
 static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
-    { NGX_HTTP_ACCEPTED, ngx_null_string, ngx_null_string },
+    { NGX_HTTP_ACCEPTED, ngx_string("ACCEPTED"), ngx_null_string },
     { NGX_HTTP_BAD_REQUEST, ngx_string("BAD_REQUEST"),
       ngx_string("Bad request.") },
     { NGX_HTTP_UNAUTHORIZED, ngx_string("UNAUTHENTICATED"),
@@ -97,8 +100,13 @@ static ngx_str_t  ngx_http_influencers_json_type =
 
 static ngx_int_t ngx_http_influencers_push(ngx_http_request_t *r,
     char *name, size_t name_len, u_char *value, size_t len);
-static ngx_int_t ngx_http_influencers_push_time(ngx_http_request_t *r,
-    char *name, size_t name_len, time_t t, ngx_uint_t http_date);
+static ngx_int_t ngx_http_influencers_send_answer(ngx_http_request_t *r,
+    u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
+    time_t retry_after);
+static ngx_int_t ngx_http_influencers_push_seconds(ngx_http_request_t *r,
+    char *name, size_t name_len, time_t t);
+static ngx_int_t ngx_http_influencers_push_http_date(ngx_http_request_t *r,
+    char *name, size_t name_len, time_t t);
 static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 
@@ -109,6 +117,24 @@ static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
 
 ngx_int_t
 ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
+    ngx_uint_t answer, ngx_str_t *details)
+{
+    return ngx_http_influencers_send_answer(r, request_id, answer, details,
+                                            0);
+}
+
+
+ngx_int_t
+ngx_http_influencers_send_busy(ngx_http_request_t *r, u_char *request_id,
+    ngx_uint_t answer, time_t retry_after)
+{
+    return ngx_http_influencers_send_answer(r, request_id, answer, NULL,
+                                            retry_after);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
     ngx_uint_t answer, ngx_str_t *details, time_t retry_after)
 {
     size_t                         len;
@@ -145,9 +171,9 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
 
     case NGX_HTTP_CONFLICT:
     case NGX_HTTP_SERVICE_UNAVAILABLE:
-        if (ngx_http_influencers_push_time(r, "Retry-After",
-                                           sizeof("Retry-After") - 1,
-                                           retry_after, 0)
+        if (ngx_http_influencers_push_seconds(r, "Retry-After",
+                                              sizeof("Retry-After") - 1,
+                                              retry_after)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -209,7 +235,7 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
 
 ngx_int_t
 ngx_http_influencers_send_accepted(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed)
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed)
 {
     u_char                               *body, *p, *location;
     ngx_http_influencers_store_ticket_t  *ticket;
@@ -227,7 +253,8 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     p = ngx_http_influencers_json_raw(p, ctx->job_id,
                                       NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_INF);
-    p = ngx_http_influencers_hex_dump(p, ticket->influencer_id, 16);
+    p = ngx_http_influencers_json_raw(p, ctx->influencer_id,
+                                      NGX_HTTP_INFLUENCERS_INF_ID_LEN);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_LOC);
 
     location = p;
@@ -245,24 +272,24 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
         || ngx_http_influencers_push_str(r, "Location", location,
                                          p - 2 - location)
            != NGX_OK
-        || ngx_http_influencers_push_time(r, "Retry-After",
-                                          sizeof("Retry-After") - 1,
-                                          ticket->retry_after, 0)
+        || ngx_http_influencers_push_seconds(r, "Retry-After",
+                                             sizeof("Retry-After") - 1,
+                                             ticket->retry_after)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (ticket->expires
-        && ngx_http_influencers_push_time(r, "Idempotency-Expires",
+        && ngx_http_influencers_push_http_date(r, "Idempotency-Expires",
                                           sizeof("Idempotency-Expires") - 1,
-                                          ticket->expires, 1)
+                                          ticket->expires)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (replayed
+    if (replayed == NGX_HTTP_INFLUENCERS_REPLAYED
         && ngx_http_influencers_push_str(r, "Idempotent-Replayed",
                                          (u_char *) "true", 4)
            != NGX_OK)
@@ -273,7 +300,8 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers answer: 202 %*s%s",
                    (size_t) NGX_HTTP_INFLUENCERS_JOB_ID_LEN, ctx->job_id,
-                   replayed ? ", replayed" : "");
+                   replayed == NGX_HTTP_INFLUENCERS_REPLAYED
+                   ? ", replayed" : "");
 
     ngx_http_influencers_metrics_answer(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
 
@@ -389,7 +417,9 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     r->err_status = 0;
 
-    return ngx_http_influencers_send_error(r, request_id, answer, NULL, 1);
+    /* nginx's own 409s and 503s ask for a retry in a second */
+
+    return ngx_http_influencers_send_answer(r, request_id, answer, NULL, 1);
 }
 
 
@@ -493,26 +523,44 @@ ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
 }
 
 
+/* what "%T" writes, without ngx_sprintf() */
+
 static ngx_int_t
-ngx_http_influencers_push_time(ngx_http_request_t *r, char *name,
-    size_t name_len, time_t t, ngx_uint_t http_date)
+ngx_http_influencers_push_seconds(ngx_http_request_t *r, char *name,
+    size_t name_len, time_t t)
 {
     u_char  *p, *last;
 
-    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    /* what ngx_http_time() and "%T" write, without ngx_sprintf() */
+    last = (t >= 0) ? ngx_http_influencers_decimal(p, (uint64_t) t)
+                    : ngx_sprintf(p, "%T", t);
 
-    if (http_date) {
-        last = ngx_http_influencers_http_time(p, t);
+    return ngx_http_influencers_push(r, name, name_len, p, last - p);
+}
 
-    } else {
-        last = (t >= 0) ? ngx_http_influencers_decimal(p, (uint64_t) t)
-                        : ngx_sprintf(p, "%T", t);
+
+/*
+ * What ngx_http_time() writes, without its ngx_gmtime() and ngx_sprintf():
+ * on every keyed accept and replay, the hot path of issue 9, where
+ * ngx_sprintf()'s format walk is most of what a date costs.
+ */
+
+static ngx_int_t
+ngx_http_influencers_push_http_date(ngx_http_request_t *r, char *name,
+    size_t name_len, time_t t)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
+
+    last = ngx_http_influencers_http_time(p, t);
 
     return ngx_http_influencers_push(r, name, name_len, p, last - p);
 }

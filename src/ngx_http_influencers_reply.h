@@ -43,11 +43,21 @@ typedef enum {
 } ngx_http_influencers_answer_e;
 
 
+/* whether a 202 is the job's first answer, or a replay of it */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_FIRST_ANSWER = 0,
+    NGX_HTTP_INFLUENCERS_REPLAYED
+} ngx_http_influencers_replayed_e;
+
+
+/* an error; a 409 or a 503 with a Retry-After of retry_after seconds */
 ngx_int_t ngx_http_influencers_send_error(ngx_http_request_t *r,
-    u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
-    time_t retry_after);
+    u_char *request_id, ngx_uint_t answer, ngx_str_t *details);
+ngx_int_t ngx_http_influencers_send_busy(ngx_http_request_t *r,
+    u_char *request_id, ngx_uint_t answer, time_t retry_after);
 ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed);
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed);
 ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
 const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
 ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);

@@ -41,7 +41,7 @@ static ngx_http_influencers_store_e ngx_http_influencers_store_unreachable(
 static void ngx_http_influencers_store_owed(
     ngx_http_influencers_store_ctx_t *sc, ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_forward_e outcome,
     ngx_http_influencers_finish_t *fin);
 
 
@@ -244,7 +244,7 @@ ngx_http_influencers_store_e
 ngx_http_influencers_store_finish(ngx_http_request_t *r,
     ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_forward_e outcome,
     ngx_http_influencers_store_pt handler)
 {
     ngx_int_t                          rc;
@@ -305,7 +305,7 @@ static void
 ngx_http_influencers_store_owed(ngx_http_influencers_store_ctx_t *sc,
     ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome, ngx_http_influencers_finish_t *fin)
+    ngx_http_influencers_forward_e outcome, ngx_http_influencers_finish_t *fin)
 {
     ngx_http_influencers_entry_t  entry;
 
@@ -318,9 +318,7 @@ ngx_http_influencers_store_owed(ngx_http_influencers_store_ctx_t *sc,
     fin->ttl = zone->ttl;
     fin->expires = ngx_http_influencers_wall_ms() + zone->ttl;
 
-    switch (outcome) {
-
-    case NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED:
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED) {
         fin->outcome = 'A';
 
         ngx_memzero(&entry, sizeof(ngx_http_influencers_entry_t));
@@ -341,16 +339,11 @@ ngx_http_influencers_store_owed(ngx_http_influencers_store_ctx_t *sc,
         fin->value_len = (uint32_t) ngx_http_influencers_redis_accepted(
                                         fin->value, sc->op.fingerprint,
                                         &entry);
-        break;
 
-    case NGX_HTTP_INFLUENCERS_OUTCOME_FAILED:
-        fin->outcome = 'F';
-        break;
-
-    default: /* NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN */
-        fin->outcome = 'U';
-        break;
+        return;
     }
+
+    fin->outcome = ngx_http_influencers_forward_in_doubt(outcome) ? 'U' : 'F';
 }
 
 

@@ -70,7 +70,7 @@ ngx_http_influencers_store_e ngx_http_influencers_store_claim(
 ngx_http_influencers_store_e ngx_http_influencers_store_finish(
     ngx_http_request_t *r, ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_forward_e outcome,
     ngx_http_influencers_store_pt handler);
 void ngx_http_influencers_store_cleanup(
     ngx_http_influencers_store_ticket_t *ticket);

@@ -120,14 +120,20 @@ static size_t ngx_http_influencers_skip_value(const u_char *p, size_t i,
 static int ngx_http_influencers_check_duplicates(
     ngx_http_influencers_body_t *b, const u_char *p, size_t len);
 static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
-static int ngx_http_influencers_hex(u_char c);
 
 
-int
+/* a problem recorded (INVALID), or no memory to record it (NO_MEMORY) */
+
+#define ngx_http_influencers_body_refused(failed)                            \
+    ((failed) ? NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY                           \
+              : NGX_HTTP_INFLUENCERS_BODY_INVALID)
+
+
+ngx_http_influencers_body_rc_e
 ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int           nested, dups;
+    int           nested, dups, failed;
     const char   *key;
     json_t       *root, *v;
     json_error_t  err;
@@ -135,13 +141,13 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     memset(b, 0, sizeof(ngx_http_influencers_body_t));
 
     if (len == 0) {
-        return 0;
+        return NGX_HTTP_INFLUENCERS_BODY_VALID;
     }
 
     if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        return ngx_http_influencers_add_error(b, NULL,
-                                              "Byte-order mark is not allowed.")
-               ? -1 : 1;
+        failed = ngx_http_influencers_add_error(b, NULL,
+                                          "Byte-order mark is not allowed.");
+        return ngx_http_influencers_body_refused(failed);
     }
 
     /*
@@ -169,25 +175,27 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         dups = 1;
 
         if (ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0) {
-            return -1;
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
     if (root == NULL) {
-        return ngx_http_influencers_json_error(b, &err) ? -1 : 1;
+        failed = ngx_http_influencers_json_error(b, &err);
+        return ngx_http_influencers_body_refused(failed);
     }
 
     if (!json_is_object(root)) {
         key = ngx_http_influencers_type_error(root,
                                               ngx_http_influencers_not_object);
         json_decref(root);
-        return ngx_http_influencers_add_error(b, NULL, key) ? -1 : 1;
+        failed = ngx_http_influencers_add_error(b, NULL, key);
+        return ngx_http_influencers_body_refused(failed);
     }
 
     b->root = root;
 
     if (dups && ngx_http_influencers_check_duplicates(b, p, len) != 0) {
-        return -1;
+        return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
 
     nested = 0;
@@ -196,7 +204,7 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         nested |= json_is_object(v) || json_is_array(v);
 
         if (ngx_http_influencers_check_field(b, key, v) != 0) {
-            return -1;
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
@@ -211,29 +219,31 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         && ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
         && ngx_http_influencers_add_error(b, NULL, "Nesting too deep.") != 0)
     {
-        return -1;
+        return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
 
     if (b->nerrs == 0) {
-        return 0;
+        return NGX_HTTP_INFLUENCERS_BODY_VALID;
     }
 
-    return ngx_http_influencers_group_errors(b) ? -1 : 1;
+    failed = ngx_http_influencers_group_errors(b);
+
+    return ngx_http_influencers_body_refused(failed);
 }
 
 
-int
+ngx_http_influencers_body_rc_e
 ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int  rc;
+    ngx_http_influencers_body_rc_e  rc;
 
     rc = ngx_http_influencers_body_check(b, p, len);
 
-    if (rc == 1) {
+    if (rc == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
         b->errors = ngx_http_influencers_errors_json(b);
         if (b->errors == NULL) {
-            return -1;
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
@@ -1214,13 +1224,14 @@ ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
 
 /* where each byte's two hex digits start in 8-4-4-4-12 */
 
-static const u_char  ngx_http_influencers_uuid_pos[16] = {
+static const u_char
+    ngx_http_influencers_uuid_pos[NGX_HTTP_INFLUENCERS_UUID_BYTES] = {
     0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
 };
 
 
-static int
-ngx_http_influencers_hex(u_char c)
+int
+ngx_http_influencers_hex_digit(u_char c)
 {
     if ((unsigned int) (c - '0') < 10) {
         return c - '0';
@@ -1239,8 +1250,9 @@ ngx_http_influencers_hex(u_char c)
 int
 ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 {
-    int     hi, lo;
-    size_t  i;
+    int            hi, lo;
+    size_t         i;
+    const u_char  *d;
 
     if (len != NGX_HTTP_INFLUENCERS_UUID_LEN
         || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
@@ -1248,9 +1260,10 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
         return -1;
     }
 
-    for (i = 0; i < 16; i++) {
-        hi = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i]]);
-        lo = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i] + 1]);
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_UUID_BYTES; i++) {
+        d = p + ngx_http_influencers_uuid_pos[i];
+        hi = ngx_http_influencers_hex_digit(d[0]);
+        lo = ngx_http_influencers_hex_digit(d[1]);
 
         if ((hi | lo) < 0) {
             return -1;
@@ -1275,7 +1288,7 @@ ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
     out[18] = '-';
     out[23] = '-';
 
-    for (i = 0; i < 16; i++) {
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_UUID_BYTES; i++) {
         q = out + ngx_http_influencers_uuid_pos[i];
         q[0] = hex[id[i] >> 4];
         q[1] = hex[id[i] & 0xf];

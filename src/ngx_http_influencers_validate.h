@@ -23,6 +23,7 @@
 #define NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES  (4 * 60)
 #define NGX_HTTP_INFLUENCERS_IDEM_MAX          255
 #define NGX_HTTP_INFLUENCERS_UUID_LEN          36
+#define NGX_HTTP_INFLUENCERS_UUID_BYTES        16
 #define NGX_HTTP_INFLUENCERS_MAX_DEPTH         32
 
 /* gender and ageRange are indexes into the tables below; 0 is "omitted" */
@@ -86,17 +87,25 @@ typedef struct {
 } ngx_http_influencers_body_t;
 
 
+/* what a body's check found (the values are the unit tests' too) */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_BODY_VALID = 0,
+    NGX_HTTP_INFLUENCERS_BODY_INVALID = 1,      /* b->errs, b->nerrs set */
+    NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY = -1
+} ngx_http_influencers_body_rc_e;
+
+
 /*
- * 0: valid; 1: invalid, b->errs and b->nerrs set; -1: out of memory.
  * Whatever it returns, ngx_http_influencers_body_free() frees what it
  * allocated.
  */
-int ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
-    const u_char *p, size_t len);
+ngx_http_influencers_body_rc_e ngx_http_influencers_body_check(
+    ngx_http_influencers_body_t *b, const u_char *p, size_t len);
 
 /* the same, and an invalid body's problems as a jansson object in errors */
-int ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
-    const u_char *p, size_t len);
+ngx_http_influencers_body_rc_e ngx_http_influencers_body_parse(
+    ngx_http_influencers_body_t *b, const u_char *p, size_t len);
 void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
 
 /*
@@ -132,6 +141,12 @@ u_char *ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
  */
 size_t ngx_http_influencers_body_canonical(
     const ngx_http_influencers_body_t *b, u_char *out);
+
+/*
+ * A hex digit's value, either case, else -1: the one hex parser of the
+ * nginx-free code (nginx's ngx_hextoi() reads a whole number, and nginx).
+ */
+int ngx_http_influencers_hex_digit(u_char c);
 
 /* 0 and 16 bytes in out when p is a UUID (8-4-4-4-12 hex), else -1 */
 int ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out);

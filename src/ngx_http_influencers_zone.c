@@ -76,8 +76,9 @@ typedef struct {
     ngx_msec_t                    due;
 } ngx_http_influencers_owed_t;
 
-/* a zone in fleet mode keeps a finish for every 16 records */
+/* a zone in fleet mode keeps a finish for every 16 records, 16 at least */
 #define NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED  16
+#define NGX_HTTP_INFLUENCERS_OWED_MIN          16
 
 
 typedef struct {
@@ -87,9 +88,10 @@ typedef struct {
     uint32_t                      org;          /* 0: not held */
     u_char                        key[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
-    u_char                        job_id[16];
-    u_char                        influencer_id[16];
-    u_char                        request_id[16];   /* the job's first */
+    u_char                        job_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
+    u_char                        influencer_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
+    /* the job's first request's */
+    u_char                        request_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
     uint64_t                      body;         /* 0: not known here */
@@ -199,8 +201,10 @@ static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
 static void ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec);
-static ngx_http_influencers_org_t *ngx_http_influencers_org(
-    ngx_http_influencers_shctx_t *sh, uint64_t hash, ngx_uint_t create);
+static ngx_http_influencers_org_t *ngx_http_influencers_org_find(
+    ngx_http_influencers_shctx_t *sh, uint64_t hash);
+static ngx_http_influencers_org_t *ngx_http_influencers_org_add(
+    ngx_http_influencers_shctx_t *sh, uint64_t hash);
 static void ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_record_t *rec, uint64_t hash);
 static void ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
@@ -467,7 +471,8 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     avail = shpool->pfree * ngx_pagesize;
     size = 5 * NGX_ALIGNMENT + 2 * sizeof(uint32_t)
-           + (fleet ? 16 * sizeof(ngx_http_influencers_owed_t) : 0);
+           + (fleet ? NGX_HTTP_INFLUENCERS_OWED_MIN
+                      * sizeof(ngx_http_influencers_owed_t) : 0);
 
     if (avail <= size + per) {
         return 0;
@@ -477,7 +482,8 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     for ( ;; ) {
         norg = n / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET + 1;
-        nowed = fleet ? ngx_max(n / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED, 16)
+        nowed = fleet ? ngx_max(n / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED,
+                                NGX_HTTP_INFLUENCERS_OWED_MIN)
                       : 0;
         owed = ngx_align(nowed * sizeof(ngx_http_influencers_owed_t),
                          NGX_ALIGNMENT);
@@ -594,7 +600,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     /* no org holds more than its share, so none can lock another out */
 
     limit = ngx_max(1, sh->records * zone->org_share / 100);
-    org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+    org = ngx_http_influencers_org_find(sh, claim->org_hash);
 
     if (org && org->nheld >= limit) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -604,7 +610,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
         /* its own expired entries first, wherever the others' are */
         ngx_http_influencers_expire_org(sh, org, now);
-        org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+        org = ngx_http_influencers_org_find(sh, claim->org_hash);
     }
 
     /* a share of the whole zone is no share: a full zone is a full zone */
@@ -871,7 +877,7 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome,
+    ngx_http_influencers_forward_e outcome,
     ngx_uint_t cache, ngx_log_t *log)
 {
     ngx_int_t                       seq;
@@ -890,7 +896,8 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     /* the record may hold another job by now, once this one's expired */
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FREE
-        || ngx_memcmp(rec->job_id, ticket->job_id, 16) != 0)
+        || ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) != 0)
     {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": finish of a job no longer "
@@ -898,7 +905,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED) {
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED) {
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
             /* another forward of the job was accepted first */
@@ -918,7 +925,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+    if (ngx_http_influencers_forward_failed(outcome)) {
         sh->counters.failed++;
 
     } else {
@@ -944,16 +951,16 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     sh->ninflight--;
 
     if (rec->keyed
-        && (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN || rec->in_doubt))
+        && (ngx_http_influencers_forward_in_doubt(outcome) || rec->in_doubt))
     {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": %s: the key keeps its job",
                        &zone->name,
-                       outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                       ngx_http_influencers_forward_in_doubt(outcome)
                        ? "outcome unknown"
                        : "failed, but an earlier forward may have landed");
 
-        if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+        if (ngx_http_influencers_forward_failed(outcome)) {
             sh->counters.kept++;
         }
 
@@ -974,10 +981,10 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                    "influencers zone \"%V\": %s",
                    &zone->name,
-                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                   ngx_http_influencers_forward_in_doubt(outcome)
                    ? "outcome unknown, no key" : "failed, the key released");
 
-    rec->state = (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN)
+    rec->state = ngx_http_influencers_forward_in_doubt(outcome)
                  ? NGX_HTTP_INFLUENCERS_LOST : NGX_HTTP_INFLUENCERS_FAILED;
 
     if (rec->keyed) {
@@ -1144,7 +1151,8 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
 
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
         || rec->attempt != (u_char) ticket->attempt
-        || ngx_memcmp(rec->job_id, ticket->job_id, 16) != 0)
+        || ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) != 0)
     {
         goto done;
     }
@@ -1215,14 +1223,16 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
         && rec->attempt == (u_char) ticket->attempt
-        && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0)
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) == 0)
     {
         ngx_queue_remove(&rec->queue);
         sh->ninflight--;
         ngx_http_influencers_unhold(sh, rec);
 
-        ngx_memcpy(rec->job_id, entry->job_id, 16);
-        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+        ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         rec->retry_after = entry->retry_after;
         rec->expires = entry->expires;
         rec->deadline = ngx_current_msec
@@ -1236,8 +1246,9 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(ticket->job_id, entry->job_id, 16);
-    ngx_memcpy(ticket->influencer_id, entry->influencer_id, 16);
+    ngx_memcpy(ticket->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     ticket->retry_after = entry->retry_after;
     ticket->expires = (time_t) (entry->expires / 1000);
     ticket->expires_ms = entry->expires;
@@ -1276,11 +1287,14 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
         && rec->attempt == (u_char) ticket->attempt
-        && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0)
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) == 0)
     {
-        ngx_memcpy(rec->job_id, entry->job_id, 16);
-        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
-        ngx_memcpy(rec->request_id, entry->request_id, 16);
+        ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->request_id, entry->request_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         rec->gender = entry->gender;
         rec->age_range = entry->age_range;
         rec->retry_after = entry->retry_after;
@@ -1289,9 +1303,11 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(ticket->job_id, entry->job_id, 16);
-    ngx_memcpy(ticket->influencer_id, entry->influencer_id, 16);
-    ngx_memcpy(ticket->request_id, entry->request_id, 16);
+    ngx_memcpy(ticket->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->request_id, entry->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     ticket->gender = entry->gender;
     ticket->age_range = entry->age_range;
     ticket->retry_after = entry->retry_after;
@@ -1316,7 +1332,11 @@ ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (rec->cached && ngx_memcmp(rec->job_id, ticket->job_id, 16) == 0) {
+    if (rec->cached
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES)
+           == 0)
+    {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "influencers zone \"%V\": cache entry forgotten",
                        &zone->name);
@@ -1820,11 +1840,11 @@ ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
 }
 
 
-/* an org's count, found, or made when it takes its first record */
+/* an org's count: NULL while it holds no record */
 
 static ngx_http_influencers_org_t *
-ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
-    ngx_uint_t create)
+ngx_http_influencers_org_find(ngx_http_influencers_shctx_t *sh,
+    uint64_t hash)
 {
     uint32_t                    *bucket, no;
     ngx_http_influencers_org_t  *org;
@@ -1840,9 +1860,27 @@ ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
         }
     }
 
-    if (!create) {
-        return NULL;
+    return NULL;
+}
+
+
+/* an org's count, found, or made when it takes its first record */
+
+static ngx_http_influencers_org_t *
+ngx_http_influencers_org_add(ngx_http_influencers_shctx_t *sh,
+    uint64_t hash)
+{
+    uint32_t                    *bucket, no;
+    ngx_http_influencers_org_t  *org;
+
+    org = ngx_http_influencers_org_find(sh, hash);
+
+    if (org) {
+        return org;
     }
+
+    bucket = &sh->org_buckets[ngx_http_influencers_mix(sh, hash,
+                                                       sh->norg_buckets)];
 
     if (sh->orgs_free) {
         no = sh->orgs_free;
@@ -1877,7 +1915,7 @@ ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
 
     /* an org count for every record is carved, so one is always there */
 
-    org = ngx_http_influencers_org(sh, hash, 1);
+    org = ngx_http_influencers_org_add(sh, hash);
 
     if (org) {
         rec->org = ngx_http_influencers_org_no(sh, org);
@@ -2172,9 +2210,11 @@ ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
     ngx_memcpy(entry->key, rec->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(entry->fingerprint, rec->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(entry->job_id, rec->job_id, 16);
-    ngx_memcpy(entry->influencer_id, rec->influencer_id, 16);
-    ngx_memcpy(entry->request_id, rec->request_id, 16);
+    ngx_memcpy(entry->job_id, rec->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->influencer_id, rec->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->request_id, rec->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     entry->expires = rec->expires;
     entry->org_hash = rec->org
                       ? ngx_http_influencers_org_at(sh, rec->org)->hash : 0;
@@ -2292,7 +2332,7 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     share = ngx_max(1, sh->records * zone->org_share / 100);
     share -= (share > 1) ? ngx_max(share / 10, 1) : 0;
 
-    org = ngx_http_influencers_org(sh, entry->org_hash, 0);
+    org = ngx_http_influencers_org_find(sh, entry->org_hash);
 
     if (org && org->nheld >= share) {
         rc = NGX_HTTP_INFLUENCERS_OVER_SHARE;
@@ -2309,9 +2349,11 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     ngx_memcpy(rec->key, entry->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(rec->fingerprint, entry->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(rec->job_id, entry->job_id, 16);
-    ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
-    ngx_memcpy(rec->request_id, entry->request_id, 16);
+    ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(rec->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(rec->request_id, entry->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     rec->retry_after = entry->retry_after;
     rec->gender = entry->gender;
     rec->age_range = entry->age_range;
@@ -2482,9 +2524,11 @@ static void
 ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket)
 {
-    ngx_memcpy(ticket->job_id, rec->job_id, 16);
-    ngx_memcpy(ticket->influencer_id, rec->influencer_id, 16);
-    ngx_memcpy(ticket->request_id, rec->request_id, 16);
+    ngx_memcpy(ticket->job_id, rec->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, rec->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->request_id, rec->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     ticket->gender = rec->gender;
     ticket->age_range = rec->age_range;
     ticket->retry_after = rec->retry_after;

@@ -96,7 +96,7 @@ ngx_http_influencers_store_e ngx_http_influencers_zone_replay(
     ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log);
 void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_outcome_e outcome, ngx_uint_t cache, ngx_log_t *log);
+    ngx_http_influencers_forward_e outcome, ngx_uint_t cache, ngx_log_t *log);
 void ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket);
 void ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
