@@ -15,6 +15,7 @@
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
+#include "ngx_http_influencers_variables.h"
 
 
 #define NGX_HTTP_INFLUENCERS_PREFIX  "/v1/projects/"
@@ -67,6 +68,8 @@ static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
     ngx_http_influencers_body_t *b, ngx_str_t *out);
 static ngx_int_t ngx_http_influencers_request_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
+static ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_metrics_handler(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_influencers_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
@@ -97,6 +100,9 @@ static char *ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post,
 
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
+
+static ngx_str_t  ngx_http_influencers_text_type =
+    ngx_string("text/plain; version=0.0.4; charset=utf-8");
 
 /* this configuration's, random: see ngx_http_influencers_key_digest() */
 static uint64_t  ngx_http_influencers_generation;
@@ -372,7 +378,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    ilcf->directory ? "directory" : "variable",
                    &ctx->job.org,
                    rc == NGX_OK ? "influencers:write"
-                                : ngx_http_influencers_answer_name(*answer));
+                                : ngx_http_influencers_answers_name(*answer));
 
     if (rc != NGX_OK) {
         return rc;
@@ -383,7 +389,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: path \"%V\": %s", &r->uri,
                    rc == NGX_OK ? "a project"
-                                : ngx_http_influencers_answer_name(*answer));
+                                : ngx_http_influencers_answers_name(*answer));
 
     if (rc != NGX_OK) {
         return rc;
@@ -394,7 +400,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: project membership: %s, target %ui",
                    rc == NGX_OK ? "the org's"
-                                : ngx_http_influencers_answer_name(*answer),
+                                : ngx_http_influencers_answers_name(*answer),
                    ctx->target_gender);
 
     if (rc != NGX_OK) {
@@ -409,7 +415,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    "influencers: Idempotency-Key: %s, %uz bytes: %s",
                    ctx->has_idem ? "sent" : "none", ctx->idem_len,
                    rc == NGX_OK ? "valid"
-                                : ngx_http_influencers_answer_name(*answer));
+                                : ngx_http_influencers_answers_name(*answer));
 
     if (rc != NGX_OK) {
         return rc;
@@ -580,7 +586,7 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "influencers: request refused, %s",
-                  ngx_http_influencers_answer_name(answer));
+                  ngx_http_influencers_answers_name(answer));
 
     if (answer != NGX_HTTP_INFLUENCERS_TOO_LARGE) {
         /* no "100 Continue" for a request that is refused anyway */
@@ -1362,13 +1368,61 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
 }
 
 
+/* influencers_stats: one zone's counters as JSON */
+
+static ngx_int_t
+ngx_http_influencers_stats_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                         body;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_influencers_metrics_stats(r, ilcf->stats_zone->data, &body)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* influencers_metrics: every zone's counters and the module's */
+
+static ngx_int_t
+ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
+{
+    ngx_str_t  body;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_influencers_metrics_prometheus(r, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+
+    return ngx_http_influencers_send_body(r,
+                                          &ngx_http_influencers_text_type,
+                                          sizeof("text/plain") - 1,
+                                          body.data, body.len);
+}
+
+
 static ngx_int_t
 ngx_http_influencers_preconfiguration(ngx_conf_t *cf)
 {
     /* before the directory file is read with jansson */
     ngx_http_influencers_jansson_init();
 
-    return ngx_http_influencers_metrics_variables(cf);
+    return ngx_http_influencers_variables_add(cf);
 }
 
 

@@ -17,10 +17,6 @@
 #include "ngx_http_influencers_validate.h"
 #include "ngx_http_influencers_ids.h"
 #include "ngx_http_influencers_store_types.h"
-#include "ngx_http_influencers_forward.h"
-
-
-#define NGX_HTTP_INFLUENCERS_ORG_MAX  64
 
 
 typedef struct ngx_http_influencers_zone_s       ngx_http_influencers_zone_t;
@@ -50,13 +46,59 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                          org;
-    u_char                             project[NGX_HTTP_INFLUENCERS_UUID_BYTES];
+    u_char                   project[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     ngx_uint_t                         gender;
     ngx_uint_t                         age_range;
     u_char                   prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
     size_t                             prompt_len;
     unsigned                           has_prompt:1;
 } ngx_http_influencers_job_t;
+
+
+/*
+ * How a forward ended: the forward's (ngx_http_influencers_forward.c sets
+ * it, and says which answer each gets); here so that the request's
+ * context can hold it and the store and the metrics read it without the
+ * forward's header.  What the store cares for is whether the job may
+ * have reached the backend: a forward that failed before a byte was
+ * sent, or that the backend answered with a status, failed for sure; one
+ * cut short after the job was sent may have landed (in doubt).  The first
+ * five are influencers_forwards_total's outcomes, in its order.
+ */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED = 0,    /* a 2xx */
+    NGX_HTTP_INFLUENCERS_FORWARD_FAILED,          /* for sure */
+    NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND,       /* the backend's 404 */
+    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT,         /* nginx's 504, nothing
+                                                     sent: for sure */
+    NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN,         /* sent, cut short: in
+                                                     doubt */
+    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT,    /* nginx's 504 after the
+                                                     job was sent: in doubt */
+    NGX_HTTP_INFLUENCERS_FORWARD_NOT_STARTED      /* no subrequest: for
+                                                     sure, never counted */
+} ngx_http_influencers_forward_e;
+
+
+/* the key keeps its job: the forward may have reached the backend */
+
+static ngx_inline ngx_uint_t
+ngx_http_influencers_forward_in_doubt(ngx_http_influencers_forward_e outcome)
+{
+    return outcome == NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN
+           || outcome == NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT;
+}
+
+
+/* the job did not reach the backend, or the backend refused it */
+
+static ngx_inline ngx_uint_t
+ngx_http_influencers_forward_failed(ngx_http_influencers_forward_e outcome)
+{
+    return outcome != NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED
+           && !ngx_http_influencers_forward_in_doubt(outcome);
+}
 
 
 typedef struct ngx_http_influencers_ctx_s {

@@ -12,9 +12,6 @@
 #include "ngx_http_influencers_directory.h"
 
 
-#define NGX_HTTP_INFLUENCERS_SCOPE  "influencers:write"
-
-
 const ngx_http_influencers_enum_t  ngx_http_influencers_targets[] = {
     { "", 0 },
     { "male", 4 },

@@ -17,9 +17,6 @@
 #include "ngx_http_influencers_validate.h"
 
 
-/* the same as ngx_http_influencers.h's: a change to one alone won't build */
-#define NGX_HTTP_INFLUENCERS_ORG_MAX  64
-
 /* values of a project's targetGender; gender indexes come first */
 #define NGX_HTTP_INFLUENCERS_TARGET_ANY  4
 

@@ -6,7 +6,7 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_forward.h"
-#include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_answers.h"
 #include "ngx_http_influencers_metrics.h"
 #include "ngx_http_influencers_json.h"
 
@@ -361,7 +361,7 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
     ngx_log_debug6(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
                    "influencers forward: done, rc %i, status %ui: %s%s%s, "
                    "%i ms", rc, status,
-                   ngx_http_influencers_answer_name(
+                   ngx_http_influencers_answers_name(
                        ngx_http_influencers_forward_answer(outcome)),
                    sent ? ", sent" : ", nothing sent",
                    ngx_http_influencers_forward_in_doubt(outcome)

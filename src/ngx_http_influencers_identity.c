@@ -6,10 +6,7 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
-#include "ngx_http_influencers_reply.h"
-
-
-#define NGX_HTTP_INFLUENCERS_SCOPE  "influencers:write"
+#include "ngx_http_influencers_answers.h"
 
 
 typedef struct {

@@ -2,10 +2,10 @@
 /*
  * Copyright (C) The influencers module authors.
  *
- * What the module counts and lets be logged: the answers and forwards of
- * every worker in a small shared zone of its own, the zones' counters as
- * JSON (influencers_stats) and in Prometheus's text format
- * (influencers_metrics), and the variables for log_format.
+ * What the module counts: the answers and forwards of every worker in a
+ * small shared zone of its own, and the zones' counters as JSON
+ * (influencers_stats) and in Prometheus's text format
+ * (influencers_metrics).
  */
 
 
@@ -14,17 +14,6 @@
 
 
 #include "ngx_http_influencers.h"
-
-
-/* the request's idempotency outcome, for $influencers_idempotency */
-
-#define NGX_HTTP_INFLUENCERS_IDEM_NONE      0
-#define NGX_HTTP_INFLUENCERS_IDEM_CLAIM     1
-#define NGX_HTTP_INFLUENCERS_IDEM_REPLAY    2
-#define NGX_HTTP_INFLUENCERS_IDEM_CONFLICT  3
-#define NGX_HTTP_INFLUENCERS_IDEM_MISMATCH  4
-#define NGX_HTTP_INFLUENCERS_IDEM_RELEASED  5
-#define NGX_HTTP_INFLUENCERS_IDEM_RESEND    6
 
 
 /* influencers_forwards_total's outcomes: the first of the forward's */
@@ -47,15 +36,17 @@ typedef struct {
 
 void *ngx_http_influencers_metrics_create_main_conf(ngx_conf_t *cf);
 ngx_int_t ngx_http_influencers_metrics_add(ngx_conf_t *cf);
-ngx_int_t ngx_http_influencers_metrics_variables(ngx_conf_t *cf);
 
 void ngx_http_influencers_metrics_answer(ngx_http_request_t *r,
     ngx_uint_t answer);
 void ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
     ngx_http_influencers_forward_e outcome, ngx_msec_t ms);
 
-ngx_int_t ngx_http_influencers_metrics_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
+/* the bodies of influencers_metrics and influencers_stats */
+ngx_int_t ngx_http_influencers_metrics_prometheus(ngx_http_request_t *r,
+    ngx_str_t *text);
+ngx_int_t ngx_http_influencers_metrics_stats(ngx_http_request_t *r,
+    ngx_http_influencers_zone_t *zone, ngx_str_t *json);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_METRICS_H_INCLUDED_ */

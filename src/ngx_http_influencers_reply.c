@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_influencers.h"
+#include "ngx_http_influencers_answers.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
 #include "ngx_http_influencers_json.h"
@@ -24,76 +25,6 @@
             NGX_HTTP_INFLUENCERS_LOC NGX_HTTP_INFLUENCERS_JOBS "\"}") - 1      \
      + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + NGX_HTTP_INFLUENCERS_INF_ID_LEN)
 
-/* nginx 1.22 has no constant (and no reason phrase) for 422 */
-#define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
-
-
-typedef struct {
-    ngx_uint_t   status;
-    ngx_str_t    code;
-    ngx_str_t    message;
-} ngx_http_influencers_error_t;
-
-
-/*
- * Indexed by ngx_http_influencers_answer_e.  The 202's name is for the
- * debug log alone: an accepted job has no error code.
- */
-
-static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
-    { NGX_HTTP_ACCEPTED, ngx_string("ACCEPTED"), ngx_null_string },
-    { NGX_HTTP_BAD_REQUEST, ngx_string("BAD_REQUEST"),
-      ngx_string("Bad request.") },
-    { NGX_HTTP_UNAUTHORIZED, ngx_string("UNAUTHENTICATED"),
-      ngx_string("Missing or invalid API key.") },
-    { NGX_HTTP_FORBIDDEN, ngx_string("FORBIDDEN_SCOPE"),
-      ngx_string("API key lacks the influencers:write scope.") },
-    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"),
-      ngx_string("Project not found.") },
-    { NGX_HTTP_NOT_ALLOWED, ngx_string("METHOD_NOT_ALLOWED"),
-      ngx_string("Method not allowed.") },
-    { NGX_HTTP_REQUEST_TIME_OUT, ngx_string("REQUEST_TIMEOUT"),
-      ngx_string("The request was not received in time.") },
-    { NGX_HTTP_CONFLICT, ngx_string("IDEMPOTENCY_IN_PROGRESS"),
-      ngx_string("A request with this Idempotency-Key is still in "
-                 "progress.") },
-    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, ngx_string("PAYLOAD_TOO_LARGE"),
-      ngx_string("Request body too large.") },
-    { NGX_HTTP_REQUEST_URI_TOO_LARGE, ngx_string("URI_TOO_LONG"),
-      ngx_string("Request URI too long.") },
-    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, ngx_string("UNSUPPORTED_MEDIA_TYPE"),
-      ngx_string("Content-Type must be application/json.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid body.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid path parameter.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid Idempotency-Key header.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("IDEMPOTENCY_KEY_REUSED"),
-      ngx_string("This Idempotency-Key was used with a different "
-                 "request.") },
-    { NGX_HTTP_BAD_REQUEST, ngx_string("REQUEST_HEADER_TOO_LARGE"),
-      ngx_string("Request header too large.") },
-    { NGX_HTTP_INTERNAL_SERVER_ERROR, ngx_string("INTERNAL"),
-      ngx_string("Internal error.") },
-    { NGX_HTTP_NOT_IMPLEMENTED, ngx_string("NOT_IMPLEMENTED"),
-      ngx_string("Not implemented.") },
-    { NGX_HTTP_BAD_GATEWAY, ngx_string("UPSTREAM_ERROR"),
-      ngx_string("The rendering backend failed.") },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("CAPACITY"),
-      ngx_string("The gateway cannot take the job now.") },
-    { NGX_HTTP_GATEWAY_TIME_OUT, ngx_string("UPSTREAM_TIMEOUT"),
-      ngx_string("The rendering backend did not answer in time.") },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("UNAVAILABLE"),
-      ngx_string("Service unavailable.") },
-    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"), ngx_string("Not found.") },
-    { NGX_HTTP_TOO_MANY_REQUESTS, ngx_string("TOO_MANY_REQUESTS"),
-      ngx_string("Too many requests.") },
-    { NGX_HTTP_VERSION_NOT_SUPPORTED, ngx_string("HTTP_VERSION_NOT_SUPPORTED"),
-      ngx_string("HTTP version not supported.") }
-};
-
-
 static ngx_str_t  ngx_http_influencers_json_type =
     ngx_string("application/json");
 
@@ -107,6 +38,8 @@ static ngx_int_t ngx_http_influencers_push_seconds(ngx_http_request_t *r,
     char *name, size_t name_len, time_t t);
 static ngx_int_t ngx_http_influencers_push_http_date(ngx_http_request_t *r,
     char *name, size_t name_len, time_t t);
+static void ngx_http_influencers_reply_count(ngx_http_request_t *r,
+    ngx_uint_t answer);
 static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 
@@ -137,11 +70,11 @@ static ngx_int_t
 ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
     ngx_uint_t answer, ngx_str_t *details, time_t retry_after)
 {
-    size_t                         len;
-    u_char                        *body, *p;
-    ngx_http_influencers_error_t  *e;
+    size_t                           len;
+    u_char                          *body, *p;
+    const ngx_http_influencers_answer_t  *e;
 
-    e = &ngx_http_influencers_errors[answer];
+    e = ngx_http_influencers_answers_get(answer);
 
     if (ngx_http_influencers_push_str(r, "X-Request-Id", request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
@@ -227,7 +160,7 @@ ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
                    "influencers answer: %ui %V%s", e->status, &e->code,
                    details ? ", with details" : "");
 
-    ngx_http_influencers_metrics_answer(r, answer);
+    ngx_http_influencers_reply_count(r, answer);
 
     return ngx_http_influencers_send(r, e->status, body, p - body);
 }
@@ -303,33 +236,9 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
                    replayed == NGX_HTTP_INFLUENCERS_REPLAYED
                    ? ", replayed" : "");
 
-    ngx_http_influencers_metrics_answer(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
+    ngx_http_influencers_reply_count(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
 
     return ngx_http_influencers_send(r, NGX_HTTP_ACCEPTED, body, p - body);
-}
-
-
-const char *
-ngx_http_influencers_answer_name(ngx_uint_t answer)
-{
-    return (const char *) ngx_http_influencers_errors[answer].code.data;
-}
-
-
-ngx_uint_t
-ngx_http_influencers_answer_status(ngx_uint_t answer)
-{
-    return ngx_http_influencers_errors[answer].status;
-}
-
-
-/* how many answers there are: every one is counted */
-
-ngx_uint_t
-ngx_http_influencers_answers(void)
-{
-    return sizeof(ngx_http_influencers_errors)
-           / sizeof(ngx_http_influencers_error_t);
 }
 
 
@@ -342,8 +251,9 @@ ngx_http_influencers_answers(void)
 ngx_int_t
 ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 {
-    u_char      *request_id;
-    ngx_uint_t   status, answer;
+    u_char                      *request_id;
+    ngx_uint_t                   status, answer;
+    ngx_http_influencers_ctx_t  *ctx;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
@@ -402,7 +312,7 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers errors: nginx's %ui answered as %s",
-                   status, ngx_http_influencers_answer_name(answer));
+                   status, ngx_http_influencers_answers_name(answer));
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
@@ -413,6 +323,20 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
         || ngx_http_influencers_request_id(request_id, NULL) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /*
+     * An internal redirect dropped the request's context: this location's
+     * handler makes one, for the log's variables ($influencers_error).
+     * Without memory for it, the answer goes all the same.
+     */
+
+    if (ngx_http_get_module_ctx(r, ngx_http_influencers_module) == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
+
+        if (ctx) {
+            ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
+        }
     }
 
     r->err_status = 0;
@@ -563,4 +487,21 @@ ngx_http_influencers_push_http_date(ngx_http_request_t *r, char *name,
     last = ngx_http_influencers_http_time(p, t);
 
     return ngx_http_influencers_push(r, name, name_len, p, last - p);
+}
+
+
+/* every answer counted, and kept for $influencers_error */
+
+static void
+ngx_http_influencers_reply_count(ngx_http_request_t *r, ngx_uint_t answer)
+{
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ngx_http_influencers_metrics_answer(r, answer);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx) {
+        ctx->answer = answer;
+    }
 }

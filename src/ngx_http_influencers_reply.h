@@ -12,35 +12,7 @@
 
 
 #include "ngx_http_influencers.h"
-
-
-typedef enum {
-    NGX_HTTP_INFLUENCERS_ACCEPTED = 0,
-    NGX_HTTP_INFLUENCERS_BAD_REQUEST,
-    NGX_HTTP_INFLUENCERS_UNAUTHENTICATED,
-    NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE,
-    NGX_HTTP_INFLUENCERS_NOT_FOUND,
-    NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED,
-    NGX_HTTP_INFLUENCERS_REQUEST_TIMEOUT,
-    NGX_HTTP_INFLUENCERS_IN_PROGRESS,
-    NGX_HTTP_INFLUENCERS_TOO_LARGE,
-    NGX_HTTP_INFLUENCERS_URI_TOO_LONG,
-    NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
-    NGX_HTTP_INFLUENCERS_INVALID_BODY,
-    NGX_HTTP_INFLUENCERS_INVALID_PATH,
-    NGX_HTTP_INFLUENCERS_INVALID_IDEM,
-    NGX_HTTP_INFLUENCERS_KEY_REUSED,
-    NGX_HTTP_INFLUENCERS_HEADER_TOO_LARGE,
-    NGX_HTTP_INFLUENCERS_INTERNAL,
-    NGX_HTTP_INFLUENCERS_NOT_IMPLEMENTED,
-    NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR,
-    NGX_HTTP_INFLUENCERS_CAPACITY,
-    NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT,
-    NGX_HTTP_INFLUENCERS_UNAVAILABLE,
-    NGX_HTTP_INFLUENCERS_NO_ROUTE,
-    NGX_HTTP_INFLUENCERS_TOO_MANY_REQUESTS,
-    NGX_HTTP_INFLUENCERS_VERSION_NOT_SUPPORTED
-} ngx_http_influencers_answer_e;
+#include "ngx_http_influencers_answers.h"
 
 
 /* whether a 202 is the job's first answer, or a replay of it */
@@ -59,9 +31,6 @@ ngx_int_t ngx_http_influencers_send_busy(ngx_http_request_t *r,
 ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed);
 ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
-const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
-ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);
-ngx_uint_t ngx_http_influencers_answers(void);
 ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
 ngx_int_t ngx_http_influencers_send_body(ngx_http_request_t *r,

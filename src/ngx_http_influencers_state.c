@@ -148,6 +148,17 @@ static ngx_fd_t ngx_http_influencers_open_regular(u_char *name, int mode,
     int create, ngx_log_t *log);
 
 
+/* what the zone calls, as its journal */
+
+const ngx_http_influencers_zone_journal_t
+    ngx_http_influencers_state_journal = {
+    ngx_http_influencers_state_open,
+    ngx_http_influencers_state_load,
+    ngx_http_influencers_state_rotate,
+    ngx_http_influencers_state_append
+};
+
+
 /* the journal is synced in nginx's "default" thread pool, if it has one */
 
 ngx_int_t

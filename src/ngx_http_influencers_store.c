@@ -574,6 +574,7 @@ ngx_http_influencers_store_zone_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
+    zone->journal = &ngx_http_influencers_state_journal;
     zone->ttl = (ngx_msec_t) ttl * 1000;
     zone->lease = (ngx_msec_t) lease * 1000;
     zone->org_share = share;

@@ -26,6 +26,12 @@
 #define NGX_HTTP_INFLUENCERS_UUID_BYTES        16
 #define NGX_HTTP_INFLUENCERS_MAX_DEPTH         32
 
+/* an org's name: 1-64 visible ASCII characters */
+#define NGX_HTTP_INFLUENCERS_ORG_MAX           64
+
+/* the scope a caller needs */
+#define NGX_HTTP_INFLUENCERS_SCOPE             "influencers:write"
+
 /* gender and ageRange are indexes into the tables below; 0 is "omitted" */
 #define NGX_HTTP_INFLUENCERS_GENDER_MALE       1
 #define NGX_HTTP_INFLUENCERS_GENDER_FEMALE     2

@@ -6,7 +6,6 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
-#include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_siphash.h"
 
 
@@ -355,7 +354,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->shpool = ozone->shpool;
         sh->ttl = zone->ttl;
 
-        return ngx_http_influencers_state_open(zone, ozone, shm_zone->shm.log);
+        return zone->journal->open(zone, ozone, shm_zone->shm.log);
     }
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -423,13 +422,13 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh = sh;
     zone->shpool = shpool;
 
-    if (ngx_http_influencers_state_open(zone, NULL, shm_zone->shm.log)
+    if (zone->journal->open(zone, NULL, shm_zone->shm.log)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_http_influencers_state_load(zone, &sh->journal, shm_zone->shm.log);
+    zone->journal->load(zone, &sh->journal, shm_zone->shm.log);
 
     return NGX_OK;
 }
@@ -674,7 +673,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
          */
 
         if (zone->redis == NULL) {
-            seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+            seq = zone->journal->rotate(zone, &sh->journal, log);
 
             if (seq != NGX_DECLINED) {
                 ngx_http_influencers_entry(sh, rec, &entry);
@@ -702,7 +701,7 @@ done:
                    ngx_http_influencers_claim_names[rc]);
 
     if (seq != NGX_DECLINED) {
-        ngx_http_influencers_state_append(zone, seq, &entry, log);
+        zone->journal->append(zone, seq, &entry, log);
     }
 
     if (log_full) {
@@ -1004,7 +1003,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 done:
 
     if (state) {
-        seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+        seq = zone->journal->rotate(zone, &sh->journal, log);
 
         if (seq != NGX_DECLINED) {
             if (state != NGX_HTTP_INFLUENCERS_ENTRY_RELEASED) {
@@ -1025,7 +1024,7 @@ done:
                        "influencers zone \"%V\": to the journal's segment %i",
                        &zone->name, seq);
 
-        ngx_http_influencers_state_append(zone, seq, &entry, log);
+        zone->journal->append(zone, seq, &entry, log);
     }
 }
 

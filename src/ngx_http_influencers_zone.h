@@ -26,6 +26,45 @@
 #define NGX_HTTP_INFLUENCERS_COUNT_BAD       4
 
 
+/*
+ * The journal is a ring of this many segment files, written in turn; a
+ * segment is reused only once every entry in it has expired.
+ */
+#define NGX_HTTP_INFLUENCERS_SEGMENTS  16
+
+
+/*
+ * What the workers share of the journal: it lives in the zone, under its
+ * lock, since a segment is chosen as the entry it records is changed.
+ */
+
+typedef struct {
+    ngx_uint_t                    seq;          /* the segment written now */
+    uint64_t                      started[NGX_HTTP_INFLUENCERS_SEGMENTS];
+} ngx_http_influencers_journal_t;
+
+
+/*
+ * The zone's journal: the state file's functions, handed to the zone as
+ * it is declared, so that the zone tells the file of every entry without
+ * calling into it by name.
+ */
+
+typedef struct {
+    ngx_int_t   (*open)(ngx_http_influencers_zone_t *zone,
+                        ngx_http_influencers_zone_t *ozone, ngx_log_t *log);
+    void        (*load)(ngx_http_influencers_zone_t *zone,
+                        ngx_http_influencers_journal_t *journal,
+                        ngx_log_t *log);
+    ngx_int_t   (*rotate)(ngx_http_influencers_zone_t *zone,
+                          ngx_http_influencers_journal_t *journal,
+                          ngx_log_t *log);
+    void        (*append)(ngx_http_influencers_zone_t *zone, ngx_uint_t seq,
+                          ngx_http_influencers_entry_t *entry,
+                          ngx_log_t *log);
+} ngx_http_influencers_zone_journal_t;
+
+
 struct ngx_http_influencers_zone_s {
     ngx_str_t                     name;
     ngx_shm_zone_t               *shm_zone;
@@ -36,6 +75,7 @@ struct ngx_http_influencers_zone_s {
     ngx_uint_t                    org_share;    /* percent of the records */
     ngx_str_t                     state_file;
     void                         *state;        /* this process's journal */
+    const ngx_http_influencers_zone_journal_t  *journal;
 
     /* fleet mode: the claims live in Redis, this zone is their cache */
     void                         *redis;
