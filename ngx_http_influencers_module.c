@@ -303,7 +303,7 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
 
-    if (ngx_http_influencers_request_id(ctx->request_id, ctx->request_raw)
+    if (ngx_http_influencers_ids_request_id(ctx->request_id, ctx->request_raw)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -334,9 +334,8 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
         r->keepalive = 0;
         r->lingering_close = 1;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                               NGX_HTTP_INFLUENCERS_TOO_LARGE,
-                                               NULL);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_TOO_LARGE, NULL);
     }
 
     /* nginx answers the rest (400 bad framing, 500) and drops keepalive */
@@ -369,7 +368,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    rc = ngx_http_influencers_authenticate(r, ilcf, ctx, answer);
+    rc = ngx_http_influencers_identity_authenticate(r, ilcf, ctx, answer);
 
     /* the org only: never the key, nor its digest */
 
@@ -395,7 +394,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
         return rc;
     }
 
-    rc = ngx_http_influencers_authorize_project(r, ilcf, ctx, answer);
+    rc = ngx_http_influencers_identity_authorize_project(r, ilcf, ctx, answer);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: project membership: %s, target %ui",
@@ -459,8 +458,8 @@ ngx_http_influencers_json_type(ngx_http_request_t *r)
     h = r->headers_in.content_type;
 
     return h != NULL
-           && ngx_http_influencers_check_content_type(h->value.data,
-                                                      h->value.len)
+           && ngx_http_influencers_validate_check_content_type(h->value.data,
+                                                               h->value.len)
               == 0;
 }
 
@@ -494,7 +493,8 @@ ngx_http_influencers_parse_path(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_influencers_parse_uuid(id, len, ctx->job.project) != 0) {
+    if (ngx_http_influencers_validate_parse_uuid(id, len,
+                                                 ctx->job.project) != 0) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"projectId\":[\"Invalid uuid\"]}}");
         *answer = NGX_HTTP_INFLUENCERS_INVALID_PATH;
@@ -554,9 +554,9 @@ ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
     n = -1;
 
     if (key->value.len <= 2 * NGX_HTTP_INFLUENCERS_IDEM_MAX + 2) {
-        n = ngx_http_influencers_parse_idempotency_key(key->value.data,
-                                                       key->value.len,
-                                                       ctx->idem);
+        n = ngx_http_influencers_validate_parse_idempotency_key(key->value.data,
+                                                                key->value.len,
+                                                                ctx->idem);
     }
 
     if (n < 0) {
@@ -597,8 +597,8 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
         }
     }
 
-    return ngx_http_influencers_send_error(r, ctx->request_id, answer,
-                                           details);
+    return ngx_http_influencers_reply_send_error(r, ctx->request_id, answer,
+                                                 details);
 }
 
 
@@ -652,9 +652,8 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: a chunked body's type is not JSON");
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                               NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
-                                               NULL);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_MEDIA_TYPE, NULL);
     }
 
     claim.idem = NULL;
@@ -687,7 +686,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 
     if (checked == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
         rc = ngx_http_influencers_details(r, &b, &details);
-        ngx_http_influencers_body_free(&b);
+        ngx_http_influencers_validate_body_free(&b);
 
         if (rc != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -696,13 +695,13 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "influencers: invalid body, %V", &details);
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
                                           NGX_HTTP_INFLUENCERS_INVALID_BODY,
                                           &details);
     }
 
     if (checked != NGX_HTTP_INFLUENCERS_BODY_VALID) {
-        ngx_http_influencers_body_free(&b);
+        ngx_http_influencers_validate_body_free(&b);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: out of memory while parsing the body");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -718,7 +717,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 
     rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
 
-    ngx_http_influencers_body_free(&b);
+    ngx_http_influencers_validate_body_free(&b);
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -868,7 +867,7 @@ ngx_http_influencers_resolve(ngx_http_request_t *r,
  * The idempotency key is (org, Idempotency-Key); the fingerprint is the
  * method, the canonical path and the body's meaning: keys sorted, no
  * insignificant whitespace, strings encoded one way, empty is "{}"
- * (ngx_http_influencers_body_canonical(): the bytes never change).
+ * (ngx_http_influencers_validate_body_canonical(): the bytes never change).
  */
 
 static ngx_int_t
@@ -885,7 +884,8 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
                          + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
     /* the project as the forward and the fingerprint write it */
-    ngx_http_influencers_format_uuid(ctx->job.project, ctx->project_id);
+    ngx_http_influencers_validate_format_uuid(ctx->job.project,
+                                              ctx->project_id);
 
     claim->gender = ctx->job.gender;
     claim->age_range = ctx->job.age_range;
@@ -893,8 +893,8 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
     claim->org_hash = ngx_http_influencers_store_org_hash(ctx->job.org.data,
                                                           ctx->job.org.len);
 
-    if (ngx_http_influencers_random((u_char *) &claim->random,
-                                    sizeof(claim->random))
+    if (ngx_http_influencers_ids_random((u_char *) &claim->random,
+                                        sizeof(claim->random))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -910,10 +910,10 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
     p = ngx_cpymem(p, ctx->project_id, NGX_HTTP_INFLUENCERS_UUID_LEN);
     p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_SUFFIX "\n",
                    sizeof(NGX_HTTP_INFLUENCERS_SUFFIX "\n") - 1);
-    p += ngx_http_influencers_body_canonical(b, p);
+    p += ngx_http_influencers_validate_body_canonical(b, p);
 
-    if (ngx_http_influencers_sha256(fingerprint, p - fingerprint,
-                                    claim->fingerprint)
+    if (ngx_http_influencers_ids_sha256(fingerprint, p - fingerprint,
+                                        claim->fingerprint)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -951,7 +951,7 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
     p = ngx_cpymem(p, ctx->job.org.data, ctx->job.org.len);
     p = ngx_cpymem(p, ctx->idem, ctx->idem_len);
 
-    if (ngx_http_influencers_sha256(key, p - key, claim->key) != NGX_OK) {
+    if (ngx_http_influencers_ids_sha256(key, p - key, claim->key) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: computing the key's digest failed");
         return NGX_ERROR;
@@ -1072,8 +1072,8 @@ ngx_http_influencers_act(ngx_http_request_t *r,
         /* the key's job in doubt: sent again as it was first sent */
 
         ngx_http_influencers_job_ids(ctx);
-        ngx_http_influencers_request_id_text(ctx->job_request_id,
-                                             ctx->ticket.request_id);
+        ngx_http_influencers_ids_request_id_text(ctx->job_request_id,
+                                                 ctx->ticket.request_id);
         ctx->job.gender = ctx->ticket.gender;
         ctx->job.age_range = ctx->ticket.age_range;
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RESEND;
@@ -1083,32 +1083,28 @@ ngx_http_influencers_act(ngx_http_request_t *r,
         ngx_http_influencers_job_ids(ctx);
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_REPLAY;
 
-        return ngx_http_influencers_send_accepted(r, ctx,
+        return ngx_http_influencers_reply_send_accepted(r, ctx,
                                                NGX_HTTP_INFLUENCERS_REPLAYED);
 
     case NGX_HTTP_INFLUENCERS_STORE_BUSY:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_CONFLICT;
 
-        return ngx_http_influencers_send_busy(r, ctx->request_id,
-                                              NGX_HTTP_INFLUENCERS_IN_PROGRESS,
-                                              ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_IN_PROGRESS, ilcf->busy_retry_after);
 
     case NGX_HTTP_INFLUENCERS_STORE_MISMATCH:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_MISMATCH;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                               NGX_HTTP_INFLUENCERS_KEY_REUSED,
-                                               NULL);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_KEY_REUSED, NULL);
 
     case NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE:
-        return ngx_http_influencers_send_busy(r, ctx->request_id,
-                                              NGX_HTTP_INFLUENCERS_UNAVAILABLE,
-                                              ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_UNAVAILABLE, ilcf->busy_retry_after);
 
     default: /* FULL, OVER_SHARE */
-        return ngx_http_influencers_send_busy(r, ctx->request_id,
-                                              NGX_HTTP_INFLUENCERS_CAPACITY,
-                                              ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_CAPACITY, ilcf->busy_retry_after);
     }
 
     /* from here the store is owed the forward's outcome */
@@ -1188,8 +1184,8 @@ static void
 ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx)
 {
     ngx_memcpy(ctx->job_id, "job_", sizeof("job_") - 1);
-    ngx_http_influencers_ulid_encode(ctx->ticket.job_id,
-                                     ctx->job_id + sizeof("job_") - 1);
+    ngx_http_influencers_ids_ulid_encode(ctx->ticket.job_id,
+                                         ctx->job_id + sizeof("job_") - 1);
 
     ngx_memcpy(ctx->influencer_id, "inf_", sizeof("inf_") - 1);
     ngx_hex_dump(ctx->influencer_id + sizeof("inf_") - 1,
@@ -1295,7 +1291,7 @@ ngx_http_influencers_answer(ngx_http_request_t *r,
     accepted = (ctx->forward == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED);
 
     if (accepted || ctx->ticket.landed) {
-        return ngx_http_influencers_send_accepted(r, ctx,
+        return ngx_http_influencers_reply_send_accepted(r, ctx,
                                        (ctx->ticket.resend || !accepted)
                                        ? NGX_HTTP_INFLUENCERS_REPLAYED
                                        : NGX_HTTP_INFLUENCERS_FIRST_ANSWER);
@@ -1303,7 +1299,8 @@ ngx_http_influencers_answer(ngx_http_request_t *r,
 
     answer = ngx_http_influencers_forward_answer(ctx->forward);
 
-    return ngx_http_influencers_send_error(r, ctx->request_id, answer, NULL);
+    return ngx_http_influencers_reply_send_error(r, ctx->request_id, answer,
+                                                 NULL);
 }
 
 
@@ -1312,12 +1309,13 @@ ngx_http_influencers_details(ngx_http_request_t *r,
     ngx_http_influencers_body_t *b, ngx_str_t *out)
 {
     out->data = ngx_pnalloc(r->pool,
-                            ngx_http_influencers_body_errors_len(b));
+                            ngx_http_influencers_validate_body_errors_len(b));
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    out->len = ngx_http_influencers_body_errors(b, out->data) - out->data;
+    out->len = ngx_http_influencers_validate_body_errors(b,
+                                                         out->data) - out->data;
 
     return NGX_OK;
 }
@@ -1388,7 +1386,7 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
-    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
+    return ngx_http_influencers_reply_send_json(r, NGX_HTTP_OK, &body);
 }
 
 
@@ -1409,10 +1407,10 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
 
     r->headers_out.status = NGX_HTTP_OK;
 
-    return ngx_http_influencers_send_body(r,
-                                          &ngx_http_influencers_text_type,
-                                          sizeof("text/plain") - 1,
-                                          body.data, body.len);
+    return ngx_http_influencers_reply_send_body(r,
+                                                &ngx_http_influencers_text_type,
+                                                sizeof("text/plain") - 1,
+                                                body.data, body.len);
 }
 
 
@@ -1437,8 +1435,8 @@ ngx_http_influencers_init(ngx_conf_t *cf)
      * next: the directory or a directive may validate them otherwise
      */
 
-    if (ngx_http_influencers_random((u_char *) &ngx_http_influencers_generation,
-                                    sizeof(uint64_t))
+    if (ngx_http_influencers_ids_random(
+            (u_char *) &ngx_http_influencers_generation, sizeof(uint64_t))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1678,7 +1676,7 @@ ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_influencers_errors_handler;
+    clcf->handler = ngx_http_influencers_reply_errors_handler;
 
     /*
      * An HTTP/2 request whose content-length is over client_max_body_size
@@ -1746,7 +1744,8 @@ ngx_http_influencers_directory(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    ilcf->directory = ngx_http_influencers_directory_load(cf, &value[1]);
+    ilcf->directory = ngx_http_influencers_identity_directory_load(cf,
+                                                                   &value[1]);
 
     return ilcf->directory ? NGX_CONF_OK : NGX_CONF_ERROR;
 }

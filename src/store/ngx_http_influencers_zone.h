@@ -192,7 +192,7 @@ ngx_uint_t ngx_http_influencers_zone_restore(
 ngx_int_t ngx_http_influencers_zone_check(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_entry_t *entry);
 ngx_uint_t ngx_http_influencers_zone_room(ngx_http_influencers_zone_t *zone);
-uint64_t ngx_http_influencers_wall_ms(void);
+uint64_t ngx_http_influencers_zone_wall_ms(void);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_ZONE_H_INCLUDED_ */

@@ -80,46 +80,48 @@ static const char *const  ngx_http_influencers_not_string[] = {
 };
 
 
-static void *ngx_http_influencers_body_grow(void *old, size_t old_size,
+static void *ngx_http_influencers_validate_body_grow(void *old, size_t old_size,
     size_t size);
-static void ngx_http_influencers_body_release(void *p);
-static int ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
-    const char *field, const char *message);
-static int ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
-    json_error_t *err);
-static int ngx_http_influencers_load_zeroed(const u_char *p, size_t len,
-    json_t **root, json_error_t *err);
-static size_t ngx_http_influencers_skip_number(const u_char *p, size_t i,
-    size_t len);
-static size_t ngx_http_influencers_skip_digits(const u_char *p, size_t i,
-    size_t len);
-static const char *ngx_http_influencers_type_error(json_t *v,
+static void ngx_http_influencers_validate_body_release(void *p);
+static int ngx_http_influencers_validate_add_error(
+    ngx_http_influencers_body_t *b, const char *field, const char *message);
+static int ngx_http_influencers_validate_json_error(
+    ngx_http_influencers_body_t *b, json_error_t *err);
+static int ngx_http_influencers_validate_load_zeroed(
+    const u_char *p, size_t len, json_t **root, json_error_t *err);
+static size_t ngx_http_influencers_validate_skip_number(
+    const u_char *p, size_t i, size_t len);
+static size_t ngx_http_influencers_validate_skip_digits(
+    const u_char *p, size_t i, size_t len);
+static const char *ngx_http_influencers_validate_type_error(json_t *v,
     const char *const *messages);
-static int ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b);
-static int ngx_http_influencers_error_by_field(const void *a,
-    const void *b);
-static int ngx_http_influencers_error_by_order(const void *a,
-    const void *b);
-static json_t *ngx_http_influencers_errors_json(
+static int ngx_http_influencers_validate_group_errors(
     ngx_http_influencers_body_t *b);
-static u_char *ngx_http_influencers_error_message(u_char *p,
+static int ngx_http_influencers_validate_error_by_field(const void *a,
+    const void *b);
+static int ngx_http_influencers_validate_error_by_order(const void *a,
+    const void *b);
+static json_t *ngx_http_influencers_validate_errors_json(
+    ngx_http_influencers_body_t *b);
+static u_char *ngx_http_influencers_validate_error_message(u_char *p,
     const ngx_http_influencers_body_error_t *e);
-static int ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
-    const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
-    const char *message, unsigned int *out);
-static int ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b,
-    json_t *v);
-static int ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
-    const char *key, json_t *v);
-static size_t ngx_http_influencers_skip_ws(const u_char *p, size_t i,
+static int ngx_http_influencers_validate_check_enum(
+    ngx_http_influencers_body_t *b, const char *field, json_t *v,
+    const ngx_http_influencers_enum_t *table, const char *message,
+    unsigned int *out);
+static int ngx_http_influencers_validate_check_prompt(
+    ngx_http_influencers_body_t *b, json_t *v);
+static int ngx_http_influencers_validate_check_field(
+    ngx_http_influencers_body_t *b, const char *key, json_t *v);
+static size_t ngx_http_influencers_validate_skip_ws(const u_char *p, size_t i,
     size_t len);
-static size_t ngx_http_influencers_skip_string(const u_char *p, size_t i,
-    size_t len);
-static size_t ngx_http_influencers_skip_value(const u_char *p, size_t i,
-    size_t len);
-static int ngx_http_influencers_check_duplicates(
+static size_t ngx_http_influencers_validate_skip_string(
+    const u_char *p, size_t i, size_t len);
+static size_t ngx_http_influencers_validate_skip_value(
+    const u_char *p, size_t i, size_t len);
+static int ngx_http_influencers_validate_check_duplicates(
     ngx_http_influencers_body_t *b, const u_char *p, size_t len);
-static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
+static size_t ngx_http_influencers_validate_depth(const u_char *p, size_t len);
 
 
 /* a problem recorded (INVALID), or no memory to record it (NO_MEMORY) */
@@ -130,7 +132,7 @@ static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
 
 
 ngx_http_influencers_body_rc_e
-ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_body_check(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
     int           nested, dups, failed;
@@ -145,7 +147,7 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     }
 
     if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        failed = ngx_http_influencers_add_error(b, NULL,
+        failed = ngx_http_influencers_validate_add_error(b, NULL,
                                           "Byte-order mark is not allowed.");
         return ngx_http_influencers_body_refused(failed);
     }
@@ -174,27 +176,29 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         /* parsed again with no check for duplicates: scanned for them */
         dups = 1;
 
-        if (ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0) {
+        if (ngx_http_influencers_validate_load_zeroed(p, len, &root,
+                                                      &err) != 0) {
             return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
     if (root == NULL) {
-        failed = ngx_http_influencers_json_error(b, &err);
+        failed = ngx_http_influencers_validate_json_error(b, &err);
         return ngx_http_influencers_body_refused(failed);
     }
 
     if (!json_is_object(root)) {
-        key = ngx_http_influencers_type_error(root,
-                                              ngx_http_influencers_not_object);
+        key = ngx_http_influencers_validate_type_error(root,
+            ngx_http_influencers_not_object);
         json_decref(root);
-        failed = ngx_http_influencers_add_error(b, NULL, key);
+        failed = ngx_http_influencers_validate_add_error(b, NULL, key);
         return ngx_http_influencers_body_refused(failed);
     }
 
     b->root = root;
 
-    if (dups && ngx_http_influencers_check_duplicates(b, p, len) != 0) {
+    if (dups && ngx_http_influencers_validate_check_duplicates(b, p,
+                                                               len) != 0) {
         return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
 
@@ -203,7 +207,7 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     json_object_foreach(root, key, v) {
         nested |= json_is_object(v) || json_is_array(v);
 
-        if (ngx_http_influencers_check_field(b, key, v) != 0) {
+        if (ngx_http_influencers_validate_check_field(b, key, v) != 0) {
             return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
@@ -216,8 +220,11 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
      */
 
     if (nested
-        && ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
-        && ngx_http_influencers_add_error(b, NULL, "Nesting too deep.") != 0)
+        && ngx_http_influencers_validate_depth(p, len)
+           > NGX_HTTP_INFLUENCERS_MAX_DEPTH
+        && ngx_http_influencers_validate_add_error(b, NULL,
+                                                   "Nesting too deep.")
+           != 0)
     {
         return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
@@ -226,22 +233,22 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         return NGX_HTTP_INFLUENCERS_BODY_VALID;
     }
 
-    failed = ngx_http_influencers_group_errors(b);
+    failed = ngx_http_influencers_validate_group_errors(b);
 
     return ngx_http_influencers_body_refused(failed);
 }
 
 
 ngx_http_influencers_body_rc_e
-ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
     ngx_http_influencers_body_rc_e  rc;
 
-    rc = ngx_http_influencers_body_check(b, p, len);
+    rc = ngx_http_influencers_validate_body_check(b, p, len);
 
     if (rc == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
-        b->errors = ngx_http_influencers_errors_json(b);
+        b->errors = ngx_http_influencers_validate_errors_json(b);
         if (b->errors == NULL) {
             return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
@@ -252,7 +259,7 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
 
 
 void
-ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_body_free(ngx_http_influencers_body_t *b)
 {
     if (b->root) {
         json_decref(b->root);
@@ -264,12 +271,12 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
         b->errors = NULL;
     }
 
-    ngx_http_influencers_body_release(b->errs);
+    ngx_http_influencers_validate_body_release(b->errs);
     b->errs = NULL;
     b->nerrs = 0;
     b->nalloc = 0;
 
-    ngx_http_influencers_body_release(b->names);
+    ngx_http_influencers_validate_body_release(b->names);
     b->names = NULL;
     b->names_len = 0;
     b->names_alloc = 0;
@@ -285,8 +292,8 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
  */
 
 size_t
-ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
-    u_char *out)
+ngx_http_influencers_validate_body_canonical(
+    const ngx_http_influencers_body_t *b, u_char *out)
 {
     u_char                             *p;
     const ngx_http_influencers_enum_t  *e;
@@ -327,20 +334,20 @@ ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
 
 
 static int
-ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_field(ngx_http_influencers_body_t *b,
     const char *key, json_t *v)
 {
     const ngx_http_influencers_banned_t  *ban;
 
     if (strcmp(key, "gender") == 0) {
-        return ngx_http_influencers_check_enum(b, key, v,
+        return ngx_http_influencers_validate_check_enum(b, key, v,
                    ngx_http_influencers_genders,
                    "Invalid enum value. Expected 'male' | 'female' | "
                    "'non_binary'", &b->gender);
     }
 
     if (strcmp(key, "ageRange") == 0) {
-        return ngx_http_influencers_check_enum(b, key, v,
+        return ngx_http_influencers_validate_check_enum(b, key, v,
                    ngx_http_influencers_age_ranges,
                    "Invalid enum value. Expected 'teen' | 'young_adult' | "
                    "'adult' | 'mid_adult' | 'mature' | 'senior'",
@@ -348,37 +355,37 @@ ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
     }
 
     if (strcmp(key, "prompt") == 0) {
-        return ngx_http_influencers_check_prompt(b, v);
+        return ngx_http_influencers_validate_check_prompt(b, v);
     }
 
     for (ban = ngx_http_influencers_banned; ban->key; ban++) {
         if (strcmp(key, ban->key) == 0) {
-            return ngx_http_influencers_add_error(b, key, ban->message);
+            return ngx_http_influencers_validate_add_error(b, key,
+                                                           ban->message);
         }
     }
 
-    return ngx_http_influencers_add_error(b, key, "Unrecognized key.");
+    return ngx_http_influencers_validate_add_error(b, key, "Unrecognized key.");
 }
 
 
 static int
-ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_enum(ngx_http_influencers_body_t *b,
     const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
     const char *message, unsigned int *out)
 {
     unsigned int  i;
 
     if (!json_is_string(v)) {
-        return ngx_http_influencers_add_error(b, field,
-                   ngx_http_influencers_type_error(v,
+        return ngx_http_influencers_validate_add_error(b, field,
+                   ngx_http_influencers_validate_type_error(v,
                                              ngx_http_influencers_not_string));
     }
 
-    i = ngx_http_influencers_enum_find(table,
-                                       (const u_char *) json_string_value(v),
-                                       json_string_length(v));
+    i = ngx_http_influencers_validate_enum_find(table,
+        (const u_char *) json_string_value(v), json_string_length(v));
     if (i == 0) {
-        return ngx_http_influencers_add_error(b, field, message);
+        return ngx_http_influencers_validate_add_error(b, field, message);
     }
 
     *out = i;
@@ -388,14 +395,15 @@ ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
 
 
 static int
-ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
+ngx_http_influencers_validate_check_prompt(ngx_http_influencers_body_t *b,
+                                           json_t *v)
 {
     size_t         i, len, chars;
     const u_char  *p;
 
     if (!json_is_string(v)) {
-        return ngx_http_influencers_add_error(b, "prompt",
-                   ngx_http_influencers_type_error(v,
+        return ngx_http_influencers_validate_add_error(b, "prompt",
+                   ngx_http_influencers_validate_type_error(v,
                                              ngx_http_influencers_not_string));
     }
 
@@ -413,12 +421,12 @@ ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
     }
 
     if (chars < 1) {
-        return ngx_http_influencers_add_error(b, "prompt",
+        return ngx_http_influencers_validate_add_error(b, "prompt",
                                "String must contain at least 1 character(s)");
     }
 
     if (chars > NGX_HTTP_INFLUENCERS_PROMPT_MAX_CHARS) {
-        return ngx_http_influencers_add_error(b, "prompt",
+        return ngx_http_influencers_validate_add_error(b, "prompt",
                                "String must contain at most 60 character(s)");
     }
 
@@ -430,8 +438,8 @@ ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
 
 
 unsigned int
-ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
-    const u_char *p, size_t len)
+ngx_http_influencers_validate_enum_find(
+    const ngx_http_influencers_enum_t *table, const u_char *p, size_t len)
 {
     unsigned int  i;
 
@@ -453,7 +461,7 @@ ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
  */
 
 static void *
-ngx_http_influencers_body_grow(void *old, size_t old_size, size_t size)
+ngx_http_influencers_validate_body_grow(void *old, size_t old_size, size_t size)
 {
     void           *p;
     json_free_t     f;
@@ -476,7 +484,7 @@ ngx_http_influencers_body_grow(void *old, size_t old_size, size_t size)
 
 
 static void
-ngx_http_influencers_body_release(void *p)
+ngx_http_influencers_validate_body_release(void *p)
 {
     json_free_t     f;
     json_malloc_t   m;
@@ -495,7 +503,7 @@ ngx_http_influencers_body_release(void *p)
  */
 
 static int
-ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message)
 {
     size_t                              n, size;
@@ -505,7 +513,7 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     if (b->nerrs == b->nalloc) {
         n = b->nalloc ? 2 * b->nalloc : 4;
 
-        p = ngx_http_influencers_body_grow(b->errs,
+        p = ngx_http_influencers_validate_body_grow(b->errs,
                 b->nalloc * sizeof(ngx_http_influencers_body_error_t),
                 n * sizeof(ngx_http_influencers_body_error_t));
         if (p == NULL) {
@@ -535,7 +543,8 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
                 size *= 2;
             }
 
-            p = ngx_http_influencers_body_grow(b->names, b->names_len, size);
+            p = ngx_http_influencers_validate_body_grow(b->names, b->names_len,
+                                                        size);
             if (p == NULL) {
                 return -1;
             }
@@ -565,7 +574,7 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
  */
 
 static int
-ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_group_errors(ngx_http_influencers_body_t *b)
 {
     size_t                              i, first;
     ngx_http_influencers_body_error_t  *e;
@@ -583,7 +592,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
     }
 
     qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
-          ngx_http_influencers_error_by_field);
+          ngx_http_influencers_validate_error_by_field);
 
     first = 0;
 
@@ -605,7 +614,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
     }
 
     qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
-          ngx_http_influencers_error_by_order);
+          ngx_http_influencers_validate_error_by_order);
 
     return 0;
 }
@@ -614,7 +623,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
 /* formErrors first, then by field, each field's in the order found */
 
 static int
-ngx_http_influencers_error_by_field(const void *a, const void *b)
+ngx_http_influencers_validate_error_by_field(const void *a, const void *b)
 {
     int                                       rc;
     size_t                                    n;
@@ -648,7 +657,7 @@ ngx_http_influencers_error_by_field(const void *a, const void *b)
 /* formErrors first, then fields by their first problem */
 
 static int
-ngx_http_influencers_error_by_order(const void *a, const void *b)
+ngx_http_influencers_validate_error_by_order(const void *a, const void *b)
 {
     const ngx_http_influencers_body_error_t  *x, *y;
 
@@ -669,7 +678,8 @@ ngx_http_influencers_error_by_order(const void *a, const void *b)
 
 
 size_t
-ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_body_errors_len(
+    const ngx_http_influencers_body_t *b)
 {
     size_t                                    i, len;
     const ngx_http_influencers_body_error_t  *e;
@@ -687,7 +697,7 @@ ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
 
         len += 2 + 2 + strlen(e->message);
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             len += 3 + ngx_http_influencers_json_str_len(e->field,
                                                          e->field_len);
         }
@@ -698,7 +708,7 @@ ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
 
 
 u_char *
-ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_body_errors(const ngx_http_influencers_body_t *b,
     u_char *p)
 {
     size_t                                    i, fields;
@@ -711,7 +721,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
             *p++ = ',';
         }
 
-        p = ngx_http_influencers_error_message(p, &b->errs[i]);
+        p = ngx_http_influencers_validate_error_message(p, &b->errs[i]);
     }
 
     p = ngx_http_influencers_json_lit(p, "],\"fieldErrors\":{");
@@ -719,7 +729,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
     for (fields = 0; i < b->nerrs; i++) {
         e = &b->errs[i];
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             if (fields++) {
                 p = ngx_http_influencers_json_lit(p, "],");
             }
@@ -731,7 +741,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
             *p++ = ',';
         }
 
-        p = ngx_http_influencers_error_message(p, e);
+        p = ngx_http_influencers_validate_error_message(p, e);
     }
 
     if (fields) {
@@ -745,7 +755,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
 /* a message: one of this file's constants, none of which needs escaping */
 
 static u_char *
-ngx_http_influencers_error_message(u_char *p,
+ngx_http_influencers_validate_error_message(u_char *p,
     const ngx_http_influencers_body_error_t *e)
 {
     *p++ = '"';
@@ -759,7 +769,7 @@ ngx_http_influencers_error_message(u_char *p,
 /* {"formErrors":[...],"fieldErrors":{...}} as a jansson object */
 
 static json_t *
-ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_errors_json(ngx_http_influencers_body_t *b)
 {
     size_t                              i;
     json_t                             *errors, *form, *fields, *list;
@@ -788,7 +798,7 @@ ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
     for (i = 0; i < b->nerrs; i++) {
         e = &b->errs[i];
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             list = json_array();
 
             if (list == NULL
@@ -811,7 +821,7 @@ ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
 
 
 static int
-ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_json_error(ngx_http_influencers_body_t *b,
     json_error_t *err)
 {
     const char  *message;
@@ -836,7 +846,7 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
                   ? "Invalid Unicode escape." : "Invalid JSON.";
     }
 
-    return ngx_http_influencers_add_error(b, NULL, message);
+    return ngx_http_influencers_validate_add_error(b, NULL, message);
 }
 
 
@@ -864,13 +874,14 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
  */
 
 static int
-ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
+ngx_http_influencers_validate_load_zeroed(const u_char *p, size_t len,
+                                          json_t **root,
     json_error_t *err)
 {
     size_t   i, end;
     u_char  *q;
 
-    q = ngx_http_influencers_body_grow(NULL, 0, len ? len : 1);
+    q = ngx_http_influencers_validate_body_grow(NULL, 0, len ? len : 1);
     if (q == NULL) {
         return -1;
     }
@@ -882,7 +893,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
     while (i < len) {
 
         if (q[i] == '"') {
-            i = ngx_http_influencers_skip_string(q, i, len);
+            i = ngx_http_influencers_validate_skip_string(q, i, len);
             continue;
         }
 
@@ -891,7 +902,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
             continue;
         }
 
-        end = ngx_http_influencers_skip_number(q, i, len);
+        end = ngx_http_influencers_validate_skip_number(q, i, len);
 
         if (end == i) {
             i++;
@@ -911,7 +922,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
 
     *root = json_loadb((const char *) q, len, JSON_DECODE_ANY, err);
 
-    ngx_http_influencers_body_release(q);
+    ngx_http_influencers_validate_body_release(q);
 
     return 0;
 }
@@ -923,7 +934,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
  */
 
 static size_t
-ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_number(const u_char *p, size_t i, size_t len)
 {
     size_t  j, k;
 
@@ -937,7 +948,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
         j++;
 
     } else {
-        k = ngx_http_influencers_skip_digits(p, j, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j, len);
         if (k == j) {
             return i;
         }
@@ -946,7 +957,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
     }
 
     if (j < len && p[j] == '.') {
-        k = ngx_http_influencers_skip_digits(p, j + 1, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j + 1, len);
         if (k == j + 1) {
             return i;
         }
@@ -961,7 +972,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
             j++;
         }
 
-        k = ngx_http_influencers_skip_digits(p, j, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j, len);
         if (k == j) {
             return i;
         }
@@ -974,7 +985,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_digits(const u_char *p, size_t i, size_t len)
 {
     while (i < len && p[i] >= '0' && p[i] <= '9') {
         i++;
@@ -985,7 +996,7 @@ ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
 
 
 static const char *
-ngx_http_influencers_type_error(json_t *v, const char *const *messages)
+ngx_http_influencers_validate_type_error(json_t *v, const char *const *messages)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -1015,7 +1026,7 @@ ngx_http_influencers_type_error(json_t *v, const char *const *messages)
  */
 
 static int
-ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_duplicates(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
     int      rc;
@@ -1029,17 +1040,17 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
     for (decode = 0; decode < 2; decode++) {
 
         n = 0;
-        i = ngx_http_influencers_skip_ws(p, 0, len) + 1;
+        i = ngx_http_influencers_validate_skip_ws(p, 0, len) + 1;
 
         for ( ;; ) {
-            i = ngx_http_influencers_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
 
             if (i >= len || p[i] != '"') {
                 break;
             }
 
             start = i;
-            i = ngx_http_influencers_skip_string(p, i, len);
+            i = ngx_http_influencers_validate_skip_string(p, i, len);
             n++;
 
             if (decode) {
@@ -1057,9 +1068,8 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
                 } else if (json_object_get(seen, json_string_value(key))
                            == json_true())
                 {
-                    rc = ngx_http_influencers_add_error(b,
-                                                        json_string_value(key),
-                                                        "Duplicate key.");
+                    rc = ngx_http_influencers_validate_add_error(b,
+                        json_string_value(key), "Duplicate key.");
                     if (rc == 0) {
                         rc = json_object_set_new(seen, json_string_value(key),
                                                  json_false());
@@ -1074,10 +1084,11 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
                 }
             }
 
-            i = ngx_http_influencers_skip_ws(p, i, len) + 1;   /* ':' */
-            i = ngx_http_influencers_skip_ws(p, i, len);
-            i = ngx_http_influencers_skip_value(p, i, len);
-            i = ngx_http_influencers_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i,
+                                                      len) + 1;   /* ':' */
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_value(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
 
             if (i >= len || p[i] != ',') {
                 break;
@@ -1109,7 +1120,7 @@ done:
 /* the deepest nesting of a well-formed document */
 
 static size_t
-ngx_http_influencers_depth(const u_char *p, size_t len)
+ngx_http_influencers_validate_depth(const u_char *p, size_t len)
 {
     size_t  i, depth, max;
 
@@ -1121,7 +1132,7 @@ ngx_http_influencers_depth(const u_char *p, size_t len)
         switch (p[i]) {
 
         case '"':
-            i = ngx_http_influencers_skip_string(p, i, len) - 1;
+            i = ngx_http_influencers_validate_skip_string(p, i, len) - 1;
             break;
 
         case '{':
@@ -1143,7 +1154,7 @@ ngx_http_influencers_depth(const u_char *p, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_ws(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_ws(const u_char *p, size_t i, size_t len)
 {
     while (i < len
            && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
@@ -1158,7 +1169,7 @@ ngx_http_influencers_skip_ws(const u_char *p, size_t i, size_t len)
 /* i is at the opening quote; returns the position after the closing one */
 
 static size_t
-ngx_http_influencers_skip_string(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_string(const u_char *p, size_t i, size_t len)
 {
     for (i++; i < len && p[i] != '"'; i++) {
         if (p[i] == '\\') {
@@ -1171,7 +1182,7 @@ ngx_http_influencers_skip_string(const u_char *p, size_t i, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_value(const u_char *p, size_t i, size_t len)
 {
     size_t  depth;
 
@@ -1182,7 +1193,7 @@ ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
         switch (p[i]) {
 
         case '"':
-            i = ngx_http_influencers_skip_string(p, i, len);
+            i = ngx_http_influencers_validate_skip_string(p, i, len);
             if (depth == 0) {
                 return i;
             }
@@ -1231,7 +1242,7 @@ static const u_char
 
 
 int
-ngx_http_influencers_hex_digit(u_char c)
+ngx_http_influencers_validate_hex_digit(u_char c)
 {
     if ((unsigned int) (c - '0') < 10) {
         return c - '0';
@@ -1248,7 +1259,8 @@ ngx_http_influencers_hex_digit(u_char c)
 
 
 int
-ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
+ngx_http_influencers_validate_parse_uuid(const u_char *p, size_t len,
+                                         u_char *out)
 {
     int            hi, lo;
     size_t         i;
@@ -1262,8 +1274,8 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 
     for (i = 0; i < NGX_HTTP_INFLUENCERS_UUID_BYTES; i++) {
         d = p + ngx_http_influencers_uuid_pos[i];
-        hi = ngx_http_influencers_hex_digit(d[0]);
-        lo = ngx_http_influencers_hex_digit(d[1]);
+        hi = ngx_http_influencers_validate_hex_digit(d[0]);
+        lo = ngx_http_influencers_validate_hex_digit(d[1]);
 
         if ((hi | lo) < 0) {
             return -1;
@@ -1277,7 +1289,7 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 
 
 void
-ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
+ngx_http_influencers_validate_format_uuid(const u_char *id, u_char *out)
 {
     size_t             i;
     u_char            *q;
@@ -1297,7 +1309,7 @@ ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
 
 
 ssize_t
-ngx_http_influencers_parse_idempotency_key(const u_char *p, size_t len,
+ngx_http_influencers_validate_parse_idempotency_key(const u_char *p, size_t len,
     u_char *out)
 {
     size_t  i, n;
@@ -1359,7 +1371,7 @@ ngx_http_influencers_parse_idempotency_key(const u_char *p, size_t len,
 
 
 int
-ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
+ngx_http_influencers_validate_parse_bearer(const u_char *p, size_t len,
     const u_char **key, size_t *key_len)
 {
     size_t  i;
@@ -1388,7 +1400,7 @@ ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
 
 
 int
-ngx_http_influencers_check_content_type(const u_char *p, size_t len)
+ngx_http_influencers_validate_check_content_type(const u_char *p, size_t len)
 {
     size_t         i, name, name_len, value, value_len;
     static const char  type[] = "application/json";
@@ -1474,7 +1486,7 @@ ngx_http_influencers_check_content_type(const u_char *p, size_t len)
 
 
 int
-ngx_http_influencers_has_scope(const u_char *p, size_t len,
+ngx_http_influencers_validate_has_scope(const u_char *p, size_t len,
     const char *scope, size_t scope_len)
 {
     size_t  i, start;

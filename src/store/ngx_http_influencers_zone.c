@@ -103,7 +103,7 @@ typedef struct {
     u_char                        attempt;      /* of the forwards */
     u_char                        in_doubt;     /* may have been sent: never
                                                    released again */
-} ngx_http_influencers_record_t;
+} ngx_http_influencers_zone_record_t;
 
 
 typedef struct ngx_http_influencers_shctx_s {
@@ -114,7 +114,7 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_msec_t                    ttl;          /* the last cycle's */
 
     /* the records, their orgs' counts, and the two indexes */
-    ngx_http_influencers_record_t  *recs;
+    ngx_http_influencers_zone_record_t  *recs;
     ngx_http_influencers_org_t     *org_counts;
     uint32_t                     *buckets;
     uint32_t                     *org_buckets;
@@ -146,8 +146,8 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_uint_t                    ninflight;
 
     /* where the sweep of an unordered queue goes on from */
-    ngx_http_influencers_record_t  *swept_keyed;
-    ngx_http_influencers_record_t  *swept_inflight;
+    ngx_http_influencers_zone_record_t  *swept_keyed;
+    ngx_http_influencers_zone_record_t  *swept_inflight;
 
     /* ULIDs stay sorted across workers: the last one, under the lock */
     uint64_t                      ulid_ms;
@@ -175,65 +175,70 @@ typedef struct ngx_http_influencers_shctx_s {
 } ngx_http_influencers_shctx_t;
 
 
-static ngx_int_t ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone,
+static ngx_int_t ngx_http_influencers_zone_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_uint_t ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+static ngx_uint_t ngx_http_influencers_zone_carve(ngx_slab_pool_t *shpool,
     ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log);
-static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_org_t *org, ngx_int_t delta);
-static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_org_t *org, ngx_msec_t now);
-static ngx_http_influencers_store_e ngx_http_influencers_found(
-    ngx_http_influencers_zone_t *zone, ngx_http_influencers_record_t *rec,
+static void ngx_http_influencers_zone_org_count(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_org_t *org,
+    ngx_int_t delta);
+static void ngx_http_influencers_zone_expire_org(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_org_t *org,
+    ngx_msec_t now);
+static ngx_http_influencers_store_e ngx_http_influencers_zone_found(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_claim_t *claim,
     ngx_http_influencers_store_ticket_t *ticket,
     ngx_log_t *log);
-static void ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec,
+static void ngx_http_influencers_zone_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket,
     ngx_uint_t cache);
-static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
-static void ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static ngx_http_influencers_org_t *ngx_http_influencers_org_find(
+static void ngx_http_influencers_zone_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static ngx_http_influencers_org_t *ngx_http_influencers_zone_org_find(
     ngx_http_influencers_shctx_t *sh, uint64_t hash);
-static ngx_http_influencers_org_t *ngx_http_influencers_org_add(
+static ngx_http_influencers_org_t *ngx_http_influencers_zone_org_add(
     ngx_http_influencers_shctx_t *sh, uint64_t hash);
-static void ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, uint64_t hash);
-static void ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_expire_oldest(
+static void ngx_http_influencers_zone_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, uint64_t hash);
+static void ngx_http_influencers_zone_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_expire_oldest(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
-static ngx_http_influencers_record_t *ngx_http_influencers_alloc(
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_alloc(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
-static ngx_http_influencers_record_t *ngx_http_influencers_take_free(
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_take_free(
     ngx_http_influencers_shctx_t *sh);
-static void ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+static void ngx_http_influencers_zone_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_http_influencers_zone_record_t **cursor,
     ngx_msec_t now);
-static ngx_uint_t ngx_http_influencers_in_queue(
-    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
+static ngx_uint_t ngx_http_influencers_zone_in_queue(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_zone_record_t *rec,
     ngx_queue_t *queue);
-static ngx_uint_t ngx_http_influencers_expire(
-    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
+static ngx_uint_t ngx_http_influencers_zone_expire(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_zone_record_t *rec,
     ngx_msec_t now);
-static void ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry);
-static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
-    u_char *random, u_char *out);
-static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
+static void ngx_http_influencers_zone_unkey(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_entry_t *entry);
+static void ngx_http_influencers_zone_next_ulid(
+    ngx_http_influencers_shctx_t *sh, u_char *random, u_char *out);
+static void ngx_http_influencers_zone_fill(
+    ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_claim_t *claim);
-static void ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
+static void ngx_http_influencers_zone_answer(
+    ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket);
-static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
+static ngx_shm_zone_t *ngx_http_influencers_zone_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
 
@@ -251,7 +256,7 @@ static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
 /* multiply-shift by the zone's odd number, then onto [0, n) */
 
 static ngx_inline uint32_t
-ngx_http_influencers_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
+ngx_http_influencers_zone_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
     uint32_t n)
 {
     return (uint32_t) ((((x * sh->mix) >> 32) * n) >> 32);
@@ -259,14 +264,14 @@ ngx_http_influencers_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
 
 
 static ngx_inline uint32_t
-ngx_http_influencers_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
+ngx_http_influencers_zone_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
     uint32_t n)
 {
     uint64_t  x;
 
     ngx_memcpy(&x, key, sizeof(uint64_t));
 
-    return ngx_http_influencers_mix(sh, x, n);
+    return ngx_http_influencers_zone_mix(sh, x, n);
 }
 
 
@@ -315,7 +320,7 @@ ngx_http_influencers_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size)
     zone->name = *name;
     zone->shm_zone = shm_zone;
 
-    shm_zone->init = ngx_http_influencers_init_zone;
+    shm_zone->init = ngx_http_influencers_zone_init_zone;
     shm_zone->data = zone;
 
     return zone;
@@ -323,7 +328,7 @@ ngx_http_influencers_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 
 
 static ngx_int_t
-ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_influencers_zone_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_influencers_zone_t  *ozone = data;
 
@@ -341,7 +346,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         if (sh->magic != NGX_HTTP_INFLUENCERS_ZONE_MAGIC
             || sh->version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
-            || sh->record_size != sizeof(ngx_http_influencers_record_t))
+            || sh->record_size != sizeof(ngx_http_influencers_zone_record_t))
         {
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "influencers zone \"%V\" has another layout "
@@ -374,7 +379,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->magic = NGX_HTTP_INFLUENCERS_ZONE_MAGIC;
     sh->version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
-    sh->record_size = sizeof(ngx_http_influencers_record_t);
+    sh->record_size = sizeof(ngx_http_influencers_zone_record_t);
     sh->zone_size = shm_zone->shm.size;
     sh->ttl = zone->ttl;
 
@@ -393,9 +398,9 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(shpool->log_ctx, " in influencers zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
-    /* ngx_http_influencers_random() logs its own failure */
+    /* ngx_http_influencers_ids_random() logs its own failure */
 
-    if (ngx_http_influencers_random((u_char *) &sh->mix, sizeof(uint64_t))
+    if (ngx_http_influencers_ids_random((u_char *) &sh->mix, sizeof(uint64_t))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -403,14 +408,14 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->mix |= 1;
 
-    if (ngx_http_influencers_random(sh->body_key, sizeof(sh->body_key))
+    if (ngx_http_influencers_ids_random(sh->body_key, sizeof(sh->body_key))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ngx_http_influencers_carve(shpool, sh, zone->redis != NULL,
-                                   shm_zone->shm.log)
+    if (ngx_http_influencers_zone_carve(shpool, sh, zone->redis != NULL,
+                                        shm_zone->shm.log)
         == 0)
     {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -445,7 +450,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  */
 
 static ngx_uint_t
-ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+ngx_http_influencers_zone_carve(ngx_slab_pool_t *shpool,
     ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log)
 {
     u_char      *p;
@@ -455,7 +460,7 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     shpool->log_nomem = 0;
 
-    per = sizeof(ngx_http_influencers_record_t)
+    per = sizeof(ngx_http_influencers_zone_record_t)
           + sizeof(ngx_http_influencers_org_t)
           + sizeof(uint32_t)                           /* its bucket */
           + sizeof(uint32_t)                           /* its org's count */
@@ -488,7 +493,7 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
                          NGX_ALIGNMENT);
 
         size = owed
-               + ngx_align(n * sizeof(ngx_http_influencers_record_t),
+               + ngx_align(n * sizeof(ngx_http_influencers_zone_record_t),
                            NGX_ALIGNMENT)
                + ngx_align(n * sizeof(ngx_http_influencers_org_t),
                            NGX_ALIGNMENT)
@@ -518,8 +523,9 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
     sh->nowed = nowed;
     p += owed;
 
-    sh->recs = (ngx_http_influencers_record_t *) p;
-    p += ngx_align(n * sizeof(ngx_http_influencers_record_t), NGX_ALIGNMENT);
+    sh->recs = (ngx_http_influencers_zone_record_t *) p;
+    p += ngx_align(n * sizeof(ngx_http_influencers_zone_record_t),
+                   NGX_ALIGNMENT);
 
     sh->org_counts = (ngx_http_influencers_org_t *) p;
     p += ngx_align(n * sizeof(ngx_http_influencers_org_t), NGX_ALIGNMENT);
@@ -566,7 +572,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     now = ngx_current_msec;
@@ -576,12 +582,12 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    ngx_http_influencers_expire_oldest(sh, now);
+    ngx_http_influencers_zone_expire_oldest(sh, now);
 
     if (claim->idem) {
-        rec = ngx_http_influencers_lookup(sh, claim->idem);
+        rec = ngx_http_influencers_zone_lookup(sh, claim->idem);
 
-        if (rec && ngx_http_influencers_expire(sh, rec, now)
+        if (rec && ngx_http_influencers_zone_expire(sh, rec, now)
             && !rec->keyed)
         {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -591,7 +597,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         }
 
         if (rec) {
-            rc = ngx_http_influencers_found(zone, rec, claim, ticket, log);
+            rc = ngx_http_influencers_zone_found(zone, rec, claim, ticket, log);
             goto done;
         }
     }
@@ -599,7 +605,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     /* no org holds more than its share, so none can lock another out */
 
     limit = ngx_max(1, sh->records * zone->org_share / 100);
-    org = ngx_http_influencers_org_find(sh, claim->org_hash);
+    org = ngx_http_influencers_zone_org_find(sh, claim->org_hash);
 
     if (org && org->nheld >= limit) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -608,8 +614,8 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
                        org->nheld, limit);
 
         /* its own expired entries first, wherever the others' are */
-        ngx_http_influencers_expire_org(sh, org, now);
-        org = ngx_http_influencers_org_find(sh, claim->org_hash);
+        ngx_http_influencers_zone_expire_org(sh, org, now);
+        org = ngx_http_influencers_zone_org_find(sh, claim->org_hash);
     }
 
     /* a share of the whole zone is no share: a full zone is a full zone */
@@ -626,7 +632,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    rec = ngx_http_influencers_alloc(sh, now);
+    rec = ngx_http_influencers_zone_alloc(sh, now);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
                    "influencers zone \"%V\": %s, %ui free, %ui in flight",
@@ -647,8 +653,8 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
     /* write the record, then publish it */
 
-    ngx_http_influencers_fill(rec, claim);
-    ngx_http_influencers_next_ulid(sh, claim->random.ulid, rec->job_id);
+    ngx_http_influencers_zone_fill(rec, claim);
+    ngx_http_influencers_zone_next_ulid(sh, claim->random.ulid, rec->job_id);
     ngx_memcpy(rec->influencer_id, claim->random.influencer_id,
                NGX_HTTP_INFLUENCERS_ID_BYTES);
     rec->retry_after = (uint32_t) ticket->retry_after;
@@ -661,10 +667,10 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_queue_insert_head(&sh->inflight, &rec->queue);
     sh->ninflight++;
 
-    ngx_http_influencers_hold(sh, rec, claim->org_hash);
+    ngx_http_influencers_zone_hold(sh, rec, claim->org_hash);
 
     if (claim->idem) {
-        ngx_http_influencers_index(sh, rec);
+        ngx_http_influencers_zone_index(sh, rec);
 
         /*
          * Alone, the zone is where the key's job lives: should every
@@ -676,16 +682,16 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
             seq = zone->journal->rotate(zone, &sh->journal, log);
 
             if (seq != NGX_DECLINED) {
-                ngx_http_influencers_entry(sh, rec, &entry);
+                ngx_http_influencers_zone_entry(sh, rec, &entry);
                 entry.state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
-                entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
+                entry.expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
             }
         }
     }
 
     sh->counters.claims++;
 
-    ngx_http_influencers_answer(rec, ticket);
+    ngx_http_influencers_zone_answer(rec, ticket);
     ticket->attempt = rec->attempt;
     ticket->resend = 0;
 
@@ -731,8 +737,9 @@ done:
  */
 
 static ngx_http_influencers_store_e
-ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_claim_t *claim,
+ngx_http_influencers_zone_found(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_claim_t *claim,
     ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log)
 {
     ngx_http_influencers_shctx_t  *sh;
@@ -766,7 +773,7 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
 
     default: /* NGX_HTTP_INFLUENCERS_DONE */
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, ticket);
+        ngx_http_influencers_zone_answer(rec, ticket);
         return NGX_HTTP_INFLUENCERS_STORE_REPLAY;
     }
 
@@ -782,7 +789,7 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     }
 
     if (rec->org == 0) {
-        ngx_http_influencers_hold(sh, rec, claim->org_hash);
+        ngx_http_influencers_zone_hold(sh, rec, claim->org_hash);
     }
 
     rec->state = NGX_HTTP_INFLUENCERS_FORWARDING;
@@ -793,7 +800,7 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     sh->ninflight++;
     sh->counters.resends++;
 
-    ngx_http_influencers_answer(rec, ticket);
+    ngx_http_influencers_zone_answer(rec, ticket);
     ticket->attempt = rec->attempt;
     ticket->resend = 1;
     ticket->expires = 0;
@@ -834,20 +841,20 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
 {
     ngx_uint_t                      found;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     found = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    rec = ngx_http_influencers_lookup(sh, key);
+    rec = ngx_http_influencers_zone_lookup(sh, key);
 
     if (rec && rec->body == body && rec->state == NGX_HTTP_INFLUENCERS_DONE
         && !ngx_http_influencers_after(ngx_current_msec, rec->deadline))
     {
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, ticket);
+        ngx_http_influencers_zone_answer(rec, ticket);
         found = 1;
     }
 
@@ -883,7 +890,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_uint_t                      state;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     rec = ticket->record;
@@ -909,12 +916,12 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
             /* another forward of the job was accepted first */
             ticket->landed = 1;
-            ngx_http_influencers_answer(rec, ticket);
+            ngx_http_influencers_zone_answer(rec, ticket);
             goto done;
         }
 
-        ngx_http_influencers_unqueue(sh, rec);
-        ngx_http_influencers_accept(zone, rec, ticket, cache);
+        ngx_http_influencers_zone_unqueue(sh, rec);
+        ngx_http_influencers_zone_accept(zone, rec, ticket, cache);
         ticket->landed = 1;
 
         if (rec->keyed && !rec->cached) {
@@ -940,7 +947,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
             ticket->landed = 1;
-            ngx_http_influencers_answer(rec, ticket);
+            ngx_http_influencers_zone_answer(rec, ticket);
         }
 
         goto done;
@@ -963,14 +970,14 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
             sh->counters.kept++;
         }
 
-        ngx_http_influencers_doubt(sh, rec);
+        ngx_http_influencers_zone_doubt(sh, rec);
 
         if (cache) {
             /* Redis holds the claim: here it is a cache entry */
             ngx_queue_remove(&rec->queue);
             sh->nkeyed--;
             rec->cached = 1;
-            ngx_http_influencers_unhold(sh, rec);
+            ngx_http_influencers_zone_unhold(sh, rec);
             ngx_queue_insert_head(&sh->jobs, &rec->queue);
         }
 
@@ -991,13 +998,13 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
         if (!cache) {
             state = NGX_HTTP_INFLUENCERS_ENTRY_RELEASED;
-            ngx_http_influencers_entry(sh, rec, &entry);
+            ngx_http_influencers_zone_entry(sh, rec, &entry);
         }
 
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
     }
 
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
     ngx_queue_insert_head(&sh->jobs, &rec->queue);
 
 done:
@@ -1007,11 +1014,11 @@ done:
 
         if (seq != NGX_DECLINED) {
             if (state != NGX_HTTP_INFLUENCERS_ENTRY_RELEASED) {
-                ngx_http_influencers_entry(sh, rec, &entry);
+                ngx_http_influencers_zone_entry(sh, rec, &entry);
             }
 
             entry.state = (u_char) state;
-            entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
+            entry.expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
         }
     }
 
@@ -1032,8 +1039,8 @@ done:
 /* out of the queue a record of a job is in, whichever it is */
 
 static void
-ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     ngx_queue_remove(&rec->queue);
 
@@ -1049,8 +1056,8 @@ ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
 /* an accepted job: a keyed entry until it expires, else an evictable job */
 
 static void
-ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec,
+ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket,
     ngx_uint_t cache)
 {
@@ -1068,20 +1075,20 @@ ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
                    (rec->keyed && cache) ? ", cached" : "");
 
     if (!rec->keyed) {
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         return;
     }
 
     rec->deadline = ngx_current_msec + zone->ttl;
-    rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
+    rec->expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
     ticket->expires = (time_t) (rec->expires / 1000);
     ticket->expires_ms = rec->expires;
 
     if (cache) {
         /* Redis holds it: here it is a cache entry, evictable */
         rec->cached = 1;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         return;
     }
@@ -1106,13 +1113,13 @@ ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
  */
 
 static void
-ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     rec->state = NGX_HTTP_INFLUENCERS_IN_DOUBT;
     rec->in_doubt = 1;
     rec->deadline = ngx_current_msec + sh->ttl;
-    rec->expires = ngx_http_influencers_wall_ms() + sh->ttl;
+    rec->expires = ngx_http_influencers_zone_wall_ms() + sh->ttl;
 
     ngx_queue_insert_head(&sh->keyed, &rec->queue);
     sh->nkeyed++;
@@ -1135,7 +1142,7 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     rec = ticket->record;
@@ -1161,11 +1168,11 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
 
     if (ticket->resend) {
         /* the key's job stays in doubt: Redis has the say, cached here */
-        ngx_http_influencers_doubt(sh, rec);
+        ngx_http_influencers_zone_doubt(sh, rec);
         ngx_queue_remove(&rec->queue);
         sh->nkeyed--;
         rec->cached = 1;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         goto done;
     }
@@ -1173,8 +1180,8 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     sh->counters.claims--;
     sh->counters.unclaimed++;
 
-    ngx_http_influencers_unkey(sh, rec);
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
 
     rec->state = NGX_HTTP_INFLUENCERS_FREE;
     ngx_queue_insert_head(&sh->free, &rec->queue);
@@ -1198,11 +1205,11 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 {
     uint64_t                        now_ms;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     rec = ticket->record;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     /* like an entry read from a file: never longer than the ttl now */
     entry->expires = ngx_min(entry->expires, now_ms + zone->ttl);
@@ -1227,7 +1234,7 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
     {
         ngx_queue_remove(&rec->queue);
         sh->ninflight--;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
 
         ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
         ngx_memcpy(rec->influencer_id, entry->influencer_id,
@@ -1267,7 +1274,7 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_entry_t *entry)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     rec = ticket->record;
@@ -1324,7 +1331,7 @@ ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     rec = ticket->record;
@@ -1340,7 +1347,7 @@ ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
                        "influencers zone \"%V\": cache entry forgotten",
                        &zone->name);
 
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
         rec->cached = 0;
     }
 
@@ -1649,7 +1656,7 @@ ngx_http_influencers_zone_owed(ngx_http_influencers_zone_t *zone,
     }
 
     now = ngx_current_msec;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1769,8 +1776,8 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
  */
 
 static ngx_uint_t
-ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_msec_t now)
+ngx_http_influencers_zone_expire(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, ngx_msec_t now)
 {
     if (!ngx_http_influencers_after(now, rec->deadline)) {
         return 0;
@@ -1778,7 +1785,7 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
 
     if (rec->cached) {
         /* a cache entry stays where it is, evictable, without its key */
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
         rec->cached = 0;
         return 1;
     }
@@ -1795,7 +1802,7 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
         sh->ninflight--;
 
         if (rec->keyed) {
-            ngx_http_influencers_doubt(sh, rec);
+            ngx_http_influencers_zone_doubt(sh, rec);
             return 1;
         }
 
@@ -1805,8 +1812,8 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
         sh->nkeyed--;
     }
 
-    ngx_http_influencers_unkey(sh, rec);
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
     ngx_queue_insert_head(&sh->jobs, &rec->queue);
 
     return 1;
@@ -1814,19 +1821,19 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unkey(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t                       *p, no;
-    ngx_http_influencers_record_t  *r;
+    ngx_http_influencers_zone_record_t  *r;
 
     if (!rec->keyed) {
         return;
     }
 
     no = ngx_http_influencers_record_no(sh, rec);
-    p = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
-                                                 sh->nbuckets)];
+    p = &sh->buckets[ngx_http_influencers_zone_bucket(sh, rec->key,
+                                                      sh->nbuckets)];
 
     while (*p != no) {
         r = ngx_http_influencers_record_at(sh, *p);
@@ -1842,14 +1849,14 @@ ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
 /* an org's count: NULL while it holds no record */
 
 static ngx_http_influencers_org_t *
-ngx_http_influencers_org_find(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_org_find(ngx_http_influencers_shctx_t *sh,
     uint64_t hash)
 {
     uint32_t                    *bucket, no;
     ngx_http_influencers_org_t  *org;
 
-    bucket = &sh->org_buckets[ngx_http_influencers_mix(sh, hash,
-                                                       sh->norg_buckets)];
+    bucket = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, hash,
+                                                            sh->norg_buckets)];
 
     for (no = *bucket; no; no = org->next) {
         org = &sh->org_counts[no - 1];
@@ -1866,20 +1873,20 @@ ngx_http_influencers_org_find(ngx_http_influencers_shctx_t *sh,
 /* an org's count, found, or made when it takes its first record */
 
 static ngx_http_influencers_org_t *
-ngx_http_influencers_org_add(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_org_add(ngx_http_influencers_shctx_t *sh,
     uint64_t hash)
 {
     uint32_t                    *bucket, no;
     ngx_http_influencers_org_t  *org;
 
-    org = ngx_http_influencers_org_find(sh, hash);
+    org = ngx_http_influencers_zone_org_find(sh, hash);
 
     if (org) {
         return org;
     }
 
-    bucket = &sh->org_buckets[ngx_http_influencers_mix(sh, hash,
-                                                       sh->norg_buckets)];
+    bucket = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, hash,
+                                                            sh->norg_buckets)];
 
     if (sh->orgs_free) {
         no = sh->orgs_free;
@@ -1907,26 +1914,26 @@ ngx_http_influencers_org_add(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, uint64_t hash)
+ngx_http_influencers_zone_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, uint64_t hash)
 {
     ngx_http_influencers_org_t  *org;
 
     /* an org count for every record is carved, so one is always there */
 
-    org = ngx_http_influencers_org_add(sh, hash);
+    org = ngx_http_influencers_zone_org_add(sh, hash);
 
     if (org) {
         rec->org = ngx_http_influencers_org_no(sh, org);
         ngx_queue_insert_head(&org->held, &rec->org_queue);
-        ngx_http_influencers_org_count(sh, org, 1);
+        ngx_http_influencers_zone_org_count(sh, org, 1);
     }
 }
 
 
 static void
-ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t                    *p, no;
     ngx_http_influencers_org_t  *org;
@@ -1941,14 +1948,14 @@ ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
 
     rec->org = 0;
     ngx_queue_remove(&rec->org_queue);
-    ngx_http_influencers_org_count(sh, org, -1);
+    ngx_http_influencers_zone_org_count(sh, org, -1);
 
     if (org->nheld) {
         return;
     }
 
-    p = &sh->org_buckets[ngx_http_influencers_mix(sh, org->hash,
-                                                  sh->norg_buckets)];
+    p = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, org->hash,
+                                                       sh->norg_buckets)];
 
     while (*p != no) {
         p = &sh->org_counts[*p - 1].next;
@@ -1967,7 +1974,7 @@ ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_org_count(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_int_t delta)
 {
     ngx_uint_t  n;
@@ -2003,12 +2010,12 @@ ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_expire_org(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_msec_t now)
 {
     ngx_uint_t                      n;
     ngx_queue_t                    *q, *prev;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     q = ngx_queue_last(&org->held);
 
@@ -2018,9 +2025,9 @@ ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
          n++)
     {
         prev = ngx_queue_prev(q);
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, org_queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, org_queue);
 
-        if (ngx_http_influencers_expire(sh, rec, now) && org->nheld == 0) {
+        if (ngx_http_influencers_zone_expire(sh, rec, now) && org->nheld == 0) {
             /* the org's count went back to the free list with its last */
             return;
         }
@@ -2037,11 +2044,11 @@ ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_expire_oldest(ngx_http_influencers_shctx_t *sh,
     ngx_msec_t now)
 {
     ngx_uint_t                      n;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     for (n = 0; n < NGX_HTTP_INFLUENCERS_EXPIRE_MAX; n++) {
         if (ngx_queue_empty(&sh->keyed)) {
@@ -2049,9 +2056,9 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
         }
 
         rec = ngx_queue_data(ngx_queue_last(&sh->keyed),
-                             ngx_http_influencers_record_t, queue);
+                             ngx_http_influencers_zone_record_t, queue);
 
-        if (!ngx_http_influencers_expire(sh, rec, now)) {
+        if (!ngx_http_influencers_zone_expire(sh, rec, now)) {
             break;
         }
     }
@@ -2062,9 +2069,9 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
         }
 
         rec = ngx_queue_data(ngx_queue_last(&sh->inflight),
-                             ngx_http_influencers_record_t, queue);
+                             ngx_http_influencers_zone_record_t, queue);
 
-        if (!ngx_http_influencers_expire(sh, rec, now)) {
+        if (!ngx_http_influencers_zone_expire(sh, rec, now)) {
             break;
         }
     }
@@ -2076,13 +2083,14 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
  * Unexpired idempotency entries and live leases are never taken.
  */
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_alloc(ngx_http_influencers_shctx_t *sh,
+                                ngx_msec_t now)
 {
     ngx_queue_t                    *q;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
-    rec = ngx_http_influencers_take_free(sh);
+    rec = ngx_http_influencers_zone_take_free(sh);
 
     if (rec) {
         return rec;
@@ -2096,9 +2104,9 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
      */
 
     if (ngx_queue_empty(&sh->jobs)) {
-        ngx_http_influencers_sweep(sh, &sh->keyed, &sh->swept_keyed, now);
-        ngx_http_influencers_sweep(sh, &sh->inflight, &sh->swept_inflight,
-                                   now);
+        ngx_http_influencers_zone_sweep(sh, &sh->keyed, &sh->swept_keyed, now);
+        ngx_http_influencers_zone_sweep(sh, &sh->inflight, &sh->swept_inflight,
+                                        now);
     }
 
     if (ngx_queue_empty(&sh->jobs)) {
@@ -2108,7 +2116,7 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
     q = ngx_queue_last(&sh->jobs);
     ngx_queue_remove(q);
 
-    rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+    rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "influencers zone: evicting job record %p%s", rec,
@@ -2116,25 +2124,25 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 
     /* an entry cached from Redis: Redis still has it */
 
-    ngx_http_influencers_unkey(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
     rec->cached = 0;
 
     return rec;
 }
 
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_take_free(ngx_http_influencers_shctx_t *sh)
 {
     ngx_queue_t                    *q;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     if (!ngx_queue_empty(&sh->free)) {
         q = ngx_queue_head(&sh->free);
         ngx_queue_remove(q);
         sh->nfree--;
 
-        return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        return ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
     }
 
     if (sh->fresh == sh->records) {
@@ -2142,7 +2150,7 @@ ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
     }
 
     rec = &sh->recs[sh->fresh++];
-    ngx_memzero(rec, sizeof(ngx_http_influencers_record_t));
+    ngx_memzero(rec, sizeof(ngx_http_influencers_zone_record_t));
     sh->nfree--;
 
     return rec;
@@ -2150,13 +2158,13 @@ ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
 
 
 static void
-ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+ngx_http_influencers_zone_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_http_influencers_zone_record_t **cursor,
     ngx_msec_t now)
 {
     ngx_uint_t                      n;
     ngx_queue_t                    *q, *next;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     /* the cursor's record may have left the queue since: then the tail */
 
@@ -2168,7 +2176,7 @@ ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
      * newest records that expire first.
      */
 
-    q = (rec && ngx_http_influencers_in_queue(sh, rec, queue))
+    q = (rec && ngx_http_influencers_zone_in_queue(sh, rec, queue))
         ? &rec->queue : ngx_queue_head(queue);
 
     for (n = 0;
@@ -2176,19 +2184,20 @@ ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
          n++)
     {
         next = ngx_queue_next(q);
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
-        (void) ngx_http_influencers_expire(sh, rec, now);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
+        (void) ngx_http_influencers_zone_expire(sh, rec, now);
         q = next;
     }
 
     *cursor = (q == ngx_queue_sentinel(queue))
-              ? NULL : ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+              ? NULL : ngx_queue_data(q, ngx_http_influencers_zone_record_t,
+                                      queue);
 }
 
 
 static ngx_uint_t
-ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_queue_t *queue)
+ngx_http_influencers_zone_in_queue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, ngx_queue_t *queue)
 {
     if (queue == &sh->inflight) {
         return rec->state == NGX_HTTP_INFLUENCERS_FORWARDING;
@@ -2201,8 +2210,9 @@ ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry)
+ngx_http_influencers_zone_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_entry_t *entry)
 {
     ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
 
@@ -2241,10 +2251,10 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
     ngx_queue_t                    *q;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
     n = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -2253,13 +2263,13 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
          q != ngx_queue_sentinel(&sh->keyed);
          q = ngx_queue_next(q))
     {
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
         if (rec->expires <= now_ms) {
             continue;
         }
 
-        ngx_http_influencers_entry(sh, rec, &entry);
+        ngx_http_influencers_zone_entry(sh, rec, &entry);
         handler(&entry, data);
         n++;
     }
@@ -2268,13 +2278,13 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
          q != ngx_queue_sentinel(&sh->inflight);
          q = ngx_queue_next(q))
     {
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
         if (!rec->keyed || zone->redis) {
             continue;
         }
 
-        ngx_http_influencers_entry(sh, rec, &entry);
+        ngx_http_influencers_zone_entry(sh, rec, &entry);
         entry.expires = now_ms + sh->ttl;
         handler(&entry, data);
         n++;
@@ -2301,10 +2311,10 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     ngx_uint_t                      rc, share;
     ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec, *head;
+    ngx_http_influencers_zone_record_t  *rec, *head;
 
     sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     if (entry->expires <= now_ms
         || ngx_http_influencers_zone_check(zone, entry) != NGX_OK)
@@ -2316,7 +2326,7 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (ngx_http_influencers_lookup(sh, entry->key) != NULL) {
+    if (ngx_http_influencers_zone_lookup(sh, entry->key) != NULL) {
         rc = NGX_HTTP_INFLUENCERS_DUPLICATE;
         goto done;
     }
@@ -2331,14 +2341,14 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     share = ngx_max(1, sh->records * zone->org_share / 100);
     share -= (share > 1) ? ngx_max(share / 10, 1) : 0;
 
-    org = ngx_http_influencers_org_find(sh, entry->org_hash);
+    org = ngx_http_influencers_zone_org_find(sh, entry->org_hash);
 
     if (org && org->nheld >= share) {
         rc = NGX_HTTP_INFLUENCERS_OVER_SHARE;
         goto done;
     }
 
-    rec = ngx_http_influencers_take_free(sh);
+    rec = ngx_http_influencers_zone_take_free(sh);
 
     if (rec == NULL) {
         rc = NGX_HTTP_INFLUENCERS_NO_ROOM;
@@ -2371,16 +2381,16 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
         rec->in_doubt = 1;
     }
 
-    ngx_http_influencers_index(sh, rec);
+    ngx_http_influencers_zone_index(sh, rec);
 
-    ngx_http_influencers_hold(sh, rec, entry->org_hash);
+    ngx_http_influencers_zone_hold(sh, rec, entry->org_hash);
 
     if (ngx_queue_empty(&sh->keyed)) {
         ngx_queue_insert_head(&sh->keyed, &rec->queue);
 
     } else {
         head = ngx_queue_data(ngx_queue_head(&sh->keyed),
-                              ngx_http_influencers_record_t, queue);
+                              ngx_http_influencers_zone_record_t, queue);
 
         if (ngx_http_influencers_after(rec->deadline, head->deadline)) {
             ngx_queue_insert_head(&sh->keyed, &rec->queue);
@@ -2487,7 +2497,7 @@ ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
     shm_zone = prev ? prev->shm_zone : NULL;
 
     do {
-        shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone);
+        shm_zone = ngx_http_influencers_zone_next_zone(cycle, shm_zone);
     } while (shm_zone && shm_zone->data == NULL);
 
     return shm_zone ? shm_zone->data : NULL;
@@ -2495,7 +2505,7 @@ ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
 
 
 static void
-ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
+ngx_http_influencers_zone_fill(ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_claim_t *claim)
 {
     if (claim->idem) {
@@ -2520,7 +2530,7 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
  */
 
 static void
-ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
+ngx_http_influencers_zone_answer(ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_memcpy(ticket->job_id, rec->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
@@ -2538,7 +2548,7 @@ ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
 
 
 uint64_t
-ngx_http_influencers_wall_ms(void)
+ngx_http_influencers_zone_wall_ms(void)
 {
     ngx_time_t  *tp;
 
@@ -2549,13 +2559,13 @@ ngx_http_influencers_wall_ms(void)
 
 
 static void
-ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out)
 {
     uint64_t    ms;
     ngx_int_t   i;
 
-    ms = ngx_http_influencers_wall_ms();
+    ms = ngx_http_influencers_zone_wall_ms();
 
     if (ms > sh->ulid_ms) {
         sh->ulid_ms = ms;
@@ -2586,13 +2596,13 @@ ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
 }
 
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 {
     uint32_t                        no;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
-    no = sh->buckets[ngx_http_influencers_bucket(sh, key, sh->nbuckets)];
+    no = sh->buckets[ngx_http_influencers_zone_bucket(sh, key, sh->nbuckets)];
 
     while (no) {
         rec = ngx_http_influencers_record_at(sh, no);
@@ -2609,13 +2619,13 @@ ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 
 
 static void
-ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t  *bucket;
 
-    bucket = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
-                                                      sh->nbuckets)];
+    bucket = &sh->buckets[ngx_http_influencers_zone_bucket(sh, rec->key,
+                                                           sh->nbuckets)];
     rec->next = *bucket;
     *bucket = ngx_http_influencers_record_no(sh, rec);
     rec->keyed = 1;
@@ -2640,9 +2650,9 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
         return NGX_CONF_OK;
     }
 
-    for (shm_zone = ngx_http_influencers_next_zone(old, NULL);
+    for (shm_zone = ngx_http_influencers_zone_next_zone(old, NULL);
          shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(old, shm_zone))
+         shm_zone = ngx_http_influencers_zone_next_zone(old, shm_zone))
     {
         if (shm_zone->shm.name.len == name->len
             && ngx_strncmp(shm_zone->shm.name.data, name->data, name->len)
@@ -2666,7 +2676,7 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
 /* the influencers zones of a cycle, one after another: NULL starts */
 
 static ngx_shm_zone_t *
-ngx_http_influencers_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
+ngx_http_influencers_zone_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
 {
     ngx_uint_t        i, seen;
     ngx_list_part_t  *part;

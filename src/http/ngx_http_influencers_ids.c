@@ -25,9 +25,9 @@
 #endif
 
 
-static ssize_t ngx_http_influencers_entropy(u_char *buf, size_t n);
-static const EVP_MD *ngx_http_influencers_sha256_md(void);
-static EVP_MD_CTX *ngx_http_influencers_sha256_init(void);
+static ssize_t ngx_http_influencers_ids_entropy(u_char *buf, size_t n);
+static const EVP_MD *ngx_http_influencers_ids_sha256_md(void);
+static EVP_MD_CTX *ngx_http_influencers_ids_sha256_init(void);
 
 
 /*
@@ -87,7 +87,7 @@ ngx_http_influencers_ids_exit_process(void)
 
 
 static ngx_int_t
-ngx_http_influencers_refill(void)
+ngx_http_influencers_ids_refill(void)
 {
     size_t   got;
     ssize_t  n;
@@ -95,7 +95,7 @@ ngx_http_influencers_refill(void)
     got = 0;
 
     while (got < NGX_HTTP_INFLUENCERS_RANDOM_BUF) {
-        n = ngx_http_influencers_entropy(ngx_http_influencers_ids_buf + got,
+        n = ngx_http_influencers_ids_entropy(ngx_http_influencers_ids_buf + got,
                                       NGX_HTTP_INFLUENCERS_RANDOM_BUF - got);
 
         if (n <= 0) {
@@ -122,7 +122,7 @@ ngx_http_influencers_refill(void)
 /* the kernel's CSPRNG */
 
 static ssize_t
-ngx_http_influencers_entropy(u_char *buf, size_t n)
+ngx_http_influencers_ids_entropy(u_char *buf, size_t n)
 {
 #if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 
@@ -147,14 +147,14 @@ ngx_http_influencers_entropy(u_char *buf, size_t n)
 
 
 ngx_int_t
-ngx_http_influencers_random(u_char *buf, size_t n)
+ngx_http_influencers_ids_random(u_char *buf, size_t n)
 {
     u_char  *p;
     size_t   chunk;
 
     while (n) {
         if (ngx_http_influencers_ids_pos == NGX_HTTP_INFLUENCERS_RANDOM_BUF
-            && ngx_http_influencers_refill() != NGX_OK)
+            && ngx_http_influencers_ids_refill() != NGX_OK)
         {
             return NGX_ERROR;
         }
@@ -179,7 +179,7 @@ ngx_http_influencers_random(u_char *buf, size_t n)
 /* raw, where given, keeps the id's 16 bytes: a job's record holds them */
 
 ngx_int_t
-ngx_http_influencers_request_id(u_char *out, u_char *raw)
+ngx_http_influencers_ids_request_id(u_char *out, u_char *raw)
 {
     u_char  bytes[NGX_HTTP_INFLUENCERS_ID_BYTES];
 
@@ -187,20 +187,20 @@ ngx_http_influencers_request_id(u_char *out, u_char *raw)
         raw = bytes;
     }
 
-    if (ngx_http_influencers_random(raw, NGX_HTTP_INFLUENCERS_ID_BYTES)
+    if (ngx_http_influencers_ids_random(raw, NGX_HTTP_INFLUENCERS_ID_BYTES)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_http_influencers_request_id_text(out, raw);
+    ngx_http_influencers_ids_request_id_text(out, raw);
 
     return NGX_OK;
 }
 
 
 void
-ngx_http_influencers_request_id_text(u_char *out, const u_char *raw)
+ngx_http_influencers_ids_request_id_text(u_char *out, const u_char *raw)
 {
     out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
     ngx_hex_dump(out, (u_char *) raw, NGX_HTTP_INFLUENCERS_ID_BYTES);
@@ -214,7 +214,7 @@ ngx_http_influencers_request_id_text(u_char *out, const u_char *raw)
  */
 
 void
-ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
+ngx_http_influencers_ids_ulid_encode(const u_char *ulid, u_char *out)
 {
     uint64_t    hi, lo;
     ngx_uint_t  i;
@@ -243,7 +243,7 @@ ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
 
 
 uint64_t
-ngx_http_influencers_ulid_time(const u_char *ulid)
+ngx_http_influencers_ids_ulid_time(const u_char *ulid)
 {
     ngx_uint_t  i;
     uint64_t    ms;
@@ -281,7 +281,7 @@ static const char  ngx_http_influencers_months[][4] = {
 /* 2026-11-28T09:56:07.123Z */
 
 u_char *
-ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
+ngx_http_influencers_ids_iso_time(u_char *p, uint64_t ms)
 {
     ngx_uint_t  year, frac;
     ngx_tm_t    tm;
@@ -322,7 +322,7 @@ ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
 /* Mon, 28 Sep 1970 06:00:00 GMT */
 
 u_char *
-ngx_http_influencers_http_time(u_char *p, time_t t)
+ngx_http_influencers_ids_http_time(u_char *p, time_t t)
 {
     ngx_uint_t  year;
     ngx_tm_t    tm;
@@ -356,7 +356,7 @@ ngx_http_influencers_http_time(u_char *p, time_t t)
 
 
 u_char *
-ngx_http_influencers_decimal(u_char *p, uint64_t n)
+ngx_http_influencers_ids_decimal(u_char *p, uint64_t n)
 {
     u_char   *q;
     u_char    digits[NGX_INT64_LEN];
@@ -379,11 +379,11 @@ ngx_http_influencers_decimal(u_char *p, uint64_t n)
  */
 
 static EVP_MD_CTX *
-ngx_http_influencers_sha256_init(void)
+ngx_http_influencers_ids_sha256_init(void)
 {
     const EVP_MD  *md;
 
-    md = ngx_http_influencers_sha256_md();
+    md = ngx_http_influencers_ids_sha256_md();
     if (md == NULL) {
         return NULL;
     }
@@ -404,7 +404,7 @@ ngx_http_influencers_sha256_init(void)
 
 
 static const EVP_MD *
-ngx_http_influencers_sha256_md(void)
+ngx_http_influencers_ids_sha256_md(void)
 {
 #if (NGX_HTTP_INFLUENCERS_HAVE_EVP_MD_FETCH)
 
@@ -430,11 +430,11 @@ ngx_http_influencers_sha256_md(void)
  */
 
 ngx_int_t
-ngx_http_influencers_sha256(const u_char *p, size_t len, u_char *out)
+ngx_http_influencers_ids_sha256(const u_char *p, size_t len, u_char *out)
 {
     EVP_MD_CTX  *md;
 
-    md = ngx_http_influencers_sha256_init();
+    md = ngx_http_influencers_ids_sha256_init();
 
     if (md == NULL
         || EVP_DigestUpdate(md, p, len) != 1

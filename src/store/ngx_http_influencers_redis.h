@@ -54,8 +54,6 @@ struct ngx_http_influencers_redis_op_s {
 };
 
 
-char *ngx_http_influencers_redis_conf(ngx_conf_t *cf,
-    ngx_http_influencers_zone_t *zone);
 ngx_int_t ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_influencers_zone_t *zone);
 void ngx_http_influencers_redis_exit_process(

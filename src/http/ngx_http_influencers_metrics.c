@@ -54,11 +54,11 @@ static void ngx_http_influencers_metrics_forwards(
 static void ngx_http_influencers_metrics_zones(
     ngx_http_influencers_out_t *out, ngx_uint_t nzones,
     ngx_http_influencers_stats_t *st, ngx_str_t *names);
-static ngx_uint_t ngx_http_influencers_same_answer(ngx_uint_t a,
+static ngx_uint_t ngx_http_influencers_metrics_same_answer(ngx_uint_t a,
     ngx_uint_t b);
-static ngx_int_t ngx_http_influencers_label(ngx_pool_t *pool,
+static ngx_int_t ngx_http_influencers_metrics_label(ngx_pool_t *pool,
     ngx_str_t *value, ngx_str_t *label);
-static void ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+static void ngx_http_influencers_metrics_print(ngx_http_influencers_out_t *out,
     const char *fmt, ...);
 
 /* its address is the zone's tag: not an influencers zone's */
@@ -297,7 +297,7 @@ ngx_http_influencers_metrics_prometheus(ngx_http_request_t *r,
             continue;
         }
 
-        if (ngx_http_influencers_label(r->pool, &st[n].name, &names[n])
+        if (ngx_http_influencers_metrics_label(r->pool, &st[n].name, &names[n])
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -348,7 +348,7 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
     ngx_uint_t   i, j, n, answers;
     const char  *code;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_responses_total Answers the module sent, by "
         "HTTP status and error code (\"none\" for 202), the "
         "influencers_errors location's included.\n"
@@ -359,7 +359,7 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
     for (i = 0; i < answers; i++) {
 
         for (j = 0; j < i; j++) {
-            if (ngx_http_influencers_same_answer(i, j)) {
+            if (ngx_http_influencers_metrics_same_answer(i, j)) {
                 break;
             }
         }
@@ -372,7 +372,7 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
         n = 0;
 
         for (j = i; j < answers; j++) {
-            if (ngx_http_influencers_same_answer(i, j)) {
+            if (ngx_http_influencers_metrics_same_answer(i, j)) {
                 n += sh->answers[j];
             }
         }
@@ -380,7 +380,7 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
         code = (i == NGX_HTTP_INFLUENCERS_ACCEPTED)
                ? NULL : ngx_http_influencers_answers_name(i);
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_responses_total{code=\"%ui\",error=\"%s\"} %ui\n",
             ngx_http_influencers_answers_status(i), code ? code : "none", n);
     }
@@ -393,18 +393,18 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
 {
     ngx_uint_t  i, n, ms;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_forwards_total Forwards of jobs to the backend "
         "that ended, by outcome.\n"
         "# TYPE influencers_forwards_total counter\n");
 
     for (i = 0; i < NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES; i++) {
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_forwards_total{outcome=\"%s\"} %uA\n",
             ngx_http_influencers_forward_names[i], sh->forwards[i]);
     }
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_forward_duration_seconds How long forwards "
         "took, from the subrequest's start to its end (millisecond "
         "resolution).\n"
@@ -415,7 +415,7 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
     for (i = 0; i < NGX_HTTP_INFLUENCERS_METRICS_BUCKETS; i++) {
         n += sh->buckets[i];
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_forward_duration_seconds_bucket{le=\"%s\"} %ui\n",
             ngx_http_influencers_bucket_labels[i], n);
     }
@@ -423,7 +423,7 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
     n += sh->buckets[i];
     ms = sh->duration_ms;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "influencers_forward_duration_seconds_bucket{le=\"+Inf\"} %ui\n"
         "influencers_forward_duration_seconds_sum %ui.%03ui\n"
         "influencers_forward_duration_seconds_count %ui\n",
@@ -521,7 +521,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         { "kept_in_doubt", offsetof(ngx_http_influencers_counters_t, kept) }
     };
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_idempotency_total Decisions of the zone's "
         "idempotency store: claim (a new job, with or without a key; "
         "in fleet mode those Redis then refused too), "
@@ -542,19 +542,19 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
          * so every claim the zone took is counted here.
          */
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_idempotency_total{zone=\"%V\",outcome=\"claim\"} "
             "%uL\n", &names[i], c->claims + c->unclaimed);
 
         for (k = 0; k < sizeof(idem) / sizeof(idem[0]); k++) {
-            ngx_http_influencers_print(out,
+            ngx_http_influencers_metrics_print(out,
                 "influencers_idempotency_total{zone=\"%V\",outcome=\"%s\"} "
                 "%uL\n", &names[i], idem[k].name,
                 *(uint64_t *) ((u_char *) c + idem[k].offset));
         }
     }
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_zone_records The zone's records by state: "
         "free, inflight (being forwarded), keyed (unexpired idempotency "
         "entries), evictable (jobs without a key, failed or lost jobs, "
@@ -562,7 +562,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         "# TYPE influencers_zone_records gauge\n");
 
     for (i = 0; i < nzones; i++) {
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_zone_records{zone=\"%V\",state=\"free\"} %ui\n"
             "influencers_zone_records{zone=\"%V\",state=\"inflight\"} %ui\n"
             "influencers_zone_records{zone=\"%V\",state=\"keyed\"} %ui\n"
@@ -573,21 +573,21 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
     }
 
     for (k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
-        ngx_http_influencers_print(out, "# HELP %s %s\n# TYPE %s %s\n",
-                                   families[k].name, families[k].help,
-                                   families[k].name, families[k].type);
+        ngx_http_influencers_metrics_print(out, "# HELP %s %s\n# TYPE %s %s\n",
+                                           families[k].name, families[k].help,
+                                           families[k].name, families[k].type);
 
         for (i = 0; i < nzones; i++) {
             p = (u_char *) &st[i] + families[k].offset;
 
             if (families[k].width == 2) {
-                ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uL\n",
-                                           families[k].name, &names[i],
-                                           *(uint64_t *) p);
+                ngx_http_influencers_metrics_print(out, "%s{zone=\"%V\"} %uL\n",
+                                                   families[k].name, &names[i],
+                                                   *(uint64_t *) p);
                 continue;
             }
 
-            ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uA\n",
+            ngx_http_influencers_metrics_print(out, "%s{zone=\"%V\"} %uA\n",
                 families[k].name, &names[i],
                 families[k].width ? (ngx_atomic_uint_t) *(ngx_atomic_t *) p
                                   : (ngx_atomic_uint_t) *(ngx_uint_t *) p);
@@ -599,7 +599,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
 /* a label value: backslash, double quote and line feed escaped */
 
 static ngx_int_t
-ngx_http_influencers_label(ngx_pool_t *pool, ngx_str_t *value,
+ngx_http_influencers_metrics_label(ngx_pool_t *pool, ngx_str_t *value,
     ngx_str_t *label)
 {
     u_char  *p, *s, *end;
@@ -635,7 +635,7 @@ ngx_http_influencers_label(ngx_pool_t *pool, ngx_str_t *value,
 
 
 static ngx_uint_t
-ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
+ngx_http_influencers_metrics_same_answer(ngx_uint_t a, ngx_uint_t b)
 {
     const char  *x, *y;
 
@@ -655,7 +655,7 @@ ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
 /* writes until the buffer is full: a full one is then an error */
 
 static void
-ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+ngx_http_influencers_metrics_print(ngx_http_influencers_out_t *out,
     const char *fmt, ...)
 {
     va_list  args;

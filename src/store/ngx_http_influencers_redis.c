@@ -7,6 +7,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_redis.h"
+#include "ngx_http_influencers_redis_conf.h"
 #include "ngx_http_influencers_redis_events.h"
 
 #include <ngx_sha1.h>
@@ -78,7 +79,6 @@
 #define NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM     0
 #define NGX_HTTP_INFLUENCERS_SCRIPT_FINISH    1
 
-#define NGX_HTTP_INFLUENCERS_PREFIX_MAX       64
 
 /* <prefix>:<org hash, 16 hex>:<key digest, 64 hex> */
 #define NGX_HTTP_INFLUENCERS_REDIS_KEY_LEN                                    \
@@ -131,21 +131,6 @@ typedef struct ngx_http_influencers_redis_slot_s
     ngx_http_influencers_redis_slot_t;
 
 
-typedef struct {
-    ngx_str_t                            name;      /* as configured */
-    u_char                              *host;      /* numeric, or NULL */
-    int                                  port;
-    u_char                              *path;      /* unix:, or NULL */
-    ngx_str_t                            user;
-    ngx_str_t                            password;
-    ngx_uint_t                           db;
-    ngx_str_t                            db_text;
-    ngx_str_t                            prefix;
-    ngx_msec_t                           connect_timeout;
-    ngx_msec_t                           timeout;
-
-    ngx_http_influencers_redis_link_t   *link;      /* this worker's */
-} ngx_http_influencers_redis_conf_t;
 
 
 typedef struct {
@@ -225,10 +210,6 @@ struct ngx_http_influencers_redis_chunk_s {
 };
 
 
-static char *ngx_http_influencers_redis_address(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value);
-static char *ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *value, ngx_msec_t *msec);
 static void ngx_http_influencers_redis_digests(void);
 
 static ngx_int_t ngx_http_influencers_redis_prepare(
@@ -410,12 +391,6 @@ static ngx_str_t  ngx_http_influencers_redis_scripts[] = {
                "return 1\n")
 };
 
-/* the parameters of influencers_redis after the address, in this order */
-static const char  *ngx_http_influencers_redis_params[] = {
-    "password", "user", "db", "prefix", "connect_timeout", "timeout",
-    "on_error", NULL
-};
-
 /* the scripts' SHA1s, in hex, for EVALSHA: the same in every process */
 static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
 static ngx_uint_t  ngx_http_influencers_redis_sha_done;
@@ -427,321 +402,6 @@ static const char  *ngx_http_influencers_redis_rc_names[] = {
     "resend", "", "stale", "lost"
 };
 #endif
-
-
-/*
- * influencers_redis zone=NAME ADDRESS [password=SECRET] [user=NAME]
- *     [db=N] [prefix=STRING] [connect_timeout=TIME] [timeout=TIME]
- *     [on_error=503|local]
- *
- * A password never appears in a message: an unknown parameter is named by
- * what comes before its "=".
- */
-
-char *
-ngx_http_influencers_redis_conf(ngx_conf_t *cf,
-    ngx_http_influencers_zone_t *zone)
-{
-    u_char                             *p, *last;
-    ngx_int_t                           n;
-    ngx_str_t                          *value, name, s;
-    ngx_uint_t                          i, fallback, seen;
-    ngx_http_influencers_redis_conf_t  *conf;
-
-    value = cf->args->elts;
-
-    if (zone->redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" is duplicate for zone "
-                           "\"%V\"", &zone->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (cf->args->nelts < 3) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" needs the address of "
-                           "Redis after \"%V\": host:port or unix:path",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_redis_conf_t));
-    if (conf == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_str_set(&conf->prefix, "influencers");
-    conf->connect_timeout = 500;
-    conf->timeout = 200;
-
-    if (ngx_http_influencers_redis_address(cf, conf, &value[2])
-        != NGX_CONF_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    fallback = 0;
-    seen = 0;
-
-    for (i = 3; i < cf->args->nelts; i++) {
-
-        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
-
-        if (p == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\" of "
-                               "\"influencers_redis\": name=value is "
-                               "expected", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        name.data = value[i].data;
-        name.len = p - value[i].data;
-        s.data = p + 1;
-        s.len = value[i].data + value[i].len - s.data;
-
-        for (n = 0; ngx_http_influencers_redis_params[n]; n++) {
-            if (name.len == ngx_strlen(ngx_http_influencers_redis_params[n])
-                && ngx_strncmp(name.data, ngx_http_influencers_redis_params[n],
-                               name.len)
-                   == 0)
-            {
-                break;
-            }
-        }
-
-        if (ngx_http_influencers_redis_params[n] == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V=...\" of "
-                               "\"influencers_redis\"", &name);
-            return NGX_CONF_ERROR;
-        }
-
-        if (seen & (1 << n)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V=\" is duplicate in "
-                               "\"influencers_redis\"", &name);
-            return NGX_CONF_ERROR;
-        }
-
-        seen |= 1 << n;
-
-        switch (n) {
-
-        case 0: /* password */
-        case 1: /* user */
-            if (s.len == 0 || s.len > 512) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V=\" of \"influencers_redis\":"
-                                   " from 1 to 512 bytes", &name);
-                return NGX_CONF_ERROR;
-            }
-
-            if (n == 0) {
-                conf->password = s;
-
-            } else {
-                conf->user = s;
-            }
-
-            break;
-
-        case 2: /* db */
-            n = ngx_atoi(s.data, s.len);
-
-            if (n == NGX_ERROR || n > 2147483647) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid db \"%V\": a number from 0 to "
-                                   "2147483647", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            conf->db = (ngx_uint_t) n;
-            conf->db_text = s;
-            break;
-
-        case 3: /* prefix */
-            if (s.len == 0 || s.len > NGX_HTTP_INFLUENCERS_PREFIX_MAX) {
-                goto invalid_prefix;
-            }
-
-            last = s.data + s.len;
-
-            for (p = s.data; p < last; p++) {
-                if (*p <= 0x20 || *p >= 0x7f) {
-                    goto invalid_prefix;
-                }
-            }
-
-            conf->prefix = s;
-            break;
-
-        case 4: /* connect_timeout */
-            if (ngx_http_influencers_redis_msec(cf, &name, &s,
-                                                &conf->connect_timeout)
-                != NGX_CONF_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-
-        case 5: /* timeout */
-            if (ngx_http_influencers_redis_msec(cf, &name, &s,
-                                                &conf->timeout)
-                != NGX_CONF_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-
-        default: /* on_error */
-            if (s.len == 3 && ngx_strncmp(s.data, "503", 3) == 0) {
-                fallback = 0;
-
-            } else if (s.len == 5 && ngx_strncmp(s.data, "local", 5) == 0) {
-                fallback = 1;
-
-            } else {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid on_error \"%V\": \"503\" or "
-                                   "\"local\" is expected", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-        }
-    }
-
-    if (conf->user.len && conf->password.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"user=\" of \"influencers_redis\" needs "
-                           "\"password=\"");
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_http_influencers_redis_digests();
-
-    zone->redis = conf;
-
-    if (fallback) {
-        zone->fallback = 1;
-    }
-
-    return NGX_CONF_OK;
-
-invalid_prefix:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid prefix \"%V\": from 1 to %d visible ASCII "
-                       "characters, without spaces", &s,
-                       NGX_HTTP_INFLUENCERS_PREFIX_MAX);
-    return NGX_CONF_ERROR;
-}
-
-
-/*
- * host:port, with the host a literal address or a name resolved now, so
- * that no request ever waits on DNS; or unix:path.
- */
-
-static char *
-ngx_http_influencers_redis_address(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value)
-{
-    size_t            len, max;
-    ngx_url_t         u;
-    struct sockaddr  *sa;
-
-    conf->name = *value;
-
-    if (value->len >= 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
-        len = value->len - 5;
-        max = sizeof(((struct sockaddr_un *) 0)->sun_path) - 1;
-
-        if (len == 0 || len > max) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid Redis address \"%V\": the path of "
-                               "a unix socket is from 1 to %uz bytes",
-                               value, max);
-            return NGX_CONF_ERROR;
-        }
-
-        conf->path = ngx_pnalloc(cf->pool, len + 1);
-        if (conf->path == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(conf->path, value->data + 5, len);
-        conf->path[len] = '\0';
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_strlchr(value->data, value->data + value->len, '=')) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" needs the address of "
-                           "Redis right after zone=: host:port or "
-                           "unix:path");
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = *value;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid Redis address \"%V\": %s", value,
-                           u.err ? u.err : "cannot be parsed");
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.no_port || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid Redis address \"%V\": host:port is "
-                           "expected", value);
-        return NGX_CONF_ERROR;
-    }
-
-    /* a name with several addresses: the first, as a client would */
-
-    sa = u.addrs[0].sockaddr;
-
-    conf->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (conf->host == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    len = ngx_sock_ntop(sa, u.addrs[0].socklen, conf->host,
-                        NGX_SOCKADDR_STRLEN, 0);
-    conf->host[len] = '\0';
-
-    conf->port = ngx_inet_get_port(sa);
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *value, ngx_msec_t *msec)
-{
-    ngx_int_t  n;
-
-    n = ngx_parse_time(value, 0);
-
-    if (n == NGX_ERROR || n < 1 || n > 60000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid %V \"%V\": from 1ms to 60s", name, value);
-        return NGX_CONF_ERROR;
-    }
-
-    *msec = (ngx_msec_t) n;
-
-    return NGX_CONF_OK;
-}
 
 
 static void
@@ -776,6 +436,9 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_influencers_redis_link_t  *link;
 
     conf = zone->redis;
+
+    /* the scripts' SHA1s: once a process, before a script is sent */
+    ngx_http_influencers_redis_digests();
 
     link = ngx_calloc(sizeof(ngx_http_influencers_redis_link_t), cycle->log);
     if (link == NULL) {
@@ -990,7 +653,7 @@ ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
         return rc;
     }
 
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
     left = (fin->expires > now_ms) ? (ngx_msec_t) (fin->expires - now_ms) : 1;
 
     slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
@@ -1535,7 +1198,7 @@ ngx_http_influencers_redis_release(ngx_http_influencers_redis_slot_t *slot)
     ngx_memcpy(fin.job_id, slot->job, NGX_HTTP_INFLUENCERS_ID_BYTES);
     fin.outcome = 'F';
     fin.ttl = link->zone->ttl;
-    fin.expires = ngx_http_influencers_wall_ms() + link->zone->lease;
+    fin.expires = ngx_http_influencers_zone_wall_ms() + link->zone->lease;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: a claim nobody forwards, released");

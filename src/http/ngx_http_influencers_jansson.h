@@ -21,9 +21,9 @@
 void ngx_http_influencers_jansson_init(void);
 
 /*
- * ngx_http_influencers_body_check(), its dozen allocations pool bumps from
- * pool, its frees nothing; jansson's allocations outside it are
- * malloc()ed and freed as ever.
+ * ngx_http_influencers_validate_body_check(), its dozen allocations pool
+ * bumps from pool, its frees nothing; jansson's allocations outside it
+ * are malloc()ed and freed as ever.
  */
 ngx_http_influencers_body_rc_e ngx_http_influencers_jansson_body_check(
     ngx_pool_t *pool, ngx_http_influencers_body_t *b, const u_char *body,

@@ -11,16 +11,16 @@
 #include "ngx_http_influencers_json.h"
 
 
-static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
+static ngx_str_t *ngx_http_influencers_forward_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
     ngx_http_influencers_ctx_t *ctx);
-static ngx_table_elt_t *ngx_http_influencers_push_in(ngx_http_request_t *sr,
-    ngx_uint_t name, u_char *value, size_t len);
+static ngx_table_elt_t *ngx_http_influencers_forward_push_in(
+    ngx_http_request_t *sr, ngx_uint_t name, u_char *value, size_t len);
 static ngx_int_t ngx_http_influencers_forward_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_uint_t ngx_http_influencers_forward_sent(ngx_http_request_t *sr);
-static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_forward_drop_output(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
@@ -63,7 +63,7 @@ ngx_http_influencers_forward(ngx_http_request_t *r,
     ngx_http_request_body_t      *rb;
     ngx_http_post_subrequest_t   *ps;
 
-    json = ngx_http_influencers_job_json(r, ctx);
+    json = ngx_http_influencers_forward_job_json(r, ctx);
     if (json == NULL) {
         return NGX_ERROR;
     }
@@ -140,19 +140,18 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
                            - ctx->sr->request_body->buf->pos;
     hi->keep_alive_n = -1;
 
-    ct = ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_CONTENT_TYPE,
-                                      (u_char *) "application/json",
-                                      sizeof("application/json") - 1);
+    ct = ngx_http_influencers_forward_push_in(sr,
+             NGX_HTTP_INFLUENCERS_CONTENT_TYPE,
+             (u_char *) "application/json", sizeof("application/json") - 1);
 
     if (ct == NULL
-        || ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_X_REQUEST_ID,
-                                        ctx->job_request_id,
-                                        NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
+        || ngx_http_influencers_forward_push_in(sr,
+               NGX_HTTP_INFLUENCERS_X_REQUEST_ID, ctx->job_request_id,
+               NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
            == NULL
-        || ngx_http_influencers_push_in(sr,
-                                        NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY,
-                                        ctx->job_id,
-                                        NGX_HTTP_INFLUENCERS_JOB_ID_LEN)
+        || ngx_http_influencers_forward_push_in(sr,
+               NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY, ctx->job_id,
+               NGX_HTTP_INFLUENCERS_JOB_ID_LEN)
            == NULL)
     {
         return NGX_ERROR;
@@ -165,7 +164,7 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
 
 
 static ngx_table_elt_t *
-ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
+ngx_http_influencers_forward_push_in(ngx_http_request_t *sr, ngx_uint_t name,
     u_char *value, size_t len)
 {
     ngx_table_elt_t                *h;
@@ -196,7 +195,7 @@ ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
 
 
 static ngx_str_t *
-ngx_http_influencers_job_json(ngx_http_request_t *r,
+ngx_http_influencers_forward_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
     size_t                              len;
@@ -253,8 +252,8 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
     p = ngx_http_influencers_json_raw(p, ctx->job_request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"createdAt\":\"");
-    p = ngx_http_influencers_iso_time(p,
-                          ngx_http_influencers_ulid_time(ctx->ticket.job_id));
+    p = ngx_http_influencers_ids_iso_time(p,
+        ngx_http_influencers_ids_ulid_time(ctx->ticket.job_id));
     p = ngx_http_influencers_json_lit(p, "\",\"params\":{\"gender\":\"");
     p = ngx_http_influencers_json_raw(p, gender->name, gender->len);
     p = ngx_http_influencers_json_lit(p, "\",\"ageRange\":\"");
@@ -463,7 +462,7 @@ ngx_http_influencers_forward_init(ngx_conf_t *cf)
     }
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_influencers_drop_output;
+    ngx_http_top_body_filter = ngx_http_influencers_forward_drop_output;
 
     return NGX_OK;
 }
@@ -476,7 +475,7 @@ ngx_http_influencers_forward_init(ngx_conf_t *cf)
  */
 
 static ngx_int_t
-ngx_http_influencers_drop_output(ngx_http_request_t *r, ngx_chain_t *in)
+ngx_http_influencers_forward_drop_output(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_chain_t                 *cl;
     ngx_http_influencers_ctx_t  *ctx;

@@ -9,6 +9,7 @@
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_redis.h"
+#include "ngx_http_influencers_redis_conf.h"
 
 
 /*
@@ -316,7 +317,7 @@ ngx_http_influencers_store_owed(ngx_http_influencers_store_ctx_t *sc,
     ngx_memcpy(fin->token, sc->op.token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
     ngx_memcpy(fin->job_id, ticket->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
     fin->ttl = zone->ttl;
-    fin->expires = ngx_http_influencers_wall_ms() + zone->ttl;
+    fin->expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
 
     if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED) {
         fin->outcome = 'A';
@@ -643,7 +644,7 @@ ngx_http_influencers_store_redis_directive(ngx_conf_t *cf, ngx_command_t *cmd,
         return NGX_CONF_ERROR;
     }
 
-    return ngx_http_influencers_redis_conf(cf, zone);
+    return ngx_http_influencers_redis_conf_parse(cf, zone);
 }
 
 

@@ -24,16 +24,16 @@ typedef enum {
 
 
 /* an error; a 409 or a 503 with a Retry-After of retry_after seconds */
-ngx_int_t ngx_http_influencers_send_error(ngx_http_request_t *r,
+ngx_int_t ngx_http_influencers_reply_send_error(ngx_http_request_t *r,
     u_char *request_id, ngx_uint_t answer, ngx_str_t *details);
-ngx_int_t ngx_http_influencers_send_busy(ngx_http_request_t *r,
+ngx_int_t ngx_http_influencers_reply_send_busy(ngx_http_request_t *r,
     u_char *request_id, ngx_uint_t answer, time_t retry_after);
-ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
+ngx_int_t ngx_http_influencers_reply_send_accepted(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed);
-ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
-ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
+ngx_int_t ngx_http_influencers_reply_errors_handler(ngx_http_request_t *r);
+ngx_int_t ngx_http_influencers_reply_send_json(ngx_http_request_t *r,
     ngx_uint_t status, ngx_str_t *body);
-ngx_int_t ngx_http_influencers_send_body(ngx_http_request_t *r,
+ngx_int_t ngx_http_influencers_reply_send_body(ngx_http_request_t *r,
     ngx_str_t *type, size_t type_len, u_char *body, size_t len);
 
 

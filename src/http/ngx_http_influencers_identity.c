@@ -32,19 +32,20 @@ struct ngx_http_influencers_directory_s {
 typedef struct {
     ngx_conf_t            *cf;
     u_char                *file;
-} ngx_http_influencers_loader_t;
+} ngx_http_influencers_identity_loader_t;
 
 
-static ngx_http_influencers_directory_t *ngx_http_influencers_directory_keep(
-    ngx_conf_t *cf, ngx_http_influencers_dir_t *d);
-static ngx_int_t ngx_http_influencers_keep_org(ngx_conf_t *cf,
+static ngx_http_influencers_directory_t *
+    ngx_http_influencers_identity_directory_keep(ngx_conf_t *cf,
+    ngx_http_influencers_dir_t *d);
+static ngx_int_t ngx_http_influencers_identity_keep_org(ngx_conf_t *cf,
     ngx_str_t *org, const char *data, size_t len);
-static void ngx_cdecl ngx_http_influencers_dir_error(
-    ngx_http_influencers_loader_t *ld, const char *fmt, ...);
-static int ngx_libc_cdecl ngx_http_influencers_key_cmp(const void *a,
+static void ngx_cdecl ngx_http_influencers_identity_dir_error(
+    ngx_http_influencers_identity_loader_t *ld, const char *fmt, ...);
+static int ngx_libc_cdecl ngx_http_influencers_identity_key_cmp(const void *a,
     const void *b);
-static int ngx_libc_cdecl ngx_http_influencers_project_cmp(const void *a,
-    const void *b);
+static int ngx_libc_cdecl ngx_http_influencers_identity_project_cmp(
+    const void *a, const void *b);
 
 
 /*
@@ -54,14 +55,14 @@ static int ngx_libc_cdecl ngx_http_influencers_project_cmp(const void *a,
  */
 
 ngx_http_influencers_directory_t *
-ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
+ngx_http_influencers_identity_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 {
     int                                 rc;
     json_t                             *root;
     ngx_str_t                           path;
     json_error_t                        err;
     ngx_http_influencers_dir_t          d;
-    ngx_http_influencers_loader_t       ld;
+    ngx_http_influencers_identity_loader_t       ld;
     ngx_http_influencers_directory_t   *dir;
 
     path = *file;
@@ -77,10 +78,11 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 
     if (root == NULL) {
         if (json_error_code(&err) == json_error_cannot_open_file) {
-            ngx_http_influencers_dir_error(&ld, "cannot open the file (%s)",
+            ngx_http_influencers_identity_dir_error(&ld,
+                                                    "cannot open the file (%s)",
                                            err.text);
         } else {
-            ngx_http_influencers_dir_error(&ld,
+            ngx_http_influencers_identity_dir_error(&ld,
                                   "invalid JSON at line %d, column %d: %s",
                                   err.line, err.column, err.text);
         }
@@ -88,15 +90,16 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
         return NULL;
     }
 
-    rc = ngx_http_influencers_dir_parse(&d, root);
+    rc = ngx_http_influencers_directory_parse(&d, root);
 
     if (rc == 1) {
-        ngx_http_influencers_dir_error(&ld, "%s", d.error);
+        ngx_http_influencers_identity_dir_error(&ld, "%s", d.error);
     }
 
-    dir = (rc == 0) ? ngx_http_influencers_directory_keep(cf, &d) : NULL;
+    dir = (rc == 0) ? ngx_http_influencers_identity_directory_keep(cf,
+                                                                   &d) : NULL;
 
-    ngx_http_influencers_dir_free(&d);
+    ngx_http_influencers_directory_free(&d);
 
     return dir;
 }
@@ -105,7 +108,7 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 /* in the order the parser sorted them, for bsearch() */
 
 static ngx_http_influencers_directory_t *
-ngx_http_influencers_directory_keep(ngx_conf_t *cf,
+ngx_http_influencers_identity_directory_keep(ngx_conf_t *cf,
     ngx_http_influencers_dir_t *d)
 {
     size_t                              i;
@@ -138,8 +141,8 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
                    NGX_HTTP_INFLUENCERS_SHA256_LEN);
         k->write = d->keys[i].write;
 
-        if (ngx_http_influencers_keep_org(cf, &k->org, d->keys[i].org,
-                                          d->keys[i].org_len)
+        if (ngx_http_influencers_identity_keep_org(cf, &k->org, d->keys[i].org,
+                                                   d->keys[i].org_len)
             != NGX_OK)
         {
             return NULL;
@@ -148,7 +151,7 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
 
     ngx_qsort(dir->keys.elts, dir->keys.nelts,
               sizeof(ngx_http_influencers_key_t),
-              ngx_http_influencers_key_cmp);
+              ngx_http_influencers_identity_key_cmp);
 
     for (i = 0; i < d->nprojects; i++) {
         p = ngx_array_push(&dir->projects);
@@ -159,7 +162,8 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
         ngx_memcpy(p->id, d->projects[i].id, NGX_HTTP_INFLUENCERS_UUID_BYTES);
         p->target_gender = d->projects[i].target_gender;
 
-        if (ngx_http_influencers_keep_org(cf, &p->org, d->projects[i].org,
+        if (ngx_http_influencers_identity_keep_org(cf, &p->org,
+                                                   d->projects[i].org,
                                           d->projects[i].org_len)
             != NGX_OK)
         {
@@ -172,7 +176,7 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
 
 
 static ngx_int_t
-ngx_http_influencers_keep_org(ngx_conf_t *cf, ngx_str_t *org,
+ngx_http_influencers_identity_keep_org(ngx_conf_t *cf, ngx_str_t *org,
     const char *data, size_t len)
 {
     org->len = len;
@@ -188,8 +192,8 @@ ngx_http_influencers_keep_org(ngx_conf_t *cf, ngx_str_t *org,
 
 
 static void ngx_cdecl
-ngx_http_influencers_dir_error(ngx_http_influencers_loader_t *ld,
-    const char *fmt, ...)
+ngx_http_influencers_identity_dir_error(
+    ngx_http_influencers_identity_loader_t *ld, const char *fmt, ...)
 {
     u_char   *p;
     va_list   args;
@@ -219,7 +223,7 @@ ngx_http_influencers_dir_error(ngx_http_influencers_loader_t *ld,
  */
 
 static int ngx_libc_cdecl
-ngx_http_influencers_key_cmp(const void *a, const void *b)
+ngx_http_influencers_identity_key_cmp(const void *a, const void *b)
 {
     uint64_t      x, y, z, lt, gt, less, greater, decided;
     const u_char *p, *q;
@@ -253,7 +257,7 @@ ngx_http_influencers_key_cmp(const void *a, const void *b)
 
 
 static int ngx_libc_cdecl
-ngx_http_influencers_project_cmp(const void *a, const void *b)
+ngx_http_influencers_identity_project_cmp(const void *a, const void *b)
 {
     return ngx_memcmp(((ngx_http_influencers_project_t *) a)->id,
                       ((ngx_http_influencers_project_t *) b)->id,
@@ -262,7 +266,7 @@ ngx_http_influencers_project_cmp(const void *a, const void *b)
 
 
 ngx_int_t
-ngx_http_influencers_authenticate(ngx_http_request_t *r,
+ngx_http_influencers_identity_authenticate(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_uint_t *answer)
 {
@@ -276,7 +280,8 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         h = r->headers_in.authorization;
 
         if (h == NULL
-            || ngx_http_influencers_parse_bearer(h->value.data, h->value.len,
+            || ngx_http_influencers_validate_parse_bearer(h->value.data,
+                                                          h->value.len,
                                                  &key, &len)
                != 0)
         {
@@ -288,7 +293,7 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
-        if (ngx_http_influencers_sha256(key, len, probe.digest) != NGX_OK) {
+        if (ngx_http_influencers_ids_sha256(key, len, probe.digest) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "influencers: SHA-256 failed");
             *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
@@ -298,7 +303,7 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         k = bsearch(&probe, ilcf->directory->keys.elts,
                     ilcf->directory->keys.nelts,
                     sizeof(ngx_http_influencers_key_t),
-                    ngx_http_influencers_key_cmp);
+                    ngx_http_influencers_identity_key_cmp);
 
         if (k == NULL) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -335,7 +340,7 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (ngx_http_influencers_valid_org(org.data, org.len) != 0) {
+    if (ngx_http_influencers_directory_valid_org(org.data, org.len) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: the org from \"influencers_org\" is not "
                       "1-64 visible ASCII characters");
@@ -350,9 +355,9 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         return NGX_DECLINED;
     }
 
-    if (!ngx_http_influencers_has_scope(scopes.data, scopes.len,
-                                        NGX_HTTP_INFLUENCERS_SCOPE,
-                                        sizeof(NGX_HTTP_INFLUENCERS_SCOPE) - 1))
+    if (!ngx_http_influencers_validate_has_scope(scopes.data, scopes.len,
+                                      NGX_HTTP_INFLUENCERS_SCOPE,
+                                      sizeof(NGX_HTTP_INFLUENCERS_SCOPE) - 1))
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers identity: from variables, "
@@ -370,7 +375,7 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
 
 
 ngx_int_t
-ngx_http_influencers_authorize_project(ngx_http_request_t *r,
+ngx_http_influencers_identity_authorize_project(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_uint_t *answer)
 {
@@ -383,7 +388,7 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
         p = bsearch(&probe, ilcf->directory->projects.elts,
                     ilcf->directory->projects.nelts,
                     sizeof(ngx_http_influencers_project_t),
-                    ngx_http_influencers_project_cmp);
+                    ngx_http_influencers_identity_project_cmp);
 
         /* one answer for "another org's" and "no such project" */
 
@@ -418,7 +423,7 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
             return NGX_DECLINED;
         }
 
-        ctx->target_gender = ngx_http_influencers_enum_find(
+        ctx->target_gender = ngx_http_influencers_validate_enum_find(
                                           ngx_http_influencers_targets,
                                           target.data, target.len);
     }

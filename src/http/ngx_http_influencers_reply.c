@@ -29,45 +29,47 @@ static ngx_str_t  ngx_http_influencers_json_type =
     ngx_string("application/json");
 
 
-static ngx_int_t ngx_http_influencers_push(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_push(ngx_http_request_t *r,
     char *name, size_t name_len, u_char *value, size_t len);
-static ngx_int_t ngx_http_influencers_send_answer(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_send_answer(ngx_http_request_t *r,
     u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
     time_t retry_after);
-static ngx_int_t ngx_http_influencers_push_seconds(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_push_seconds(ngx_http_request_t *r,
     char *name, size_t name_len, time_t t);
-static ngx_int_t ngx_http_influencers_push_http_date(ngx_http_request_t *r,
-    char *name, size_t name_len, time_t t);
+static ngx_int_t ngx_http_influencers_reply_push_http_date(
+    ngx_http_request_t *r, char *name, size_t name_len, time_t t);
 static void ngx_http_influencers_reply_count(ngx_http_request_t *r,
     ngx_uint_t answer);
-static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_send(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 
 
 #define ngx_http_influencers_push_str(r, name, value, len)                   \
-    ngx_http_influencers_push(r, name, sizeof(name) - 1, value, len)
+    ngx_http_influencers_reply_push(r, name, sizeof(name) - 1, value, len)
 
 
 ngx_int_t
-ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
+ngx_http_influencers_reply_send_error(ngx_http_request_t *r, u_char *request_id,
     ngx_uint_t answer, ngx_str_t *details)
 {
-    return ngx_http_influencers_send_answer(r, request_id, answer, details,
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer,
+                                                  details,
                                             0);
 }
 
 
 ngx_int_t
-ngx_http_influencers_send_busy(ngx_http_request_t *r, u_char *request_id,
+ngx_http_influencers_reply_send_busy(ngx_http_request_t *r, u_char *request_id,
     ngx_uint_t answer, time_t retry_after)
 {
-    return ngx_http_influencers_send_answer(r, request_id, answer, NULL,
-                                            retry_after);
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer, NULL,
+                                                  retry_after);
 }
 
 
 static ngx_int_t
-ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
+ngx_http_influencers_reply_send_answer(ngx_http_request_t *r,
+                                       u_char *request_id,
     ngx_uint_t answer, ngx_str_t *details, time_t retry_after)
 {
     size_t                           len;
@@ -104,9 +106,9 @@ ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
 
     case NGX_HTTP_CONFLICT:
     case NGX_HTTP_SERVICE_UNAVAILABLE:
-        if (ngx_http_influencers_push_seconds(r, "Retry-After",
-                                              sizeof("Retry-After") - 1,
-                                              retry_after)
+        if (ngx_http_influencers_reply_push_seconds(r, "Retry-After",
+                                                    sizeof("Retry-After") - 1,
+                                                    retry_after)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -162,12 +164,12 @@ ngx_http_influencers_send_answer(ngx_http_request_t *r, u_char *request_id,
 
     ngx_http_influencers_reply_count(r, answer);
 
-    return ngx_http_influencers_send(r, e->status, body, p - body);
+    return ngx_http_influencers_reply_send(r, e->status, body, p - body);
 }
 
 
 ngx_int_t
-ngx_http_influencers_send_accepted(ngx_http_request_t *r,
+ngx_http_influencers_reply_send_accepted(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed)
 {
     u_char                               *body, *p, *location;
@@ -205,16 +207,16 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
         || ngx_http_influencers_push_str(r, "Location", location,
                                          p - 2 - location)
            != NGX_OK
-        || ngx_http_influencers_push_seconds(r, "Retry-After",
-                                             sizeof("Retry-After") - 1,
-                                             ticket->retry_after)
+        || ngx_http_influencers_reply_push_seconds(r, "Retry-After",
+                                                   sizeof("Retry-After") - 1,
+                                                   ticket->retry_after)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
     if (ticket->expires
-        && ngx_http_influencers_push_http_date(r, "Idempotency-Expires",
+        && ngx_http_influencers_reply_push_http_date(r, "Idempotency-Expires",
                                           sizeof("Idempotency-Expires") - 1,
                                           ticket->expires)
            != NGX_OK)
@@ -238,7 +240,8 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
 
     ngx_http_influencers_reply_count(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
 
-    return ngx_http_influencers_send(r, NGX_HTTP_ACCEPTED, body, p - body);
+    return ngx_http_influencers_reply_send(r, NGX_HTTP_ACCEPTED, body,
+                                           p - body);
 }
 
 
@@ -249,7 +252,7 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
  */
 
 ngx_int_t
-ngx_http_influencers_errors_handler(ngx_http_request_t *r)
+ngx_http_influencers_reply_errors_handler(ngx_http_request_t *r)
 {
     u_char                      *request_id;
     ngx_uint_t                   status, answer;
@@ -320,7 +323,7 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     request_id = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     if (request_id == NULL
-        || ngx_http_influencers_request_id(request_id, NULL) != NGX_OK)
+        || ngx_http_influencers_ids_request_id(request_id, NULL) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
@@ -343,20 +346,21 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     /* nginx's own 409s and 503s ask for a retry in a second */
 
-    return ngx_http_influencers_send_answer(r, request_id, answer, NULL, 1);
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer, NULL,
+                                                  1);
 }
 
 
 ngx_int_t
-ngx_http_influencers_send_json(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_influencers_reply_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body)
 {
-    return ngx_http_influencers_send(r, status, body->data, body->len);
+    return ngx_http_influencers_reply_send(r, status, body->data, body->len);
 }
 
 
 static ngx_int_t
-ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_influencers_reply_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
     r->headers_out.status = status;
@@ -376,7 +380,8 @@ ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
         ngx_str_null(&r->headers_out.status_line);
     }
 
-    return ngx_http_influencers_send_body(r, &ngx_http_influencers_json_type,
+    return ngx_http_influencers_reply_send_body(r,
+                                                &ngx_http_influencers_json_type,
                                           ngx_http_influencers_json_type.len,
                                           body, len);
 }
@@ -385,7 +390,7 @@ ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
 /* a whole body of one buffer, for every answer the module writes itself */
 
 ngx_int_t
-ngx_http_influencers_send_body(ngx_http_request_t *r, ngx_str_t *type,
+ngx_http_influencers_reply_send_body(ngx_http_request_t *r, ngx_str_t *type,
     size_t type_len, u_char *body, size_t len)
 {
     ngx_int_t     rc;
@@ -422,7 +427,8 @@ ngx_http_influencers_send_body(ngx_http_request_t *r, ngx_str_t *type,
 
 
 static ngx_int_t
-ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
+ngx_http_influencers_reply_push(ngx_http_request_t *r, char *name,
+                                size_t name_len,
     u_char *value, size_t len)
 {
     ngx_table_elt_t  *h;
@@ -450,7 +456,7 @@ ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
 /* what "%T" writes, without ngx_sprintf() */
 
 static ngx_int_t
-ngx_http_influencers_push_seconds(ngx_http_request_t *r, char *name,
+ngx_http_influencers_reply_push_seconds(ngx_http_request_t *r, char *name,
     size_t name_len, time_t t)
 {
     u_char  *p, *last;
@@ -460,10 +466,10 @@ ngx_http_influencers_push_seconds(ngx_http_request_t *r, char *name,
         return NGX_ERROR;
     }
 
-    last = (t >= 0) ? ngx_http_influencers_decimal(p, (uint64_t) t)
+    last = (t >= 0) ? ngx_http_influencers_ids_decimal(p, (uint64_t) t)
                     : ngx_sprintf(p, "%T", t);
 
-    return ngx_http_influencers_push(r, name, name_len, p, last - p);
+    return ngx_http_influencers_reply_push(r, name, name_len, p, last - p);
 }
 
 
@@ -474,7 +480,7 @@ ngx_http_influencers_push_seconds(ngx_http_request_t *r, char *name,
  */
 
 static ngx_int_t
-ngx_http_influencers_push_http_date(ngx_http_request_t *r, char *name,
+ngx_http_influencers_reply_push_http_date(ngx_http_request_t *r, char *name,
     size_t name_len, time_t t)
 {
     u_char  *p, *last;
@@ -484,9 +490,9 @@ ngx_http_influencers_push_http_date(ngx_http_request_t *r, char *name,
         return NGX_ERROR;
     }
 
-    last = ngx_http_influencers_http_time(p, t);
+    last = ngx_http_influencers_ids_http_time(p, t);
 
-    return ngx_http_influencers_push(r, name, name_len, p, last - p);
+    return ngx_http_influencers_reply_push(r, name, name_len, p, last - p);
 }
 
 

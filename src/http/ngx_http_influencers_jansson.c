@@ -61,8 +61,8 @@ ngx_http_influencers_jansson_init(void)
 
 /*
  * Everything jansson allocates for the body comes from the pool, and
- * every object is still released by ngx_http_influencers_body_free() (a
- * no-op for pool blocks).
+ * every object is still released by
+ * ngx_http_influencers_validate_body_free() (a no-op for pool blocks).
  */
 
 ngx_http_influencers_body_rc_e
@@ -75,7 +75,7 @@ ngx_http_influencers_jansson_body_check(ngx_pool_t *pool,
     last = ngx_http_influencers_jansson_pool;
     ngx_http_influencers_jansson_pool = pool;
 
-    rc = ngx_http_influencers_body_check(b, body, len);
+    rc = ngx_http_influencers_validate_body_check(b, body, len);
 
     ngx_http_influencers_jansson_pool = last;
 
