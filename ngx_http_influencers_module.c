@@ -1188,8 +1188,9 @@ ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx)
                                          ctx->job_id + sizeof("job_") - 1);
 
     ngx_memcpy(ctx->influencer_id, "inf_", sizeof("inf_") - 1);
-    ngx_hex_dump(ctx->influencer_id + sizeof("inf_") - 1,
-                 ctx->ticket.influencer_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_http_influencers_ids_hex(ctx->influencer_id + sizeof("inf_") - 1,
+                                 ctx->ticket.influencer_id,
+                                 NGX_HTTP_INFLUENCERS_ID_BYTES);
 
     ctx->has_job = 1;
 }

@@ -32,6 +32,8 @@ void ngx_http_influencers_ids_exit_process(void);
 ngx_int_t ngx_http_influencers_ids_random(u_char *buf, size_t n);
 ngx_int_t ngx_http_influencers_ids_request_id(u_char *out, u_char *raw);
 void ngx_http_influencers_ids_request_id_text(u_char *out, const u_char *raw);
+u_char *ngx_http_influencers_ids_hex(u_char *dst, const u_char *src,
+    size_t len);
 
 /* 16 bytes: 48-bit big-endian milliseconds, 80 random bits */
 void ngx_http_influencers_ids_ulid_encode(const u_char *ulid, u_char *out);

@@ -254,7 +254,10 @@ ngx_http_influencers_store_finish(ngx_http_request_t *r,
 
     sc = ticket->fleet;
 
-    ngx_http_influencers_zone_finish(zone, ticket, outcome, sc && sc->fleet,
+    ngx_http_influencers_zone_finish(zone, ticket, outcome,
+                                     (sc && sc->fleet)
+                                     ? NGX_HTTP_INFLUENCERS_REDIS_HOLDS
+                                     : NGX_HTTP_INFLUENCERS_ZONE_HOLDS,
                                      r->connection->log);
 
     if (sc == NULL || !sc->fleet) {

@@ -197,7 +197,7 @@ static void ngx_http_influencers_zone_unqueue(ngx_http_influencers_shctx_t *sh,
 static void ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_uint_t cache);
+    ngx_http_influencers_zone_holder_e holder);
 static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
 static void ngx_http_influencers_zone_index(ngx_http_influencers_shctx_t *sh,
@@ -884,7 +884,7 @@ void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
     ngx_http_influencers_forward_e outcome,
-    ngx_uint_t cache, ngx_log_t *log)
+    ngx_http_influencers_zone_holder_e holder, ngx_log_t *log)
 {
     ngx_int_t                       seq;
     ngx_uint_t                      state;
@@ -921,7 +921,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         }
 
         ngx_http_influencers_zone_unqueue(sh, rec);
-        ngx_http_influencers_zone_accept(zone, rec, ticket, cache);
+        ngx_http_influencers_zone_accept(zone, rec, ticket, holder);
         ticket->landed = 1;
 
         if (rec->keyed && !rec->cached) {
@@ -972,8 +972,8 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
 
         ngx_http_influencers_zone_doubt(sh, rec);
 
-        if (cache) {
-            /* Redis holds the claim: here it is a cache entry */
+        if (holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS) {
+            /* here it is a cache entry */
             ngx_queue_remove(&rec->queue);
             sh->nkeyed--;
             rec->cached = 1;
@@ -996,7 +996,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     if (rec->keyed) {
         sh->counters.releases++;
 
-        if (!cache) {
+        if (holder == NGX_HTTP_INFLUENCERS_ZONE_HOLDS) {
             state = NGX_HTTP_INFLUENCERS_ENTRY_RELEASED;
             ngx_http_influencers_zone_entry(sh, rec, &entry);
         }
@@ -1059,7 +1059,7 @@ static void
 ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_uint_t cache)
+    ngx_http_influencers_zone_holder_e holder)
 {
     ngx_http_influencers_shctx_t  *sh;
 
@@ -1072,7 +1072,8 @@ ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "influencers zone \"%V\": finish: accepted, %s%s",
                    &zone->name, rec->keyed ? "keyed" : "no key",
-                   (rec->keyed && cache) ? ", cached" : "");
+                   (rec->keyed && holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS)
+                   ? ", cached" : "");
 
     if (!rec->keyed) {
         ngx_http_influencers_zone_unhold(sh, rec);
@@ -1085,8 +1086,8 @@ ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
     ticket->expires = (time_t) (rec->expires / 1000);
     ticket->expires_ms = rec->expires;
 
-    if (cache) {
-        /* Redis holds it: here it is a cache entry, evictable */
+    if (holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS) {
+        /* here it is a cache entry, evictable */
         rec->cached = 1;
         ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);

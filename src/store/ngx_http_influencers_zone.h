@@ -65,6 +65,14 @@ typedef struct {
 } ngx_http_influencers_zone_journal_t;
 
 
+/* who holds a key's claim: the zone, or Redis (the zone is its cache) */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_ZONE_HOLDS = 0,
+    NGX_HTTP_INFLUENCERS_REDIS_HOLDS
+} ngx_http_influencers_zone_holder_e;
+
+
 struct ngx_http_influencers_zone_s {
     ngx_str_t                     name;
     ngx_shm_zone_t               *shm_zone;
@@ -136,7 +144,8 @@ ngx_http_influencers_store_e ngx_http_influencers_zone_replay(
     ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log);
 void ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket,
-    ngx_http_influencers_forward_e outcome, ngx_uint_t cache, ngx_log_t *log);
+    ngx_http_influencers_forward_e outcome,
+    ngx_http_influencers_zone_holder_e holder, ngx_log_t *log);
 void ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_store_ticket_t *ticket);
 void ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
