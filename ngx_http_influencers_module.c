@@ -26,7 +26,7 @@ static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_uint_t *answer, ngx_str_t *details);
-static ngx_uint_t ngx_http_influencers_json_type(ngx_http_request_t *r);
+static ngx_uint_t ngx_http_influencers_is_json(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details);
 static ngx_int_t ngx_http_influencers_idempotency_header(
@@ -433,7 +433,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ctx->type_unchecked = (r->headers_in.content_length_n <= 0);
 
     if (r->headers_in.content_length_n > 0
-        && !ngx_http_influencers_json_type(r))
+        && !ngx_http_influencers_is_json(r))
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: Content-Type is not JSON");
@@ -451,7 +451,7 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
 
 
 static ngx_uint_t
-ngx_http_influencers_json_type(ngx_http_request_t *r)
+ngx_http_influencers_is_json(ngx_http_request_t *r)
 {
     ngx_table_elt_t  *h;
 
@@ -648,7 +648,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: body of %uz bytes read", len);
 
-    if (len && ctx->type_unchecked && !ngx_http_influencers_json_type(r)) {
+    if (len && ctx->type_unchecked && !ngx_http_influencers_is_json(r)) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: a chunked body's type is not JSON");
 

@@ -45,7 +45,8 @@ typedef struct {
 #define NGX_HTTP_INFLUENCERS_X_REQUEST_ID     1
 #define NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY  2
 
-static ngx_http_influencers_header_t  ngx_http_influencers_forward_names[] = {
+static ngx_http_influencers_header_t
+    ngx_http_influencers_forward_header_names[] = {
     { ngx_string("Content-Type"), (u_char *) "content-type", 0 },
     { ngx_string("X-Request-Id"), (u_char *) "x-request-id", 0 },
     { ngx_string("Idempotency-Key"), (u_char *) "idempotency-key", 0 }
@@ -175,7 +176,7 @@ ngx_http_influencers_forward_push_in(ngx_http_request_t *sr, ngx_uint_t name,
         return NULL;
     }
 
-    n = &ngx_http_influencers_forward_names[name];
+    n = &ngx_http_influencers_forward_header_names[name];
 
     /* nothing writes to a request header's names once it is parsed */
 
@@ -454,10 +455,10 @@ ngx_http_influencers_forward_init(ngx_conf_t *cf)
     ngx_uint_t                      i;
     ngx_http_influencers_header_t  *n;
 
-    for (i = 0; i < sizeof(ngx_http_influencers_forward_names)
+    for (i = 0; i < sizeof(ngx_http_influencers_forward_header_names)
                     / sizeof(ngx_http_influencers_header_t); i++)
     {
-        n = &ngx_http_influencers_forward_names[i];
+        n = &ngx_http_influencers_forward_header_names[i];
         n->hash = ngx_hash_key(n->lowcase, n->name.len);
     }
 

@@ -79,7 +79,7 @@ static char  *ngx_http_influencers_bucket_labels[] = {
 
 /* indexed by ngx_http_influencers_forward_e */
 
-static char  *ngx_http_influencers_forward_names[] = {
+static char  *ngx_http_influencers_metrics_outcomes[] = {
     "accepted", "failed", "not_found", "timeout", "unknown"
 };
 
@@ -401,7 +401,7 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
     for (i = 0; i < NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES; i++) {
         ngx_http_influencers_metrics_print(out,
             "influencers_forwards_total{outcome=\"%s\"} %uA\n",
-            ngx_http_influencers_forward_names[i], sh->forwards[i]);
+            ngx_http_influencers_metrics_outcomes[i], sh->forwards[i]);
     }
 
     ngx_http_influencers_metrics_print(out,

@@ -25,7 +25,7 @@
             NGX_HTTP_INFLUENCERS_LOC NGX_HTTP_INFLUENCERS_JOBS "\"}") - 1      \
      + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + NGX_HTTP_INFLUENCERS_INF_ID_LEN)
 
-static ngx_str_t  ngx_http_influencers_json_type =
+static ngx_str_t  ngx_http_influencers_reply_json_type =
     ngx_string("application/json");
 
 
@@ -381,9 +381,9 @@ ngx_http_influencers_reply_send(ngx_http_request_t *r, ngx_uint_t status,
     }
 
     return ngx_http_influencers_reply_send_body(r,
-                                                &ngx_http_influencers_json_type,
-                                          ngx_http_influencers_json_type.len,
-                                          body, len);
+                                  &ngx_http_influencers_reply_json_type,
+                                  ngx_http_influencers_reply_json_type.len,
+                                  body, len);
 }
 
 

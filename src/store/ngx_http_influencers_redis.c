@@ -397,7 +397,7 @@ static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 
 #if (NGX_DEBUG)
 /* ngx_http_influencers_store_e, for the debug log */
-static const char  *ngx_http_influencers_redis_rc_names[] = {
+static const char  *ngx_http_influencers_redis_result_names[] = {
     "new", "done", "busy", "mismatch", "", "", "failed", "finished", "",
     "resend", "", "stale", "lost"
 };
@@ -1228,7 +1228,7 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
                    "influencers redis: op done: %s",
-                   ngx_http_influencers_redis_rc_names[op->rc]);
+                   ngx_http_influencers_redis_result_names[op->rc]);
 
     op->handler(op);
 }
