@@ -456,8 +456,9 @@ ngx_http_influencers_validate_enum_find(
 /*
  * What the validation allocates comes from jansson's allocation functions,
  * as the body's objects do: in the module, the request's pool (see
- * ngx_http_influencers_json.c), so a request never calls malloc() itself;
- * built alone, for the unit tests and the fuzzers, malloc().
+ * src/http/ngx_http_influencers_jansson.c), so a request never calls
+ * malloc() itself; built alone, for the unit tests and the fuzzers,
+ * malloc().
  */
 
 static void *
