@@ -37,7 +37,8 @@ BUILD      ?= $(CURDIR)/build
 ASAN_BUILD ?= $(CURDIR)/build-asan
 MODULE     := $(BUILD)/ngx_http_influencers_module.so
 ASAN_MOD   := $(ASAN_BUILD)/ngx_http_influencers_module.so
-SOURCES    := config ngx_http_influencers_module.c $(wildcard src/*.c src/*.h)
+SOURCES    := config ngx_http_influencers_module.c \
+              $(wildcard src/*/*.c src/*/*.h)
 WARN       := -Wall -Wextra -Wno-unused-parameter -Werror
 
 # conf_flags only exists in Debian's nginx-dev; an upstream tree is
@@ -89,12 +90,14 @@ smoke: $(MODULE)
 
 UNIT_BIN := $(BUILD)/unit_validate
 
-$(UNIT_BIN): t/unit/validate.c src/ngx_http_influencers_validate.c \
-             src/ngx_http_influencers_validate.h \
-             src/ngx_http_influencers_json.h src/ngx_http_influencers_siphash.h
+$(UNIT_BIN): t/unit/validate.c src/common/ngx_http_influencers_validate.c \
+             src/common/ngx_http_influencers_validate.h \
+             src/common/ngx_http_influencers_json.h \
+             src/common/ngx_http_influencers_siphash.h
 	@mkdir -p $(BUILD)
 	$(CC) -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer $(WARN) \
-	    -I src -o $@ t/unit/validate.c src/ngx_http_influencers_validate.c -ljansson
+	    -I src/common -o $@ t/unit/validate.c \
+	    src/common/ngx_http_influencers_validate.c -ljansson
 
 test-unit: $(UNIT_BIN)
 	$(UNIT_BIN)
@@ -113,27 +116,31 @@ FUZZERS            := body headers directory state
 FUZZ_BINS          := $(FUZZERS:%=$(FUZZ_DIR)/fuzz_%)
 FUZZ_CFLAGS        := -g -O1 -fsanitize=fuzzer,address,undefined \
                       -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
-                      $(WARN) -I src
-FUZZ_NGX_INCS       = -I $(NGX_SRC)/src/core -I $(NGX_SRC)/src/event \
+                      $(WARN) -I src/common
+FUZZ_NGX_INCS       = -I src/http -I src/store \
+                      -I $(NGX_SRC)/src/core -I $(NGX_SRC)/src/event \
                       -I $(NGX_SRC)/src/event/modules \
                       -I $(NGX_SRC)/src/os/unix -I $(BUILD) \
                       -I $(NGX_SRC)/src/http -I $(NGX_SRC)/src/http/modules \
                       -I $(NGX_SRC)/src/http/v2
 
 $(FUZZ_DIR)/fuzz_body $(FUZZ_DIR)/fuzz_headers: $(FUZZ_DIR)/fuzz_%: \
-        t/fuzz/fuzz_%.c src/ngx_http_influencers_validate.c \
-        src/ngx_http_influencers_validate.h
+        t/fuzz/fuzz_%.c src/common/ngx_http_influencers_validate.c \
+        src/common/ngx_http_influencers_validate.h
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< src/ngx_http_influencers_validate.c \
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
+	    src/common/ngx_http_influencers_validate.c \
 	    -ljansson
 
 $(FUZZ_DIR)/fuzz_directory: t/fuzz/fuzz_directory.c \
-        src/ngx_http_influencers_directory.c \
-        src/ngx_http_influencers_directory.h \
-        src/ngx_http_influencers_validate.c src/ngx_http_influencers_validate.h
+        src/common/ngx_http_influencers_directory.c \
+        src/common/ngx_http_influencers_directory.h \
+        src/common/ngx_http_influencers_validate.c \
+        src/common/ngx_http_influencers_validate.h
 	@mkdir -p $(FUZZ_DIR)
-	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< src/ngx_http_influencers_directory.c \
-	    src/ngx_http_influencers_validate.c -ljansson
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -o $@ $< \
+	    src/common/ngx_http_influencers_directory.c \
+	    src/common/ngx_http_influencers_validate.c -ljansson
 
 $(FUZZ_DIR)/fuzz_state: t/fuzz/fuzz_state.c $(BUILD)/Makefile $(SOURCES)
 	@mkdir -p $(FUZZ_DIR)
@@ -189,9 +196,9 @@ DEB_SRC  := $(DEB_ROOT)/libnginx-mod-http-influencers
 .PHONY: deb
 deb:
 	rm -rf $(DEB_ROOT) $(BUILD)/libnginx-mod-http-influencers_*.deb
-	mkdir -p $(DEB_SRC)/src
+	mkdir -p $(DEB_SRC)
 	cp config ngx_http_influencers_module.c README.md $(DEB_SRC)/
-	cp src/*.c src/*.h $(DEB_SRC)/src/
+	cp -r src $(DEB_SRC)/src
 	cp -r docker/debian $(DEB_SRC)/debian
 	cd $(DEB_SRC) && dpkg-buildpackage -us -uc -b
 	cp $(DEB_ROOT)/libnginx-mod-http-influencers_*.deb $(BUILD)/

@@ -10,13 +10,12 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
-#include "ngx_http_influencers_zone.h"
-#include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_store.h"
-#include "ngx_http_influencers_redis.h"
+#include "ngx_http_influencers_jansson.h"
 #include "ngx_http_influencers_forward.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
+#include "ngx_http_influencers_variables.h"
 
 
 #define NGX_HTTP_INFLUENCERS_PREFIX  "/v1/projects/"
@@ -24,15 +23,15 @@
 
 
 static ngx_int_t ngx_http_influencers_handler(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_influencers_check_request(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details);
-static ngx_uint_t ngx_http_influencers_json_type(ngx_http_request_t *r);
-static ngx_uint_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details);
-static ngx_uint_t ngx_http_influencers_idempotency_header(
+    ngx_uint_t *answer, ngx_str_t *details);
+static ngx_uint_t ngx_http_influencers_is_json(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_parse_path(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details);
+static ngx_int_t ngx_http_influencers_idempotency_header(
     ngx_http_request_t *r, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details);
+    ngx_uint_t *answer, ngx_str_t *details);
 static ngx_int_t ngx_http_influencers_reject(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx, ngx_uint_t answer, ngx_str_t *details);
 static void ngx_http_influencers_body_handler(ngx_http_request_t *r);
@@ -57,7 +56,7 @@ static ngx_int_t ngx_http_influencers_act(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
     ngx_http_influencers_store_e result);
 static void ngx_http_influencers_cleanup(void *data);
-static void ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx);
+static void ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx);
 static void ngx_http_influencers_resume(ngx_http_request_t *r);
 static ngx_int_t ngx_http_influencers_conclude(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx);
@@ -69,6 +68,8 @@ static ngx_int_t ngx_http_influencers_details(ngx_http_request_t *r,
     ngx_http_influencers_body_t *b, ngx_str_t *out);
 static ngx_int_t ngx_http_influencers_request_body_filter(
     ngx_http_request_t *r, ngx_chain_t *in);
+static ngx_int_t ngx_http_influencers_stats_handler(ngx_http_request_t *r);
+static ngx_int_t ngx_http_influencers_metrics_handler(ngx_http_request_t *r);
 
 static ngx_int_t ngx_http_influencers_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_influencers_init(ngx_conf_t *cf);
@@ -78,20 +79,14 @@ static void ngx_http_influencers_exit_master(ngx_cycle_t *cycle);
 static void *ngx_http_influencers_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
-static char *ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
 static char *ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd,
-    void *conf);
-static char *ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_metrics(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
-static ngx_shm_zone_t *ngx_http_influencers_zone_ref(ngx_conf_t *cf,
-    ngx_str_t *value);
 static char *ngx_http_influencers_backend(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf);
 static char *ngx_http_influencers_directory(ngx_conf_t *cf,
@@ -106,6 +101,9 @@ static char *ngx_http_influencers_check_limit(ngx_conf_t *cf, void *post,
 
 static ngx_http_request_body_filter_pt  ngx_http_next_request_body_filter;
 
+static ngx_str_t  ngx_http_influencers_text_type =
+    ngx_string("text/plain; version=0.0.4; charset=utf-8");
+
 /* this configuration's, random: see ngx_http_influencers_key_digest() */
 static uint64_t  ngx_http_influencers_generation;
 
@@ -116,7 +114,8 @@ static uint64_t  ngx_http_influencers_generation;
 
 static const char  *ngx_http_influencers_store_names[] = {
     "new: forward it", "replay", "busy", "mismatch", "full", "over share",
-    "unavailable", "finished", "again", "the key's job in doubt: send it again"
+    "unavailable", "finished", "again", "the key's job in doubt: send it again",
+    "not a retry of the same bytes", "stale", "lost"
 };
 
 #endif
@@ -133,14 +132,14 @@ static ngx_command_t  ngx_http_influencers_commands[] = {
 
     { ngx_string("influencers_zone"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
-      ngx_http_influencers_zone,
+      ngx_http_influencers_store_zone_directive,
       0,
       0,
       NULL },
 
     { ngx_string("influencers_redis"),
       NGX_HTTP_MAIN_CONF|NGX_CONF_2MORE,
-      ngx_http_influencers_redis,
+      ngx_http_influencers_store_redis_directive,
       0,
       0,
       NULL },
@@ -304,7 +303,7 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
 
-    if (ngx_http_influencers_request_id(ctx->request_id, ctx->request_raw)
+    if (ngx_http_influencers_ids_request_id(ctx->request_id, ctx->request_raw)
         != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -312,9 +311,9 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 
     details.len = 0;
 
-    answer = ngx_http_influencers_check_request(r, ilcf, ctx, &details);
-
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
+    if (ngx_http_influencers_check_request(r, ilcf, ctx, &answer, &details)
+        != NGX_OK)
+    {
         return ngx_http_influencers_reject(r, ctx, answer,
                                            details.len ? &details : NULL);
     }
@@ -335,9 +334,8 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
         r->keepalive = 0;
         r->lingering_close = 1;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                               NGX_HTTP_INFLUENCERS_TOO_LARGE,
-                                               NULL, 0);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_TOO_LARGE, NULL);
     }
 
     /* nginx answers the rest (400 bad framing, 500) and drops keepalive */
@@ -350,21 +348,27 @@ ngx_http_influencers_handler(ngx_http_request_t *r)
 }
 
 
-static ngx_uint_t
+/*
+ * NGX_OK: every check passed.  NGX_DECLINED: *answer is the one that
+ * refuses the request, and *details what it says, if anything.
+ */
+
+static ngx_int_t
 ngx_http_influencers_check_request(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
-    ngx_str_t *details)
+    ngx_uint_t *answer, ngx_str_t *details)
 {
-    ngx_uint_t  answer;
+    ngx_int_t  rc;
 
     if (!(r->method & NGX_HTTP_POST)) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: method \"%V\" is not POST",
                        &r->method_name);
-        return NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+        *answer = NGX_HTTP_INFLUENCERS_METHOD_NOT_ALLOWED;
+        return NGX_DECLINED;
     }
 
-    answer = ngx_http_influencers_authenticate(r, ilcf, ctx);
+    rc = ngx_http_influencers_identity_authenticate(r, ilcf, ctx, answer);
 
     /* the org only: never the key, nor its digest */
 
@@ -372,56 +376,56 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    "influencers: %s identity: org \"%V\", %s",
                    ilcf->directory ? "directory" : "variable",
                    &ctx->job.org,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "influencers:write"
-                   : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "influencers:write"
+                                : ngx_http_influencers_answers_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_parse_path(r, ctx, details);
+    rc = ngx_http_influencers_parse_path(r, ctx, answer, details);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: path \"%V\": %s", &r->uri,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "a project" : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "a project"
+                                : ngx_http_influencers_answers_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_authorize_project(r, ilcf, ctx);
+    rc = ngx_http_influencers_identity_authorize_project(r, ilcf, ctx, answer);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: project membership: %s, target %ui",
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "the org's" : ngx_http_influencers_answer_name(answer),
+                   rc == NGX_OK ? "the org's"
+                                : ngx_http_influencers_answers_name(*answer),
                    ctx->target_gender);
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
-    answer = ngx_http_influencers_idempotency_header(r, ctx, details);
+    rc = ngx_http_influencers_idempotency_header(r, ctx, answer, details);
 
     /* whether there is a key, and how long: never the key */
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: Idempotency-Key: %s, %uz bytes: %s",
                    ctx->has_idem ? "sent" : "none", ctx->idem_len,
-                   answer == NGX_HTTP_INFLUENCERS_ACCEPTED
-                   ? "valid" : ngx_http_influencers_answer_name(answer));
+                   rc == NGX_OK ? "valid"
+                                : ngx_http_influencers_answers_name(*answer));
 
-    if (answer != NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        return answer;
+    if (rc != NGX_OK) {
+        return rc;
     }
 
     if (r->headers_in.content_length_n > (off_t) ilcf->body_limit) {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: Content-Length %O over the limit %uz",
                        r->headers_in.content_length_n, ilcf->body_limit);
-        return NGX_HTTP_INFLUENCERS_TOO_LARGE;
+        *answer = NGX_HTTP_INFLUENCERS_TOO_LARGE;
+        return NGX_DECLINED;
     }
 
     /* a chunked body's type is checked once it is known to be non-empty */
@@ -429,11 +433,12 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
     ctx->type_unchecked = (r->headers_in.content_length_n <= 0);
 
     if (r->headers_in.content_length_n > 0
-        && !ngx_http_influencers_json_type(r))
+        && !ngx_http_influencers_is_json(r))
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: Content-Type is not JSON");
-        return NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+        *answer = NGX_HTTP_INFLUENCERS_MEDIA_TYPE;
+        return NGX_DECLINED;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
@@ -441,27 +446,27 @@ ngx_http_influencers_check_request(ngx_http_request_t *r,
                    r->headers_in.content_length_n,
                    ctx->type_unchecked ? ", type checked later" : "");
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
 static ngx_uint_t
-ngx_http_influencers_json_type(ngx_http_request_t *r)
+ngx_http_influencers_is_json(ngx_http_request_t *r)
 {
     ngx_table_elt_t  *h;
 
     h = r->headers_in.content_type;
 
     return h != NULL
-           && ngx_http_influencers_check_content_type(h->value.data,
-                                                      h->value.len)
+           && ngx_http_influencers_validate_check_content_type(h->value.data,
+                                                               h->value.len)
               == 0;
 }
 
 
-static ngx_uint_t
+static ngx_int_t
 ngx_http_influencers_parse_path(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details)
 {
     size_t   prefix, suffix;
     u_char  *id;
@@ -476,29 +481,33 @@ ngx_http_influencers_parse_path(ngx_http_request_t *r,
                        NGX_HTTP_INFLUENCERS_SUFFIX, suffix)
            != 0)
     {
-        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        return NGX_DECLINED;
     }
 
     id = r->uri.data + prefix;
     len = r->uri.len - prefix - suffix;
 
     if (ngx_strlchr(id, id + len, '/') != NULL) {
-        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+        return NGX_DECLINED;
     }
 
-    if (ngx_http_influencers_parse_uuid(id, len, ctx->job.project) != 0) {
+    if (ngx_http_influencers_validate_parse_uuid(id, len,
+                                                 ctx->job.project) != 0) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"projectId\":[\"Invalid uuid\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_PATH;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_PATH;
+        return NGX_DECLINED;
     }
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
-static ngx_uint_t
+static ngx_int_t
 ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_str_t *details)
+    ngx_http_influencers_ctx_t *ctx, ngx_uint_t *answer, ngx_str_t *details)
 {
     ssize_t           n;
     ngx_uint_t        i, found;
@@ -532,34 +541,36 @@ ngx_http_influencers_idempotency_header(ngx_http_request_t *r,
     }
 
     if (found == 0) {
-        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+        return NGX_OK;
     }
 
     if (found > 1) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"Idempotency-Key\":[\"Must be sent once.\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        return NGX_DECLINED;
     }
 
     n = -1;
 
     if (key->value.len <= 2 * NGX_HTTP_INFLUENCERS_IDEM_MAX + 2) {
-        n = ngx_http_influencers_parse_idempotency_key(key->value.data,
-                                                       key->value.len,
-                                                       ctx->idem);
+        n = ngx_http_influencers_validate_parse_idempotency_key(key->value.data,
+                                                                key->value.len,
+                                                                ctx->idem);
     }
 
     if (n < 0) {
         ngx_str_set(details, "{\"formErrors\":[],\"fieldErrors\":"
                              "{\"Idempotency-Key\":[\"Must be 1-255 visible "
                              "ASCII characters.\"]}}");
-        return NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        *answer = NGX_HTTP_INFLUENCERS_INVALID_IDEM;
+        return NGX_DECLINED;
     }
 
     ctx->idem_len = n;
     ctx->has_idem = 1;
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
@@ -575,7 +586,7 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "influencers: request refused, %s",
-                  ngx_http_influencers_answer_name(answer));
+                  ngx_http_influencers_answers_name(answer));
 
     if (answer != NGX_HTTP_INFLUENCERS_TOO_LARGE) {
         /* no "100 Continue" for a request that is refused anyway */
@@ -586,10 +597,8 @@ ngx_http_influencers_reject(ngx_http_request_t *r,
         }
     }
 
-    /* no answer refused before the body carries a Retry-After */
-
-    return ngx_http_influencers_send_error(r, ctx->request_id, answer,
-                                           details, 0);
+    return ngx_http_influencers_reply_send_error(r, ctx->request_id, answer,
+                                                 details);
 }
 
 
@@ -620,12 +629,13 @@ static ngx_int_t
 ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
 {
-    size_t                         len;
-    u_char                        *body;
-    ngx_int_t                      rc;
-    ngx_str_t                      details;
-    ngx_http_influencers_body_t    b;
-    ngx_http_influencers_claim_t   claim;
+    size_t                           len;
+    u_char                          *body;
+    ngx_int_t                        rc;
+    ngx_str_t                        details;
+    ngx_http_influencers_body_t      b;
+    ngx_http_influencers_claim_t     claim;
+    ngx_http_influencers_body_rc_e   checked;
 
     /* a body that cannot be read is never taken for an empty one */
 
@@ -638,13 +648,12 @@ ngx_http_influencers_process(ngx_http_request_t *r,
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: body of %uz bytes read", len);
 
-    if (len && ctx->type_unchecked && !ngx_http_influencers_json_type(r)) {
+    if (len && ctx->type_unchecked && !ngx_http_influencers_is_json(r)) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers: a chunked body's type is not JSON");
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                               NGX_HTTP_INFLUENCERS_MEDIA_TYPE,
-                                               NULL, 0);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_MEDIA_TYPE, NULL);
     }
 
     claim.idem = NULL;
@@ -657,35 +666,27 @@ ngx_http_influencers_process(ngx_http_request_t *r,
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        if (ngx_http_influencers_zone_replay(ilcf->shm_zone->data,
-                                             claim.key, claim.body,
-                                             &ctx->accept,
-                                             r->connection->log))
+        if (ngx_http_influencers_store_replay(ilcf->shm_zone->data, &claim,
+                                              &ctx->ticket,
+                                              r->connection->log)
+            == NGX_HTTP_INFLUENCERS_STORE_REPLAY)
         {
             return ngx_http_influencers_act(r, ilcf, ctx,
                                             NGX_HTTP_INFLUENCERS_STORE_REPLAY);
         }
     }
 
-    /*
-     * everything jansson allocates for the body comes from the request's
-     * pool, and every object is still released by
-     * ngx_http_influencers_body_free() (a no-op for pool blocks)
-     */
-
-    (void) ngx_http_influencers_json_pool(r->pool);
-
-    rc = ngx_http_influencers_body_check(&b, body, len);
-
-    (void) ngx_http_influencers_json_pool(NULL);
+    checked = ngx_http_influencers_jansson_body_check(r->pool, &b, body, len);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: body parsed: %s",
-                   rc == 0 ? "valid" : (rc == 1 ? "invalid" : "failed"));
+                   checked == NGX_HTTP_INFLUENCERS_BODY_VALID ? "valid"
+                   : (checked == NGX_HTTP_INFLUENCERS_BODY_INVALID
+                      ? "invalid" : "failed"));
 
-    if (rc == 1) {
+    if (checked == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
         rc = ngx_http_influencers_details(r, &b, &details);
-        ngx_http_influencers_body_free(&b);
+        ngx_http_influencers_validate_body_free(&b);
 
         if (rc != NGX_OK) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -694,13 +695,13 @@ ngx_http_influencers_process(ngx_http_request_t *r,
         ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                       "influencers: invalid body, %V", &details);
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
                                           NGX_HTTP_INFLUENCERS_INVALID_BODY,
-                                          &details, 0);
+                                          &details);
     }
 
-    if (rc != 0) {
-        ngx_http_influencers_body_free(&b);
+    if (checked != NGX_HTTP_INFLUENCERS_BODY_VALID) {
+        ngx_http_influencers_validate_body_free(&b);
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: out of memory while parsing the body");
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -716,7 +717,7 @@ ngx_http_influencers_process(ngx_http_request_t *r,
 
     rc = ngx_http_influencers_digests(r, ctx, &b, &claim);
 
-    ngx_http_influencers_body_free(&b);
+    ngx_http_influencers_validate_body_free(&b);
 
     if (rc != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
@@ -866,7 +867,7 @@ ngx_http_influencers_resolve(ngx_http_request_t *r,
  * The idempotency key is (org, Idempotency-Key); the fingerprint is the
  * method, the canonical path and the body's meaning: keys sorted, no
  * insignificant whitespace, strings encoded one way, empty is "{}"
- * (ngx_http_influencers_body_canonical(): the bytes never change).
+ * (ngx_http_influencers_validate_body_canonical(): the bytes never change).
  */
 
 static ngx_int_t
@@ -882,12 +883,18 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
                          + sizeof("\n") - 1
                          + NGX_HTTP_INFLUENCERS_CANONICAL_MAX];
 
-    claim->job = &ctx->job;
-    claim->request_id = ctx->request_raw;
-    claim->org_hash = ngx_http_influencers_org_hash(ctx->job.org.data,
-                                                    ctx->job.org.len);
+    /* the project as the forward and the fingerprint write it */
+    ngx_http_influencers_validate_format_uuid(ctx->job.project,
+                                              ctx->project_id);
 
-    if (ngx_http_influencers_random(claim->random, sizeof(claim->random))
+    claim->gender = ctx->job.gender;
+    claim->age_range = ctx->job.age_range;
+    claim->request_id = ctx->request_raw;
+    claim->org_hash = ngx_http_influencers_store_org_hash(ctx->job.org.data,
+                                                          ctx->job.org.len);
+
+    if (ngx_http_influencers_ids_random((u_char *) &claim->random,
+                                        sizeof(claim->random))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -900,14 +907,13 @@ ngx_http_influencers_digests(ngx_http_request_t *r,
 
     p = ngx_cpymem(fingerprint, "POST " NGX_HTTP_INFLUENCERS_PREFIX,
                    sizeof("POST " NGX_HTTP_INFLUENCERS_PREFIX) - 1);
-    ngx_http_influencers_format_uuid(ctx->job.project, p);
-    p += NGX_HTTP_INFLUENCERS_UUID_LEN;
+    p = ngx_cpymem(p, ctx->project_id, NGX_HTTP_INFLUENCERS_UUID_LEN);
     p = ngx_cpymem(p, NGX_HTTP_INFLUENCERS_SUFFIX "\n",
                    sizeof(NGX_HTTP_INFLUENCERS_SUFFIX "\n") - 1);
-    p += ngx_http_influencers_body_canonical(b, p);
+    p += ngx_http_influencers_validate_body_canonical(b, p);
 
-    if (ngx_http_influencers_sha256(fingerprint, p - fingerprint,
-                                    claim->fingerprint)
+    if (ngx_http_influencers_ids_sha256(fingerprint, p - fingerprint,
+                                        claim->fingerprint)
         != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
@@ -936,7 +942,7 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
 {
     u_char     *p;
     uint64_t    conf[2];
-    u_char      prefix[sizeof(conf) + 16];
+    u_char      prefix[sizeof(conf) + NGX_HTTP_INFLUENCERS_UUID_BYTES];
     u_char      key[1 + NGX_HTTP_INFLUENCERS_ORG_MAX
                     + NGX_HTTP_INFLUENCERS_IDEM_MAX];
 
@@ -945,7 +951,7 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
     p = ngx_cpymem(p, ctx->job.org.data, ctx->job.org.len);
     p = ngx_cpymem(p, ctx->idem, ctx->idem_len);
 
-    if (ngx_http_influencers_sha256(key, p - key, claim->key) != NGX_OK) {
+    if (ngx_http_influencers_ids_sha256(key, p - key, claim->key) != NGX_OK) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: computing the key's digest failed");
         return NGX_ERROR;
@@ -959,11 +965,12 @@ ngx_http_influencers_key_digest(ngx_http_request_t *r,
     conf[1] = (uint64_t) (uintptr_t) ilcf;
 
     ngx_memcpy(prefix, conf, sizeof(conf));
-    ngx_memcpy(prefix + sizeof(conf), ctx->job.project, 16);
+    ngx_memcpy(prefix + sizeof(conf), ctx->job.project,
+               NGX_HTTP_INFLUENCERS_UUID_BYTES);
 
-    claim->body = ngx_http_influencers_zone_body_hash(ilcf->shm_zone->data,
-                                                      prefix, sizeof(prefix),
-                                                      body, len);
+    claim->body = ngx_http_influencers_store_body_hash(ilcf->shm_zone->data,
+                                                       prefix, sizeof(prefix),
+                                                       body, len);
 
     return NGX_OK;
 }
@@ -982,7 +989,7 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
     ngx_http_cleanup_t            *cln;
     ngx_http_influencers_store_e   result;
 
-    ctx->accept.retry_after = ilcf->retry_after;
+    ctx->ticket.retry_after = ilcf->retry_after;
 
     /*
      * From the claim on, the store is owed an answer however the request
@@ -999,7 +1006,7 @@ ngx_http_influencers_claim(ngx_http_request_t *r,
     cln->data = r;
 
     result = ngx_http_influencers_store_claim(r, ilcf->shm_zone->data, claim,
-                                              &ctx->accept,
+                                              &ctx->ticket,
                                               ngx_http_influencers_claimed);
 
     if (result == NGX_HTTP_INFLUENCERS_STORE_AGAIN) {
@@ -1053,7 +1060,7 @@ ngx_http_influencers_act(ngx_http_request_t *r,
     switch (result) {
 
     case NGX_HTTP_INFLUENCERS_STORE_NEW:
-        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_job_ids(ctx);
         ngx_memcpy(ctx->job_request_id, ctx->request_id,
                    NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
         ctx->idempotency = ctx->has_idem ? NGX_HTTP_INFLUENCERS_IDEM_CLAIM
@@ -1064,43 +1071,40 @@ ngx_http_influencers_act(ngx_http_request_t *r,
 
         /* the key's job in doubt: sent again as it was first sent */
 
-        ngx_http_influencers_job_id(ctx);
-        ngx_http_influencers_request_id_text(ctx->job_request_id,
-                                             ctx->accept.request_id);
-        ctx->job.gender = ctx->accept.gender;
-        ctx->job.age_range = ctx->accept.age_range;
+        ngx_http_influencers_job_ids(ctx);
+        ngx_http_influencers_ids_request_id_text(ctx->job_request_id,
+                                                 ctx->ticket.request_id);
+        ctx->job.gender = ctx->ticket.gender;
+        ctx->job.age_range = ctx->ticket.age_range;
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RESEND;
         break;
 
     case NGX_HTTP_INFLUENCERS_STORE_REPLAY:
-        ngx_http_influencers_job_id(ctx);
+        ngx_http_influencers_job_ids(ctx);
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_REPLAY;
 
-        return ngx_http_influencers_send_accepted(r, ctx, 1);
+        return ngx_http_influencers_reply_send_accepted(r, ctx,
+                                               NGX_HTTP_INFLUENCERS_REPLAYED);
 
     case NGX_HTTP_INFLUENCERS_STORE_BUSY:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_CONFLICT;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_IN_PROGRESS,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_IN_PROGRESS, ilcf->busy_retry_after);
 
     case NGX_HTTP_INFLUENCERS_STORE_MISMATCH:
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_MISMATCH;
 
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_KEY_REUSED,
-                                            NULL, 0);
+        return ngx_http_influencers_reply_send_error(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_KEY_REUSED, NULL);
 
     case NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE:
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_UNAVAILABLE,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_UNAVAILABLE, ilcf->busy_retry_after);
 
     default: /* FULL, OVER_SHARE */
-        return ngx_http_influencers_send_error(r, ctx->request_id,
-                                            NGX_HTTP_INFLUENCERS_CAPACITY,
-                                            NULL, ilcf->busy_retry_after);
+        return ngx_http_influencers_reply_send_busy(r, ctx->request_id,
+            NGX_HTTP_INFLUENCERS_CAPACITY, ilcf->busy_retry_after);
     }
 
     /* from here the store is owed the forward's outcome */
@@ -1115,8 +1119,7 @@ ngx_http_influencers_act(ngx_http_request_t *r,
         /* nothing was sent: as for any forward that failed for sure */
 
         ctx->done = 1;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
-        ctx->outcome = NGX_HTTP_INFLUENCERS_INTERNAL;
+        ctx->forward = NGX_HTTP_INFLUENCERS_FORWARD_NOT_STARTED;
 
         return ngx_http_influencers_conclude(r, ilcf, ctx);
     }
@@ -1142,43 +1145,53 @@ ngx_http_influencers_cleanup(void *data)
     ngx_http_influencers_ctx_t       *ctx;
     ngx_http_influencers_loc_conf_t  *ilcf;
 
-    ngx_http_influencers_store_cleanup(r);
-
     ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
 
-    if (ctx == NULL || !ctx->claimed) {
+    if (ctx == NULL) {
+        return;
+    }
+
+    ngx_http_influencers_store_cleanup(&ctx->ticket);
+
+    if (!ctx->claimed) {
         return;
     }
 
     ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
 
     if (!ctx->done) {
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
+        ctx->forward = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
     }
 
     ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                   "influencers: the partner left before the answer, the "
                   "forward's outcome (%s) goes to the store",
-                  ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
-                  ? "accepted"
-                  : (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
-                     ? "failed" : "unknown"));
+                  ngx_http_influencers_forward_verdict(ctx->forward));
 
     ctx->claimed = 0;
 
     (void) ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
-                                             &ctx->accept, ctx->result, NULL);
+                                             &ctx->ticket, ctx->forward, NULL);
 }
 
 
-/* the job id as text, once: the forward, its header and the reply use it */
+/*
+ * The job's ids as text, once: the forward, its header, the reply and the
+ * log's variables use them
+ */
 
 static void
-ngx_http_influencers_job_id(ngx_http_influencers_ctx_t *ctx)
+ngx_http_influencers_job_ids(ngx_http_influencers_ctx_t *ctx)
 {
     ngx_memcpy(ctx->job_id, "job_", sizeof("job_") - 1);
-    ngx_http_influencers_ulid_encode(ctx->accept.job_id,
-                                     ctx->job_id + sizeof("job_") - 1);
+    ngx_http_influencers_ids_ulid_encode(ctx->ticket.job_id,
+                                         ctx->job_id + sizeof("job_") - 1);
+
+    ngx_memcpy(ctx->influencer_id, "inf_", sizeof("inf_") - 1);
+    ngx_http_influencers_ids_hex(ctx->influencer_id + sizeof("inf_") - 1,
+                                 ctx->ticket.influencer_id,
+                                 NGX_HTTP_INFLUENCERS_ID_BYTES);
+
     ctx->has_job = 1;
 }
 
@@ -1216,12 +1229,12 @@ static ngx_int_t
 ngx_http_influencers_conclude(ngx_http_request_t *r,
     ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
 {
-    ngx_http_influencers_outcome_e  outcome;
+    ngx_http_influencers_forward_e  outcome;
 
-    outcome = ctx->result;
+    outcome = ctx->forward;
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED && ctx->has_idem
-        && !ctx->accept.resend)
+    if (ngx_http_influencers_forward_failed(outcome) && ctx->has_idem
+        && !ctx->ticket.resend)
     {
         /* the store gives the key back: a retry is a new job */
         ctx->idempotency = NGX_HTTP_INFLUENCERS_IDEM_RELEASED;
@@ -1229,15 +1242,14 @@ ngx_http_influencers_conclude(ngx_http_request_t *r,
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers: the forward's outcome to the store: %s",
-                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED
-                   ? "accepted"
-                   : (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED
-                      ? "failed" : "unknown, the key keeps its job"));
+                   ngx_http_influencers_forward_in_doubt(outcome)
+                   ? "unknown, the key keeps its job"
+                   : ngx_http_influencers_forward_verdict(outcome));
 
     ctx->claimed = 0;
 
     if (ngx_http_influencers_store_finish(r, ilcf->shm_zone->data,
-                                          &ctx->accept, outcome,
+                                          &ctx->ticket, outcome,
                                           ngx_http_influencers_finished)
         == NGX_HTTP_INFLUENCERS_STORE_AGAIN)
     {
@@ -1275,15 +1287,21 @@ static ngx_int_t
 ngx_http_influencers_answer(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED || ctx->accept.landed) {
-        return ngx_http_influencers_send_accepted(r, ctx,
-                                       ctx->accept.resend
-                                       || ctx->outcome
-                                          != NGX_HTTP_INFLUENCERS_ACCEPTED);
+    ngx_uint_t  accepted, answer;
+
+    accepted = (ctx->forward == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED);
+
+    if (accepted || ctx->ticket.landed) {
+        return ngx_http_influencers_reply_send_accepted(r, ctx,
+                                       (ctx->ticket.resend || !accepted)
+                                       ? NGX_HTTP_INFLUENCERS_REPLAYED
+                                       : NGX_HTTP_INFLUENCERS_FIRST_ANSWER);
     }
 
-    return ngx_http_influencers_send_error(r, ctx->request_id, ctx->outcome,
-                                           NULL, 0);
+    answer = ngx_http_influencers_forward_answer(ctx->forward);
+
+    return ngx_http_influencers_reply_send_error(r, ctx->request_id, answer,
+                                                 NULL);
 }
 
 
@@ -1292,12 +1310,13 @@ ngx_http_influencers_details(ngx_http_request_t *r,
     ngx_http_influencers_body_t *b, ngx_str_t *out)
 {
     out->data = ngx_pnalloc(r->pool,
-                            ngx_http_influencers_body_errors_len(b));
+                            ngx_http_influencers_validate_body_errors_len(b));
     if (out->data == NULL) {
         return NGX_ERROR;
     }
 
-    out->len = ngx_http_influencers_body_errors(b, out->data) - out->data;
+    out->len = ngx_http_influencers_validate_body_errors(b,
+                                                         out->data) - out->data;
 
     return NGX_OK;
 }
@@ -1348,13 +1367,61 @@ ngx_http_influencers_request_body_filter(ngx_http_request_t *r,
 }
 
 
+/* influencers_stats: one zone's counters as JSON */
+
+static ngx_int_t
+ngx_http_influencers_stats_handler(ngx_http_request_t *r)
+{
+    ngx_str_t                         body;
+    ngx_http_influencers_loc_conf_t  *ilcf;
+
+    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_influencers_metrics_stats(r, ilcf->stats_zone->data, &body)
+        != NGX_OK)
+    {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    return ngx_http_influencers_reply_send_json(r, NGX_HTTP_OK, &body);
+}
+
+
+/* influencers_metrics: every zone's counters and the module's */
+
+static ngx_int_t
+ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
+{
+    ngx_str_t  body;
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    if (ngx_http_influencers_metrics_prometheus(r, &body) != NGX_OK) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    r->headers_out.status = NGX_HTTP_OK;
+
+    return ngx_http_influencers_reply_send_body(r,
+                                                &ngx_http_influencers_text_type,
+                                                sizeof("text/plain") - 1,
+                                                body.data, body.len);
+}
+
+
 static ngx_int_t
 ngx_http_influencers_preconfiguration(ngx_conf_t *cf)
 {
     /* before the directory file is read with jansson */
-    ngx_http_influencers_json_init();
+    ngx_http_influencers_jansson_init();
 
-    return ngx_http_influencers_metrics_variables(cf);
+    return ngx_http_influencers_variables_add(cf);
 }
 
 
@@ -1369,8 +1436,8 @@ ngx_http_influencers_init(ngx_conf_t *cf)
      * next: the directory or a directive may validate them otherwise
      */
 
-    if (ngx_http_influencers_random((u_char *) &ngx_http_influencers_generation,
-                                    sizeof(uint64_t))
+    if (ngx_http_influencers_ids_random(
+            (u_char *) &ngx_http_influencers_generation, sizeof(uint64_t))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -1380,69 +1447,27 @@ ngx_http_influencers_init(ngx_conf_t *cf)
 }
 
 
-/* each zone's journal and Redis connection: one walk over the zones */
-
 static ngx_int_t
 ngx_http_influencers_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
     ngx_http_influencers_ids_init_process();
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (ngx_http_influencers_state_init_process(zone, cycle) != NGX_OK) {
-            return NGX_ERROR;
-        }
-
-        if (zone->redis
-            && ngx_http_influencers_redis_init_process(cycle, zone) != NGX_OK)
-        {
-            return NGX_ERROR;
-        }
-    }
-
-    return NGX_OK;
+    return ngx_http_influencers_store_init_process(cycle);
 }
 
 
 static void
 ngx_http_influencers_exit_process(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (zone->redis) {
-            ngx_http_influencers_redis_exit_process(zone);
-        }
-
-        ngx_http_influencers_state_exit_process(zone);
-    }
-
+    ngx_http_influencers_store_exit_process(cycle);
     ngx_http_influencers_ids_exit_process();
 }
 
 
-/* the snapshot of each zone that has a state file, as the master exits */
-
 static void
 ngx_http_influencers_exit_master(ngx_cycle_t *cycle)
 {
-    ngx_http_influencers_zone_t  *zone;
-
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
-         zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
-    {
-        if (zone->sh && zone->state) {
-            (void) ngx_http_influencers_state_save(zone, cycle->log);
-        }
-    }
+    ngx_http_influencers_store_exit_master(cycle);
 }
 
 
@@ -1588,167 +1613,6 @@ ngx_http_influencers_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
 }
 
 
-/*
- * influencers_zone zone=name:size [ttl=time] [lease=time] [org_share=N%]
- *     [state=path]
- */
-
-static char *
-ngx_http_influencers_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    u_char                       *p;
-    ssize_t                       size;
-    ngx_str_t                    *value, name, s;
-    ngx_int_t                     ttl, lease, share;
-    ngx_str_t                     state;
-    ngx_uint_t                    i;
-    ngx_http_influencers_zone_t  *zone;
-
-    value = cf->args->elts;
-
-    name.len = 0;
-    state.len = 0;
-    size = 0;
-    ttl = 24 * 60 * 60;
-    lease = 3 * 60;
-    share = 25;
-
-    for (i = 1; i < cf->args->nelts; i++) {
-
-        if (ngx_strncmp(value[i].data, "zone=", 5) == 0) {
-
-            name.data = value[i].data + 5;
-            p = (u_char *) ngx_strchr(name.data, ':');
-
-            if (p == NULL) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\": expected "
-                                   "zone=name:size", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            name.len = p - name.data;
-
-            s.data = p + 1;
-            s.len = value[i].data + value[i].len - s.data;
-
-            size = ngx_parse_size(&s);
-
-            if (size == NGX_ERROR) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid zone size \"%V\"", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            if (size < (ssize_t) (8 * ngx_pagesize)) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "zone \"%V\" is too small: at least "
-                                   "%uzk", &value[i], 8 * ngx_pagesize / 1024);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "ttl=", 4) == 0) {
-            s.data = value[i].data + 4;
-            s.len = value[i].len - 4;
-
-            ttl = ngx_parse_time(&s, 1);
-
-            if (ttl == NGX_ERROR || ttl < 1 || ttl > 366 * 24 * 60 * 60) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid ttl \"%V\": from 1s to 366d",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "lease=", 6) == 0) {
-            s.data = value[i].data + 6;
-            s.len = value[i].len - 6;
-
-            lease = ngx_parse_time(&s, 1);
-
-            if (lease == NGX_ERROR || lease < 1 || lease > 24 * 60 * 60) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid lease \"%V\": from 1s to 1d",
-                                   &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "org_share=", 10) == 0) {
-            share = NGX_ERROR;
-
-            if (value[i].len > 11 && value[i].data[value[i].len - 1] == '%') {
-                share = ngx_atoi(value[i].data + 10, value[i].len - 11);
-            }
-
-            if (share == NGX_ERROR || share < 1 || share > 100) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid org_share \"%V\": a percentage "
-                                   "of the zone from 1%% to 100%% is "
-                                   "expected", &value[i]);
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        if (ngx_strncmp(value[i].data, "state=", 6) == 0
-            && value[i].len > 6)
-        {
-            state.data = value[i].data + 6;
-            state.len = value[i].len - 6;
-
-            if (ngx_conf_full_name(cf->cycle, &state, 0) != NGX_OK) {
-                return NGX_CONF_ERROR;
-            }
-
-            continue;
-        }
-
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\"", &value[i]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (name.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" must have \"zone=name:size\"",
-                           &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (ngx_http_influencers_zone_check_reload(cf, &name, size)
-        != NGX_CONF_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    zone = ngx_http_influencers_zone_add(cf, &name, size);
-    if (zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone->ttl = (ngx_msec_t) ttl * 1000;
-    zone->lease = (ngx_msec_t) lease * 1000;
-    zone->org_share = share;
-    zone->state_file = state;
-
-    if (state.len && ngx_http_influencers_state_conf(cf) != NGX_OK) {
-        return NGX_CONF_ERROR;
-    }
-
-    return NGX_CONF_OK;
-}
-
-
 /* influencers zone=name | off */
 
 static char *
@@ -1765,7 +1629,7 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    ilcf->shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    ilcf->shm_zone = ngx_http_influencers_store_ref(cf, &value[1]);
     if (ilcf->shm_zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1781,27 +1645,6 @@ ngx_http_influencers(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 }
 
 
-/* "zone=name": size 0, the zone may be declared later, like limit_req's */
-
-static ngx_shm_zone_t *
-ngx_http_influencers_zone_ref(ngx_conf_t *cf, ngx_str_t *value)
-{
-    ngx_str_t  name;
-
-    if (ngx_strncmp(value->data, "zone=", 5) != 0 || value->len == 5) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid parameter \"%V\": expected zone=name",
-                           value);
-        return NULL;
-    }
-
-    name.data = value->data + 5;
-    name.len = value->len - 5;
-
-    return ngx_shared_memory_add(cf, &name, 0, &ngx_http_influencers_module);
-}
-
-
 static char *
 ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 {
@@ -1812,7 +1655,7 @@ ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     value = cf->args->elts;
 
-    ilcf->stats_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
+    ilcf->stats_zone = ngx_http_influencers_store_ref(cf, &value[1]);
     if (ilcf->stats_zone == NULL) {
         return NGX_CONF_ERROR;
     }
@@ -1821,43 +1664,6 @@ ngx_http_influencers_stats(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     clcf->handler = ngx_http_influencers_stats_handler;
 
     return NGX_CONF_OK;
-}
-
-
-/* influencers_redis zone=name address [parameters]: fleet mode */
-
-static char *
-ngx_http_influencers_redis(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
-{
-    ngx_str_t                    *value;
-    ngx_shm_zone_t               *shm_zone;
-    ngx_http_influencers_zone_t  *zone;
-
-    value = cf->args->elts;
-
-    shm_zone = ngx_http_influencers_zone_ref(cf, &value[1]);
-    if (shm_zone == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    zone = shm_zone->data;
-
-    if (zone == NULL) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"%V\" names a zone that is not declared yet: "
-                           "\"influencers_zone %V:size\" must come first",
-                           &cmd->name, &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    if (zone->redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "zone \"%V\" already has an \"%V\"",
-                           &zone->name, &cmd->name);
-        return NGX_CONF_ERROR;
-    }
-
-    return ngx_http_influencers_redis_conf(cf, zone);
 }
 
 
@@ -1871,7 +1677,7 @@ ngx_http_influencers_errors(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
-    clcf->handler = ngx_http_influencers_errors_handler;
+    clcf->handler = ngx_http_influencers_reply_errors_handler;
 
     /*
      * An HTTP/2 request whose content-length is over client_max_body_size
@@ -1939,7 +1745,8 @@ ngx_http_influencers_directory(ngx_conf_t *cf, ngx_command_t *cmd,
 
     value = cf->args->elts;
 
-    ilcf->directory = ngx_http_influencers_directory_load(cf, &value[1]);
+    ilcf->directory = ngx_http_influencers_identity_directory_load(cf,
+                                                                   &value[1]);
 
     return ilcf->directory ? NGX_CONF_OK : NGX_CONF_ERROR;
 }

@@ -402,7 +402,7 @@ fuzz_canonical_of(const u_char *text, size_t len, u_char *out,
     size_t                       n;
     ngx_http_influencers_body_t  b;
 
-    rc = ngx_http_influencers_body_parse(&b, text, len);
+    rc = ngx_http_influencers_validate_body_parse(&b, text, len);
 
     if (rc != 0) {
         fprintf(stderr, "refused: %.*s\n", (int) len, text);
@@ -410,7 +410,7 @@ fuzz_canonical_of(const u_char *text, size_t len, u_char *out,
 
     fuzz_assert(rc == 0, "an equivalent body is refused");
 
-    n = ngx_http_influencers_body_canonical(&b, out);
+    n = ngx_http_influencers_validate_body_canonical(&b, out);
     fuzz_assert(n <= NGX_HTTP_INFLUENCERS_CANONICAL_MAX,
                 "canonical form over its bound");
 
@@ -418,7 +418,7 @@ fuzz_canonical_of(const u_char *text, size_t len, u_char *out,
         fuzz_meaning(&b, m);
     }
 
-    ngx_http_influencers_body_free(&b);
+    ngx_http_influencers_validate_body_free(&b);
 
     return n;
 }
@@ -537,7 +537,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_meaning_t                meaning, changed, again;
     ngx_http_influencers_body_t   b;
 
-    rc = ngx_http_influencers_body_parse(&b, data, size);
+    rc = ngx_http_influencers_validate_body_parse(&b, data, size);
 
     fuzz_assert(rc == 0 || rc == 1, "out of memory or a strange answer");
     fuzz_assert((rc == 0) == fuzz_oracle(data, size),
@@ -546,7 +546,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (rc == 1) {
         fuzz_check_errors(b.errors);
-        ngx_http_influencers_body_free(&b);
+        ngx_http_influencers_validate_body_free(&b);
         return 0;
     }
 
@@ -561,7 +561,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     fuzz_assert(canonical && other && text, "out of memory");
 
-    n = ngx_http_influencers_body_canonical(&b, canonical);
+    n = ngx_http_influencers_validate_body_canonical(&b, canonical);
     fuzz_assert(n <= NGX_HTTP_INFLUENCERS_CANONICAL_MAX,
                 "canonical form over its bound");
 
@@ -577,7 +577,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     json_decref(b2);
 
     fuzz_meaning(&b, &meaning);
-    ngx_http_influencers_body_free(&b);
+    ngx_http_influencers_validate_body_free(&b);
 
     /* it is accepted, the same fields, and its own canonical form */
 

@@ -3,7 +3,7 @@
  * Copyright (C) The influencers module authors.
  *
  * libFuzzer harness: the directory file's checks
- * (src/ngx_http_influencers_directory.c), fed what jansson makes of the
+ * (src/common/ngx_http_influencers_directory.c), fed what jansson makes of the
  * input with the flags the module reads the file with.  Besides what ASan
  * and UBSan catch (leaks included):
  *
@@ -341,7 +341,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     d = malloc(sizeof(ngx_http_influencers_dir_t));
     fuzz_assert(d != NULL, "out of memory");
 
-    rc = ngx_http_influencers_dir_parse(d, root);
+    rc = ngx_http_influencers_directory_parse(d, root);
     fuzz_assert(rc == 0 || rc == 1, "out of memory or a strange answer");
 
     ok = fuzz_reference(root, d, rc == 0);
@@ -361,7 +361,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         fuzz_assert(kinds[i] != NULL, "an error of an unknown kind");
     }
 
-    ngx_http_influencers_dir_free(d);
+    ngx_http_influencers_directory_free(d);
     free(d);
 
     return 0;

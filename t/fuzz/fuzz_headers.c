@@ -61,7 +61,7 @@ fuzz_idempotency_key(const u_char *p, size_t len)
     quoted = malloc(2 * NGX_HTTP_INFLUENCERS_IDEM_MAX + 2);
     fuzz_assert(out && again && quoted, "out of memory");
 
-    rc = ngx_http_influencers_parse_idempotency_key(p, len, out);
+    rc = ngx_http_influencers_validate_parse_idempotency_key(p, len, out);
 
     fuzz_assert(rc == -1 || (rc >= 1 && rc <= NGX_HTTP_INFLUENCERS_IDEM_MAX),
                 "a key of an impossible length");
@@ -109,7 +109,7 @@ fuzz_idempotency_key(const u_char *p, size_t len)
                         "a quoted key read as something else");
         }
 
-        rc2 = ngx_http_influencers_parse_idempotency_key(quoted, n, again);
+        rc2 = ngx_http_influencers_validate_parse_idempotency_key(quoted, n, again);
         fuzz_assert(rc2 == rc && memcmp(again, out, rc) == 0,
                     "a key quoted reads otherwise");
     }
@@ -130,7 +130,7 @@ fuzz_bearer(const u_char *p, size_t len)
     key = NULL;
     key_len = 0;
 
-    rc = ngx_http_influencers_parse_bearer(p, len, &key, &key_len);
+    rc = ngx_http_influencers_validate_parse_bearer(p, len, &key, &key_len);
 
     /* the reference: "bearer" in any case, spaces, visible ASCII to the end */
 
@@ -171,7 +171,7 @@ fuzz_content_type(const u_char *p, size_t len)
     size_t   i;
     u_char  *q;
 
-    rc = ngx_http_influencers_check_content_type(p, len);
+    rc = ngx_http_influencers_validate_check_content_type(p, len);
     fuzz_assert(rc == 0 || rc == -1, "a strange answer");
 
     if (rc == 0) {
@@ -189,13 +189,13 @@ fuzz_content_type(const u_char *p, size_t len)
         q[i] = (u_char) tolower(p[i]);
     }
 
-    lower = ngx_http_influencers_check_content_type(q, len);
+    lower = ngx_http_influencers_validate_check_content_type(q, len);
 
     for (i = 0; i < len; i++) {
         q[i] = (u_char) toupper(p[i]);
     }
 
-    upper = ngx_http_influencers_check_content_type(q, len);
+    upper = ngx_http_influencers_validate_check_content_type(q, len);
 
     fuzz_assert(rc == lower && rc == upper, "the answer depends on case");
 
@@ -209,7 +209,7 @@ fuzz_content_type(const u_char *p, size_t len)
         memcpy(q, p, len);
         memcpy(q + len, "; charset=latin1", sizeof("; charset=latin1") - 1);
 
-        fuzz_assert(ngx_http_influencers_check_content_type(q,
+        fuzz_assert(ngx_http_influencers_validate_check_content_type(q,
                             len + sizeof("; charset=latin1") - 1) == -1,
                     "charset=latin1 taken");
     }
@@ -225,7 +225,7 @@ fuzz_uuid(const u_char *p, size_t len)
     size_t  i;
     u_char  id[16], text[NGX_HTTP_INFLUENCERS_UUID_LEN];
 
-    rc = ngx_http_influencers_parse_uuid(p, len, id);
+    rc = ngx_http_influencers_validate_parse_uuid(p, len, id);
 
     ok = (len == NGX_HTTP_INFLUENCERS_UUID_LEN);
 
@@ -241,7 +241,7 @@ fuzz_uuid(const u_char *p, size_t len)
     fuzz_assert((rc == 0) == ok, "a UUID judged wrong");
 
     if (rc == 0) {
-        ngx_http_influencers_format_uuid(id, text);
+        ngx_http_influencers_validate_format_uuid(id, text);
 
         for (i = 0; i < len; i++) {
             fuzz_assert(text[i] == tolower(p[i]),
@@ -278,7 +278,7 @@ fuzz_scopes(const u_char *p, size_t len)
         }
     }
 
-    fuzz_assert(ngx_http_influencers_has_scope(p, len, scope,
+    fuzz_assert(ngx_http_influencers_validate_has_scope(p, len, scope,
                                                sizeof(scope) - 1)
                 == found, "a scope list judged wrong");
 }

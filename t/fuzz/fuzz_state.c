@@ -3,7 +3,7 @@
  * Copyright (C) The influencers module authors.
  *
  * libFuzzer harness: the reader of the state file and of the journal,
- * src/ngx_http_influencers_state.c itself (included below, so that its
+ * src/store/ngx_http_influencers_state.c itself (included below, so that its
  * static reader loop is reached too), built against nginx's headers from
  * a configured build directory.  The little it needs of nginx's core is
  * provided here, and nothing else of nginx runs.
@@ -131,7 +131,7 @@ ngx_log_error_core(ngx_uint_t level, ngx_log_t *log, ngx_err_t err,
 
 
 uint64_t
-ngx_http_influencers_wall_ms(void)
+ngx_http_influencers_zone_wall_ms(void)
 {
     return FUZZ_NOW_MS;
 }
@@ -302,8 +302,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_log_t                             log;
     ngx_shm_zone_t                        shm_zone;
     ngx_http_influencers_zone_t           zone;
-    ngx_http_influencers_record_t         rec;
-    ngx_http_influencers_loader_t         ld;
+    ngx_http_influencers_state_record_t         rec;
+    ngx_http_influencers_state_loader_t         ld;
     ngx_http_influencers_state_header_t   hdr;
 
     if (size < 2) {
@@ -334,7 +334,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if ((data[0] & 8) && snapshot && fuzz.len >= start) {
         hdr.magic = NGX_HTTP_INFLUENCERS_STATE_MAGIC;
         hdr.version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
-        hdr.record_size = sizeof(ngx_http_influencers_record_t);
+        hdr.record_size = sizeof(ngx_http_influencers_state_record_t);
         ngx_memcpy(&hdr.count, file + 12, sizeof(uint32_t));
         ngx_memcpy(file, &hdr, sizeof(hdr));
     }
@@ -365,7 +365,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ngx_str_set(&zone.name, "fuzz");
     zone.shm_zone = &shm_zone;
 
-    ngx_memzero(&ld, sizeof(ngx_http_influencers_loader_t));
+    ngx_memzero(&ld, sizeof(ngx_http_influencers_state_loader_t));
     ld.log = &log;
 
     rc = ngx_http_influencers_state_read(&zone, FUZZ_FD, (u_char *) "fuzz",
@@ -387,7 +387,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (fuzz.len < start
             || hdr.magic != NGX_HTTP_INFLUENCERS_STATE_MAGIC
             || hdr.version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
-            || hdr.record_size != sizeof(ngx_http_influencers_record_t))
+            || hdr.record_size != sizeof(ngx_http_influencers_state_record_t))
         {
             fuzz_assert(rc != NGX_OK && fuzz.ngot == 0,
                         "a file without a good header read");

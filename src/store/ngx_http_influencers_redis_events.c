@@ -33,13 +33,13 @@
  */
 
 
-static void ngx_http_influencers_redis_read_handler(ngx_event_t *rev);
-static void ngx_http_influencers_redis_write_handler(ngx_event_t *wev);
-static void ngx_http_influencers_redis_add_read(void *data);
-static void ngx_http_influencers_redis_del_read(void *data);
-static void ngx_http_influencers_redis_add_write(void *data);
-static void ngx_http_influencers_redis_del_write(void *data);
-static void ngx_http_influencers_redis_cleanup(void *data);
+static void ngx_http_influencers_redis_events_read_handler(ngx_event_t *rev);
+static void ngx_http_influencers_redis_events_write_handler(ngx_event_t *wev);
+static void ngx_http_influencers_redis_events_add_read(void *data);
+static void ngx_http_influencers_redis_events_del_read(void *data);
+static void ngx_http_influencers_redis_events_add_write(void *data);
+static void ngx_http_influencers_redis_events_del_write(void *data);
+static void ngx_http_influencers_redis_events_cleanup(void *data);
 
 
 ngx_int_t
@@ -57,8 +57,8 @@ ngx_http_influencers_redis_events_attach(
     c->data = re;
     c->read->log = log;
     c->write->log = log;
-    c->read->handler = ngx_http_influencers_redis_read_handler;
-    c->write->handler = ngx_http_influencers_redis_write_handler;
+    c->read->handler = ngx_http_influencers_redis_events_read_handler;
+    c->write->handler = ngx_http_influencers_redis_events_write_handler;
 
     c->number = ngx_atomic_fetch_add(ngx_connection_counter, 1);
 
@@ -67,11 +67,11 @@ ngx_http_influencers_redis_events_attach(
     re->writing = 0;
 
     ac->ev.data = re;
-    ac->ev.addRead = ngx_http_influencers_redis_add_read;
-    ac->ev.delRead = ngx_http_influencers_redis_del_read;
-    ac->ev.addWrite = ngx_http_influencers_redis_add_write;
-    ac->ev.delWrite = ngx_http_influencers_redis_del_write;
-    ac->ev.cleanup = ngx_http_influencers_redis_cleanup;
+    ac->ev.addRead = ngx_http_influencers_redis_events_add_read;
+    ac->ev.delRead = ngx_http_influencers_redis_events_del_read;
+    ac->ev.addWrite = ngx_http_influencers_redis_events_add_write;
+    ac->ev.delWrite = ngx_http_influencers_redis_events_del_write;
+    ac->ev.cleanup = ngx_http_influencers_redis_events_cleanup;
 
     ngx_log_debug2(NGX_LOG_DEBUG_EVENT, log, 0,
                    "influencers redis: *%uA attached to fd:%d",
@@ -88,7 +88,7 @@ ngx_http_influencers_redis_events_attach(
  */
 
 static void
-ngx_http_influencers_redis_read_handler(ngx_event_t *rev)
+ngx_http_influencers_redis_events_read_handler(ngx_event_t *rev)
 {
     ngx_connection_t                     *c;
     ngx_http_influencers_redis_events_t  *re;
@@ -101,7 +101,7 @@ ngx_http_influencers_redis_read_handler(ngx_event_t *rev)
 
 
 static void
-ngx_http_influencers_redis_write_handler(ngx_event_t *wev)
+ngx_http_influencers_redis_events_write_handler(ngx_event_t *wev)
 {
     ngx_connection_t                     *c;
     ngx_http_influencers_redis_events_t  *re;
@@ -118,7 +118,7 @@ ngx_http_influencers_redis_write_handler(ngx_event_t *wev)
 
 
 static void
-ngx_http_influencers_redis_add_read(void *data)
+ngx_http_influencers_redis_events_add_read(void *data)
 {
     ngx_http_influencers_redis_events_t *re = data;
 
@@ -141,7 +141,7 @@ ngx_http_influencers_redis_add_read(void *data)
 
 
 static void
-ngx_http_influencers_redis_del_read(void *data)
+ngx_http_influencers_redis_events_del_read(void *data)
 {
     ngx_http_influencers_redis_events_t *re = data;
 
@@ -160,7 +160,7 @@ ngx_http_influencers_redis_del_read(void *data)
 
 
 static void
-ngx_http_influencers_redis_add_write(void *data)
+ngx_http_influencers_redis_events_add_write(void *data)
 {
     ngx_http_influencers_redis_events_t *re = data;
 
@@ -195,7 +195,7 @@ ngx_http_influencers_redis_add_write(void *data)
 
 
 static void
-ngx_http_influencers_redis_del_write(void *data)
+ngx_http_influencers_redis_events_del_write(void *data)
 {
     ngx_http_influencers_redis_events_t *re = data;
 
@@ -221,7 +221,7 @@ ngx_http_influencers_redis_del_write(void *data)
  */
 
 static void
-ngx_http_influencers_redis_cleanup(void *data)
+ngx_http_influencers_redis_events_cleanup(void *data)
 {
     ngx_http_influencers_redis_events_t *re = data;
 

@@ -12,9 +12,6 @@
 #include "ngx_http_influencers_directory.h"
 
 
-#define NGX_HTTP_INFLUENCERS_SCOPE  "influencers:write"
-
-
 const ngx_http_influencers_enum_t  ngx_http_influencers_targets[] = {
     { "", 0 },
     { "male", 4 },
@@ -25,24 +22,23 @@ const ngx_http_influencers_enum_t  ngx_http_influencers_targets[] = {
 };
 
 
-static int ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d,
+static int ngx_http_influencers_directory_keys(ngx_http_influencers_dir_t *d,
     json_t *keys);
-static int ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
-    json_t *projects);
-static int ngx_http_influencers_dir_fields(ngx_http_influencers_dir_t *d,
+static int ngx_http_influencers_directory_projects(
+    ngx_http_influencers_dir_t *d, json_t *projects);
+static int ngx_http_influencers_directory_fields(ngx_http_influencers_dir_t *d,
     json_t *obj, const char *what, size_t i, const char **allowed);
-static int ngx_http_influencers_dir_org(ngx_http_influencers_dir_t *d,
+static int ngx_http_influencers_directory_org(ngx_http_influencers_dir_t *d,
     json_t *obj, const char *what, size_t i, const char **org,
     size_t *org_len);
-static int ngx_http_influencers_dir_hex(u_char c);
-static int ngx_http_influencers_dir_error(ngx_http_influencers_dir_t *d,
+static int ngx_http_influencers_directory_error(ngx_http_influencers_dir_t *d,
     const char *fmt, ...)
 #if defined(__GNUC__)
     __attribute__ ((format (printf, 2, 3)))
 #endif
     ;
-static int ngx_http_influencers_dir_key_cmp(const void *a, const void *b);
-static int ngx_http_influencers_dir_project_cmp(const void *a,
+static int ngx_http_influencers_directory_key_cmp(const void *a, const void *b);
+static int ngx_http_influencers_directory_project_cmp(const void *a,
     const void *b);
 
 
@@ -53,7 +49,8 @@ static int ngx_http_influencers_dir_project_cmp(const void *a,
  */
 
 int
-ngx_http_influencers_dir_parse(ngx_http_influencers_dir_t *d, json_t *root)
+ngx_http_influencers_directory_parse(ngx_http_influencers_dir_t *d,
+                                     json_t *root)
 {
     int          rc;
     json_t      *keys, *projects;
@@ -65,11 +62,11 @@ ngx_http_influencers_dir_parse(ngx_http_influencers_dir_t *d, json_t *root)
     d->root = root;
 
     if (!json_is_object(root)) {
-        return ngx_http_influencers_dir_error(d,
+        return ngx_http_influencers_directory_error(d,
                                             "the top level is not an object");
     }
 
-    rc = ngx_http_influencers_dir_fields(d, root, NULL, 0, fields);
+    rc = ngx_http_influencers_directory_fields(d, root, NULL, 0, fields);
     if (rc != 0) {
         return rc;
     }
@@ -80,21 +77,21 @@ ngx_http_influencers_dir_parse(ngx_http_influencers_dir_t *d, json_t *root)
     if (!json_is_array(keys)
         || (projects != NULL && !json_is_array(projects)))
     {
-        return ngx_http_influencers_dir_error(d,
+        return ngx_http_influencers_directory_error(d,
                            "\"keys\" must be an array, and \"projects\" too");
     }
 
-    rc = ngx_http_influencers_dir_keys(d, keys);
+    rc = ngx_http_influencers_directory_keys(d, keys);
     if (rc != 0) {
         return rc;
     }
 
-    return ngx_http_influencers_dir_projects(d, projects);
+    return ngx_http_influencers_directory_projects(d, projects);
 }
 
 
 void
-ngx_http_influencers_dir_free(ngx_http_influencers_dir_t *d)
+ngx_http_influencers_directory_free(ngx_http_influencers_dir_t *d)
 {
     free(d->keys);
     free(d->projects);
@@ -107,7 +104,7 @@ ngx_http_influencers_dir_free(ngx_http_influencers_dir_t *d)
 
 
 static int
-ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
+ngx_http_influencers_directory_keys(ngx_http_influencers_dir_t *d, json_t *keys)
 {
     int                              rc, hi, lo;
     size_t                           i, n;
@@ -129,11 +126,11 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
     json_array_foreach(keys, i, entry) {
 
         if (!json_is_object(entry)) {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                                         "keys[%zu] is not an object", i);
         }
 
-        rc = ngx_http_influencers_dir_fields(d, entry, "keys", i, fields);
+        rc = ngx_http_influencers_directory_fields(d, entry, "keys", i, fields);
         if (rc != 0) {
             return rc;
         }
@@ -149,8 +146,9 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
         }
 
         for (n = 0; n < 32; n++) {
-            hi = ngx_http_influencers_dir_hex((u_char) hex[2 * n]);
-            lo = ngx_http_influencers_dir_hex((u_char) hex[2 * n + 1]);
+            hi = ngx_http_influencers_validate_hex_digit((u_char) hex[2 * n]);
+            lo = ngx_http_influencers_validate_hex_digit(
+                (u_char) hex[2 * n + 1]);
 
             if (hi < 0 || lo < 0) {
                 goto bad_digest;
@@ -159,8 +157,8 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
             k->digest[n] = (u_char) (hi << 4 | lo);
         }
 
-        rc = ngx_http_influencers_dir_org(d, entry, "keys", i, &k->org,
-                                          &k->org_len);
+        rc = ngx_http_influencers_directory_org(d, entry, "keys", i, &k->org,
+                                                &k->org_len);
         if (rc != 0) {
             return rc;
         }
@@ -168,7 +166,7 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
         scopes = json_object_get(entry, "scopes");
 
         if (!json_is_array(scopes)) {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                           "keys[%zu]: \"scopes\" must be an array of strings",
                           i);
         }
@@ -177,7 +175,7 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
 
         json_array_foreach(scopes, n, scope) {
             if (!json_is_string(scope)) {
-                return ngx_http_influencers_dir_error(d,
+                return ngx_http_influencers_directory_error(d,
                           "keys[%zu]: \"scopes\" must be an array of strings",
                           i);
             }
@@ -192,7 +190,7 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
         v = json_object_get(entry, "label");
 
         if (v != NULL && !json_is_string(v)) {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                                 "keys[%zu]: \"label\" must be a string", i);
         }
     }
@@ -201,11 +199,11 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
     n = d->nkeys;
 
     qsort(k, n, sizeof(ngx_http_influencers_dir_key_t),
-          ngx_http_influencers_dir_key_cmp);
+          ngx_http_influencers_directory_key_cmp);
 
     for (i = 1; i < n; i++) {
         if (memcmp(k[i].digest, k[i - 1].digest, 32) == 0) {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                           "keys[%zu]: duplicate key (same \"sha256\" as "
                           "keys[%zu])",
                           k[i].index > k[i - 1].index
@@ -219,13 +217,14 @@ ngx_http_influencers_dir_keys(ngx_http_influencers_dir_t *d, json_t *keys)
 
 bad_digest:
 
-    return ngx_http_influencers_dir_error(d, "keys[%zu]: \"sha256\" must be "
+    return ngx_http_influencers_directory_error(d,
+                                                "keys[%zu]: \"sha256\" must be "
                                           "64 hexadecimal digits", i);
 }
 
 
 static int
-ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
+ngx_http_influencers_directory_projects(ngx_http_influencers_dir_t *d,
     json_t *projects)
 {
     int                                  rc;
@@ -245,11 +244,12 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
     json_array_foreach(projects, i, entry) {
 
         if (!json_is_object(entry)) {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                                     "projects[%zu] is not an object", i);
         }
 
-        rc = ngx_http_influencers_dir_fields(d, entry, "projects", i, fields);
+        rc = ngx_http_influencers_directory_fields(d, entry, "projects", i,
+                                                   fields);
         if (rc != 0) {
             return rc;
         }
@@ -260,16 +260,17 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
         v = json_object_get(entry, "id");
 
         if (!json_is_string(v)
-            || ngx_http_influencers_parse_uuid(
+            || ngx_http_influencers_validate_parse_uuid(
                    (const u_char *) json_string_value(v),
                    json_string_length(v), p->id)
                != 0)
         {
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                                    "projects[%zu]: \"id\" must be a UUID", i);
         }
 
-        rc = ngx_http_influencers_dir_org(d, entry, "projects", i, &p->org,
+        rc = ngx_http_influencers_directory_org(d, entry, "projects", i,
+                                                &p->org,
                                           &p->org_len);
         if (rc != 0) {
             return rc;
@@ -280,13 +281,14 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
 
         if (v != NULL) {
             p->target_gender = json_is_string(v)
-                ? ngx_http_influencers_enum_find(ngx_http_influencers_targets,
-                                         (const u_char *) json_string_value(v),
-                                         json_string_length(v))
+                ? ngx_http_influencers_validate_enum_find(
+                    ngx_http_influencers_targets,
+                    (const u_char *) json_string_value(v),
+                    json_string_length(v))
                 : 0;
 
             if (p->target_gender == 0) {
-                return ngx_http_influencers_dir_error(d,
+                return ngx_http_influencers_directory_error(d,
                           "projects[%zu]: \"targetGender\" must be one of "
                           "\"female\", \"male\", \"non_binary\", \"any\"", i);
             }
@@ -297,13 +299,15 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
     n = d->nprojects;
 
     qsort(p, n, sizeof(ngx_http_influencers_dir_project_t),
-          ngx_http_influencers_dir_project_cmp);
+          ngx_http_influencers_directory_project_cmp);
 
     for (i = 1; i < n; i++) {
-        if (memcmp(p[i].id, p[i - 1].id, 16) == 0) {
-            ngx_http_influencers_format_uuid(p[i].id, uuid);
+        if (memcmp(p[i].id, p[i - 1].id, NGX_HTTP_INFLUENCERS_UUID_BYTES)
+            == 0)
+        {
+            ngx_http_influencers_validate_format_uuid(p[i].id, uuid);
 
-            return ngx_http_influencers_dir_error(d,
+            return ngx_http_influencers_directory_error(d,
                           "projects[%zu]: duplicate project \"%.*s\" (also "
                           "projects[%zu])",
                           p[i].index > p[i - 1].index
@@ -319,7 +323,8 @@ ngx_http_influencers_dir_projects(ngx_http_influencers_dir_t *d,
 
 
 static int
-ngx_http_influencers_dir_fields(ngx_http_influencers_dir_t *d, json_t *obj,
+ngx_http_influencers_directory_fields(ngx_http_influencers_dir_t *d,
+                                      json_t *obj,
     const char *what, size_t i, const char **allowed)
 {
     json_t       *v;
@@ -334,12 +339,13 @@ ngx_http_influencers_dir_fields(ngx_http_influencers_dir_t *d, json_t *obj,
 
         if (*a == NULL) {
             if (what) {
-                return ngx_http_influencers_dir_error(d,
+                return ngx_http_influencers_directory_error(d,
                                       "%s[%zu]: unknown field \"%s\"",
                                       what, i, key);
             }
 
-            return ngx_http_influencers_dir_error(d, "unknown field \"%s\"",
+            return ngx_http_influencers_directory_error(d,
+                                                        "unknown field \"%s\"",
                                                   key);
         }
     }
@@ -349,7 +355,7 @@ ngx_http_influencers_dir_fields(ngx_http_influencers_dir_t *d, json_t *obj,
 
 
 static int
-ngx_http_influencers_dir_org(ngx_http_influencers_dir_t *d, json_t *obj,
+ngx_http_influencers_directory_org(ngx_http_influencers_dir_t *d, json_t *obj,
     const char *what, size_t i, const char **org, size_t *org_len)
 {
     json_t  *v;
@@ -357,11 +363,11 @@ ngx_http_influencers_dir_org(ngx_http_influencers_dir_t *d, json_t *obj,
     v = json_object_get(obj, "org");
 
     if (!json_is_string(v)
-        || ngx_http_influencers_valid_org(
+        || ngx_http_influencers_directory_valid_org(
                (const u_char *) json_string_value(v), json_string_length(v))
            != 0)
     {
-        return ngx_http_influencers_dir_error(d,
+        return ngx_http_influencers_directory_error(d,
                               "%s[%zu]: \"org\" must be 1-64 visible ASCII "
                               "characters", what, i);
     }
@@ -374,7 +380,7 @@ ngx_http_influencers_dir_org(ngx_http_influencers_dir_t *d, json_t *obj,
 
 
 int
-ngx_http_influencers_valid_org(const u_char *p, size_t len)
+ngx_http_influencers_directory_valid_org(const u_char *p, size_t len)
 {
     size_t  i;
 
@@ -392,30 +398,13 @@ ngx_http_influencers_valid_org(const u_char *p, size_t len)
 }
 
 
-static int
-ngx_http_influencers_dir_hex(u_char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-
-    c |= 0x20;
-
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-
-    return -1;
-}
-
-
 /*
  * A message as long as nginx's own limit lets it be: the conf log cuts
  * what is longer anyway.  Returns 1, the invalid file's answer.
  */
 
 static int
-ngx_http_influencers_dir_error(ngx_http_influencers_dir_t *d,
+ngx_http_influencers_directory_error(ngx_http_influencers_dir_t *d,
     const char *fmt, ...)
 {
     va_list  args;
@@ -429,7 +418,7 @@ ngx_http_influencers_dir_error(ngx_http_influencers_dir_t *d,
 
 
 static int
-ngx_http_influencers_dir_key_cmp(const void *a, const void *b)
+ngx_http_influencers_directory_key_cmp(const void *a, const void *b)
 {
     return memcmp(((const ngx_http_influencers_dir_key_t *) a)->digest,
                   ((const ngx_http_influencers_dir_key_t *) b)->digest, 32);
@@ -437,8 +426,9 @@ ngx_http_influencers_dir_key_cmp(const void *a, const void *b)
 
 
 static int
-ngx_http_influencers_dir_project_cmp(const void *a, const void *b)
+ngx_http_influencers_directory_project_cmp(const void *a, const void *b)
 {
     return memcmp(((const ngx_http_influencers_dir_project_t *) a)->id,
-                  ((const ngx_http_influencers_dir_project_t *) b)->id, 16);
+                  ((const ngx_http_influencers_dir_project_t *) b)->id,
+                  NGX_HTTP_INFLUENCERS_UUID_BYTES);
 }

@@ -2,16 +2,17 @@
 /*
  * Copyright (C) The influencers module authors.
  *
- * Every answer the module sends: the 202 envelope, replays and the JSON
- * errors, including those for statuses nginx itself produces.
+ * Every answer the module can give, its status, code and message: the
+ * table the senders (reply) write from and the counters (metrics) name.
  */
 
 
-#ifndef _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_
-#define _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_
+#ifndef _NGX_HTTP_INFLUENCERS_ANSWERS_H_INCLUDED_
+#define _NGX_HTTP_INFLUENCERS_ANSWERS_H_INCLUDED_
 
 
-#include "ngx_http_influencers.h"
+#include <ngx_config.h>
+#include <ngx_core.h>
 
 
 typedef enum {
@@ -43,19 +44,23 @@ typedef enum {
 } ngx_http_influencers_answer_e;
 
 
-ngx_int_t ngx_http_influencers_send_error(ngx_http_request_t *r,
-    u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
-    time_t retry_after);
-ngx_int_t ngx_http_influencers_send_accepted(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed);
-ngx_int_t ngx_http_influencers_errors_handler(ngx_http_request_t *r);
-const char *ngx_http_influencers_answer_name(ngx_uint_t answer);
-ngx_uint_t ngx_http_influencers_answer_status(ngx_uint_t answer);
-ngx_uint_t ngx_http_influencers_answers(void);
-ngx_int_t ngx_http_influencers_send_json(ngx_http_request_t *r,
-    ngx_uint_t status, ngx_str_t *body);
-ngx_int_t ngx_http_influencers_send_body(ngx_http_request_t *r,
-    ngx_str_t *type, size_t type_len, u_char *body, size_t len);
+/* nginx 1.22 has no constant (and no reason phrase) for 422 */
+#define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
 
 
-#endif /* _NGX_HTTP_INFLUENCERS_REPLY_H_INCLUDED_ */
+typedef struct {
+    ngx_uint_t   status;
+    ngx_str_t    code;
+    ngx_str_t    message;
+} ngx_http_influencers_answer_t;
+
+
+const ngx_http_influencers_answer_t *ngx_http_influencers_answers_get(
+    ngx_uint_t answer);
+const char *ngx_http_influencers_answers_name(ngx_uint_t answer);
+ngx_uint_t ngx_http_influencers_answers_status(ngx_uint_t answer);
+/* how many answers there are: every one is counted */
+ngx_uint_t ngx_http_influencers_answers_count(void);
+
+
+#endif /* _NGX_HTTP_INFLUENCERS_ANSWERS_H_INCLUDED_ */

@@ -17,9 +17,6 @@
 #include "ngx_http_influencers_validate.h"
 
 
-/* the same as ngx_http_influencers.h's: a change to one alone won't build */
-#define NGX_HTTP_INFLUENCERS_ORG_MAX  64
-
 /* values of a project's targetGender; gender indexes come first */
 #define NGX_HTTP_INFLUENCERS_TARGET_ANY  4
 
@@ -37,7 +34,7 @@ typedef struct {
 
 
 typedef struct {
-    u_char            id[16];
+    u_char            id[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     const char       *org;          /* in root */
     size_t            org_len;
     unsigned int      target_gender;
@@ -60,15 +57,15 @@ extern const ngx_http_influencers_enum_t  ngx_http_influencers_targets[];
 
 /*
  * The file's parsed JSON, taken over whatever the result (freed by
- * ngx_http_influencers_dir_free()).  0: valid; 1: invalid, d->error says
+ * ngx_http_influencers_directory_free()).  0: valid; 1: invalid, d->error says
  * why; -1: out of memory.
  */
-int ngx_http_influencers_dir_parse(ngx_http_influencers_dir_t *d,
+int ngx_http_influencers_directory_parse(ngx_http_influencers_dir_t *d,
     json_t *root);
-void ngx_http_influencers_dir_free(ngx_http_influencers_dir_t *d);
+void ngx_http_influencers_directory_free(ngx_http_influencers_dir_t *d);
 
 /* 1-64 visible ASCII characters, no quote or backslash: 0, else -1 */
-int ngx_http_influencers_valid_org(const u_char *p, size_t len);
+int ngx_http_influencers_directory_valid_org(const u_char *p, size_t len);
 
 
 #endif /* _NGX_HTTP_INFLUENCERS_DIRECTORY_H_INCLUDED_ */

@@ -15,31 +15,6 @@
 #include "ngx_http_influencers_zone.h"
 
 
-#define NGX_HTTP_INFLUENCERS_TOKEN_LEN  16
-
-
-/* what Redis said of a claim or a finish */
-
-typedef enum {
-    NGX_HTTP_INFLUENCERS_REDIS_NEW = 0,   /* claimed: the token is ours */
-    NGX_HTTP_INFLUENCERS_REDIS_BUSY,      /* in flight, same fingerprint */
-    NGX_HTTP_INFLUENCERS_REDIS_MISMATCH,  /* another fingerprint */
-    NGX_HTTP_INFLUENCERS_REDIS_DONE,      /* accepted: op->entry holds it */
-    NGX_HTTP_INFLUENCERS_REDIS_FINISHED,  /* a finish or release applied */
-    NGX_HTTP_INFLUENCERS_REDIS_STALE,     /* a finish refused: the key is
-                                             another claim's or job's */
-    NGX_HTTP_INFLUENCERS_REDIS_FAILED,    /* unreachable, too slow, refused
-                                             (AUTH, an error reply), or a
-                                             value that fails the checks */
-    NGX_HTTP_INFLUENCERS_REDIS_RESEND,    /* claimed, but the key's job is
-                                             in doubt: op->entry holds it,
-                                             to be sent again */
-    NGX_HTTP_INFLUENCERS_REDIS_LOST       /* the client's own: sent, and
-                                             the reply lost (an op sees
-                                             FAILED) */
-} ngx_http_influencers_redis_rc_e;
-
-
 typedef struct ngx_http_influencers_redis_op_s  ngx_http_influencers_redis_op_t;
 
 typedef void (*ngx_http_influencers_redis_handler_pt)(
@@ -66,17 +41,19 @@ struct ngx_http_influencers_redis_op_s {
     void                          *data;
     ngx_log_t                     *log;
 
-    /* out */
-    ngx_http_influencers_redis_rc_e  rc;
-    ngx_http_influencers_entry_t   entry;        /* rc DONE, RESEND */
+    /*
+     * out: NEW, RESEND, REPLAY, BUSY, MISMATCH of a claim, FINISHED or
+     * STALE of a finish, UNAVAILABLE of either (unreachable, too slow,
+     * refused: AUTH, an error reply, a value that fails the checks)
+     */
+    ngx_http_influencers_store_e   rc;
+    ngx_http_influencers_entry_t   entry;        /* rc REPLAY, RESEND */
 
     /* the client's own */
     void                          *pending;
 };
 
 
-char *ngx_http_influencers_redis_conf(ngx_conf_t *cf,
-    ngx_http_influencers_zone_t *zone);
 ngx_int_t ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_influencers_zone_t *zone);
 void ngx_http_influencers_redis_exit_process(

@@ -5,8 +5,8 @@
 
 
 #include "ngx_http_influencers.h"
-#include "ngx_http_influencers_zone.h"
-#include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_store.h"
+#include "ngx_http_influencers_answers.h"
 #include "ngx_http_influencers_metrics.h"
 
 
@@ -54,33 +54,14 @@ static void ngx_http_influencers_metrics_forwards(
 static void ngx_http_influencers_metrics_zones(
     ngx_http_influencers_out_t *out, ngx_uint_t nzones,
     ngx_http_influencers_stats_t *st, ngx_str_t *names);
-static ngx_uint_t ngx_http_influencers_same_answer(ngx_uint_t a,
+static ngx_uint_t ngx_http_influencers_metrics_same_answer(ngx_uint_t a,
     ngx_uint_t b);
-static ngx_int_t ngx_http_influencers_label(ngx_pool_t *pool,
+static ngx_int_t ngx_http_influencers_metrics_label(ngx_pool_t *pool,
     ngx_str_t *value, ngx_str_t *label);
-static void ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+static void ngx_http_influencers_metrics_print(ngx_http_influencers_out_t *out,
     const char *fmt, ...);
 
-static ngx_int_t ngx_http_influencers_var_job_id(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_idempotency(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_error(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_org(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_status(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_var_uri(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
-
-
 /* its address is the zone's tag: not an influencers zone's */
-
-static ngx_str_t  ngx_http_influencers_text_type =
-    ngx_string("text/plain; version=0.0.4; charset=utf-8");
 
 static ngx_str_t  ngx_http_influencers_metrics_zone_name =
     ngx_string("influencers_metrics");
@@ -98,46 +79,8 @@ static char  *ngx_http_influencers_bucket_labels[] = {
 
 /* indexed by ngx_http_influencers_forward_e */
 
-static char  *ngx_http_influencers_forward_names[] = {
+static char  *ngx_http_influencers_metrics_outcomes[] = {
     "accepted", "failed", "not_found", "timeout", "unknown"
-};
-
-
-static ngx_str_t  ngx_http_influencers_idem_names[] = {
-    ngx_string("none"),
-    ngx_string("claim"),
-    ngx_string("replay"),
-    ngx_string("conflict"),
-    ngx_string("mismatch"),
-    ngx_string("released"),
-    ngx_string("resend")
-};
-
-
-static ngx_http_variable_t  ngx_http_influencers_vars[] = {
-
-    { ngx_string("influencers_job_id"), NULL,
-      ngx_http_influencers_var_job_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_influencer_id"), NULL,
-      ngx_http_influencers_var_influencer_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_idempotency"), NULL,
-      ngx_http_influencers_var_idempotency, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_error"), NULL,
-      ngx_http_influencers_var_error, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_org"), NULL,
-      ngx_http_influencers_var_org, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_status"), NULL,
-      ngx_http_influencers_var_status, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-    { ngx_string("influencers_uri"), NULL,
-      ngx_http_influencers_var_uri, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
-
-      ngx_http_null_variable
 };
 
 
@@ -172,12 +115,13 @@ ngx_http_influencers_metrics_add(ngx_conf_t *cf)
         return NGX_OK;
     }
 
-    if (ngx_http_influencers_answers() > NGX_HTTP_INFLUENCERS_METRICS_ANSWERS)
+    if (ngx_http_influencers_answers_count()
+        > NGX_HTTP_INFLUENCERS_METRICS_ANSWERS)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "influencers: %ui answers do not fit in the "
                            "metrics zone's %d counters",
-                           ngx_http_influencers_answers(),
+                           ngx_http_influencers_answers_count(),
                            NGX_HTTP_INFLUENCERS_METRICS_ANSWERS);
         return NGX_ERROR;
     }
@@ -241,36 +185,11 @@ ngx_http_influencers_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 }
 
 
-ngx_int_t
-ngx_http_influencers_metrics_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var, *v;
-
-    for (v = ngx_http_influencers_vars; v->name.len; v++) {
-        var = ngx_http_add_variable(cf, &v->name, v->flags);
-        if (var == NULL) {
-            return NGX_ERROR;
-        }
-
-        var->get_handler = v->get_handler;
-        var->data = v->data;
-    }
-
-    return NGX_OK;
-}
-
-
-/*
- * Every answer the module sends, counted as it is sent, and kept for
- * $influencers_error.  An answer of the influencers_errors location comes
- * after an internal redirect, which drops the request's context: it gets
- * one for the variables.
- */
+/* every answer the module sends, counted as it is sent */
 
 void
 ngx_http_influencers_metrics_answer(ngx_http_request_t *r, ngx_uint_t answer)
 {
-    ngx_http_influencers_ctx_t        *ctx;
     ngx_http_influencers_main_conf_t  *mcf;
 
     mcf = ngx_http_get_module_main_conf(r, ngx_http_influencers_module);
@@ -278,19 +197,6 @@ ngx_http_influencers_metrics_answer(ngx_http_request_t *r, ngx_uint_t answer)
     if (mcf->sh && answer < NGX_HTTP_INFLUENCERS_METRICS_ANSWERS) {
         (void) ngx_atomic_fetch_add(&mcf->sh->answers[answer], 1);
     }
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL) {
-        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
-        if (ctx == NULL) {
-            return;
-        }
-
-        ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
-    }
-
-    ctx->answer = answer;
 }
 
 
@@ -315,6 +221,14 @@ ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
         }
     }
 
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT) {
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
+    }
+
+    if (outcome >= NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES) {
+        return;
+    }
+
     (void) ngx_atomic_fetch_add(&sh->forwards[outcome], 1);
     (void) ngx_atomic_fetch_add(&sh->buckets[i], 1);
     (void) ngx_atomic_fetch_add(&sh->duration_ms, ms);
@@ -328,8 +242,14 @@ ngx_http_influencers_metrics_forward(ngx_http_request_t *r,
  * label's values are the configuration's zones: never an org or a key.
  */
 
+/*
+ * influencers_metrics' body: NGX_OK, or NGX_ERROR, logged here when it is
+ * more than no memory.
+ */
+
 ngx_int_t
-ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
+ngx_http_influencers_metrics_prometheus(ngx_http_request_t *r,
+    ngx_str_t *text)
 {
     size_t                             size;
     u_char                            *body;
@@ -341,22 +261,18 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
     ngx_http_influencers_stats_t      *st;
     ngx_http_influencers_main_conf_t  *mcf;
 
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     mcf = ngx_http_get_module_main_conf(r, ngx_http_influencers_module);
 
     if (mcf->sh == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     cycle = (ngx_cycle_t *) ngx_cycle;
     nzones = 0;
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+    for (zone = ngx_http_influencers_store_next(cycle, NULL);
          zone;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
+         zone = ngx_http_influencers_store_next(cycle, zone))
     {
         nzones++;
     }
@@ -365,7 +281,7 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
                     (nzones + 1) * sizeof(ngx_http_influencers_stats_t));
     names = ngx_palloc(r->pool, (nzones + 1) * sizeof(ngx_str_t));
     if (st == NULL || names == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     /* what every line but a zone's takes, and a zone's lines per name */
@@ -373,20 +289,18 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
     size = 24576;
     n = 0;
 
-    for (zone = ngx_http_influencers_zone_next(cycle, NULL);
+    for (zone = ngx_http_influencers_store_next(cycle, NULL);
          zone && n < nzones;
-         zone = ngx_http_influencers_zone_next(cycle, zone))
+         zone = ngx_http_influencers_store_next(cycle, zone))
     {
-        if (zone->sh == NULL) {
+        if (ngx_http_influencers_store_stats(zone, &st[n]) != NGX_OK) {
             continue;
         }
 
-        ngx_http_influencers_zone_stats(zone, &st[n]);
-
-        if (ngx_http_influencers_label(r->pool, &zone->name, &names[n])
+        if (ngx_http_influencers_metrics_label(r->pool, &st[n].name, &names[n])
             != NGX_OK)
         {
-            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+            return NGX_ERROR;
         }
 
         size += 48 * (96 + NGX_INT64_LEN + names[n].len);
@@ -397,7 +311,7 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
 
     body = ngx_pnalloc(r->pool, size);
     if (body == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     out.pos = body;
@@ -411,19 +325,17 @@ ngx_http_influencers_metrics_handler(ngx_http_request_t *r)
         ngx_log_error(NGX_LOG_ALERT, r->connection->log, 0,
                       "influencers: the metrics did not fit in %uz bytes",
                       size);
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers metrics: %ui zones, %uz bytes",
                    nzones, (size_t) (out.pos - body));
 
-    r->headers_out.status = NGX_HTTP_OK;
+    text->data = body;
+    text->len = out.pos - body;
 
-    return ngx_http_influencers_send_body(r,
-                                          &ngx_http_influencers_text_type,
-                                          sizeof("text/plain") - 1,
-                                          body, out.pos - body);
+    return NGX_OK;
 }
 
 
@@ -436,18 +348,18 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
     ngx_uint_t   i, j, n, answers;
     const char  *code;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_responses_total Answers the module sent, by "
         "HTTP status and error code (\"none\" for 202), the "
         "influencers_errors location's included.\n"
         "# TYPE influencers_responses_total counter\n");
 
-    answers = ngx_http_influencers_answers();
+    answers = ngx_http_influencers_answers_count();
 
     for (i = 0; i < answers; i++) {
 
         for (j = 0; j < i; j++) {
-            if (ngx_http_influencers_same_answer(i, j)) {
+            if (ngx_http_influencers_metrics_same_answer(i, j)) {
                 break;
             }
         }
@@ -460,16 +372,17 @@ ngx_http_influencers_metrics_answers(ngx_http_influencers_out_t *out,
         n = 0;
 
         for (j = i; j < answers; j++) {
-            if (ngx_http_influencers_same_answer(i, j)) {
+            if (ngx_http_influencers_metrics_same_answer(i, j)) {
                 n += sh->answers[j];
             }
         }
 
-        code = ngx_http_influencers_answer_name(i);
+        code = (i == NGX_HTTP_INFLUENCERS_ACCEPTED)
+               ? NULL : ngx_http_influencers_answers_name(i);
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_responses_total{code=\"%ui\",error=\"%s\"} %ui\n",
-            ngx_http_influencers_answer_status(i), code ? code : "none", n);
+            ngx_http_influencers_answers_status(i), code ? code : "none", n);
     }
 }
 
@@ -480,18 +393,18 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
 {
     ngx_uint_t  i, n, ms;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_forwards_total Forwards of jobs to the backend "
         "that ended, by outcome.\n"
         "# TYPE influencers_forwards_total counter\n");
 
     for (i = 0; i < NGX_HTTP_INFLUENCERS_FORWARD_OUTCOMES; i++) {
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_forwards_total{outcome=\"%s\"} %uA\n",
-            ngx_http_influencers_forward_names[i], sh->forwards[i]);
+            ngx_http_influencers_metrics_outcomes[i], sh->forwards[i]);
     }
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_forward_duration_seconds How long forwards "
         "took, from the subrequest's start to its end (millisecond "
         "resolution).\n"
@@ -502,7 +415,7 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
     for (i = 0; i < NGX_HTTP_INFLUENCERS_METRICS_BUCKETS; i++) {
         n += sh->buckets[i];
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_forward_duration_seconds_bucket{le=\"%s\"} %ui\n",
             ngx_http_influencers_bucket_labels[i], n);
     }
@@ -510,7 +423,7 @@ ngx_http_influencers_metrics_forwards(ngx_http_influencers_out_t *out,
     n += sh->buckets[i];
     ms = sh->duration_ms;
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "influencers_forward_duration_seconds_bucket{le=\"+Inf\"} %ui\n"
         "influencers_forward_duration_seconds_sum %ui.%03ui\n"
         "influencers_forward_duration_seconds_count %ui\n",
@@ -608,7 +521,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         { "kept_in_doubt", offsetof(ngx_http_influencers_counters_t, kept) }
     };
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_idempotency_total Decisions of the zone's "
         "idempotency store: claim (a new job, with or without a key; "
         "in fleet mode those Redis then refused too), "
@@ -629,19 +542,19 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
          * so every claim the zone took is counted here.
          */
 
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_idempotency_total{zone=\"%V\",outcome=\"claim\"} "
             "%uL\n", &names[i], c->claims + c->unclaimed);
 
         for (k = 0; k < sizeof(idem) / sizeof(idem[0]); k++) {
-            ngx_http_influencers_print(out,
+            ngx_http_influencers_metrics_print(out,
                 "influencers_idempotency_total{zone=\"%V\",outcome=\"%s\"} "
                 "%uL\n", &names[i], idem[k].name,
                 *(uint64_t *) ((u_char *) c + idem[k].offset));
         }
     }
 
-    ngx_http_influencers_print(out,
+    ngx_http_influencers_metrics_print(out,
         "# HELP influencers_zone_records The zone's records by state: "
         "free, inflight (being forwarded), keyed (unexpired idempotency "
         "entries), evictable (jobs without a key, failed or lost jobs, "
@@ -649,7 +562,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
         "# TYPE influencers_zone_records gauge\n");
 
     for (i = 0; i < nzones; i++) {
-        ngx_http_influencers_print(out,
+        ngx_http_influencers_metrics_print(out,
             "influencers_zone_records{zone=\"%V\",state=\"free\"} %ui\n"
             "influencers_zone_records{zone=\"%V\",state=\"inflight\"} %ui\n"
             "influencers_zone_records{zone=\"%V\",state=\"keyed\"} %ui\n"
@@ -660,21 +573,21 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
     }
 
     for (k = 0; k < sizeof(families) / sizeof(families[0]); k++) {
-        ngx_http_influencers_print(out, "# HELP %s %s\n# TYPE %s %s\n",
-                                   families[k].name, families[k].help,
-                                   families[k].name, families[k].type);
+        ngx_http_influencers_metrics_print(out, "# HELP %s %s\n# TYPE %s %s\n",
+                                           families[k].name, families[k].help,
+                                           families[k].name, families[k].type);
 
         for (i = 0; i < nzones; i++) {
             p = (u_char *) &st[i] + families[k].offset;
 
             if (families[k].width == 2) {
-                ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uL\n",
-                                           families[k].name, &names[i],
-                                           *(uint64_t *) p);
+                ngx_http_influencers_metrics_print(out, "%s{zone=\"%V\"} %uL\n",
+                                                   families[k].name, &names[i],
+                                                   *(uint64_t *) p);
                 continue;
             }
 
-            ngx_http_influencers_print(out, "%s{zone=\"%V\"} %uA\n",
+            ngx_http_influencers_metrics_print(out, "%s{zone=\"%V\"} %uA\n",
                 families[k].name, &names[i],
                 families[k].width ? (ngx_atomic_uint_t) *(ngx_atomic_t *) p
                                   : (ngx_atomic_uint_t) *(ngx_uint_t *) p);
@@ -686,7 +599,7 @@ ngx_http_influencers_metrics_zones(ngx_http_influencers_out_t *out,
 /* a label value: backslash, double quote and line feed escaped */
 
 static ngx_int_t
-ngx_http_influencers_label(ngx_pool_t *pool, ngx_str_t *value,
+ngx_http_influencers_metrics_label(ngx_pool_t *pool, ngx_str_t *value,
     ngx_str_t *label)
 {
     u_char  *p, *s, *end;
@@ -722,22 +635,18 @@ ngx_http_influencers_label(ngx_pool_t *pool, ngx_str_t *value,
 
 
 static ngx_uint_t
-ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
+ngx_http_influencers_metrics_same_answer(ngx_uint_t a, ngx_uint_t b)
 {
     const char  *x, *y;
 
-    if (ngx_http_influencers_answer_status(a)
-        != ngx_http_influencers_answer_status(b))
+    if (ngx_http_influencers_answers_status(a)
+        != ngx_http_influencers_answers_status(b))
     {
         return 0;
     }
 
-    x = ngx_http_influencers_answer_name(a);
-    y = ngx_http_influencers_answer_name(b);
-
-    if (x == NULL || y == NULL) {
-        return x == y;
-    }
+    x = ngx_http_influencers_answers_name(a);
+    y = ngx_http_influencers_answers_name(b);
 
     return ngx_strcmp(x, y) == 0;
 }
@@ -746,7 +655,7 @@ ngx_http_influencers_same_answer(ngx_uint_t a, ngx_uint_t b)
 /* writes until the buffer is full: a full one is then an error */
 
 static void
-ngx_http_influencers_print(ngx_http_influencers_out_t *out,
+ngx_http_influencers_metrics_print(ngx_http_influencers_out_t *out,
     const char *fmt, ...)
 {
     va_list  args;
@@ -760,23 +669,19 @@ ngx_http_influencers_print(ngx_http_influencers_out_t *out,
 /* the zone's counters as JSON, summed over every worker by construction */
 
 ngx_int_t
-ngx_http_influencers_stats_handler(ngx_http_request_t *r)
+ngx_http_influencers_metrics_stats(ngx_http_request_t *r,
+    ngx_http_influencers_zone_t *zone, ngx_str_t *json)
 {
-    ngx_str_t                         body;
-    ngx_http_influencers_stats_t      st;
-    ngx_http_influencers_loc_conf_t  *ilcf;
+    ngx_str_t                      body;
+    ngx_http_influencers_stats_t   st;
 
-    ilcf = ngx_http_get_module_loc_conf(r, ngx_http_influencers_module);
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    if (ngx_http_influencers_store_stats(zone, &st) != NGX_OK) {
+        return NGX_ERROR;
     }
-
-    ngx_http_influencers_zone_stats(ilcf->stats_zone->data, &st);
 
     body.data = ngx_pnalloc(r->pool, 2048);
     if (body.data == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NGX_ERROR;
     }
 
     body.len = ngx_sprintf(body.data,
@@ -813,219 +718,7 @@ ngx_http_influencers_stats_handler(ngx_http_request_t *r)
                    st.counters.redis_lost, st.counters.redis_bad)
                - body.data;
 
-    return ngx_http_influencers_send_json(r, NGX_HTTP_OK, &body);
-}
-
-
-/* log_format variables: never a key, the API key's or the partner's */
-
-static ngx_int_t
-ngx_http_influencers_var_job_id(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL || !ctx->has_job) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    /* encoded once, when the job's ids became the request's */
-
-    v->len = NGX_HTTP_INFLUENCERS_JOB_ID_LEN;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = ctx->job_id;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_var_influencer_id(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char                      *p;
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL || !ctx->has_job) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    p = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_INF_ID_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    ngx_memcpy(p, "inf_", 4);
-    ngx_hex_dump(p + 4, ctx->accept.influencer_id, 16);
-
-    v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_var_idempotency(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_str_t                   *s;
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    s = &ngx_http_influencers_idem_names[ctx->idempotency];
-
-    v->len = s->len;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = s->data;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_var_error(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    const char                  *code;
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    code = (ctx && ctx->answer != NGX_HTTP_INFLUENCERS_ACCEPTED)
-           ? ngx_http_influencers_answer_name(ctx->answer) : NULL;
-
-    if (code == NULL) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    v->len = ngx_strlen(code);
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = (u_char *) code;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_var_org(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL || ctx->job.org.len == 0) {
-        v->not_found = 1;
-        return NGX_OK;
-    }
-
-    /* an org is 1-64 visible ASCII characters, checked when it is read */
-
-    v->len = ctx->job.org.len;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = ctx->job.org.data;
-
-    return NGX_OK;
-}
-
-
-/*
- * For a JSON log line, of any request: the status as a JSON number (0
- * when nothing was answered, where $status says "000"), and the URI as
- * the partner sent it ($request_uri: not the error page's an error_page
- * redirect makes of $uri) with every byte a JSON string cannot hold as it
- * is, or that is not ASCII, percent-encoded (a raw 0xFF, controls, a
- * quote).
- */
-
-static ngx_int_t
-ngx_http_influencers_var_status(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char      *p;
-    ngx_uint_t   status;
-
-    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    status = r->err_status ? r->err_status : r->headers_out.status;
-
-    v->len = ngx_sprintf(p, "%ui", status) - p;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = p;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_var_uri(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    u_char     *p, *s, *end;
-    ngx_uint_t  n;
-
-    static u_char  hex[] = "0123456789ABCDEF";
-
-    s = r->unparsed_uri.data;
-    end = s + r->unparsed_uri.len;
-    n = 0;
-
-    for (p = s; p < end; p++) {
-        n += (*p < 0x21 || *p > 0x7e || *p == '"' || *p == '\\');
-    }
-
-    p = ngx_pnalloc(r->pool, r->unparsed_uri.len + 2 * n + 1);
-    if (p == NULL) {
-        return NGX_ERROR;
-    }
-
-    v->data = p;
-
-    for ( /* void */ ; s < end; s++) {
-        if (*s < 0x21 || *s > 0x7e || *s == '"' || *s == '\\') {
-            *p++ = '%';
-            *p++ = hex[*s >> 4];
-            *p++ = hex[*s & 0xf];
-            continue;
-        }
-
-        *p++ = *s;
-    }
-
-    v->len = p - v->data;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
+    *json = body;
 
     return NGX_OK;
 }

@@ -7,6 +7,7 @@
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_redis.h"
+#include "ngx_http_influencers_redis_conf.h"
 #include "ngx_http_influencers_redis_events.h"
 
 #include <ngx_sha1.h>
@@ -78,7 +79,6 @@
 #define NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM     0
 #define NGX_HTTP_INFLUENCERS_SCRIPT_FINISH    1
 
-#define NGX_HTTP_INFLUENCERS_PREFIX_MAX       64
 
 /* <prefix>:<org hash, 16 hex>:<key digest, 64 hex> */
 #define NGX_HTTP_INFLUENCERS_REDIS_KEY_LEN                                    \
@@ -93,7 +93,8 @@
  */
 
 /* job_id influencer_id request_id gender age_range retry_after(4) */
-#define NGX_HTTP_INFLUENCERS_JOB_LEN         (16 + 16 + 16 + 1 + 1 + 4)
+#define NGX_HTTP_INFLUENCERS_JOB_LEN                                          \
+    (3 * NGX_HTTP_INFLUENCERS_ID_BYTES + 1 + 1 + 4)
 
 /* 'C' flags token lease_end(8) fingerprint job */
 #define NGX_HTTP_INFLUENCERS_CLAIM_LEN                                        \
@@ -110,7 +111,8 @@
 #define NGX_HTTP_INFLUENCERS_INFLIGHT_LEN                                     \
     (1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN + NGX_HTTP_INFLUENCERS_SHA256_LEN)
 #define NGX_HTTP_INFLUENCERS_DONE_LEN                                         \
-    (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 16 + 16 + 4 + 8)
+    (1 + NGX_HTTP_INFLUENCERS_SHA256_LEN + 2 * NGX_HTTP_INFLUENCERS_ID_BYTES \
+     + 4 + 8)
 
 /* a claim's flags: the job may have reached the backend before */
 #define NGX_HTTP_INFLUENCERS_CLAIM_IN_DOUBT  1
@@ -129,21 +131,6 @@ typedef struct ngx_http_influencers_redis_slot_s
     ngx_http_influencers_redis_slot_t;
 
 
-typedef struct {
-    ngx_str_t                            name;      /* as configured */
-    u_char                              *host;      /* numeric, or NULL */
-    int                                  port;
-    u_char                              *path;      /* unix:, or NULL */
-    ngx_str_t                            user;
-    ngx_str_t                            password;
-    ngx_uint_t                           db;
-    ngx_str_t                            db_text;
-    ngx_str_t                            prefix;
-    ngx_msec_t                           connect_timeout;
-    ngx_msec_t                           timeout;
-
-    ngx_http_influencers_redis_link_t   *link;      /* this worker's */
-} ngx_http_influencers_redis_conf_t;
 
 
 typedef struct {
@@ -186,7 +173,7 @@ struct ngx_http_influencers_redis_slot_s {
     ngx_http_influencers_redis_op_t     *op;        /* NULL: delivered */
     ngx_http_influencers_redis_slot_t   *next;      /* free list */
     ngx_uint_t                           script;
-    ngx_http_influencers_redis_rc_e      rc;
+    ngx_http_influencers_store_e      rc;
 
     size_t                               key_len;
     size_t                               lease_len;
@@ -223,10 +210,6 @@ struct ngx_http_influencers_redis_chunk_s {
 };
 
 
-static char *ngx_http_influencers_redis_address(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value);
-static char *ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *value, ngx_msec_t *msec);
 static void ngx_http_influencers_redis_digests(void);
 
 static ngx_int_t ngx_http_influencers_redis_prepare(
@@ -238,16 +221,16 @@ static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
     void *privdata);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_claimed(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_claimed(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_finished(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_finished(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
 static void ngx_http_influencers_redis_complete(
     ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc);
+    ngx_http_influencers_store_e rc);
 static void ngx_http_influencers_redis_settle(
     ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc);
+    ngx_http_influencers_store_e rc);
 static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
 static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
 static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
@@ -315,7 +298,7 @@ static u_char *ngx_http_influencers_redis_value_job(u_char *p,
     ngx_http_influencers_entry_t *entry);
 static void ngx_http_influencers_redis_read_job(u_char *p,
     ngx_http_influencers_entry_t *entry);
-static ngx_http_influencers_redis_rc_e ngx_http_influencers_redis_decode(
+static ngx_http_influencers_store_e ngx_http_influencers_redis_decode(
     ngx_http_influencers_redis_slot_t *slot, u_char *v, size_t len,
     ngx_http_influencers_entry_t *entry);
 static u_char *ngx_http_influencers_redis_be(u_char *p, uint64_t n,
@@ -408,338 +391,17 @@ static ngx_str_t  ngx_http_influencers_redis_scripts[] = {
                "return 1\n")
 };
 
-/* the parameters of influencers_redis after the address, in this order */
-static const char  *ngx_http_influencers_redis_params[] = {
-    "password", "user", "db", "prefix", "connect_timeout", "timeout",
-    "on_error", NULL
-};
-
 /* the scripts' SHA1s, in hex, for EVALSHA: the same in every process */
 static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
 static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 
 #if (NGX_DEBUG)
-/* ngx_http_influencers_redis_rc_e, for the debug log */
-static const char  *ngx_http_influencers_redis_rc_names[] = {
-    "new", "busy", "mismatch", "done", "finished", "stale", "failed",
-    "resend"
+/* ngx_http_influencers_store_e, for the debug log */
+static const char  *ngx_http_influencers_redis_result_names[] = {
+    "new", "done", "busy", "mismatch", "", "", "failed", "finished", "",
+    "resend", "", "stale", "lost"
 };
 #endif
-
-
-/*
- * influencers_redis zone=NAME ADDRESS [password=SECRET] [user=NAME]
- *     [db=N] [prefix=STRING] [connect_timeout=TIME] [timeout=TIME]
- *     [on_error=503|local]
- *
- * A password never appears in a message: an unknown parameter is named by
- * what comes before its "=".
- */
-
-char *
-ngx_http_influencers_redis_conf(ngx_conf_t *cf,
-    ngx_http_influencers_zone_t *zone)
-{
-    u_char                             *p, *last;
-    ngx_int_t                           n;
-    ngx_str_t                          *value, name, s;
-    ngx_uint_t                          i, fallback, seen;
-    ngx_http_influencers_redis_conf_t  *conf;
-
-    value = cf->args->elts;
-
-    if (zone->redis) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" is duplicate for zone "
-                           "\"%V\"", &zone->name);
-        return NGX_CONF_ERROR;
-    }
-
-    if (cf->args->nelts < 3) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" needs the address of "
-                           "Redis after \"%V\": host:port or unix:path",
-                           &value[1]);
-        return NGX_CONF_ERROR;
-    }
-
-    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_influencers_redis_conf_t));
-    if (conf == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_str_set(&conf->prefix, "influencers");
-    conf->connect_timeout = 500;
-    conf->timeout = 200;
-
-    if (ngx_http_influencers_redis_address(cf, conf, &value[2])
-        != NGX_CONF_OK)
-    {
-        return NGX_CONF_ERROR;
-    }
-
-    fallback = 0;
-    seen = 0;
-
-    for (i = 3; i < cf->args->nelts; i++) {
-
-        p = ngx_strlchr(value[i].data, value[i].data + value[i].len, '=');
-
-        if (p == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V\" of "
-                               "\"influencers_redis\": name=value is "
-                               "expected", &value[i]);
-            return NGX_CONF_ERROR;
-        }
-
-        name.data = value[i].data;
-        name.len = p - value[i].data;
-        s.data = p + 1;
-        s.len = value[i].data + value[i].len - s.data;
-
-        for (n = 0; ngx_http_influencers_redis_params[n]; n++) {
-            if (name.len == ngx_strlen(ngx_http_influencers_redis_params[n])
-                && ngx_strncmp(name.data, ngx_http_influencers_redis_params[n],
-                               name.len)
-                   == 0)
-            {
-                break;
-            }
-        }
-
-        if (ngx_http_influencers_redis_params[n] == NULL) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid parameter \"%V=...\" of "
-                               "\"influencers_redis\"", &name);
-            return NGX_CONF_ERROR;
-        }
-
-        if (seen & (1 << n)) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "\"%V=\" is duplicate in "
-                               "\"influencers_redis\"", &name);
-            return NGX_CONF_ERROR;
-        }
-
-        seen |= 1 << n;
-
-        switch (n) {
-
-        case 0: /* password */
-        case 1: /* user */
-            if (s.len == 0 || s.len > 512) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V=\" of \"influencers_redis\":"
-                                   " from 1 to 512 bytes", &name);
-                return NGX_CONF_ERROR;
-            }
-
-            if (n == 0) {
-                conf->password = s;
-
-            } else {
-                conf->user = s;
-            }
-
-            break;
-
-        case 2: /* db */
-            n = ngx_atoi(s.data, s.len);
-
-            if (n == NGX_ERROR || n > 2147483647) {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid db \"%V\": a number from 0 to "
-                                   "2147483647", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            conf->db = (ngx_uint_t) n;
-            conf->db_text = s;
-            break;
-
-        case 3: /* prefix */
-            if (s.len == 0 || s.len > NGX_HTTP_INFLUENCERS_PREFIX_MAX) {
-                goto invalid_prefix;
-            }
-
-            last = s.data + s.len;
-
-            for (p = s.data; p < last; p++) {
-                if (*p <= 0x20 || *p >= 0x7f) {
-                    goto invalid_prefix;
-                }
-            }
-
-            conf->prefix = s;
-            break;
-
-        case 4: /* connect_timeout */
-            if (ngx_http_influencers_redis_msec(cf, &name, &s,
-                                                &conf->connect_timeout)
-                != NGX_CONF_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-
-        case 5: /* timeout */
-            if (ngx_http_influencers_redis_msec(cf, &name, &s,
-                                                &conf->timeout)
-                != NGX_CONF_OK)
-            {
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-
-        default: /* on_error */
-            if (s.len == 3 && ngx_strncmp(s.data, "503", 3) == 0) {
-                fallback = 0;
-
-            } else if (s.len == 5 && ngx_strncmp(s.data, "local", 5) == 0) {
-                fallback = 1;
-
-            } else {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid on_error \"%V\": \"503\" or "
-                                   "\"local\" is expected", &s);
-                return NGX_CONF_ERROR;
-            }
-
-            break;
-        }
-    }
-
-    if (conf->user.len && conf->password.len == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"user=\" of \"influencers_redis\" needs "
-                           "\"password=\"");
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_http_influencers_redis_digests();
-
-    zone->redis = conf;
-
-    if (fallback) {
-        zone->fallback = 1;
-    }
-
-    return NGX_CONF_OK;
-
-invalid_prefix:
-
-    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                       "invalid prefix \"%V\": from 1 to %d visible ASCII "
-                       "characters, without spaces", &s,
-                       NGX_HTTP_INFLUENCERS_PREFIX_MAX);
-    return NGX_CONF_ERROR;
-}
-
-
-/*
- * host:port, with the host a literal address or a name resolved now, so
- * that no request ever waits on DNS; or unix:path.
- */
-
-static char *
-ngx_http_influencers_redis_address(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value)
-{
-    size_t            len, max;
-    ngx_url_t         u;
-    struct sockaddr  *sa;
-
-    conf->name = *value;
-
-    if (value->len >= 5 && ngx_strncmp(value->data, "unix:", 5) == 0) {
-        len = value->len - 5;
-        max = sizeof(((struct sockaddr_un *) 0)->sun_path) - 1;
-
-        if (len == 0 || len > max) {
-            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid Redis address \"%V\": the path of "
-                               "a unix socket is from 1 to %uz bytes",
-                               value, max);
-            return NGX_CONF_ERROR;
-        }
-
-        conf->path = ngx_pnalloc(cf->pool, len + 1);
-        if (conf->path == NULL) {
-            return NGX_CONF_ERROR;
-        }
-
-        ngx_memcpy(conf->path, value->data + 5, len);
-        conf->path[len] = '\0';
-
-        return NGX_CONF_OK;
-    }
-
-    if (ngx_strlchr(value->data, value->data + value->len, '=')) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" needs the address of "
-                           "Redis right after zone=: host:port or "
-                           "unix:path");
-        return NGX_CONF_ERROR;
-    }
-
-    ngx_memzero(&u, sizeof(ngx_url_t));
-
-    u.url = *value;
-
-    if (ngx_parse_url(cf->pool, &u) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid Redis address \"%V\": %s", value,
-                           u.err ? u.err : "cannot be parsed");
-        return NGX_CONF_ERROR;
-    }
-
-    if (u.no_port || u.naddrs == 0) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid Redis address \"%V\": host:port is "
-                           "expected", value);
-        return NGX_CONF_ERROR;
-    }
-
-    /* a name with several addresses: the first, as a client would */
-
-    sa = u.addrs[0].sockaddr;
-
-    conf->host = ngx_pnalloc(cf->pool, NGX_SOCKADDR_STRLEN + 1);
-    if (conf->host == NULL) {
-        return NGX_CONF_ERROR;
-    }
-
-    len = ngx_sock_ntop(sa, u.addrs[0].socklen, conf->host,
-                        NGX_SOCKADDR_STRLEN, 0);
-    conf->host[len] = '\0';
-
-    conf->port = ngx_inet_get_port(sa);
-
-    return NGX_CONF_OK;
-}
-
-
-static char *
-ngx_http_influencers_redis_msec(ngx_conf_t *cf, ngx_str_t *name,
-    ngx_str_t *value, ngx_msec_t *msec)
-{
-    ngx_int_t  n;
-
-    n = ngx_parse_time(value, 0);
-
-    if (n == NGX_ERROR || n < 1 || n > 60000) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid %V \"%V\": from 1ms to 60s", name, value);
-        return NGX_CONF_ERROR;
-    }
-
-    *msec = (ngx_msec_t) n;
-
-    return NGX_CONF_OK;
-}
 
 
 static void
@@ -774,6 +436,9 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_influencers_redis_link_t  *link;
 
     conf = zone->redis;
+
+    /* the scripts' SHA1s: once a process, before a script is sent */
+    ngx_http_influencers_redis_digests();
 
     link = ngx_calloc(sizeof(ngx_http_influencers_redis_link_t), cycle->log);
     if (link == NULL) {
@@ -988,7 +653,7 @@ ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
         return rc;
     }
 
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
     left = (fin->expires > now_ms) ? (ngx_msec_t) (fin->expires - now_ms) : 1;
 
     slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
@@ -1040,8 +705,8 @@ ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
     ngx_delete_posted_event(&slot->event);
 
     if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
-        && (slot->rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
-            || slot->rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND))
+        && (slot->rc == NGX_HTTP_INFLUENCERS_STORE_NEW
+            || slot->rc == NGX_HTTP_INFLUENCERS_STORE_RESEND))
     {
         ngx_http_influencers_redis_release(slot);
     }
@@ -1217,7 +882,7 @@ ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
         argv[5] = (const char *) slot->fin.token;
         argvlen[5] = NGX_HTTP_INFLUENCERS_TOKEN_LEN;
         argv[6] = (const char *) slot->fin.job_id;
-        argvlen[6] = 16;
+        argvlen[6] = NGX_HTTP_INFLUENCERS_ID_BYTES;
         argv[7] = (const char *) slot->fin.value;
         argvlen[7] = slot->fin.value_len;
         argv[8] = (const char *) slot->ttl;
@@ -1251,7 +916,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
 
     u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
     u_char                             *p;
-    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_store_e     rc;
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
@@ -1270,7 +935,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
     if (reply == NULL) {
         /* sent, and lost with the connection: it may have been applied */
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_LOST);
+                                           NGX_HTTP_INFLUENCERS_STORE_LOST);
         return;
     }
 
@@ -1293,7 +958,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
             }
 
             ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
             return;
         }
 
@@ -1306,7 +971,7 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
                                        (size_t) (p - text), text);
 
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
         /*
          * A server that is loading, a replica, one that wants AUTH again:
@@ -1340,18 +1005,18 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
  * job to be sent again; a value: busy, accepted, or another request's.
  */
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
     redisReply *reply)
 {
     redisReply                       *v;
-    ngx_http_influencers_redis_rc_e   rc;
+    ngx_http_influencers_store_e   rc;
     ngx_http_influencers_entry_t      entry, *e;
 
     e = slot->op ? &slot->op->entry : &entry;
 
     if (reply->type == REDIS_REPLY_INTEGER && reply->integer == 0) {
-        return NGX_HTTP_INFLUENCERS_REDIS_NEW;
+        return NGX_HTTP_INFLUENCERS_STORE_NEW;
     }
 
     if (reply->type == REDIS_REPLY_STRING) {
@@ -1368,15 +1033,15 @@ ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
 
             /* the claim the script wrote: this request's, in doubt */
 
-            if (rc == NGX_HTTP_INFLUENCERS_REDIS_BUSY
+            if (rc == NGX_HTTP_INFLUENCERS_STORE_BUSY
                 && ngx_memcmp(v->str + 2, slot->token,
                               NGX_HTTP_INFLUENCERS_TOKEN_LEN)
                    == 0)
             {
-                return NGX_HTTP_INFLUENCERS_REDIS_RESEND;
+                return NGX_HTTP_INFLUENCERS_STORE_RESEND;
             }
 
-            if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED) {
+            if (rc == NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE) {
                 return rc;
             }
         }
@@ -1387,21 +1052,21 @@ ngx_http_influencers_redis_claimed(ngx_http_influencers_redis_slot_t *slot,
                                    "not the script's (reply type %d)",
                                    reply->type);
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
     redisReply *reply)
 {
     if (reply->type == REDIS_REPLY_INTEGER) {
         if (reply->integer == 1) {
-            return NGX_HTTP_INFLUENCERS_REDIS_FINISHED;
+            return NGX_HTTP_INFLUENCERS_STORE_FINISHED;
         }
 
         if (reply->integer == 0) {
-            return NGX_HTTP_INFLUENCERS_REDIS_STALE;
+            return NGX_HTTP_INFLUENCERS_STORE_STALE;
         }
     }
 
@@ -1410,7 +1075,7 @@ ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
                                    "not the script's (reply type %d)",
                                    reply->type);
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 
@@ -1421,11 +1086,11 @@ ngx_http_influencers_redis_finished(ngx_http_influencers_redis_slot_t *slot,
 
 static void
 ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc)
+    ngx_http_influencers_store_e rc)
 {
     slot->sent = 0;
-    slot->rc = (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
-               ? NGX_HTTP_INFLUENCERS_REDIS_FAILED : rc;
+    slot->rc = (rc == NGX_HTTP_INFLUENCERS_STORE_LOST)
+               ? NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE : rc;
     slot->done = 1;
 
     if (slot->queued) {
@@ -1461,7 +1126,7 @@ ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
 
 static void
 ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
-    ngx_http_influencers_redis_rc_e rc)
+    ngx_http_influencers_store_e rc)
 {
     ngx_http_influencers_zone_t  *zone;
 
@@ -1469,14 +1134,14 @@ ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
 
     if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
 
-        if (rc == NGX_HTTP_INFLUENCERS_REDIS_FAILED
-            || rc == NGX_HTTP_INFLUENCERS_REDIS_LOST)
+        if (rc == NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE
+            || rc == NGX_HTTP_INFLUENCERS_STORE_LOST)
         {
             ngx_http_influencers_zone_unpaid(zone, &slot->ref);
             return;
         }
 
-        if (rc == NGX_HTTP_INFLUENCERS_REDIS_STALE && slot->fin.outcome == 'A'
+        if (rc == NGX_HTTP_INFLUENCERS_STORE_STALE && slot->fin.outcome == 'A'
             && slot->op == NULL)
         {
             ngx_http_influencers_zone_count(zone,
@@ -1497,10 +1162,10 @@ ngx_http_influencers_redis_settle(ngx_http_influencers_redis_slot_t *slot,
      * its request is gone, or was told it failed.
      */
 
-    if (rc == NGX_HTTP_INFLUENCERS_REDIS_LOST
+    if (rc == NGX_HTTP_INFLUENCERS_STORE_LOST
         || (slot->op == NULL
-            && (rc == NGX_HTTP_INFLUENCERS_REDIS_NEW
-                || rc == NGX_HTTP_INFLUENCERS_REDIS_RESEND)))
+            && (rc == NGX_HTTP_INFLUENCERS_STORE_NEW
+                || rc == NGX_HTTP_INFLUENCERS_STORE_RESEND)))
     {
         ngx_http_influencers_redis_release(slot);
     }
@@ -1530,10 +1195,10 @@ ngx_http_influencers_redis_release(ngx_http_influencers_redis_slot_t *slot)
     ngx_memcpy(fin.key, slot->digest, NGX_HTTP_INFLUENCERS_SHA256_LEN);
     fin.org_hash = slot->org_hash;
     ngx_memcpy(fin.token, slot->token, NGX_HTTP_INFLUENCERS_TOKEN_LEN);
-    ngx_memcpy(fin.job_id, slot->job, 16);
+    ngx_memcpy(fin.job_id, slot->job, NGX_HTTP_INFLUENCERS_ID_BYTES);
     fin.outcome = 'F';
     fin.ttl = link->zone->ttl;
-    fin.expires = ngx_http_influencers_wall_ms() + link->zone->lease;
+    fin.expires = ngx_http_influencers_zone_wall_ms() + link->zone->lease;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: a claim nobody forwards, released");
@@ -1563,7 +1228,7 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
                    "influencers redis: op done: %s",
-                   ngx_http_influencers_redis_rc_names[op->rc]);
+                   ngx_http_influencers_redis_result_names[op->rc]);
 
     op->handler(op);
 }
@@ -1592,7 +1257,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     /* from now on, the reply (or the NULL one) is dropped */
 
     slot->done = 1;
-    slot->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    slot->rc = NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
     slot->op = NULL;
 
     if (slot->queued) {
@@ -1608,8 +1273,8 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     }
 
     ngx_http_influencers_redis_settle(slot,
-                                      sent ? NGX_HTTP_INFLUENCERS_REDIS_LOST
-                                           : NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                             sent ? NGX_HTTP_INFLUENCERS_STORE_LOST
+                                  : NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
     if (slot->sent) {
         /* hiredis still has its callback: the reply frees it */
@@ -1623,7 +1288,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
         return;
     }
 
-    op->rc = NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    op->rc = NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
     op->pending = NULL;
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, op->log, 0,
@@ -2145,7 +1810,7 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
 
         if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
             ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
         }
     }
 }
@@ -2384,7 +2049,7 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
         slot = ngx_queue_data(q, ngx_http_influencers_redis_slot_t, queue);
 
         ngx_http_influencers_redis_complete(slot,
-                                           NGX_HTTP_INFLUENCERS_REDIS_FAILED);
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
     }
 
     if (link->exiting) {
@@ -2582,9 +2247,9 @@ static u_char *
 ngx_http_influencers_redis_value_job(u_char *p,
     ngx_http_influencers_entry_t *entry)
 {
-    p = ngx_cpymem(p, entry->job_id, 16);
-    p = ngx_cpymem(p, entry->influencer_id, 16);
-    p = ngx_cpymem(p, entry->request_id, 16);
+    p = ngx_cpymem(p, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    p = ngx_cpymem(p, entry->influencer_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    p = ngx_cpymem(p, entry->request_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
     *p++ = entry->gender;
     *p++ = entry->age_range;
 
@@ -2596,9 +2261,11 @@ static void
 ngx_http_influencers_redis_read_job(u_char *p,
     ngx_http_influencers_entry_t *entry)
 {
-    ngx_memcpy(entry->job_id, p, 16);
-    ngx_memcpy(entry->influencer_id, p + 16, 16);
-    ngx_memcpy(entry->request_id, p + 32, 16);
+    ngx_memcpy(entry->job_id, p, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->influencer_id, p + NGX_HTTP_INFLUENCERS_ID_BYTES,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->request_id, p + 2 * NGX_HTTP_INFLUENCERS_ID_BYTES,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     entry->gender = p[48];
     entry->age_range = p[49];
     entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 50, 4);
@@ -2632,12 +2299,12 @@ ngx_http_influencers_redis_accepted(u_char *dst, u_char *fingerprint,
  * entry's key and org_hash are the caller's.
  */
 
-static ngx_http_influencers_redis_rc_e
+static ngx_http_influencers_store_e
 ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
     u_char *v, size_t len, ngx_http_influencers_entry_t *entry)
 {
     u_char                             *p, *fp;
-    ngx_http_influencers_redis_rc_e     rc;
+    ngx_http_influencers_store_e     rc;
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
@@ -2658,12 +2325,12 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
         if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         ngx_http_influencers_redis_read_job(p, entry);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_BUSY;
+        rc = NGX_HTTP_INFLUENCERS_STORE_BUSY;
         break;
 
     case 'A':
@@ -2677,14 +2344,14 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
         if (ngx_memcmp(fp, slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         ngx_http_influencers_redis_read_job(p, entry);
         entry->expires = ngx_http_influencers_redis_unbe(
                              p + NGX_HTTP_INFLUENCERS_JOB_LEN, 8);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_REPLAY;
         break;
 
     /* the module's earlier versions: in flight, or accepted */
@@ -2696,8 +2363,8 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
 
         return ngx_memcmp(v + 1 + NGX_HTTP_INFLUENCERS_TOKEN_LEN,
                           slot->fingerprint, NGX_HTTP_INFLUENCERS_SHA256_LEN)
-               == 0 ? NGX_HTTP_INFLUENCERS_REDIS_BUSY
-                    : NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+               == 0 ? NGX_HTTP_INFLUENCERS_STORE_BUSY
+                    : NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
 
     case 'D':
         if (len != NGX_HTTP_INFLUENCERS_DONE_LEN) {
@@ -2708,17 +2375,18 @@ ngx_http_influencers_redis_decode(ngx_http_influencers_redis_slot_t *slot,
                        NGX_HTTP_INFLUENCERS_SHA256_LEN)
             != 0)
         {
-            return NGX_HTTP_INFLUENCERS_REDIS_MISMATCH;
+            return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
         }
 
         p = v + 1 + NGX_HTTP_INFLUENCERS_SHA256_LEN;
-        ngx_memcpy(entry->job_id, p, 16);
-        ngx_memcpy(entry->influencer_id, p + 16, 16);
+        ngx_memcpy(entry->job_id, p, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(entry->influencer_id, p + NGX_HTTP_INFLUENCERS_ID_BYTES,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         entry->retry_after = (uint32_t) ngx_http_influencers_redis_unbe(p + 32,
                                                                         4);
         entry->expires = ngx_http_influencers_redis_unbe(p + 36, 8);
         entry->state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
-        rc = NGX_HTTP_INFLUENCERS_REDIS_DONE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_REPLAY;
         break;
 
     default:
@@ -2747,7 +2415,7 @@ invalid:
                                    (len && v[0] >= 0x21 && v[0] <= 0x7e)
                                    ? v[0] : '?');
 
-    return NGX_HTTP_INFLUENCERS_REDIS_FAILED;
+    return NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE;
 }
 
 

@@ -6,10 +6,7 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_identity.h"
-#include "ngx_http_influencers_reply.h"
-
-
-#define NGX_HTTP_INFLUENCERS_SCOPE  "influencers:write"
+#include "ngx_http_influencers_answers.h"
 
 
 typedef struct {
@@ -20,7 +17,7 @@ typedef struct {
 
 
 typedef struct {
-    u_char                 id[16];
+    u_char                 id[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     ngx_str_t              org;
     ngx_uint_t             target_gender;
 } ngx_http_influencers_project_t;
@@ -35,19 +32,20 @@ struct ngx_http_influencers_directory_s {
 typedef struct {
     ngx_conf_t            *cf;
     u_char                *file;
-} ngx_http_influencers_loader_t;
+} ngx_http_influencers_identity_loader_t;
 
 
-static ngx_http_influencers_directory_t *ngx_http_influencers_directory_keep(
-    ngx_conf_t *cf, ngx_http_influencers_dir_t *d);
-static ngx_int_t ngx_http_influencers_keep_org(ngx_conf_t *cf,
+static ngx_http_influencers_directory_t *
+    ngx_http_influencers_identity_directory_keep(ngx_conf_t *cf,
+    ngx_http_influencers_dir_t *d);
+static ngx_int_t ngx_http_influencers_identity_keep_org(ngx_conf_t *cf,
     ngx_str_t *org, const char *data, size_t len);
-static void ngx_cdecl ngx_http_influencers_dir_error(
-    ngx_http_influencers_loader_t *ld, const char *fmt, ...);
-static int ngx_libc_cdecl ngx_http_influencers_key_cmp(const void *a,
+static void ngx_cdecl ngx_http_influencers_identity_dir_error(
+    ngx_http_influencers_identity_loader_t *ld, const char *fmt, ...);
+static int ngx_libc_cdecl ngx_http_influencers_identity_key_cmp(const void *a,
     const void *b);
-static int ngx_libc_cdecl ngx_http_influencers_project_cmp(const void *a,
-    const void *b);
+static int ngx_libc_cdecl ngx_http_influencers_identity_project_cmp(
+    const void *a, const void *b);
 
 
 /*
@@ -57,14 +55,14 @@ static int ngx_libc_cdecl ngx_http_influencers_project_cmp(const void *a,
  */
 
 ngx_http_influencers_directory_t *
-ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
+ngx_http_influencers_identity_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 {
     int                                 rc;
     json_t                             *root;
     ngx_str_t                           path;
     json_error_t                        err;
     ngx_http_influencers_dir_t          d;
-    ngx_http_influencers_loader_t       ld;
+    ngx_http_influencers_identity_loader_t       ld;
     ngx_http_influencers_directory_t   *dir;
 
     path = *file;
@@ -80,10 +78,11 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 
     if (root == NULL) {
         if (json_error_code(&err) == json_error_cannot_open_file) {
-            ngx_http_influencers_dir_error(&ld, "cannot open the file (%s)",
+            ngx_http_influencers_identity_dir_error(&ld,
+                                                    "cannot open the file (%s)",
                                            err.text);
         } else {
-            ngx_http_influencers_dir_error(&ld,
+            ngx_http_influencers_identity_dir_error(&ld,
                                   "invalid JSON at line %d, column %d: %s",
                                   err.line, err.column, err.text);
         }
@@ -91,15 +90,16 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
         return NULL;
     }
 
-    rc = ngx_http_influencers_dir_parse(&d, root);
+    rc = ngx_http_influencers_directory_parse(&d, root);
 
     if (rc == 1) {
-        ngx_http_influencers_dir_error(&ld, "%s", d.error);
+        ngx_http_influencers_identity_dir_error(&ld, "%s", d.error);
     }
 
-    dir = (rc == 0) ? ngx_http_influencers_directory_keep(cf, &d) : NULL;
+    dir = (rc == 0) ? ngx_http_influencers_identity_directory_keep(cf,
+                                                                   &d) : NULL;
 
-    ngx_http_influencers_dir_free(&d);
+    ngx_http_influencers_directory_free(&d);
 
     return dir;
 }
@@ -108,7 +108,7 @@ ngx_http_influencers_directory_load(ngx_conf_t *cf, ngx_str_t *file)
 /* in the order the parser sorted them, for bsearch() */
 
 static ngx_http_influencers_directory_t *
-ngx_http_influencers_directory_keep(ngx_conf_t *cf,
+ngx_http_influencers_identity_directory_keep(ngx_conf_t *cf,
     ngx_http_influencers_dir_t *d)
 {
     size_t                              i;
@@ -141,8 +141,8 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
                    NGX_HTTP_INFLUENCERS_SHA256_LEN);
         k->write = d->keys[i].write;
 
-        if (ngx_http_influencers_keep_org(cf, &k->org, d->keys[i].org,
-                                          d->keys[i].org_len)
+        if (ngx_http_influencers_identity_keep_org(cf, &k->org, d->keys[i].org,
+                                                   d->keys[i].org_len)
             != NGX_OK)
         {
             return NULL;
@@ -151,7 +151,7 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
 
     ngx_qsort(dir->keys.elts, dir->keys.nelts,
               sizeof(ngx_http_influencers_key_t),
-              ngx_http_influencers_key_cmp);
+              ngx_http_influencers_identity_key_cmp);
 
     for (i = 0; i < d->nprojects; i++) {
         p = ngx_array_push(&dir->projects);
@@ -159,10 +159,11 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
             return NULL;
         }
 
-        ngx_memcpy(p->id, d->projects[i].id, 16);
+        ngx_memcpy(p->id, d->projects[i].id, NGX_HTTP_INFLUENCERS_UUID_BYTES);
         p->target_gender = d->projects[i].target_gender;
 
-        if (ngx_http_influencers_keep_org(cf, &p->org, d->projects[i].org,
+        if (ngx_http_influencers_identity_keep_org(cf, &p->org,
+                                                   d->projects[i].org,
                                           d->projects[i].org_len)
             != NGX_OK)
         {
@@ -175,7 +176,7 @@ ngx_http_influencers_directory_keep(ngx_conf_t *cf,
 
 
 static ngx_int_t
-ngx_http_influencers_keep_org(ngx_conf_t *cf, ngx_str_t *org,
+ngx_http_influencers_identity_keep_org(ngx_conf_t *cf, ngx_str_t *org,
     const char *data, size_t len)
 {
     org->len = len;
@@ -191,8 +192,8 @@ ngx_http_influencers_keep_org(ngx_conf_t *cf, ngx_str_t *org,
 
 
 static void ngx_cdecl
-ngx_http_influencers_dir_error(ngx_http_influencers_loader_t *ld,
-    const char *fmt, ...)
+ngx_http_influencers_identity_dir_error(
+    ngx_http_influencers_identity_loader_t *ld, const char *fmt, ...)
 {
     u_char   *p;
     va_list   args;
@@ -222,7 +223,7 @@ ngx_http_influencers_dir_error(ngx_http_influencers_loader_t *ld,
  */
 
 static int ngx_libc_cdecl
-ngx_http_influencers_key_cmp(const void *a, const void *b)
+ngx_http_influencers_identity_key_cmp(const void *a, const void *b)
 {
     uint64_t      x, y, z, lt, gt, less, greater, decided;
     const u_char *p, *q;
@@ -256,16 +257,18 @@ ngx_http_influencers_key_cmp(const void *a, const void *b)
 
 
 static int ngx_libc_cdecl
-ngx_http_influencers_project_cmp(const void *a, const void *b)
+ngx_http_influencers_identity_project_cmp(const void *a, const void *b)
 {
     return ngx_memcmp(((ngx_http_influencers_project_t *) a)->id,
-                      ((ngx_http_influencers_project_t *) b)->id, 16);
+                      ((ngx_http_influencers_project_t *) b)->id,
+                      NGX_HTTP_INFLUENCERS_UUID_BYTES);
 }
 
 
-ngx_uint_t
-ngx_http_influencers_authenticate(ngx_http_request_t *r,
-    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+ngx_int_t
+ngx_http_influencers_identity_authenticate(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_uint_t *answer)
 {
     size_t                       len;
     ngx_str_t                    org, scopes;
@@ -277,7 +280,8 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
         h = r->headers_in.authorization;
 
         if (h == NULL
-            || ngx_http_influencers_parse_bearer(h->value.data, h->value.len,
+            || ngx_http_influencers_validate_parse_bearer(h->value.data,
+                                                          h->value.len,
                                                  &key, &len)
                != 0)
         {
@@ -285,25 +289,28 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                            "influencers identity: %s",
                            h ? "the Authorization header is not Bearer"
                              : "no Authorization header");
-            return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            return NGX_DECLINED;
         }
 
-        if (ngx_http_influencers_sha256(key, len, probe.digest) != NGX_OK) {
+        if (ngx_http_influencers_ids_sha256(key, len, probe.digest) != NGX_OK) {
             ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                           "influencers: SHA-256 failed");
-            return NGX_HTTP_INFLUENCERS_INTERNAL;
+            *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+            return NGX_DECLINED;
         }
 
         k = bsearch(&probe, ilcf->directory->keys.elts,
                     ilcf->directory->keys.nelts,
                     sizeof(ngx_http_influencers_key_t),
-                    ngx_http_influencers_key_cmp);
+                    ngx_http_influencers_identity_key_cmp);
 
         if (k == NULL) {
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "influencers identity: the key is not in the "
                            "directory");
-            return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+            return NGX_DECLINED;
         }
 
         ctx->job.org = k->org;
@@ -313,65 +320,75 @@ ngx_http_influencers_authenticate(ngx_http_request_t *r,
                        k->write ? "the write scope held"
                                 : "the write scope missing");
 
-        return k->write ? NGX_HTTP_INFLUENCERS_ACCEPTED
-                        : NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        if (!k->write) {
+            *answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+            return NGX_DECLINED;
+        }
+
+        return NGX_OK;
     }
 
     if (ngx_http_complex_value(r, ilcf->org, &org) != NGX_OK) {
-        return NGX_HTTP_INFLUENCERS_INTERNAL;
+        *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+        return NGX_DECLINED;
     }
 
     if (org.len == 0) {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers identity: \"influencers_org\" is empty");
-        return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        return NGX_DECLINED;
     }
 
-    if (ngx_http_influencers_valid_org(org.data, org.len) != 0) {
+    if (ngx_http_influencers_directory_valid_org(org.data, org.len) != 0) {
         ngx_log_error(NGX_LOG_ERR, r->connection->log, 0,
                       "influencers: the org from \"influencers_org\" is not "
                       "1-64 visible ASCII characters");
-        return NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        *answer = NGX_HTTP_INFLUENCERS_UNAUTHENTICATED;
+        return NGX_DECLINED;
     }
 
     ctx->job.org = org;
 
     if (ngx_http_complex_value(r, ilcf->scopes, &scopes) != NGX_OK) {
-        return NGX_HTTP_INFLUENCERS_INTERNAL;
+        *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+        return NGX_DECLINED;
     }
 
-    if (!ngx_http_influencers_has_scope(scopes.data, scopes.len,
-                                        NGX_HTTP_INFLUENCERS_SCOPE,
-                                        sizeof(NGX_HTTP_INFLUENCERS_SCOPE) - 1))
+    if (!ngx_http_influencers_validate_has_scope(scopes.data, scopes.len,
+                                      NGX_HTTP_INFLUENCERS_SCOPE,
+                                      sizeof(NGX_HTTP_INFLUENCERS_SCOPE) - 1))
     {
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                        "influencers identity: from variables, "
                        "\"influencers_scopes\" lacks the write scope");
-        return NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        *answer = NGX_HTTP_INFLUENCERS_FORBIDDEN_SCOPE;
+        return NGX_DECLINED;
     }
 
     ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers identity: from variables, the write scope "
                    "held");
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }
 
 
-ngx_uint_t
-ngx_http_influencers_authorize_project(ngx_http_request_t *r,
-    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx)
+ngx_int_t
+ngx_http_influencers_identity_authorize_project(ngx_http_request_t *r,
+    ngx_http_influencers_loc_conf_t *ilcf, ngx_http_influencers_ctx_t *ctx,
+    ngx_uint_t *answer)
 {
     ngx_str_t                        target;
     ngx_http_influencers_project_t  *p, probe;
 
     if (ilcf->directory) {
-        ngx_memcpy(probe.id, ctx->job.project, 16);
+        ngx_memcpy(probe.id, ctx->job.project, NGX_HTTP_INFLUENCERS_UUID_BYTES);
 
         p = bsearch(&probe, ilcf->directory->projects.elts,
                     ilcf->directory->projects.nelts,
                     sizeof(ngx_http_influencers_project_t),
-                    ngx_http_influencers_project_cmp);
+                    ngx_http_influencers_identity_project_cmp);
 
         /* one answer for "another org's" and "no such project" */
 
@@ -382,7 +399,8 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
             ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                            "influencers identity: the project is not in "
                            "this org");
-            return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+            *answer = NGX_HTTP_INFLUENCERS_NOT_FOUND;
+            return NGX_DECLINED;
         }
 
         ctx->target_gender = p->target_gender;
@@ -391,7 +409,7 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
                        "influencers identity: the project is in the org, "
                        "target gender %ui", ctx->target_gender);
 
-        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+        return NGX_OK;
     }
 
     /* with trusted variables, membership is the backend's to judge */
@@ -401,10 +419,11 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
     if (ilcf->target_gender) {
         if (ngx_http_complex_value(r, ilcf->target_gender, &target) != NGX_OK)
         {
-            return NGX_HTTP_INFLUENCERS_INTERNAL;
+            *answer = NGX_HTTP_INFLUENCERS_INTERNAL;
+            return NGX_DECLINED;
         }
 
-        ctx->target_gender = ngx_http_influencers_enum_find(
+        ctx->target_gender = ngx_http_influencers_validate_enum_find(
                                           ngx_http_influencers_targets,
                                           target.data, target.len);
     }
@@ -413,5 +432,5 @@ ngx_http_influencers_authorize_project(ngx_http_request_t *r,
                    "influencers identity: the project is the backend's to "
                    "judge, target gender %ui", ctx->target_gender);
 
-    return NGX_HTTP_INFLUENCERS_ACCEPTED;
+    return NGX_OK;
 }

@@ -40,14 +40,14 @@
 #define NGX_HTTP_INFLUENCERS_STATE_MAGIC   0x53464e49    /* "INFS" */
 #define NGX_HTTP_INFLUENCERS_RECORD_MAGIC  0x4a464e49    /* "INFJ" */
 #define NGX_HTTP_INFLUENCERS_READ_BUF      (512 * sizeof(                    \
-                                           ngx_http_influencers_record_t))
+                                           ngx_http_influencers_state_record_t))
 
 
 typedef struct {
     uint32_t                      magic;
     uint32_t                      crc32;
     ngx_http_influencers_entry_t  entry;
-} ngx_http_influencers_record_t;
+} ngx_http_influencers_state_record_t;
 
 
 typedef struct {
@@ -104,7 +104,7 @@ typedef struct {
     ngx_uint_t                    nalloc;
     ngx_uint_t                    no_memory;
     ngx_log_t                    *log;
-} ngx_http_influencers_loader_t;
+} ngx_http_influencers_state_loader_t;
 
 
 typedef struct {
@@ -117,14 +117,15 @@ typedef struct {
 
 static ngx_int_t ngx_http_influencers_state_read(
     ngx_http_influencers_zone_t *zone, ngx_fd_t fd, u_char *name,
-    ngx_uint_t snapshot, ngx_http_influencers_loader_t *ld, ngx_log_t *log);
+    ngx_uint_t snapshot, ngx_http_influencers_state_loader_t *ld,
+        ngx_log_t *log);
 static ngx_int_t ngx_http_influencers_state_lock(
     ngx_http_influencers_zone_t *zone, ngx_http_influencers_state_t *st,
     ngx_log_t *log);
 static void ngx_http_influencers_state_collect(
     ngx_http_influencers_entry_t *entry, void *data);
 static void ngx_http_influencers_state_restore(
-    ngx_http_influencers_zone_t *zone, ngx_http_influencers_loader_t *ld,
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_state_loader_t *ld,
     ngx_http_influencers_restored_t *rs, ngx_log_t *log);
 static int ngx_libc_cdecl ngx_http_influencers_state_by_key(const void *one,
     const void *two);
@@ -140,12 +141,24 @@ static void ngx_http_influencers_state_sync_handler(ngx_event_t *ev);
 static ngx_err_t ngx_http_influencers_state_sync(
     ngx_http_influencers_state_t *st, ngx_uint_t segments);
 #if (NGX_THREADS)
-static void ngx_http_influencers_sync_thread(void *data, ngx_log_t *log);
-static void ngx_http_influencers_sync_done(ngx_event_t *ev);
+static void ngx_http_influencers_state_sync_thread(void *data, ngx_log_t *log);
+static void ngx_http_influencers_state_sync_done(ngx_event_t *ev);
 #endif
-static ngx_int_t ngx_http_influencers_sync_dir(u_char *file, ngx_log_t *log);
-static ngx_fd_t ngx_http_influencers_open_regular(u_char *name, int mode,
+static ngx_int_t ngx_http_influencers_state_sync_dir(
+    u_char *file, ngx_log_t *log);
+static ngx_fd_t ngx_http_influencers_state_open_regular(u_char *name, int mode,
     int create, ngx_log_t *log);
+
+
+/* what the zone calls, as its journal */
+
+const ngx_http_influencers_zone_journal_t
+    ngx_http_influencers_state_journal = {
+    ngx_http_influencers_state_open,
+    ngx_http_influencers_state_load,
+    ngx_http_influencers_state_rotate,
+    ngx_http_influencers_state_append
+};
 
 
 /* the journal is synced in nginx's "default" thread pool, if it has one */
@@ -223,7 +236,8 @@ ngx_http_influencers_state_open(ngx_http_influencers_zone_t *zone,
     for (i = 0; i < NGX_HTTP_INFLUENCERS_SEGMENTS; i++) {
         ngx_sprintf(name, "%V.journal.%ui%Z", &zone->state_file, i);
 
-        st->fd[i] = ngx_http_influencers_open_regular(name, O_RDWR|O_APPEND,
+        st->fd[i] = ngx_http_influencers_state_open_regular(name,
+                                                            O_RDWR|O_APPEND,
                                                       1, log);
 
         if (st->fd[i] == NGX_INVALID_FILE) {
@@ -311,7 +325,7 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
     ngx_uint_t                        i, journaled, left;
     ngx_file_info_t                   fi;
     ngx_http_influencers_state_t     *st;
-    ngx_http_influencers_loader_t     ld;
+    ngx_http_influencers_state_loader_t     ld;
     ngx_http_influencers_restored_t   rs;
 
     st = zone->state;
@@ -320,11 +334,11 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
         return;
     }
 
-    ngx_memzero(&ld, sizeof(ngx_http_influencers_loader_t));
+    ngx_memzero(&ld, sizeof(ngx_http_influencers_state_loader_t));
     ld.log = log;
 
-    fd = ngx_http_influencers_open_regular(zone->state_file.data,
-                                           O_RDONLY, 0, log);
+    fd = ngx_http_influencers_state_open_regular(zone->state_file.data,
+                                                 O_RDONLY, 0, log);
 
     if (fd != NGX_INVALID_FILE) {
         (void) ngx_http_influencers_state_read(zone, fd,
@@ -384,7 +398,7 @@ ngx_http_influencers_state_load(ngx_http_influencers_zone_t *zone,
                       rs.no_room, ld.no_memory);
     }
 
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     journal->seq = 0;
     journal->started[0] = now_ms;
@@ -429,7 +443,8 @@ done:
 
 static void
 ngx_http_influencers_state_restore(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_loader_t *ld, ngx_http_influencers_restored_t *rs,
+    ngx_http_influencers_state_loader_t *ld,
+        ngx_http_influencers_restored_t *rs,
     ngx_log_t *log)
 {
     ngx_uint_t                      i, n, limit;
@@ -552,7 +567,7 @@ ngx_http_influencers_state_newest(const void *one, const void *two)
 static ngx_int_t
 ngx_http_influencers_state_read(ngx_http_influencers_zone_t *zone,
     ngx_fd_t fd, u_char *name, ngx_uint_t snapshot,
-    ngx_http_influencers_loader_t *ld, ngx_log_t *log)
+    ngx_http_influencers_state_loader_t *ld, ngx_log_t *log)
 {
     u_char     *buf;
     off_t       total, limit;
@@ -691,7 +706,7 @@ ngx_http_influencers_state_header(u_char *buf, size_t len, uint32_t *version)
     *version = hdr.version;
 
     if (hdr.version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
-        || hdr.record_size != sizeof(ngx_http_influencers_record_t))
+        || hdr.record_size != sizeof(ngx_http_influencers_state_record_t))
     {
         return NGX_DECLINED;
     }
@@ -715,21 +730,21 @@ ngx_http_influencers_state_parse(u_char *buf, size_t len,
     ngx_uint_t *bad)
 {
     u_char                         *p, *end;
-    ngx_http_influencers_record_t   rec;
+    ngx_http_influencers_state_record_t   rec;
 
     p = buf;
     end = buf + len;
 
-    while ((size_t) (end - p) >= sizeof(ngx_http_influencers_record_t)) {
+    while ((size_t) (end - p) >= sizeof(ngx_http_influencers_state_record_t)) {
 
-        ngx_memcpy(&rec, p, sizeof(ngx_http_influencers_record_t));
+        ngx_memcpy(&rec, p, sizeof(ngx_http_influencers_state_record_t));
 
         if (rec.magic == NGX_HTTP_INFLUENCERS_RECORD_MAGIC
             && rec.crc32 == ngx_crc32_short((u_char *) &rec.entry,
                                        sizeof(ngx_http_influencers_entry_t)))
         {
             handler(&rec.entry, data);
-            p += sizeof(ngx_http_influencers_record_t);
+            p += sizeof(ngx_http_influencers_state_record_t);
             *bad = 0;
             continue;
         }
@@ -750,7 +765,7 @@ static void
 ngx_http_influencers_state_collect(ngx_http_influencers_entry_t *entry,
     void *data)
 {
-    ngx_http_influencers_loader_t  *ld = data;
+    ngx_http_influencers_state_loader_t  *ld = data;
 
     size_t                          n;
     ngx_http_influencers_entry_t   *entries;
@@ -823,7 +838,7 @@ ngx_http_influencers_state_save(ngx_http_influencers_zone_t *zone,
     ngx_memzero(&hdr, sizeof(ngx_http_influencers_state_header_t));
     hdr.magic = NGX_HTTP_INFLUENCERS_STATE_MAGIC;
     hdr.version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
-    hdr.record_size = sizeof(ngx_http_influencers_record_t);
+    hdr.record_size = sizeof(ngx_http_influencers_state_record_t);
 
     ngx_memcpy(w.buf, &hdr, sizeof(ngx_http_influencers_state_header_t));
     w.len = sizeof(ngx_http_influencers_state_header_t);
@@ -860,7 +875,8 @@ ngx_http_influencers_state_save(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (ngx_http_influencers_sync_dir(zone->state_file.data, log) != NGX_OK) {
+    if (ngx_http_influencers_state_sync_dir(zone->state_file.data,
+                                            log) != NGX_OK) {
         goto done;
     }
 
@@ -906,13 +922,13 @@ ngx_http_influencers_state_write(ngx_http_influencers_entry_t *entry,
 {
     ngx_http_influencers_writer_t  *w = data;
 
-    ngx_http_influencers_record_t   rec;
+    ngx_http_influencers_state_record_t   rec;
 
     if (w->failed) {
         return;
     }
 
-    if (w->len + sizeof(ngx_http_influencers_record_t)
+    if (w->len + sizeof(ngx_http_influencers_state_record_t)
         > NGX_HTTP_INFLUENCERS_READ_BUF
         && ngx_http_influencers_state_flush(w) != NGX_OK)
     {
@@ -925,8 +941,9 @@ ngx_http_influencers_state_write(ngx_http_influencers_entry_t *entry,
     rec.crc32 = ngx_crc32_short((u_char *) &rec.entry,
                                 sizeof(ngx_http_influencers_entry_t));
 
-    ngx_memcpy(w->buf + w->len, &rec, sizeof(ngx_http_influencers_record_t));
-    w->len += sizeof(ngx_http_influencers_record_t);
+    ngx_memcpy(w->buf + w->len, &rec,
+               sizeof(ngx_http_influencers_state_record_t));
+    w->len += sizeof(ngx_http_influencers_state_record_t);
     w->count++;
 }
 
@@ -980,7 +997,7 @@ ngx_http_influencers_state_rotate(ngx_http_influencers_zone_t *zone,
         return NGX_DECLINED;
     }
 
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
     interval = ngx_max(1000, zone->ttl / (NGX_HTTP_INFLUENCERS_SEGMENTS - 1));
 
     if (now_ms - journal->started[journal->seq % NGX_HTTP_INFLUENCERS_SEGMENTS]
@@ -1030,7 +1047,7 @@ ngx_http_influencers_state_append(ngx_http_influencers_zone_t *zone,
     ssize_t                         n;
     ngx_uint_t                      i;
     ngx_http_influencers_state_t   *st;
-    ngx_http_influencers_record_t   rec;
+    ngx_http_influencers_state_record_t   rec;
 
     st = zone->state;
     i = seq % NGX_HTTP_INFLUENCERS_SEGMENTS;
@@ -1040,9 +1057,10 @@ ngx_http_influencers_state_append(ngx_http_influencers_zone_t *zone,
     rec.crc32 = ngx_crc32_short((u_char *) &rec.entry,
                                 sizeof(ngx_http_influencers_entry_t));
 
-    n = ngx_write_fd(st->fd[i], &rec, sizeof(ngx_http_influencers_record_t));
+    n = ngx_write_fd(st->fd[i], &rec,
+                     sizeof(ngx_http_influencers_state_record_t));
 
-    if (n == (ssize_t) sizeof(ngx_http_influencers_record_t)) {
+    if (n == (ssize_t) sizeof(ngx_http_influencers_state_record_t)) {
         ngx_log_debug2(NGX_LOG_DEBUG_CORE, log, 0,
                        "influencers state \"%V\": entry appended to "
                        "journal segment %ui", &zone->name, i);
@@ -1094,8 +1112,8 @@ ngx_http_influencers_state_init_process(ngx_http_influencers_zone_t *zone,
         ctx = st->task->ctx;
         ctx->st = st;
 
-        st->task->handler = ngx_http_influencers_sync_thread;
-        st->task->event.handler = ngx_http_influencers_sync_done;
+        st->task->handler = ngx_http_influencers_state_sync_thread;
+        st->task->event.handler = ngx_http_influencers_state_sync_done;
         st->task->event.data = ctx;
         st->task->event.log = cycle->log;
     }
@@ -1197,7 +1215,7 @@ ngx_http_influencers_state_sync_handler(ngx_event_t *ev)
 #if (NGX_THREADS)
 
 static void
-ngx_http_influencers_sync_thread(void *data, ngx_log_t *log)
+ngx_http_influencers_state_sync_thread(void *data, ngx_log_t *log)
 {
     ngx_http_influencers_sync_task_t  *ctx = data;
 
@@ -1206,7 +1224,7 @@ ngx_http_influencers_sync_thread(void *data, ngx_log_t *log)
 
 
 static void
-ngx_http_influencers_sync_done(ngx_event_t *ev)
+ngx_http_influencers_state_sync_done(ngx_event_t *ev)
 {
     ngx_http_influencers_sync_task_t  *ctx = ev->data;
 
@@ -1254,7 +1272,7 @@ ngx_http_influencers_state_sync(ngx_http_influencers_state_t *st,
 /* the rename itself survives a power loss once the directory is synced */
 
 static ngx_int_t
-ngx_http_influencers_sync_dir(u_char *file, ngx_log_t *log)
+ngx_http_influencers_state_sync_dir(u_char *file, ngx_log_t *log)
 {
     u_char     *slash, c;
     ngx_fd_t    fd;
@@ -1296,7 +1314,7 @@ ngx_http_influencers_sync_dir(u_char *file, ngx_log_t *log)
  */
 
 static ngx_fd_t
-ngx_http_influencers_open_regular(u_char *name, int mode, int create,
+ngx_http_influencers_state_open_regular(u_char *name, int mode, int create,
     ngx_log_t *log)
 {
     ngx_fd_t         fd;

@@ -23,7 +23,14 @@
 #define NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES  (4 * 60)
 #define NGX_HTTP_INFLUENCERS_IDEM_MAX          255
 #define NGX_HTTP_INFLUENCERS_UUID_LEN          36
+#define NGX_HTTP_INFLUENCERS_UUID_BYTES        16
 #define NGX_HTTP_INFLUENCERS_MAX_DEPTH         32
+
+/* an org's name: 1-64 visible ASCII characters */
+#define NGX_HTTP_INFLUENCERS_ORG_MAX           64
+
+/* the scope a caller needs */
+#define NGX_HTTP_INFLUENCERS_SCOPE             "influencers:write"
 
 /* gender and ageRange are indexes into the tables below; 0 is "omitted" */
 #define NGX_HTTP_INFLUENCERS_GENDER_MALE       1
@@ -80,24 +87,32 @@ typedef struct {
 
     /*
      * {"formErrors":[],"fieldErrors":{}}, built from errs by
-     * ngx_http_influencers_body_parse() only, for the harnesses
+     * ngx_http_influencers_validate_body_parse() only, for the harnesses
      */
     json_t           *errors;
 } ngx_http_influencers_body_t;
 
 
+/* what a body's check found (the values are the unit tests' too) */
+
+typedef enum {
+    NGX_HTTP_INFLUENCERS_BODY_VALID = 0,
+    NGX_HTTP_INFLUENCERS_BODY_INVALID = 1,      /* b->errs, b->nerrs set */
+    NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY = -1
+} ngx_http_influencers_body_rc_e;
+
+
 /*
- * 0: valid; 1: invalid, b->errs and b->nerrs set; -1: out of memory.
- * Whatever it returns, ngx_http_influencers_body_free() frees what it
+ * Whatever it returns, ngx_http_influencers_validate_body_free() frees what it
  * allocated.
  */
-int ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
-    const u_char *p, size_t len);
+ngx_http_influencers_body_rc_e ngx_http_influencers_validate_body_check(
+    ngx_http_influencers_body_t *b, const u_char *p, size_t len);
 
 /* the same, and an invalid body's problems as a jansson object in errors */
-int ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
-    const u_char *p, size_t len);
-void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
+ngx_http_influencers_body_rc_e ngx_http_influencers_validate_body_parse(
+    ngx_http_influencers_body_t *b, const u_char *p, size_t len);
+void ngx_http_influencers_validate_body_free(ngx_http_influencers_body_t *b);
 
 /*
  * An invalid body's problems as the answer's details,
@@ -105,13 +120,13 @@ void ngx_http_influencers_body_free(ngx_http_influencers_body_t *b);
  * what jansson's compact dump of b->errors is: the room it takes, and the
  * JSON written to p, which has that room; returns the end.
  */
-size_t ngx_http_influencers_body_errors_len(
+size_t ngx_http_influencers_validate_body_errors_len(
     const ngx_http_influencers_body_t *b);
-u_char *ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
-    u_char *p);
+u_char *ngx_http_influencers_validate_body_errors(
+    const ngx_http_influencers_body_t *b, u_char *p);
 
 /* whether errs[i] is a field's first problem: it opens the field's list */
-#define ngx_http_influencers_body_error_opens(b, i)                           \
+#define ngx_http_influencers_validate_body_error_opens(b, i)                  \
     ((b)->errs[i].field != NULL                                               \
      && ((i) == 0 || (b)->errs[(i) - 1].field == NULL                         \
          || (b)->errs[(i) - 1].first != (b)->errs[i].first))
@@ -126,16 +141,23 @@ u_char *ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
      + 6 * NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES)
 
 /*
- * The meaning of a body that ngx_http_influencers_body_parse() accepted,
- * written one way: keys sorted, no whitespace, "{}" when empty.  Returns
- * its length, at most NGX_HTTP_INFLUENCERS_CANONICAL_MAX.
+ * The meaning of a body that ngx_http_influencers_validate_body_parse()
+ * accepted, written one way: keys sorted, no whitespace, "{}" when empty.
+ * Returns its length, at most NGX_HTTP_INFLUENCERS_CANONICAL_MAX.
  */
-size_t ngx_http_influencers_body_canonical(
+size_t ngx_http_influencers_validate_body_canonical(
     const ngx_http_influencers_body_t *b, u_char *out);
 
+/*
+ * A hex digit's value, either case, else -1: the one hex parser of the
+ * nginx-free code (nginx's ngx_hextoi() reads a whole number, and nginx).
+ */
+int ngx_http_influencers_validate_hex_digit(u_char c);
+
 /* 0 and 16 bytes in out when p is a UUID (8-4-4-4-12 hex), else -1 */
-int ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out);
-void ngx_http_influencers_format_uuid(const u_char *id, u_char *out);
+int ngx_http_influencers_validate_parse_uuid(const u_char *p, size_t len,
+                                             u_char *out);
+void ngx_http_influencers_validate_format_uuid(const u_char *id, u_char *out);
 
 /*
  * Idempotency-Key: a token of visible ASCII, or a structured-field string.
@@ -143,22 +165,23 @@ void ngx_http_influencers_format_uuid(const u_char *id, u_char *out);
  * most, whatever len is); returns its length, or -1 when the header is
  * malformed.
  */
-ssize_t ngx_http_influencers_parse_idempotency_key(const u_char *p,
+ssize_t ngx_http_influencers_validate_parse_idempotency_key(const u_char *p,
     size_t len, u_char *out);
 
 /* "Bearer <key>", scheme case-insensitive; 0 and the key, or -1 */
-int ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
+int ngx_http_influencers_validate_parse_bearer(const u_char *p, size_t len,
     const u_char **key, size_t *key_len);
 
 /* application/json with optional parameters, charset utf-8 only: 0 or -1 */
-int ngx_http_influencers_check_content_type(const u_char *p, size_t len);
+int ngx_http_influencers_validate_check_content_type(const u_char *p,
+                                                     size_t len);
 
 /* 1 if the comma- or space-separated list holds the scope, else 0 */
-int ngx_http_influencers_has_scope(const u_char *p, size_t len,
+int ngx_http_influencers_validate_has_scope(const u_char *p, size_t len,
     const char *scope, size_t scope_len);
 
 /* the index of a value in a NULL-terminated enum table, or 0 */
-unsigned int ngx_http_influencers_enum_find(
+unsigned int ngx_http_influencers_validate_enum_find(
     const ngx_http_influencers_enum_t *table, const u_char *p, size_t len);
 
 

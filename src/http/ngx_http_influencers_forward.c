@@ -6,21 +6,21 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_forward.h"
-#include "ngx_http_influencers_reply.h"
+#include "ngx_http_influencers_answers.h"
 #include "ngx_http_influencers_metrics.h"
 #include "ngx_http_influencers_json.h"
 
 
-static ngx_str_t *ngx_http_influencers_job_json(ngx_http_request_t *r,
+static ngx_str_t *ngx_http_influencers_forward_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx);
 static ngx_int_t ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
     ngx_http_influencers_ctx_t *ctx);
-static ngx_table_elt_t *ngx_http_influencers_push_in(ngx_http_request_t *sr,
-    ngx_uint_t name, u_char *value, size_t len);
+static ngx_table_elt_t *ngx_http_influencers_forward_push_in(
+    ngx_http_request_t *sr, ngx_uint_t name, u_char *value, size_t len);
 static ngx_int_t ngx_http_influencers_forward_done(ngx_http_request_t *sr,
     void *data, ngx_int_t rc);
 static ngx_uint_t ngx_http_influencers_forward_sent(ngx_http_request_t *sr);
-static ngx_int_t ngx_http_influencers_drop_output(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_forward_drop_output(ngx_http_request_t *r,
     ngx_chain_t *in);
 
 
@@ -45,7 +45,8 @@ typedef struct {
 #define NGX_HTTP_INFLUENCERS_X_REQUEST_ID     1
 #define NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY  2
 
-static ngx_http_influencers_header_t  ngx_http_influencers_forward_names[] = {
+static ngx_http_influencers_header_t
+    ngx_http_influencers_forward_header_names[] = {
     { ngx_string("Content-Type"), (u_char *) "content-type", 0 },
     { ngx_string("X-Request-Id"), (u_char *) "x-request-id", 0 },
     { ngx_string("Idempotency-Key"), (u_char *) "idempotency-key", 0 }
@@ -63,7 +64,7 @@ ngx_http_influencers_forward(ngx_http_request_t *r,
     ngx_http_request_body_t      *rb;
     ngx_http_post_subrequest_t   *ps;
 
-    json = ngx_http_influencers_job_json(r, ctx);
+    json = ngx_http_influencers_forward_job_json(r, ctx);
     if (json == NULL) {
         return NGX_ERROR;
     }
@@ -140,19 +141,18 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
                            - ctx->sr->request_body->buf->pos;
     hi->keep_alive_n = -1;
 
-    ct = ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_CONTENT_TYPE,
-                                      (u_char *) "application/json",
-                                      sizeof("application/json") - 1);
+    ct = ngx_http_influencers_forward_push_in(sr,
+             NGX_HTTP_INFLUENCERS_CONTENT_TYPE,
+             (u_char *) "application/json", sizeof("application/json") - 1);
 
     if (ct == NULL
-        || ngx_http_influencers_push_in(sr, NGX_HTTP_INFLUENCERS_X_REQUEST_ID,
-                                        ctx->job_request_id,
-                                        NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
+        || ngx_http_influencers_forward_push_in(sr,
+               NGX_HTTP_INFLUENCERS_X_REQUEST_ID, ctx->job_request_id,
+               NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
            == NULL
-        || ngx_http_influencers_push_in(sr,
-                                        NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY,
-                                        ctx->job_id,
-                                        NGX_HTTP_INFLUENCERS_JOB_ID_LEN)
+        || ngx_http_influencers_forward_push_in(sr,
+               NGX_HTTP_INFLUENCERS_IDEMPOTENCY_KEY, ctx->job_id,
+               NGX_HTTP_INFLUENCERS_JOB_ID_LEN)
            == NULL)
     {
         return NGX_ERROR;
@@ -165,7 +165,7 @@ ngx_http_influencers_forward_headers(ngx_http_request_t *sr,
 
 
 static ngx_table_elt_t *
-ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
+ngx_http_influencers_forward_push_in(ngx_http_request_t *sr, ngx_uint_t name,
     u_char *value, size_t len)
 {
     ngx_table_elt_t                *h;
@@ -176,7 +176,7 @@ ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
         return NULL;
     }
 
-    n = &ngx_http_influencers_forward_names[name];
+    n = &ngx_http_influencers_forward_header_names[name];
 
     /* nothing writes to a request header's names once it is parsed */
 
@@ -196,7 +196,7 @@ ngx_http_influencers_push_in(ngx_http_request_t *sr, ngx_uint_t name,
 
 
 static ngx_str_t *
-ngx_http_influencers_job_json(ngx_http_request_t *r,
+ngx_http_influencers_forward_job_json(ngx_http_request_t *r,
     ngx_http_influencers_ctx_t *ctx)
 {
     size_t                              len;
@@ -209,11 +209,11 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
 
     len = NGX_HTTP_INFLUENCERS_JSON_LIT_LEN(
               "{\"jobId\":\"\",\"kind\":\"influencer_create\","
-              "\"influencerId\":\"inf_\",\"projectId\":\"\","
+              "\"influencerId\":\"\",\"projectId\":\"\","
               "\"orgId\":\"\",\"requestId\":\"\",\"createdAt\":\"\","
               "\"params\":{\"gender\":\"\",\"ageRange\":\"\","
               "\"prompt\":}}")
-          + NGX_HTTP_INFLUENCERS_JOB_ID_LEN + 32
+          + NGX_HTTP_INFLUENCERS_JOB_ID_LEN + NGX_HTTP_INFLUENCERS_INF_ID_LEN
           + NGX_HTTP_INFLUENCERS_UUID_LEN
           + job->org.len + NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN
           + sizeof("2026-11-28T09:56:07.123Z") + sizeof("non_binary")
@@ -241,19 +241,20 @@ ngx_http_influencers_job_json(ngx_http_request_t *r,
     p = ngx_http_influencers_json_raw(p, ctx->job_id,
                                       NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"kind\":\"influencer_create\","
-                                         "\"influencerId\":\"inf_");
-    p = ngx_http_influencers_hex_dump(p, ctx->accept.influencer_id, 16);
+                                         "\"influencerId\":\"");
+    p = ngx_http_influencers_json_raw(p, ctx->influencer_id,
+                                      NGX_HTTP_INFLUENCERS_INF_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"projectId\":\"");
-    ngx_http_influencers_format_uuid(job->project, p);
-    p += NGX_HTTP_INFLUENCERS_UUID_LEN;
+    p = ngx_http_influencers_json_raw(p, ctx->project_id,
+                                      NGX_HTTP_INFLUENCERS_UUID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"orgId\":\"");
     p = ngx_http_influencers_json_raw(p, job->org.data, job->org.len);
     p = ngx_http_influencers_json_lit(p, "\",\"requestId\":\"");
     p = ngx_http_influencers_json_raw(p, ctx->job_request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     p = ngx_http_influencers_json_lit(p, "\",\"createdAt\":\"");
-    p = ngx_http_influencers_iso_time(p,
-                          ngx_http_influencers_ulid_time(ctx->accept.job_id));
+    p = ngx_http_influencers_ids_iso_time(p,
+        ngx_http_influencers_ids_ulid_time(ctx->ticket.job_id));
     p = ngx_http_influencers_json_lit(p, "\",\"params\":{\"gender\":\"");
     p = ngx_http_influencers_json_raw(p, gender->name, gender->len);
     p = ngx_http_influencers_json_lit(p, "\",\"ageRange\":\"");
@@ -317,40 +318,38 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
         && !(status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE))
     {
         /* the upstream failed after a header, or before any */
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-        ctx->result = (status == 0 && sent)
-                      ? NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
-                      : NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
+        outcome = (status == 0 && sent) ? NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN
+                                        : NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
 
     } else if (rc == NGX_ERROR) {
         /* a 2xx header, then the reply broke: not a whole answer */
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN;
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
+
+    } else if (rc == NGX_HTTP_GATEWAY_TIME_OUT) {
+        /* nginx's own answer */
+        outcome = sent ? NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT
+                       : NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
 
     } else if (rc >= NGX_HTTP_SPECIAL_RESPONSE) {
         /* nginx's own answer (499: cut with the partner's connection) */
-        ctx->outcome = (rc == NGX_HTTP_GATEWAY_TIME_OUT)
-                       ? NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT
-                       : NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-        ctx->result = sent ? NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
-                           : NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
+        outcome = sent ? NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN
+                       : NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
 
     } else if (status >= NGX_HTTP_OK && status < NGX_HTTP_SPECIAL_RESPONSE) {
-        ctx->outcome = NGX_HTTP_INFLUENCERS_ACCEPTED;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED;
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED;
 
     } else if (status == NGX_HTTP_NOT_FOUND) {
-        ctx->outcome = NGX_HTTP_INFLUENCERS_NOT_FOUND;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND;
 
     } else {
-        ctx->outcome = NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
-        ctx->result = NGX_HTTP_INFLUENCERS_OUTCOME_FAILED;
+        outcome = NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
 
         ngx_log_error(NGX_LOG_ERR, sr->connection->log, 0,
                       "influencers: the backend answered %ui to job "
                       "forward \"%V\"", status, &sr->uri);
     }
+
+    ctx->forward = outcome;
 
     /* as $request_time is: the subrequest's start, the cached time now */
 
@@ -359,30 +358,13 @@ ngx_http_influencers_forward_done(ngx_http_request_t *sr, void *data,
                       + (tp->msec - sr->start_msec));
     ms = ngx_max(ms, 0);
 
-    if (ctx->outcome == NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT) {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT;
-
-    } else if (ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN) {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN;
-
-    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_ACCEPTED) {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED;
-
-    } else if (ctx->outcome == NGX_HTTP_INFLUENCERS_NOT_FOUND) {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND;
-
-    } else {
-        outcome = NGX_HTTP_INFLUENCERS_FORWARD_FAILED;
-    }
-
     ngx_log_debug6(NGX_LOG_DEBUG_HTTP, sr->connection->log, 0,
                    "influencers forward: done, rc %i, status %ui: %s%s%s, "
                    "%i ms", rc, status,
-                   ngx_http_influencers_answer_name(ctx->outcome)
-                   ? ngx_http_influencers_answer_name(ctx->outcome)
-                   : "ACCEPTED",
+                   ngx_http_influencers_answers_name(
+                       ngx_http_influencers_forward_answer(outcome)),
                    sent ? ", sent" : ", nothing sent",
-                   ctx->result == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                   ngx_http_influencers_forward_in_doubt(outcome)
                    ? " (outcome unknown)" : "", ms);
 
     ngx_http_influencers_metrics_forward(sr, outcome, (ngx_msec_t) ms);
@@ -431,21 +413,57 @@ ngx_http_influencers_forward_sent(ngx_http_request_t *sr)
 }
 
 
+ngx_uint_t
+ngx_http_influencers_forward_answer(ngx_http_influencers_forward_e outcome)
+{
+    switch (outcome) {
+
+    case NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED:
+        return NGX_HTTP_INFLUENCERS_ACCEPTED;
+
+    case NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND:
+        return NGX_HTTP_INFLUENCERS_NOT_FOUND;
+
+    case NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT:
+    case NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT:
+        return NGX_HTTP_INFLUENCERS_UPSTREAM_TIMEOUT;
+
+    case NGX_HTTP_INFLUENCERS_FORWARD_NOT_STARTED:
+        return NGX_HTTP_INFLUENCERS_INTERNAL;
+
+    default: /* FAILED, UNKNOWN */
+        return NGX_HTTP_INFLUENCERS_UPSTREAM_ERROR;
+    }
+}
+
+
+const char *
+ngx_http_influencers_forward_verdict(ngx_http_influencers_forward_e outcome)
+{
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED) {
+        return "accepted";
+    }
+
+    return ngx_http_influencers_forward_in_doubt(outcome) ? "unknown"
+                                                          : "failed";
+}
+
+
 ngx_int_t
 ngx_http_influencers_forward_init(ngx_conf_t *cf)
 {
     ngx_uint_t                      i;
     ngx_http_influencers_header_t  *n;
 
-    for (i = 0; i < sizeof(ngx_http_influencers_forward_names)
+    for (i = 0; i < sizeof(ngx_http_influencers_forward_header_names)
                     / sizeof(ngx_http_influencers_header_t); i++)
     {
-        n = &ngx_http_influencers_forward_names[i];
+        n = &ngx_http_influencers_forward_header_names[i];
         n->hash = ngx_hash_key(n->lowcase, n->name.len);
     }
 
     ngx_http_next_body_filter = ngx_http_top_body_filter;
-    ngx_http_top_body_filter = ngx_http_influencers_drop_output;
+    ngx_http_top_body_filter = ngx_http_influencers_forward_drop_output;
 
     return NGX_OK;
 }
@@ -458,7 +476,7 @@ ngx_http_influencers_forward_init(ngx_conf_t *cf)
  */
 
 static ngx_int_t
-ngx_http_influencers_drop_output(ngx_http_request_t *r, ngx_chain_t *in)
+ngx_http_influencers_forward_drop_output(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_chain_t                 *cl;
     ngx_http_influencers_ctx_t  *ctx;

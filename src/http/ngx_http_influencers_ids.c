@@ -16,7 +16,7 @@
 #include "ngx_http_influencers_ids.h"
 
 
-#define NGX_HTTP_INFLUENCERS_RANDOM_POOL  4096
+#define NGX_HTTP_INFLUENCERS_RANDOM_BUF  4096
 
 #if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 #define NGX_HTTP_INFLUENCERS_ENTROPY      "getrandom()"
@@ -25,20 +25,19 @@
 #endif
 
 
-static ssize_t ngx_http_influencers_entropy(u_char *buf, size_t n);
-static const EVP_MD *ngx_http_influencers_sha256_md(void);
-static EVP_MD_CTX *ngx_http_influencers_sha256_init(void);
+static ssize_t ngx_http_influencers_ids_entropy(u_char *buf, size_t n);
+static const EVP_MD *ngx_http_influencers_ids_sha256_md(void);
+static EVP_MD_CTX *ngx_http_influencers_ids_sha256_init(void);
 
 
 /*
  * One getrandom() call (or read of /dev/urandom) serves many requests.
- * The pool is per process and emptied in every new worker, so that
+ * The buffer is per process and emptied in every new worker, so that
  * workers never share bytes that were drawn before a fork.
  */
 
-static u_char       ngx_http_influencers_pool[NGX_HTTP_INFLUENCERS_RANDOM_POOL];
-static size_t       ngx_http_influencers_pool_pos =
-                        NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+static u_char  ngx_http_influencers_ids_buf[NGX_HTTP_INFLUENCERS_RANDOM_BUF];
+static size_t  ngx_http_influencers_ids_pos = NGX_HTTP_INFLUENCERS_RANDOM_BUF;
 
 #if !(NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 static ngx_fd_t     ngx_http_influencers_urandom = NGX_INVALID_FILE;
@@ -64,12 +63,13 @@ static const u_char  ngx_http_influencers_hex_pairs[] =
     "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
 
 
+
 void
 ngx_http_influencers_ids_init_process(void)
 {
-    ngx_explicit_memzero(ngx_http_influencers_pool,
-                         NGX_HTTP_INFLUENCERS_RANDOM_POOL);
-    ngx_http_influencers_pool_pos = NGX_HTTP_INFLUENCERS_RANDOM_POOL;
+    ngx_explicit_memzero(ngx_http_influencers_ids_buf,
+                         NGX_HTTP_INFLUENCERS_RANDOM_BUF);
+    ngx_http_influencers_ids_pos = NGX_HTTP_INFLUENCERS_RANDOM_BUF;
 }
 
 
@@ -98,16 +98,16 @@ ngx_http_influencers_ids_exit_process(void)
 
 
 static ngx_int_t
-ngx_http_influencers_refill(void)
+ngx_http_influencers_ids_refill(void)
 {
     size_t   got;
     ssize_t  n;
 
     got = 0;
 
-    while (got < NGX_HTTP_INFLUENCERS_RANDOM_POOL) {
-        n = ngx_http_influencers_entropy(ngx_http_influencers_pool + got,
-                                      NGX_HTTP_INFLUENCERS_RANDOM_POOL - got);
+    while (got < NGX_HTTP_INFLUENCERS_RANDOM_BUF) {
+        n = ngx_http_influencers_ids_entropy(ngx_http_influencers_ids_buf + got,
+                                      NGX_HTTP_INFLUENCERS_RANDOM_BUF - got);
 
         if (n <= 0) {
             if (n == -1 && ngx_errno == NGX_EINTR) {
@@ -124,7 +124,7 @@ ngx_http_influencers_refill(void)
         got += n;
     }
 
-    ngx_http_influencers_pool_pos = 0;
+    ngx_http_influencers_ids_pos = 0;
 
     return NGX_OK;
 }
@@ -133,7 +133,7 @@ ngx_http_influencers_refill(void)
 /* the kernel's CSPRNG */
 
 static ssize_t
-ngx_http_influencers_entropy(u_char *buf, size_t n)
+ngx_http_influencers_ids_entropy(u_char *buf, size_t n)
 {
 #if (NGX_HTTP_INFLUENCERS_HAVE_GETRANDOM)
 
@@ -158,29 +158,28 @@ ngx_http_influencers_entropy(u_char *buf, size_t n)
 
 
 ngx_int_t
-ngx_http_influencers_random(u_char *buf, size_t n)
+ngx_http_influencers_ids_random(u_char *buf, size_t n)
 {
-    size_t  chunk;
+    u_char  *p;
+    size_t   chunk;
 
     while (n) {
-        if (ngx_http_influencers_pool_pos == NGX_HTTP_INFLUENCERS_RANDOM_POOL
-            && ngx_http_influencers_refill() != NGX_OK)
+        if (ngx_http_influencers_ids_pos == NGX_HTTP_INFLUENCERS_RANDOM_BUF
+            && ngx_http_influencers_ids_refill() != NGX_OK)
         {
             return NGX_ERROR;
         }
 
-        chunk = ngx_min(n, NGX_HTTP_INFLUENCERS_RANDOM_POOL
-                           - ngx_http_influencers_pool_pos);
+        chunk = ngx_min(n, NGX_HTTP_INFLUENCERS_RANDOM_BUF
+                           - ngx_http_influencers_ids_pos);
 
-        buf = ngx_cpymem(buf,
-                 ngx_http_influencers_pool + ngx_http_influencers_pool_pos,
-                 chunk);
+        p = ngx_http_influencers_ids_buf + ngx_http_influencers_ids_pos;
+        buf = ngx_cpymem(buf, p, chunk);
 
         /* a byte handed out is never handed out again */
-        ngx_explicit_memzero(
-            ngx_http_influencers_pool + ngx_http_influencers_pool_pos, chunk);
+        ngx_explicit_memzero(p, chunk);
 
-        ngx_http_influencers_pool_pos += chunk;
+        ngx_http_influencers_ids_pos += chunk;
         n -= chunk;
     }
 
@@ -191,36 +190,44 @@ ngx_http_influencers_random(u_char *buf, size_t n)
 /* raw, where given, keeps the id's 16 bytes: a job's record holds them */
 
 ngx_int_t
-ngx_http_influencers_request_id(u_char *out, u_char *raw)
+ngx_http_influencers_ids_request_id(u_char *out, u_char *raw)
 {
-    u_char  bytes[16];
+    u_char  bytes[NGX_HTTP_INFLUENCERS_ID_BYTES];
 
     if (raw == NULL) {
         raw = bytes;
     }
 
-    if (ngx_http_influencers_random(raw, 16) != NGX_OK) {
+    if (ngx_http_influencers_ids_random(raw, NGX_HTTP_INFLUENCERS_ID_BYTES)
+        != NGX_OK)
+    {
         return NGX_ERROR;
     }
 
-    ngx_http_influencers_request_id_text(out, raw);
+    ngx_http_influencers_ids_request_id_text(out, raw);
 
     return NGX_OK;
 }
 
 
 void
-ngx_http_influencers_request_id_text(u_char *out, const u_char *raw)
+ngx_http_influencers_ids_request_id_text(u_char *out, const u_char *raw)
 {
     out = ngx_cpymem(out, "req_", sizeof("req_") - 1);
-    ngx_http_influencers_hex_dump(out, raw, 16);
+    ngx_http_influencers_ids_hex(out, raw, NGX_HTTP_INFLUENCERS_ID_BYTES);
 }
 
 
-/* what ngx_hex_dump() writes, two digits at a time */
+/*
+ * What ngx_hex_dump() writes, two digits at a time: a request's ids are
+ * written on every request, where ngx_hex_dump(), a digit at a time, took
+ * 432 instructions for a replay's two (t/bench/callgrind.sh), and the
+ * replay 259 more in all than with this.  ngx_hex_dump() writes the rest
+ * (Redis's keys, the scripts' digests), off the request's own path.
+ */
 
 u_char *
-ngx_http_influencers_hex_dump(u_char *dst, const u_char *src, size_t len)
+ngx_http_influencers_ids_hex(u_char *dst, const u_char *src, size_t len)
 {
     while (len--) {
         ngx_memcpy(dst, &ngx_http_influencers_hex_pairs[2 * *src++], 2);
@@ -238,7 +245,7 @@ ngx_http_influencers_hex_dump(u_char *dst, const u_char *src, size_t len)
  */
 
 void
-ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
+ngx_http_influencers_ids_ulid_encode(const u_char *ulid, u_char *out)
 {
     uint64_t    hi, lo;
     ngx_uint_t  i;
@@ -267,7 +274,7 @@ ngx_http_influencers_ulid_encode(const u_char *ulid, u_char *out)
 
 
 uint64_t
-ngx_http_influencers_ulid_time(const u_char *ulid)
+ngx_http_influencers_ids_ulid_time(const u_char *ulid)
 {
     ngx_uint_t  i;
     uint64_t    ms;
@@ -305,7 +312,7 @@ static const char  ngx_http_influencers_months[][4] = {
 /* 2026-11-28T09:56:07.123Z */
 
 u_char *
-ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
+ngx_http_influencers_ids_iso_time(u_char *p, uint64_t ms)
 {
     ngx_uint_t  year, frac;
     ngx_tm_t    tm;
@@ -346,7 +353,7 @@ ngx_http_influencers_iso_time(u_char *p, uint64_t ms)
 /* Mon, 28 Sep 1970 06:00:00 GMT */
 
 u_char *
-ngx_http_influencers_http_time(u_char *p, time_t t)
+ngx_http_influencers_ids_http_time(u_char *p, time_t t)
 {
     ngx_uint_t  year;
     ngx_tm_t    tm;
@@ -380,7 +387,7 @@ ngx_http_influencers_http_time(u_char *p, time_t t)
 
 
 u_char *
-ngx_http_influencers_decimal(u_char *p, uint64_t n)
+ngx_http_influencers_ids_decimal(u_char *p, uint64_t n)
 {
     u_char   *q;
     u_char    digits[NGX_INT64_LEN];
@@ -403,11 +410,11 @@ ngx_http_influencers_decimal(u_char *p, uint64_t n)
  */
 
 static EVP_MD_CTX *
-ngx_http_influencers_sha256_init(void)
+ngx_http_influencers_ids_sha256_init(void)
 {
     const EVP_MD  *md;
 
-    md = ngx_http_influencers_sha256_md();
+    md = ngx_http_influencers_ids_sha256_md();
     if (md == NULL) {
         return NULL;
     }
@@ -428,7 +435,7 @@ ngx_http_influencers_sha256_init(void)
 
 
 static const EVP_MD *
-ngx_http_influencers_sha256_md(void)
+ngx_http_influencers_ids_sha256_md(void)
 {
 #if (NGX_HTTP_INFLUENCERS_HAVE_EVP_MD_FETCH)
 
@@ -454,11 +461,11 @@ ngx_http_influencers_sha256_md(void)
  */
 
 ngx_int_t
-ngx_http_influencers_sha256(const u_char *p, size_t len, u_char *out)
+ngx_http_influencers_ids_sha256(const u_char *p, size_t len, u_char *out)
 {
     EVP_MD_CTX  *md;
 
-    md = ngx_http_influencers_sha256_init();
+    md = ngx_http_influencers_ids_sha256_init();
 
     if (md == NULL
         || EVP_DigestUpdate(md, p, len) != 1

@@ -16,20 +16,9 @@
 #include "ngx_http_influencers_zone.h"
 
 
-/*
- * The journal is a ring of this many segment files, written in turn; a
- * segment is reused only once every entry in it has expired.
- */
-#define NGX_HTTP_INFLUENCERS_SEGMENTS  16
-
-
-/* what the workers share of the journal: it lives in the zone, under its
- * lock */
-
-typedef struct {
-    ngx_uint_t                    seq;          /* the segment written now */
-    uint64_t                      started[NGX_HTTP_INFLUENCERS_SEGMENTS];
-} ngx_http_influencers_journal_t;
+/* the zone's journal: what ngx_http_influencers_zone.c calls */
+extern const ngx_http_influencers_zone_journal_t
+    ngx_http_influencers_state_journal;
 
 
 ngx_int_t ngx_http_influencers_state_conf(ngx_conf_t *cf);

@@ -6,7 +6,6 @@
 
 #include "ngx_http_influencers.h"
 #include "ngx_http_influencers_zone.h"
-#include "ngx_http_influencers_state.h"
 #include "ngx_http_influencers_siphash.h"
 
 
@@ -76,8 +75,9 @@ typedef struct {
     ngx_msec_t                    due;
 } ngx_http_influencers_owed_t;
 
-/* a zone in fleet mode keeps a finish for every 16 records */
+/* a zone in fleet mode keeps a finish for every 16 records, 16 at least */
 #define NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED  16
+#define NGX_HTTP_INFLUENCERS_OWED_MIN          16
 
 
 typedef struct {
@@ -87,9 +87,10 @@ typedef struct {
     uint32_t                      org;          /* 0: not held */
     u_char                        key[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
     u_char                        fingerprint[NGX_HTTP_INFLUENCERS_DIGEST_LEN];
-    u_char                        job_id[16];
-    u_char                        influencer_id[16];
-    u_char                        request_id[16];   /* the job's first */
+    u_char                        job_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
+    u_char                        influencer_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
+    /* the job's first request's */
+    u_char                        request_id[NGX_HTTP_INFLUENCERS_ID_BYTES];
     ngx_msec_t                    deadline;
     uint64_t                      expires;      /* wall clock, ms */
     uint64_t                      body;         /* 0: not known here */
@@ -102,7 +103,7 @@ typedef struct {
     u_char                        attempt;      /* of the forwards */
     u_char                        in_doubt;     /* may have been sent: never
                                                    released again */
-} ngx_http_influencers_record_t;
+} ngx_http_influencers_zone_record_t;
 
 
 typedef struct ngx_http_influencers_shctx_s {
@@ -113,7 +114,7 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_msec_t                    ttl;          /* the last cycle's */
 
     /* the records, their orgs' counts, and the two indexes */
-    ngx_http_influencers_record_t  *recs;
+    ngx_http_influencers_zone_record_t  *recs;
     ngx_http_influencers_org_t     *org_counts;
     uint32_t                     *buckets;
     uint32_t                     *org_buckets;
@@ -145,8 +146,8 @@ typedef struct ngx_http_influencers_shctx_s {
     ngx_uint_t                    ninflight;
 
     /* where the sweep of an unordered queue goes on from */
-    ngx_http_influencers_record_t  *swept_keyed;
-    ngx_http_influencers_record_t  *swept_inflight;
+    ngx_http_influencers_zone_record_t  *swept_keyed;
+    ngx_http_influencers_zone_record_t  *swept_inflight;
 
     /* ULIDs stay sorted across workers: the last one, under the lock */
     uint64_t                      ulid_ms;
@@ -174,61 +175,70 @@ typedef struct ngx_http_influencers_shctx_s {
 } ngx_http_influencers_shctx_t;
 
 
-static ngx_int_t ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone,
+static ngx_int_t ngx_http_influencers_zone_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
-static ngx_uint_t ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+static ngx_uint_t ngx_http_influencers_zone_carve(ngx_slab_pool_t *shpool,
     ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log);
-static void ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_org_t *org, ngx_int_t delta);
-static void ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_org_t *org, ngx_msec_t now);
-static ngx_int_t ngx_http_influencers_found(
-    ngx_http_influencers_zone_t *zone, ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
+static void ngx_http_influencers_zone_org_count(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_org_t *org,
+    ngx_int_t delta);
+static void ngx_http_influencers_zone_expire_org(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_org_t *org,
+    ngx_msec_t now);
+static ngx_http_influencers_store_e ngx_http_influencers_zone_found(
+    ngx_http_influencers_zone_t *zone, ngx_http_influencers_zone_record_t *rec,
+    ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_store_ticket_t *ticket,
     ngx_log_t *log);
-static void ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
-    ngx_uint_t cache);
-static ngx_http_influencers_record_t *ngx_http_influencers_lookup(
+static void ngx_http_influencers_zone_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_zone_holder_e holder);
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_lookup(
     ngx_http_influencers_shctx_t *sh, u_char *key);
-static void ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static ngx_http_influencers_org_t *ngx_http_influencers_org(
-    ngx_http_influencers_shctx_t *sh, uint64_t hash, ngx_uint_t create);
-static void ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, uint64_t hash);
-static void ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_expire_oldest(
+static void ngx_http_influencers_zone_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static ngx_http_influencers_org_t *ngx_http_influencers_zone_org_find(
+    ngx_http_influencers_shctx_t *sh, uint64_t hash);
+static ngx_http_influencers_org_t *ngx_http_influencers_zone_org_add(
+    ngx_http_influencers_shctx_t *sh, uint64_t hash);
+static void ngx_http_influencers_zone_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, uint64_t hash);
+static void ngx_http_influencers_zone_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_expire_oldest(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
-static ngx_http_influencers_record_t *ngx_http_influencers_alloc(
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_alloc(
     ngx_http_influencers_shctx_t *sh, ngx_msec_t now);
-static ngx_http_influencers_record_t *ngx_http_influencers_take_free(
+static ngx_http_influencers_zone_record_t *ngx_http_influencers_zone_take_free(
     ngx_http_influencers_shctx_t *sh);
-static void ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+static void ngx_http_influencers_zone_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_http_influencers_zone_record_t **cursor,
     ngx_msec_t now);
-static ngx_uint_t ngx_http_influencers_in_queue(
-    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
+static ngx_uint_t ngx_http_influencers_zone_in_queue(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_zone_record_t *rec,
     ngx_queue_t *queue);
-static ngx_uint_t ngx_http_influencers_expire(
-    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_record_t *rec,
+static ngx_uint_t ngx_http_influencers_zone_expire(
+    ngx_http_influencers_shctx_t *sh, ngx_http_influencers_zone_record_t *rec,
     ngx_msec_t now);
-static void ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec);
-static void ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry);
-static void ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
-    u_char *random, u_char *out);
-static void ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
+static void ngx_http_influencers_zone_unkey(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec);
+static void ngx_http_influencers_zone_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_entry_t *entry);
+static void ngx_http_influencers_zone_next_ulid(
+    ngx_http_influencers_shctx_t *sh, u_char *random, u_char *out);
+static void ngx_http_influencers_zone_fill(
+    ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_claim_t *claim);
-static void ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_accept_t *acc);
-static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
+static void ngx_http_influencers_zone_answer(
+    ngx_http_influencers_zone_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket);
+static ngx_shm_zone_t *ngx_http_influencers_zone_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
 
@@ -246,7 +256,7 @@ static ngx_shm_zone_t *ngx_http_influencers_next_zone(ngx_cycle_t *cycle,
 /* multiply-shift by the zone's odd number, then onto [0, n) */
 
 static ngx_inline uint32_t
-ngx_http_influencers_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
+ngx_http_influencers_zone_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
     uint32_t n)
 {
     return (uint32_t) ((((x * sh->mix) >> 32) * n) >> 32);
@@ -254,14 +264,14 @@ ngx_http_influencers_mix(ngx_http_influencers_shctx_t *sh, uint64_t x,
 
 
 static ngx_inline uint32_t
-ngx_http_influencers_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
+ngx_http_influencers_zone_bucket(ngx_http_influencers_shctx_t *sh, u_char *key,
     uint32_t n)
 {
     uint64_t  x;
 
     ngx_memcpy(&x, key, sizeof(uint64_t));
 
-    return ngx_http_influencers_mix(sh, x, n);
+    return ngx_http_influencers_zone_mix(sh, x, n);
 }
 
 
@@ -273,11 +283,11 @@ static ngx_str_t  ngx_http_influencers_empty = ngx_null_string;
 
 #if (NGX_DEBUG)
 
-/* indexed by the outcomes of a claim, for the debug log */
+/* indexed by ngx_http_influencers_store_e, for the debug log */
 
 static const char  *ngx_http_influencers_claim_names[] = {
     "new", "replay", "busy", "mismatch", "full", "over the org's share",
-    "the key's job in doubt, sent again"
+    "", "", "", "the key's job in doubt, sent again"
 };
 
 #endif
@@ -310,7 +320,7 @@ ngx_http_influencers_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size)
     zone->name = *name;
     zone->shm_zone = shm_zone;
 
-    shm_zone->init = ngx_http_influencers_init_zone;
+    shm_zone->init = ngx_http_influencers_zone_init_zone;
     shm_zone->data = zone;
 
     return zone;
@@ -318,7 +328,7 @@ ngx_http_influencers_zone_add(ngx_conf_t *cf, ngx_str_t *name, size_t size)
 
 
 static ngx_int_t
-ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+ngx_http_influencers_zone_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 {
     ngx_http_influencers_zone_t  *ozone = data;
 
@@ -336,7 +346,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
         if (sh->magic != NGX_HTTP_INFLUENCERS_ZONE_MAGIC
             || sh->version != NGX_HTTP_INFLUENCERS_ZONE_VERSION
-            || sh->record_size != sizeof(ngx_http_influencers_record_t))
+            || sh->record_size != sizeof(ngx_http_influencers_zone_record_t))
         {
             ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
                           "influencers zone \"%V\" has another layout "
@@ -349,7 +359,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->shpool = ozone->shpool;
         sh->ttl = zone->ttl;
 
-        return ngx_http_influencers_state_open(zone, ozone, shm_zone->shm.log);
+        return zone->journal->open(zone, ozone, shm_zone->shm.log);
     }
 
     shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
@@ -369,7 +379,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->magic = NGX_HTTP_INFLUENCERS_ZONE_MAGIC;
     sh->version = NGX_HTTP_INFLUENCERS_ZONE_VERSION;
-    sh->record_size = sizeof(ngx_http_influencers_record_t);
+    sh->record_size = sizeof(ngx_http_influencers_zone_record_t);
     sh->zone_size = shm_zone->shm.size;
     sh->ttl = zone->ttl;
 
@@ -388,9 +398,9 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     ngx_sprintf(shpool->log_ctx, " in influencers zone \"%V\"%Z",
                 &shm_zone->shm.name);
 
-    /* ngx_http_influencers_random() logs its own failure */
+    /* ngx_http_influencers_ids_random() logs its own failure */
 
-    if (ngx_http_influencers_random((u_char *) &sh->mix, sizeof(uint64_t))
+    if (ngx_http_influencers_ids_random((u_char *) &sh->mix, sizeof(uint64_t))
         != NGX_OK)
     {
         return NGX_ERROR;
@@ -398,14 +408,14 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
 
     sh->mix |= 1;
 
-    if (ngx_http_influencers_random(sh->body_key, sizeof(sh->body_key))
+    if (ngx_http_influencers_ids_random(sh->body_key, sizeof(sh->body_key))
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (ngx_http_influencers_carve(shpool, sh, zone->redis != NULL,
-                                   shm_zone->shm.log)
+    if (ngx_http_influencers_zone_carve(shpool, sh, zone->redis != NULL,
+                                        shm_zone->shm.log)
         == 0)
     {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
@@ -417,13 +427,13 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     zone->sh = sh;
     zone->shpool = shpool;
 
-    if (ngx_http_influencers_state_open(zone, NULL, shm_zone->shm.log)
+    if (zone->journal->open(zone, NULL, shm_zone->shm.log)
         != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    ngx_http_influencers_state_load(zone, &sh->journal, shm_zone->shm.log);
+    zone->journal->load(zone, &sh->journal, shm_zone->shm.log);
 
     return NGX_OK;
 }
@@ -440,7 +450,7 @@ ngx_http_influencers_init_zone(ngx_shm_zone_t *shm_zone, void *data)
  */
 
 static ngx_uint_t
-ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
+ngx_http_influencers_zone_carve(ngx_slab_pool_t *shpool,
     ngx_http_influencers_shctx_t *sh, ngx_uint_t fleet, ngx_log_t *log)
 {
     u_char      *p;
@@ -450,7 +460,7 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     shpool->log_nomem = 0;
 
-    per = sizeof(ngx_http_influencers_record_t)
+    per = sizeof(ngx_http_influencers_zone_record_t)
           + sizeof(ngx_http_influencers_org_t)
           + sizeof(uint32_t)                           /* its bucket */
           + sizeof(uint32_t)                           /* its org's count */
@@ -465,7 +475,8 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     avail = shpool->pfree * ngx_pagesize;
     size = 5 * NGX_ALIGNMENT + 2 * sizeof(uint32_t)
-           + (fleet ? 16 * sizeof(ngx_http_influencers_owed_t) : 0);
+           + (fleet ? NGX_HTTP_INFLUENCERS_OWED_MIN
+                      * sizeof(ngx_http_influencers_owed_t) : 0);
 
     if (avail <= size + per) {
         return 0;
@@ -475,13 +486,14 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
 
     for ( ;; ) {
         norg = n / NGX_HTTP_INFLUENCERS_ORGS_PER_BUCKET + 1;
-        nowed = fleet ? ngx_max(n / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED, 16)
+        nowed = fleet ? ngx_max(n / NGX_HTTP_INFLUENCERS_RECORDS_PER_OWED,
+                                NGX_HTTP_INFLUENCERS_OWED_MIN)
                       : 0;
         owed = ngx_align(nowed * sizeof(ngx_http_influencers_owed_t),
                          NGX_ALIGNMENT);
 
         size = owed
-               + ngx_align(n * sizeof(ngx_http_influencers_record_t),
+               + ngx_align(n * sizeof(ngx_http_influencers_zone_record_t),
                            NGX_ALIGNMENT)
                + ngx_align(n * sizeof(ngx_http_influencers_org_t),
                            NGX_ALIGNMENT)
@@ -511,8 +523,9 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
     sh->nowed = nowed;
     p += owed;
 
-    sh->recs = (ngx_http_influencers_record_t *) p;
-    p += ngx_align(n * sizeof(ngx_http_influencers_record_t), NGX_ALIGNMENT);
+    sh->recs = (ngx_http_influencers_zone_record_t *) p;
+    p += ngx_align(n * sizeof(ngx_http_influencers_zone_record_t),
+                   NGX_ALIGNMENT);
 
     sh->org_counts = (ngx_http_influencers_org_t *) p;
     p += ngx_align(n * sizeof(ngx_http_influencers_org_t), NGX_ALIGNMENT);
@@ -547,18 +560,19 @@ ngx_http_influencers_carve(ngx_slab_pool_t *shpool,
  * done here is bounded whatever the zone's size.
  */
 
-ngx_int_t
+ngx_http_influencers_store_e
 ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_claim_t *claim, ngx_http_influencers_accept_t *acc,
-    ngx_log_t *log)
+    ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log)
 {
-    ngx_int_t                       rc, seq;
+    ngx_int_t                       seq;
+    ngx_http_influencers_store_e    rc;
     ngx_msec_t                      now;
     ngx_uint_t                      log_full, log_share, limit;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     now = ngx_current_msec;
@@ -568,12 +582,12 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    ngx_http_influencers_expire_oldest(sh, now);
+    ngx_http_influencers_zone_expire_oldest(sh, now);
 
     if (claim->idem) {
-        rec = ngx_http_influencers_lookup(sh, claim->idem);
+        rec = ngx_http_influencers_zone_lookup(sh, claim->idem);
 
-        if (rec && ngx_http_influencers_expire(sh, rec, now)
+        if (rec && ngx_http_influencers_zone_expire(sh, rec, now)
             && !rec->keyed)
         {
             ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -583,7 +597,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
         }
 
         if (rec) {
-            rc = ngx_http_influencers_found(zone, rec, claim, acc, log);
+            rc = ngx_http_influencers_zone_found(zone, rec, claim, ticket, log);
             goto done;
         }
     }
@@ -591,7 +605,7 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     /* no org holds more than its share, so none can lock another out */
 
     limit = ngx_max(1, sh->records * zone->org_share / 100);
-    org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+    org = ngx_http_influencers_zone_org_find(sh, claim->org_hash);
 
     if (org && org->nheld >= limit) {
         ngx_log_debug3(NGX_LOG_DEBUG_HTTP, log, 0,
@@ -600,8 +614,8 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
                        org->nheld, limit);
 
         /* its own expired entries first, wherever the others' are */
-        ngx_http_influencers_expire_org(sh, org, now);
-        org = ngx_http_influencers_org(sh, claim->org_hash, 0);
+        ngx_http_influencers_zone_expire_org(sh, org, now);
+        org = ngx_http_influencers_zone_org_find(sh, claim->org_hash);
     }
 
     /* a share of the whole zone is no share: a full zone is a full zone */
@@ -614,11 +628,11 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
             log_share = 1;
         }
 
-        rc = NGX_HTTP_INFLUENCERS_CLAIM_OVER_SHARE;
+        rc = NGX_HTTP_INFLUENCERS_STORE_OVER_SHARE;
         goto done;
     }
 
-    rec = ngx_http_influencers_alloc(sh, now);
+    rec = ngx_http_influencers_zone_alloc(sh, now);
 
     ngx_log_debug4(NGX_LOG_DEBUG_HTTP, log, 0,
                    "influencers zone \"%V\": %s, %ui free, %ui in flight",
@@ -633,16 +647,17 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
             log_full = 1;
         }
 
-        rc = NGX_HTTP_INFLUENCERS_CLAIM_FULL;
+        rc = NGX_HTTP_INFLUENCERS_STORE_FULL;
         goto done;
     }
 
     /* write the record, then publish it */
 
-    ngx_http_influencers_fill(rec, claim);
-    ngx_http_influencers_next_ulid(sh, claim->random, rec->job_id);
-    ngx_memcpy(rec->influencer_id, claim->random + 10, 16);
-    rec->retry_after = (uint32_t) acc->retry_after;
+    ngx_http_influencers_zone_fill(rec, claim);
+    ngx_http_influencers_zone_next_ulid(sh, claim->random.ulid, rec->job_id);
+    ngx_memcpy(rec->influencer_id, claim->random.influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    rec->retry_after = (uint32_t) ticket->retry_after;
     rec->deadline = now + zone->lease;
     rec->expires = 0;
     rec->attempt = 1;
@@ -652,10 +667,10 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
     ngx_queue_insert_head(&sh->inflight, &rec->queue);
     sh->ninflight++;
 
-    ngx_http_influencers_hold(sh, rec, claim->org_hash);
+    ngx_http_influencers_zone_hold(sh, rec, claim->org_hash);
 
     if (claim->idem) {
-        ngx_http_influencers_index(sh, rec);
+        ngx_http_influencers_zone_index(sh, rec);
 
         /*
          * Alone, the zone is where the key's job lives: should every
@@ -664,23 +679,23 @@ ngx_http_influencers_zone_claim(ngx_http_influencers_zone_t *zone,
          */
 
         if (zone->redis == NULL) {
-            seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+            seq = zone->journal->rotate(zone, &sh->journal, log);
 
             if (seq != NGX_DECLINED) {
-                ngx_http_influencers_entry(sh, rec, &entry);
+                ngx_http_influencers_zone_entry(sh, rec, &entry);
                 entry.state = NGX_HTTP_INFLUENCERS_ENTRY_UNKNOWN;
-                entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
+                entry.expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
             }
         }
     }
 
     sh->counters.claims++;
 
-    ngx_http_influencers_answer(rec, acc);
-    acc->attempt = rec->attempt;
-    acc->resend = 0;
+    ngx_http_influencers_zone_answer(rec, ticket);
+    ticket->attempt = rec->attempt;
+    ticket->resend = 0;
 
-    rc = NGX_HTTP_INFLUENCERS_CLAIM_NEW;
+    rc = NGX_HTTP_INFLUENCERS_STORE_NEW;
 
 done:
 
@@ -692,7 +707,7 @@ done:
                    ngx_http_influencers_claim_names[rc]);
 
     if (seq != NGX_DECLINED) {
-        ngx_http_influencers_state_append(zone, seq, &entry, log);
+        zone->journal->append(zone, seq, &entry, log);
     }
 
     if (log_full) {
@@ -721,10 +736,11 @@ done:
  * request takes over to send the job again.  Under the lock.
  */
 
-static ngx_int_t
-ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_claim_t *claim,
-    ngx_http_influencers_accept_t *acc, ngx_log_t *log)
+static ngx_http_influencers_store_e
+ngx_http_influencers_zone_found(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_claim_t *claim,
+    ngx_http_influencers_store_ticket_t *ticket, ngx_log_t *log)
 {
     ngx_http_influencers_shctx_t  *sh;
 
@@ -743,22 +759,22 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
         != 0)
     {
         sh->counters.mismatches++;
-        return NGX_HTTP_INFLUENCERS_CLAIM_MISMATCH;
+        return NGX_HTTP_INFLUENCERS_STORE_MISMATCH;
     }
 
     switch (rec->state) {
 
     case NGX_HTTP_INFLUENCERS_FORWARDING:
         sh->counters.conflicts++;
-        return NGX_HTTP_INFLUENCERS_CLAIM_BUSY;
+        return NGX_HTTP_INFLUENCERS_STORE_BUSY;
 
     case NGX_HTTP_INFLUENCERS_IN_DOUBT:
         break;
 
     default: /* NGX_HTTP_INFLUENCERS_DONE */
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, acc);
-        return NGX_HTTP_INFLUENCERS_CLAIM_REPLAY;
+        ngx_http_influencers_zone_answer(rec, ticket);
+        return NGX_HTTP_INFLUENCERS_STORE_REPLAY;
     }
 
     /* the key's job, sent again under a lease of this request's */
@@ -773,7 +789,7 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     }
 
     if (rec->org == 0) {
-        ngx_http_influencers_hold(sh, rec, claim->org_hash);
+        ngx_http_influencers_zone_hold(sh, rec, claim->org_hash);
     }
 
     rec->state = NGX_HTTP_INFLUENCERS_FORWARDING;
@@ -784,13 +800,13 @@ ngx_http_influencers_found(ngx_http_influencers_zone_t *zone,
     sh->ninflight++;
     sh->counters.resends++;
 
-    ngx_http_influencers_answer(rec, acc);
-    acc->attempt = rec->attempt;
-    acc->resend = 1;
-    acc->expires = 0;
-    acc->expires_ms = 0;
+    ngx_http_influencers_zone_answer(rec, ticket);
+    ticket->attempt = rec->attempt;
+    ticket->resend = 1;
+    ticket->expires = 0;
+    ticket->expires_ms = 0;
 
-    return NGX_HTTP_INFLUENCERS_CLAIM_RESEND;
+    return NGX_HTTP_INFLUENCERS_STORE_RESEND;
 }
 
 
@@ -818,27 +834,27 @@ ngx_http_influencers_zone_body_hash(ngx_http_influencers_zone_t *zone,
 }
 
 
-ngx_uint_t
+ngx_http_influencers_store_e
 ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
-    u_char *key, uint64_t body, ngx_http_influencers_accept_t *acc,
+    u_char *key, uint64_t body, ngx_http_influencers_store_ticket_t *ticket,
     ngx_log_t *log)
 {
     ngx_uint_t                      found;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
     found = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    rec = ngx_http_influencers_lookup(sh, key);
+    rec = ngx_http_influencers_zone_lookup(sh, key);
 
     if (rec && rec->body == body && rec->state == NGX_HTTP_INFLUENCERS_DONE
         && !ngx_http_influencers_after(ngx_current_msec, rec->deadline))
     {
         sh->counters.replays++;
-        ngx_http_influencers_answer(rec, acc);
+        ngx_http_influencers_zone_answer(rec, ticket);
         found = 1;
     }
 
@@ -849,7 +865,8 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
                    found ? "a retry of the same bytes, replayed"
                          : "not a retry of the same bytes");
 
-    return found;
+    return found ? NGX_HTTP_INFLUENCERS_STORE_REPLAY
+                 : NGX_HTTP_INFLUENCERS_STORE_NOT_FOUND;
 }
 
 
@@ -865,17 +882,18 @@ ngx_http_influencers_zone_replay(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_outcome_e outcome,
-    ngx_uint_t cache, ngx_log_t *log)
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_forward_e outcome,
+    ngx_http_influencers_zone_holder_e holder, ngx_log_t *log)
 {
     ngx_int_t                       seq;
     ngx_uint_t                      state;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
     seq = NGX_DECLINED;
     state = 0;
 
@@ -884,7 +902,8 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     /* the record may hold another job by now, once this one's expired */
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FREE
-        || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
+        || ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) != 0)
     {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": finish of a job no longer "
@@ -892,18 +911,18 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED) {
+    if (outcome == NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED) {
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
             /* another forward of the job was accepted first */
-            acc->landed = 1;
-            ngx_http_influencers_answer(rec, acc);
+            ticket->landed = 1;
+            ngx_http_influencers_zone_answer(rec, ticket);
             goto done;
         }
 
-        ngx_http_influencers_unqueue(sh, rec);
-        ngx_http_influencers_accept(zone, rec, acc, cache);
-        acc->landed = 1;
+        ngx_http_influencers_zone_unqueue(sh, rec);
+        ngx_http_influencers_zone_accept(zone, rec, ticket, holder);
+        ticket->landed = 1;
 
         if (rec->keyed && !rec->cached) {
             state = NGX_HTTP_INFLUENCERS_ENTRY_DONE;
@@ -912,7 +931,7 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
         goto done;
     }
 
-    if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+    if (ngx_http_influencers_forward_failed(outcome)) {
         sh->counters.failed++;
 
     } else {
@@ -920,15 +939,15 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     }
 
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
-        || rec->attempt != (u_char) acc->attempt)
+        || rec->attempt != (u_char) ticket->attempt)
     {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": the job's state %d "
                        "stands", &zone->name, (int) rec->state);
 
         if (rec->state == NGX_HTTP_INFLUENCERS_DONE) {
-            acc->landed = 1;
-            ngx_http_influencers_answer(rec, acc);
+            ticket->landed = 1;
+            ngx_http_influencers_zone_answer(rec, ticket);
         }
 
         goto done;
@@ -938,27 +957,27 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     sh->ninflight--;
 
     if (rec->keyed
-        && (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN || rec->in_doubt))
+        && (ngx_http_influencers_forward_in_doubt(outcome) || rec->in_doubt))
     {
         ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                        "influencers zone \"%V\": %s: the key keeps its job",
                        &zone->name,
-                       outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                       ngx_http_influencers_forward_in_doubt(outcome)
                        ? "outcome unknown"
                        : "failed, but an earlier forward may have landed");
 
-        if (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_FAILED) {
+        if (ngx_http_influencers_forward_failed(outcome)) {
             sh->counters.kept++;
         }
 
-        ngx_http_influencers_doubt(sh, rec);
+        ngx_http_influencers_zone_doubt(sh, rec);
 
-        if (cache) {
-            /* Redis holds the claim: here it is a cache entry */
+        if (holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS) {
+            /* here it is a cache entry */
             ngx_queue_remove(&rec->queue);
             sh->nkeyed--;
             rec->cached = 1;
-            ngx_http_influencers_unhold(sh, rec);
+            ngx_http_influencers_zone_unhold(sh, rec);
             ngx_queue_insert_head(&sh->jobs, &rec->queue);
         }
 
@@ -968,38 +987,38 @@ ngx_http_influencers_zone_finish(ngx_http_influencers_zone_t *zone,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, log, 0,
                    "influencers zone \"%V\": %s",
                    &zone->name,
-                   outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN
+                   ngx_http_influencers_forward_in_doubt(outcome)
                    ? "outcome unknown, no key" : "failed, the key released");
 
-    rec->state = (outcome == NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN)
+    rec->state = ngx_http_influencers_forward_in_doubt(outcome)
                  ? NGX_HTTP_INFLUENCERS_LOST : NGX_HTTP_INFLUENCERS_FAILED;
 
     if (rec->keyed) {
         sh->counters.releases++;
 
-        if (!cache) {
+        if (holder == NGX_HTTP_INFLUENCERS_ZONE_HOLDS) {
             state = NGX_HTTP_INFLUENCERS_ENTRY_RELEASED;
-            ngx_http_influencers_entry(sh, rec, &entry);
+            ngx_http_influencers_zone_entry(sh, rec, &entry);
         }
 
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
     }
 
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
     ngx_queue_insert_head(&sh->jobs, &rec->queue);
 
 done:
 
     if (state) {
-        seq = ngx_http_influencers_state_rotate(zone, &sh->journal, log);
+        seq = zone->journal->rotate(zone, &sh->journal, log);
 
         if (seq != NGX_DECLINED) {
             if (state != NGX_HTTP_INFLUENCERS_ENTRY_RELEASED) {
-                ngx_http_influencers_entry(sh, rec, &entry);
+                ngx_http_influencers_zone_entry(sh, rec, &entry);
             }
 
             entry.state = (u_char) state;
-            entry.expires = ngx_http_influencers_wall_ms() + zone->ttl;
+            entry.expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
         }
     }
 
@@ -1012,7 +1031,7 @@ done:
                        "influencers zone \"%V\": to the journal's segment %i",
                        &zone->name, seq);
 
-        ngx_http_influencers_state_append(zone, seq, &entry, log);
+        zone->journal->append(zone, seq, &entry, log);
     }
 }
 
@@ -1020,8 +1039,8 @@ done:
 /* out of the queue a record of a job is in, whichever it is */
 
 static void
-ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unqueue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     ngx_queue_remove(&rec->queue);
 
@@ -1037,9 +1056,10 @@ ngx_http_influencers_unqueue(ngx_http_influencers_shctx_t *sh,
 /* an accepted job: a keyed entry until it expires, else an evictable job */
 
 static void
-ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_accept_t *acc,
-    ngx_uint_t cache)
+ngx_http_influencers_zone_accept(ngx_http_influencers_zone_t *zone,
+    ngx_http_influencers_zone_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_zone_holder_e holder)
 {
     ngx_http_influencers_shctx_t  *sh;
 
@@ -1052,23 +1072,24 @@ ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "influencers zone \"%V\": finish: accepted, %s%s",
                    &zone->name, rec->keyed ? "keyed" : "no key",
-                   (rec->keyed && cache) ? ", cached" : "");
+                   (rec->keyed && holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS)
+                   ? ", cached" : "");
 
     if (!rec->keyed) {
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         return;
     }
 
     rec->deadline = ngx_current_msec + zone->ttl;
-    rec->expires = ngx_http_influencers_wall_ms() + zone->ttl;
-    acc->expires = (time_t) (rec->expires / 1000);
-    acc->expires_ms = rec->expires;
+    rec->expires = ngx_http_influencers_zone_wall_ms() + zone->ttl;
+    ticket->expires = (time_t) (rec->expires / 1000);
+    ticket->expires_ms = rec->expires;
 
-    if (cache) {
-        /* Redis holds it: here it is a cache entry, evictable */
+    if (holder == NGX_HTTP_INFLUENCERS_REDIS_HOLDS) {
+        /* here it is a cache entry, evictable */
         rec->cached = 1;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         return;
     }
@@ -1093,13 +1114,13 @@ ngx_http_influencers_accept(ngx_http_influencers_zone_t *zone,
  */
 
 static void
-ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_doubt(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     rec->state = NGX_HTTP_INFLUENCERS_IN_DOUBT;
     rec->in_doubt = 1;
     rec->deadline = ngx_current_msec + sh->ttl;
-    rec->expires = ngx_http_influencers_wall_ms() + sh->ttl;
+    rec->expires = ngx_http_influencers_zone_wall_ms() + sh->ttl;
 
     ngx_queue_insert_head(&sh->keyed, &rec->queue);
     sh->nkeyed++;
@@ -1119,13 +1140,13 @@ ngx_http_influencers_doubt(ngx_http_influencers_shctx_t *sh,
 
 void
 ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc)
+    ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1136,8 +1157,9 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
                    ? "" : ", its lease had run out");
 
     if (rec->state != NGX_HTTP_INFLUENCERS_FORWARDING
-        || rec->attempt != (u_char) acc->attempt
-        || ngx_memcmp(rec->job_id, acc->job_id, 16) != 0)
+        || rec->attempt != (u_char) ticket->attempt
+        || ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) != 0)
     {
         goto done;
     }
@@ -1145,13 +1167,13 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     ngx_queue_remove(&rec->queue);
     sh->ninflight--;
 
-    if (acc->resend) {
+    if (ticket->resend) {
         /* the key's job stays in doubt: Redis has the say, cached here */
-        ngx_http_influencers_doubt(sh, rec);
+        ngx_http_influencers_zone_doubt(sh, rec);
         ngx_queue_remove(&rec->queue);
         sh->nkeyed--;
         rec->cached = 1;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
         ngx_queue_insert_head(&sh->jobs, &rec->queue);
         goto done;
     }
@@ -1159,8 +1181,8 @@ ngx_http_influencers_zone_abandon(ngx_http_influencers_zone_t *zone,
     sh->counters.claims--;
     sh->counters.unclaimed++;
 
-    ngx_http_influencers_unkey(sh, rec);
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
 
     rec->state = NGX_HTTP_INFLUENCERS_FREE;
     ngx_queue_insert_head(&sh->free, &rec->queue);
@@ -1179,22 +1201,23 @@ done:
 
 void
 ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_entry_t *entry)
 {
     uint64_t                        now_ms;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
-    now_ms = ngx_http_influencers_wall_ms();
+    rec = ticket->record;
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     /* like an entry read from a file: never longer than the ttl now */
     entry->expires = ngx_min(entry->expires, now_ms + zone->ttl);
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (!acc->resend) {
+    if (!ticket->resend) {
         sh->counters.claims--;
         sh->counters.unclaimed++;
     }
@@ -1206,15 +1229,17 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
                    &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
-        && rec->attempt == (u_char) acc->attempt
-        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+        && rec->attempt == (u_char) ticket->attempt
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) == 0)
     {
         ngx_queue_remove(&rec->queue);
         sh->ninflight--;
-        ngx_http_influencers_unhold(sh, rec);
+        ngx_http_influencers_zone_unhold(sh, rec);
 
-        ngx_memcpy(rec->job_id, entry->job_id, 16);
-        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
+        ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         rec->retry_after = entry->retry_after;
         rec->expires = entry->expires;
         rec->deadline = ngx_current_msec
@@ -1228,11 +1253,12 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(acc->job_id, entry->job_id, 16);
-    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
-    acc->retry_after = entry->retry_after;
-    acc->expires = (time_t) (entry->expires / 1000);
-    acc->expires_ms = entry->expires;
+    ngx_memcpy(ticket->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ticket->retry_after = entry->retry_after;
+    ticket->expires = (time_t) (entry->expires / 1000);
+    ticket->expires_ms = entry->expires;
 }
 
 
@@ -1245,17 +1271,18 @@ ngx_http_influencers_zone_adopt(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc, ngx_http_influencers_entry_t *entry)
+    ngx_http_influencers_store_ticket_t *ticket,
+    ngx_http_influencers_entry_t *entry)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (!acc->resend) {
+    if (!ticket->resend) {
         sh->counters.claims--;
         sh->counters.unclaimed++;
         sh->counters.resends++;
@@ -1266,12 +1293,15 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
                    "taken over", &zone->name);
 
     if (rec->state == NGX_HTTP_INFLUENCERS_FORWARDING
-        && rec->attempt == (u_char) acc->attempt
-        && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0)
+        && rec->attempt == (u_char) ticket->attempt
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES) == 0)
     {
-        ngx_memcpy(rec->job_id, entry->job_id, 16);
-        ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
-        ngx_memcpy(rec->request_id, entry->request_id, 16);
+        ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->influencer_id, entry->influencer_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
+        ngx_memcpy(rec->request_id, entry->request_id,
+                   NGX_HTTP_INFLUENCERS_ID_BYTES);
         rec->gender = entry->gender;
         rec->age_range = entry->age_range;
         rec->retry_after = entry->retry_after;
@@ -1280,13 +1310,15 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
 
-    ngx_memcpy(acc->job_id, entry->job_id, 16);
-    ngx_memcpy(acc->influencer_id, entry->influencer_id, 16);
-    ngx_memcpy(acc->request_id, entry->request_id, 16);
-    acc->gender = entry->gender;
-    acc->age_range = entry->age_range;
-    acc->retry_after = entry->retry_after;
-    acc->resend = 1;
+    ngx_memcpy(ticket->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->request_id, entry->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ticket->gender = entry->gender;
+    ticket->age_range = entry->age_range;
+    ticket->retry_after = entry->retry_after;
+    ticket->resend = 1;
 }
 
 
@@ -1297,22 +1329,26 @@ ngx_http_influencers_zone_adopt_job(ngx_http_influencers_zone_t *zone,
 
 void
 ngx_http_influencers_zone_forget(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_accept_t *acc)
+    ngx_http_influencers_store_ticket_t *ticket)
 {
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    rec = acc->record;
+    rec = ticket->record;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (rec->cached && ngx_memcmp(rec->job_id, acc->job_id, 16) == 0) {
+    if (rec->cached
+        && ngx_memcmp(rec->job_id, ticket->job_id,
+                      NGX_HTTP_INFLUENCERS_ID_BYTES)
+           == 0)
+    {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "influencers zone \"%V\": cache entry forgotten",
                        &zone->name);
 
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
         rec->cached = 0;
     }
 
@@ -1621,7 +1657,7 @@ ngx_http_influencers_zone_owed(ngx_http_influencers_zone_t *zone,
     }
 
     now = ngx_current_msec;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1696,13 +1732,20 @@ ngx_http_influencers_zone_disown(ngx_http_influencers_zone_t *zone)
 }
 
 
-void
+ngx_int_t
 ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_stats_t *st)
 {
     ngx_http_influencers_shctx_t  *sh;
 
     sh = zone->sh;
+
+    if (sh == NULL) {
+        /* declared by name only, never made */
+        return NGX_DECLINED;
+    }
+
+    st->name = zone->name;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
@@ -1720,6 +1763,8 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
     st->redis_unsafe = sh->redis_unsafe;
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+
+    return NGX_OK;
 }
 
 
@@ -1732,8 +1777,8 @@ ngx_http_influencers_zone_stats(ngx_http_influencers_zone_t *zone,
  */
 
 static ngx_uint_t
-ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_msec_t now)
+ngx_http_influencers_zone_expire(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, ngx_msec_t now)
 {
     if (!ngx_http_influencers_after(now, rec->deadline)) {
         return 0;
@@ -1741,7 +1786,7 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
 
     if (rec->cached) {
         /* a cache entry stays where it is, evictable, without its key */
-        ngx_http_influencers_unkey(sh, rec);
+        ngx_http_influencers_zone_unkey(sh, rec);
         rec->cached = 0;
         return 1;
     }
@@ -1758,7 +1803,7 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
         sh->ninflight--;
 
         if (rec->keyed) {
-            ngx_http_influencers_doubt(sh, rec);
+            ngx_http_influencers_zone_doubt(sh, rec);
             return 1;
         }
 
@@ -1768,8 +1813,8 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
         sh->nkeyed--;
     }
 
-    ngx_http_influencers_unkey(sh, rec);
-    ngx_http_influencers_unhold(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
+    ngx_http_influencers_zone_unhold(sh, rec);
     ngx_queue_insert_head(&sh->jobs, &rec->queue);
 
     return 1;
@@ -1777,19 +1822,19 @@ ngx_http_influencers_expire(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unkey(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t                       *p, no;
-    ngx_http_influencers_record_t  *r;
+    ngx_http_influencers_zone_record_t  *r;
 
     if (!rec->keyed) {
         return;
     }
 
     no = ngx_http_influencers_record_no(sh, rec);
-    p = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
-                                                 sh->nbuckets)];
+    p = &sh->buckets[ngx_http_influencers_zone_bucket(sh, rec->key,
+                                                      sh->nbuckets)];
 
     while (*p != no) {
         r = ngx_http_influencers_record_at(sh, *p);
@@ -1802,17 +1847,17 @@ ngx_http_influencers_unkey(ngx_http_influencers_shctx_t *sh,
 }
 
 
-/* an org's count, found, or made when it takes its first record */
+/* an org's count: NULL while it holds no record */
 
 static ngx_http_influencers_org_t *
-ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
-    ngx_uint_t create)
+ngx_http_influencers_zone_org_find(ngx_http_influencers_shctx_t *sh,
+    uint64_t hash)
 {
     uint32_t                    *bucket, no;
     ngx_http_influencers_org_t  *org;
 
-    bucket = &sh->org_buckets[ngx_http_influencers_mix(sh, hash,
-                                                       sh->norg_buckets)];
+    bucket = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, hash,
+                                                            sh->norg_buckets)];
 
     for (no = *bucket; no; no = org->next) {
         org = &sh->org_counts[no - 1];
@@ -1822,9 +1867,27 @@ ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
         }
     }
 
-    if (!create) {
-        return NULL;
+    return NULL;
+}
+
+
+/* an org's count, found, or made when it takes its first record */
+
+static ngx_http_influencers_org_t *
+ngx_http_influencers_zone_org_add(ngx_http_influencers_shctx_t *sh,
+    uint64_t hash)
+{
+    uint32_t                    *bucket, no;
+    ngx_http_influencers_org_t  *org;
+
+    org = ngx_http_influencers_zone_org_find(sh, hash);
+
+    if (org) {
+        return org;
     }
+
+    bucket = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, hash,
+                                                            sh->norg_buckets)];
 
     if (sh->orgs_free) {
         no = sh->orgs_free;
@@ -1852,26 +1915,26 @@ ngx_http_influencers_org(ngx_http_influencers_shctx_t *sh, uint64_t hash,
 
 
 static void
-ngx_http_influencers_hold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, uint64_t hash)
+ngx_http_influencers_zone_hold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, uint64_t hash)
 {
     ngx_http_influencers_org_t  *org;
 
     /* an org count for every record is carved, so one is always there */
 
-    org = ngx_http_influencers_org(sh, hash, 1);
+    org = ngx_http_influencers_zone_org_add(sh, hash);
 
     if (org) {
         rec->org = ngx_http_influencers_org_no(sh, org);
         ngx_queue_insert_head(&org->held, &rec->org_queue);
-        ngx_http_influencers_org_count(sh, org, 1);
+        ngx_http_influencers_zone_org_count(sh, org, 1);
     }
 }
 
 
 static void
-ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_unhold(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t                    *p, no;
     ngx_http_influencers_org_t  *org;
@@ -1886,14 +1949,14 @@ ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
 
     rec->org = 0;
     ngx_queue_remove(&rec->org_queue);
-    ngx_http_influencers_org_count(sh, org, -1);
+    ngx_http_influencers_zone_org_count(sh, org, -1);
 
     if (org->nheld) {
         return;
     }
 
-    p = &sh->org_buckets[ngx_http_influencers_mix(sh, org->hash,
-                                                  sh->norg_buckets)];
+    p = &sh->org_buckets[ngx_http_influencers_zone_mix(sh, org->hash,
+                                                       sh->norg_buckets)];
 
     while (*p != no) {
         p = &sh->org_counts[*p - 1].next;
@@ -1912,7 +1975,7 @@ ngx_http_influencers_unhold(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_org_count(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_int_t delta)
 {
     ngx_uint_t  n;
@@ -1948,12 +2011,12 @@ ngx_http_influencers_org_count(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_expire_org(ngx_http_influencers_shctx_t *sh,
     ngx_http_influencers_org_t *org, ngx_msec_t now)
 {
     ngx_uint_t                      n;
     ngx_queue_t                    *q, *prev;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     q = ngx_queue_last(&org->held);
 
@@ -1963,9 +2026,9 @@ ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
          n++)
     {
         prev = ngx_queue_prev(q);
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, org_queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, org_queue);
 
-        if (ngx_http_influencers_expire(sh, rec, now) && org->nheld == 0) {
+        if (ngx_http_influencers_zone_expire(sh, rec, now) && org->nheld == 0) {
             /* the org's count went back to the free list with its last */
             return;
         }
@@ -1982,11 +2045,11 @@ ngx_http_influencers_expire_org(ngx_http_influencers_shctx_t *sh,
  */
 
 static void
-ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_expire_oldest(ngx_http_influencers_shctx_t *sh,
     ngx_msec_t now)
 {
     ngx_uint_t                      n;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     for (n = 0; n < NGX_HTTP_INFLUENCERS_EXPIRE_MAX; n++) {
         if (ngx_queue_empty(&sh->keyed)) {
@@ -1994,9 +2057,9 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
         }
 
         rec = ngx_queue_data(ngx_queue_last(&sh->keyed),
-                             ngx_http_influencers_record_t, queue);
+                             ngx_http_influencers_zone_record_t, queue);
 
-        if (!ngx_http_influencers_expire(sh, rec, now)) {
+        if (!ngx_http_influencers_zone_expire(sh, rec, now)) {
             break;
         }
     }
@@ -2007,9 +2070,9 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
         }
 
         rec = ngx_queue_data(ngx_queue_last(&sh->inflight),
-                             ngx_http_influencers_record_t, queue);
+                             ngx_http_influencers_zone_record_t, queue);
 
-        if (!ngx_http_influencers_expire(sh, rec, now)) {
+        if (!ngx_http_influencers_zone_expire(sh, rec, now)) {
             break;
         }
     }
@@ -2021,13 +2084,14 @@ ngx_http_influencers_expire_oldest(ngx_http_influencers_shctx_t *sh,
  * Unexpired idempotency entries and live leases are never taken.
  */
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_alloc(ngx_http_influencers_shctx_t *sh,
+                                ngx_msec_t now)
 {
     ngx_queue_t                    *q;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
-    rec = ngx_http_influencers_take_free(sh);
+    rec = ngx_http_influencers_zone_take_free(sh);
 
     if (rec) {
         return rec;
@@ -2041,9 +2105,9 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
      */
 
     if (ngx_queue_empty(&sh->jobs)) {
-        ngx_http_influencers_sweep(sh, &sh->keyed, &sh->swept_keyed, now);
-        ngx_http_influencers_sweep(sh, &sh->inflight, &sh->swept_inflight,
-                                   now);
+        ngx_http_influencers_zone_sweep(sh, &sh->keyed, &sh->swept_keyed, now);
+        ngx_http_influencers_zone_sweep(sh, &sh->inflight, &sh->swept_inflight,
+                                        now);
     }
 
     if (ngx_queue_empty(&sh->jobs)) {
@@ -2053,7 +2117,7 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
     q = ngx_queue_last(&sh->jobs);
     ngx_queue_remove(q);
 
-    rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+    rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                    "influencers zone: evicting job record %p%s", rec,
@@ -2061,25 +2125,25 @@ ngx_http_influencers_alloc(ngx_http_influencers_shctx_t *sh, ngx_msec_t now)
 
     /* an entry cached from Redis: Redis still has it */
 
-    ngx_http_influencers_unkey(sh, rec);
+    ngx_http_influencers_zone_unkey(sh, rec);
     rec->cached = 0;
 
     return rec;
 }
 
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_take_free(ngx_http_influencers_shctx_t *sh)
 {
     ngx_queue_t                    *q;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     if (!ngx_queue_empty(&sh->free)) {
         q = ngx_queue_head(&sh->free);
         ngx_queue_remove(q);
         sh->nfree--;
 
-        return ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        return ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
     }
 
     if (sh->fresh == sh->records) {
@@ -2087,7 +2151,7 @@ ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
     }
 
     rec = &sh->recs[sh->fresh++];
-    ngx_memzero(rec, sizeof(ngx_http_influencers_record_t));
+    ngx_memzero(rec, sizeof(ngx_http_influencers_zone_record_t));
     sh->nfree--;
 
     return rec;
@@ -2095,13 +2159,13 @@ ngx_http_influencers_take_free(ngx_http_influencers_shctx_t *sh)
 
 
 static void
-ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
-    ngx_queue_t *queue, ngx_http_influencers_record_t **cursor,
+ngx_http_influencers_zone_sweep(ngx_http_influencers_shctx_t *sh,
+    ngx_queue_t *queue, ngx_http_influencers_zone_record_t **cursor,
     ngx_msec_t now)
 {
     ngx_uint_t                      n;
     ngx_queue_t                    *q, *next;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     /* the cursor's record may have left the queue since: then the tail */
 
@@ -2113,7 +2177,7 @@ ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
      * newest records that expire first.
      */
 
-    q = (rec && ngx_http_influencers_in_queue(sh, rec, queue))
+    q = (rec && ngx_http_influencers_zone_in_queue(sh, rec, queue))
         ? &rec->queue : ngx_queue_head(queue);
 
     for (n = 0;
@@ -2121,19 +2185,20 @@ ngx_http_influencers_sweep(ngx_http_influencers_shctx_t *sh,
          n++)
     {
         next = ngx_queue_next(q);
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
-        (void) ngx_http_influencers_expire(sh, rec, now);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
+        (void) ngx_http_influencers_zone_expire(sh, rec, now);
         q = next;
     }
 
     *cursor = (q == ngx_queue_sentinel(queue))
-              ? NULL : ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+              ? NULL : ngx_queue_data(q, ngx_http_influencers_zone_record_t,
+                                      queue);
 }
 
 
 static ngx_uint_t
-ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_queue_t *queue)
+ngx_http_influencers_zone_in_queue(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec, ngx_queue_t *queue)
 {
     if (queue == &sh->inflight) {
         return rec->state == NGX_HTTP_INFLUENCERS_FORWARDING;
@@ -2146,17 +2211,20 @@ ngx_http_influencers_in_queue(ngx_http_influencers_shctx_t *sh,
 
 
 static void
-ngx_http_influencers_entry(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec, ngx_http_influencers_entry_t *entry)
+ngx_http_influencers_zone_entry(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec,
+        ngx_http_influencers_entry_t *entry)
 {
     ngx_memzero(entry, sizeof(ngx_http_influencers_entry_t));
 
     ngx_memcpy(entry->key, rec->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(entry->fingerprint, rec->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(entry->job_id, rec->job_id, 16);
-    ngx_memcpy(entry->influencer_id, rec->influencer_id, 16);
-    ngx_memcpy(entry->request_id, rec->request_id, 16);
+    ngx_memcpy(entry->job_id, rec->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->influencer_id, rec->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(entry->request_id, rec->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     entry->expires = rec->expires;
     entry->org_hash = rec->org
                       ? ngx_http_influencers_org_at(sh, rec->org)->hash : 0;
@@ -2184,10 +2252,10 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
     ngx_queue_t                    *q;
     ngx_http_influencers_entry_t    entry;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
     sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
     n = 0;
 
     ngx_shmtx_lock(&zone->shpool->mutex);
@@ -2196,13 +2264,13 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
          q != ngx_queue_sentinel(&sh->keyed);
          q = ngx_queue_next(q))
     {
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
         if (rec->expires <= now_ms) {
             continue;
         }
 
-        ngx_http_influencers_entry(sh, rec, &entry);
+        ngx_http_influencers_zone_entry(sh, rec, &entry);
         handler(&entry, data);
         n++;
     }
@@ -2211,13 +2279,13 @@ ngx_http_influencers_zone_each(ngx_http_influencers_zone_t *zone,
          q != ngx_queue_sentinel(&sh->inflight);
          q = ngx_queue_next(q))
     {
-        rec = ngx_queue_data(q, ngx_http_influencers_record_t, queue);
+        rec = ngx_queue_data(q, ngx_http_influencers_zone_record_t, queue);
 
         if (!rec->keyed || zone->redis) {
             continue;
         }
 
-        ngx_http_influencers_entry(sh, rec, &entry);
+        ngx_http_influencers_zone_entry(sh, rec, &entry);
         entry.expires = now_ms + sh->ttl;
         handler(&entry, data);
         n++;
@@ -2244,10 +2312,10 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     ngx_uint_t                      rc, share;
     ngx_http_influencers_org_t     *org;
     ngx_http_influencers_shctx_t   *sh;
-    ngx_http_influencers_record_t  *rec, *head;
+    ngx_http_influencers_zone_record_t  *rec, *head;
 
     sh = zone->sh;
-    now_ms = ngx_http_influencers_wall_ms();
+    now_ms = ngx_http_influencers_zone_wall_ms();
 
     if (entry->expires <= now_ms
         || ngx_http_influencers_zone_check(zone, entry) != NGX_OK)
@@ -2259,7 +2327,7 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    if (ngx_http_influencers_lookup(sh, entry->key) != NULL) {
+    if (ngx_http_influencers_zone_lookup(sh, entry->key) != NULL) {
         rc = NGX_HTTP_INFLUENCERS_DUPLICATE;
         goto done;
     }
@@ -2274,14 +2342,14 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     share = ngx_max(1, sh->records * zone->org_share / 100);
     share -= (share > 1) ? ngx_max(share / 10, 1) : 0;
 
-    org = ngx_http_influencers_org(sh, entry->org_hash, 0);
+    org = ngx_http_influencers_zone_org_find(sh, entry->org_hash);
 
     if (org && org->nheld >= share) {
         rc = NGX_HTTP_INFLUENCERS_OVER_SHARE;
         goto done;
     }
 
-    rec = ngx_http_influencers_take_free(sh);
+    rec = ngx_http_influencers_zone_take_free(sh);
 
     if (rec == NULL) {
         rc = NGX_HTTP_INFLUENCERS_NO_ROOM;
@@ -2291,9 +2359,11 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
     ngx_memcpy(rec->key, entry->key, NGX_HTTP_INFLUENCERS_DIGEST_LEN);
     ngx_memcpy(rec->fingerprint, entry->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(rec->job_id, entry->job_id, 16);
-    ngx_memcpy(rec->influencer_id, entry->influencer_id, 16);
-    ngx_memcpy(rec->request_id, entry->request_id, 16);
+    ngx_memcpy(rec->job_id, entry->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(rec->influencer_id, entry->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(rec->request_id, entry->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
     rec->retry_after = entry->retry_after;
     rec->gender = entry->gender;
     rec->age_range = entry->age_range;
@@ -2312,16 +2382,16 @@ ngx_http_influencers_zone_restore(ngx_http_influencers_zone_t *zone,
         rec->in_doubt = 1;
     }
 
-    ngx_http_influencers_index(sh, rec);
+    ngx_http_influencers_zone_index(sh, rec);
 
-    ngx_http_influencers_hold(sh, rec, entry->org_hash);
+    ngx_http_influencers_zone_hold(sh, rec, entry->org_hash);
 
     if (ngx_queue_empty(&sh->keyed)) {
         ngx_queue_insert_head(&sh->keyed, &rec->queue);
 
     } else {
         head = ngx_queue_data(ngx_queue_head(&sh->keyed),
-                              ngx_http_influencers_record_t, queue);
+                              ngx_http_influencers_zone_record_t, queue);
 
         if (ngx_http_influencers_after(rec->deadline, head->deadline)) {
             ngx_queue_insert_head(&sh->keyed, &rec->queue);
@@ -2402,7 +2472,7 @@ ngx_http_influencers_zone_room(ngx_http_influencers_zone_t *zone)
 /* FNV-1a: orgs are authenticated, so no one picks a name to collide */
 
 uint64_t
-ngx_http_influencers_org_hash(u_char *org, size_t len)
+ngx_http_influencers_zone_org_hash(u_char *org, size_t len)
 {
     uint64_t  h;
 
@@ -2428,7 +2498,7 @@ ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
     shm_zone = prev ? prev->shm_zone : NULL;
 
     do {
-        shm_zone = ngx_http_influencers_next_zone(cycle, shm_zone);
+        shm_zone = ngx_http_influencers_zone_next_zone(cycle, shm_zone);
     } while (shm_zone && shm_zone->data == NULL);
 
     return shm_zone ? shm_zone->data : NULL;
@@ -2436,7 +2506,7 @@ ngx_http_influencers_zone_next(ngx_cycle_t *cycle,
 
 
 static void
-ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
+ngx_http_influencers_zone_fill(ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_claim_t *claim)
 {
     if (claim->idem) {
@@ -2445,9 +2515,10 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
 
     ngx_memcpy(rec->fingerprint, claim->fingerprint,
                NGX_HTTP_INFLUENCERS_DIGEST_LEN);
-    ngx_memcpy(rec->request_id, claim->request_id, 16);
-    rec->gender = (u_char) claim->job->gender;
-    rec->age_range = (u_char) claim->job->age_range;
+    ngx_memcpy(rec->request_id, claim->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    rec->gender = (u_char) claim->gender;
+    rec->age_range = (u_char) claim->age_range;
     rec->body = claim->body;
     rec->keyed = 0;
     rec->cached = 0;
@@ -2460,23 +2531,25 @@ ngx_http_influencers_fill(ngx_http_influencers_record_t *rec,
  */
 
 static void
-ngx_http_influencers_answer(ngx_http_influencers_record_t *rec,
-    ngx_http_influencers_accept_t *acc)
+ngx_http_influencers_zone_answer(ngx_http_influencers_zone_record_t *rec,
+    ngx_http_influencers_store_ticket_t *ticket)
 {
-    ngx_memcpy(acc->job_id, rec->job_id, 16);
-    ngx_memcpy(acc->influencer_id, rec->influencer_id, 16);
-    ngx_memcpy(acc->request_id, rec->request_id, 16);
-    acc->gender = rec->gender;
-    acc->age_range = rec->age_range;
-    acc->retry_after = rec->retry_after;
-    acc->expires = (time_t) (rec->expires / 1000);
-    acc->expires_ms = rec->expires;
-    acc->record = rec;
+    ngx_memcpy(ticket->job_id, rec->job_id, NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->influencer_id, rec->influencer_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ngx_memcpy(ticket->request_id, rec->request_id,
+               NGX_HTTP_INFLUENCERS_ID_BYTES);
+    ticket->gender = rec->gender;
+    ticket->age_range = rec->age_range;
+    ticket->retry_after = rec->retry_after;
+    ticket->expires = (time_t) (rec->expires / 1000);
+    ticket->expires_ms = rec->expires;
+    ticket->record = rec;
 }
 
 
 uint64_t
-ngx_http_influencers_wall_ms(void)
+ngx_http_influencers_zone_wall_ms(void)
 {
     ngx_time_t  *tp;
 
@@ -2487,13 +2560,13 @@ ngx_http_influencers_wall_ms(void)
 
 
 static void
-ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
+ngx_http_influencers_zone_next_ulid(ngx_http_influencers_shctx_t *sh,
     u_char *random, u_char *out)
 {
     uint64_t    ms;
     ngx_int_t   i;
 
-    ms = ngx_http_influencers_wall_ms();
+    ms = ngx_http_influencers_zone_wall_ms();
 
     if (ms > sh->ulid_ms) {
         sh->ulid_ms = ms;
@@ -2524,13 +2597,13 @@ ngx_http_influencers_next_ulid(ngx_http_influencers_shctx_t *sh,
 }
 
 
-static ngx_http_influencers_record_t *
-ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
+static ngx_http_influencers_zone_record_t *
+ngx_http_influencers_zone_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 {
     uint32_t                        no;
-    ngx_http_influencers_record_t  *rec;
+    ngx_http_influencers_zone_record_t  *rec;
 
-    no = sh->buckets[ngx_http_influencers_bucket(sh, key, sh->nbuckets)];
+    no = sh->buckets[ngx_http_influencers_zone_bucket(sh, key, sh->nbuckets)];
 
     while (no) {
         rec = ngx_http_influencers_record_at(sh, no);
@@ -2547,13 +2620,13 @@ ngx_http_influencers_lookup(ngx_http_influencers_shctx_t *sh, u_char *key)
 
 
 static void
-ngx_http_influencers_index(ngx_http_influencers_shctx_t *sh,
-    ngx_http_influencers_record_t *rec)
+ngx_http_influencers_zone_index(ngx_http_influencers_shctx_t *sh,
+    ngx_http_influencers_zone_record_t *rec)
 {
     uint32_t  *bucket;
 
-    bucket = &sh->buckets[ngx_http_influencers_bucket(sh, rec->key,
-                                                      sh->nbuckets)];
+    bucket = &sh->buckets[ngx_http_influencers_zone_bucket(sh, rec->key,
+                                                           sh->nbuckets)];
     rec->next = *bucket;
     *bucket = ngx_http_influencers_record_no(sh, rec);
     rec->keyed = 1;
@@ -2578,9 +2651,9 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
         return NGX_CONF_OK;
     }
 
-    for (shm_zone = ngx_http_influencers_next_zone(old, NULL);
+    for (shm_zone = ngx_http_influencers_zone_next_zone(old, NULL);
          shm_zone;
-         shm_zone = ngx_http_influencers_next_zone(old, shm_zone))
+         shm_zone = ngx_http_influencers_zone_next_zone(old, shm_zone))
     {
         if (shm_zone->shm.name.len == name->len
             && ngx_strncmp(shm_zone->shm.name.data, name->data, name->len)
@@ -2604,7 +2677,7 @@ ngx_http_influencers_zone_check_reload(ngx_conf_t *cf, ngx_str_t *name,
 /* the influencers zones of a cycle, one after another: NULL starts */
 
 static ngx_shm_zone_t *
-ngx_http_influencers_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
+ngx_http_influencers_zone_next_zone(ngx_cycle_t *cycle, ngx_shm_zone_t *prev)
 {
     ngx_uint_t        i, seen;
     ngx_list_part_t  *part;

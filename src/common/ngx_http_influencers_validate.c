@@ -80,54 +80,62 @@ static const char *const  ngx_http_influencers_not_string[] = {
 };
 
 
-static void *ngx_http_influencers_body_grow(void *old, size_t old_size,
+static void *ngx_http_influencers_validate_body_grow(void *old, size_t old_size,
     size_t size);
-static void ngx_http_influencers_body_release(void *p);
-static int ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
-    const char *field, const char *message);
-static int ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
-    json_error_t *err);
-static int ngx_http_influencers_load_zeroed(const u_char *p, size_t len,
-    json_t **root, json_error_t *err);
-static size_t ngx_http_influencers_skip_number(const u_char *p, size_t i,
-    size_t len);
-static size_t ngx_http_influencers_skip_digits(const u_char *p, size_t i,
-    size_t len);
-static const char *ngx_http_influencers_type_error(json_t *v,
+static void ngx_http_influencers_validate_body_release(void *p);
+static int ngx_http_influencers_validate_add_error(
+    ngx_http_influencers_body_t *b, const char *field, const char *message);
+static int ngx_http_influencers_validate_json_error(
+    ngx_http_influencers_body_t *b, json_error_t *err);
+static int ngx_http_influencers_validate_load_zeroed(
+    const u_char *p, size_t len, json_t **root, json_error_t *err);
+static size_t ngx_http_influencers_validate_skip_number(
+    const u_char *p, size_t i, size_t len);
+static size_t ngx_http_influencers_validate_skip_digits(
+    const u_char *p, size_t i, size_t len);
+static const char *ngx_http_influencers_validate_type_error(json_t *v,
     const char *const *messages);
-static int ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b);
-static int ngx_http_influencers_error_by_field(const void *a,
-    const void *b);
-static int ngx_http_influencers_error_by_order(const void *a,
-    const void *b);
-static json_t *ngx_http_influencers_errors_json(
+static int ngx_http_influencers_validate_group_errors(
     ngx_http_influencers_body_t *b);
-static u_char *ngx_http_influencers_error_message(u_char *p,
+static int ngx_http_influencers_validate_error_by_field(const void *a,
+    const void *b);
+static int ngx_http_influencers_validate_error_by_order(const void *a,
+    const void *b);
+static json_t *ngx_http_influencers_validate_errors_json(
+    ngx_http_influencers_body_t *b);
+static u_char *ngx_http_influencers_validate_error_message(u_char *p,
     const ngx_http_influencers_body_error_t *e);
-static int ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
-    const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
-    const char *message, unsigned int *out);
-static int ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b,
-    json_t *v);
-static int ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
-    const char *key, json_t *v);
-static size_t ngx_http_influencers_skip_ws(const u_char *p, size_t i,
+static int ngx_http_influencers_validate_check_enum(
+    ngx_http_influencers_body_t *b, const char *field, json_t *v,
+    const ngx_http_influencers_enum_t *table, const char *message,
+    unsigned int *out);
+static int ngx_http_influencers_validate_check_prompt(
+    ngx_http_influencers_body_t *b, json_t *v);
+static int ngx_http_influencers_validate_check_field(
+    ngx_http_influencers_body_t *b, const char *key, json_t *v);
+static size_t ngx_http_influencers_validate_skip_ws(const u_char *p, size_t i,
     size_t len);
-static size_t ngx_http_influencers_skip_string(const u_char *p, size_t i,
-    size_t len);
-static size_t ngx_http_influencers_skip_value(const u_char *p, size_t i,
-    size_t len);
-static int ngx_http_influencers_check_duplicates(
+static size_t ngx_http_influencers_validate_skip_string(
+    const u_char *p, size_t i, size_t len);
+static size_t ngx_http_influencers_validate_skip_value(
+    const u_char *p, size_t i, size_t len);
+static int ngx_http_influencers_validate_check_duplicates(
     ngx_http_influencers_body_t *b, const u_char *p, size_t len);
-static size_t ngx_http_influencers_depth(const u_char *p, size_t len);
-static int ngx_http_influencers_hex(u_char c);
+static size_t ngx_http_influencers_validate_depth(const u_char *p, size_t len);
 
 
-int
-ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
+/* a problem recorded (INVALID), or no memory to record it (NO_MEMORY) */
+
+#define ngx_http_influencers_body_refused(failed)                            \
+    ((failed) ? NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY                           \
+              : NGX_HTTP_INFLUENCERS_BODY_INVALID)
+
+
+ngx_http_influencers_body_rc_e
+ngx_http_influencers_validate_body_check(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int           nested, dups;
+    int           nested, dups, failed;
     const char   *key;
     json_t       *root, *v;
     json_error_t  err;
@@ -135,13 +143,13 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     memset(b, 0, sizeof(ngx_http_influencers_body_t));
 
     if (len == 0) {
-        return 0;
+        return NGX_HTTP_INFLUENCERS_BODY_VALID;
     }
 
     if (len >= 3 && p[0] == 0xef && p[1] == 0xbb && p[2] == 0xbf) {
-        return ngx_http_influencers_add_error(b, NULL,
-                                              "Byte-order mark is not allowed.")
-               ? -1 : 1;
+        failed = ngx_http_influencers_validate_add_error(b, NULL,
+                                          "Byte-order mark is not allowed.");
+        return ngx_http_influencers_body_refused(failed);
     }
 
     /*
@@ -168,26 +176,30 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
         /* parsed again with no check for duplicates: scanned for them */
         dups = 1;
 
-        if (ngx_http_influencers_load_zeroed(p, len, &root, &err) != 0) {
-            return -1;
+        if (ngx_http_influencers_validate_load_zeroed(p, len, &root,
+                                                      &err) != 0) {
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
     if (root == NULL) {
-        return ngx_http_influencers_json_error(b, &err) ? -1 : 1;
+        failed = ngx_http_influencers_validate_json_error(b, &err);
+        return ngx_http_influencers_body_refused(failed);
     }
 
     if (!json_is_object(root)) {
-        key = ngx_http_influencers_type_error(root,
-                                              ngx_http_influencers_not_object);
+        key = ngx_http_influencers_validate_type_error(root,
+            ngx_http_influencers_not_object);
         json_decref(root);
-        return ngx_http_influencers_add_error(b, NULL, key) ? -1 : 1;
+        failed = ngx_http_influencers_validate_add_error(b, NULL, key);
+        return ngx_http_influencers_body_refused(failed);
     }
 
     b->root = root;
 
-    if (dups && ngx_http_influencers_check_duplicates(b, p, len) != 0) {
-        return -1;
+    if (dups && ngx_http_influencers_validate_check_duplicates(b, p,
+                                                               len) != 0) {
+        return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
 
     nested = 0;
@@ -195,8 +207,8 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
     json_object_foreach(root, key, v) {
         nested |= json_is_object(v) || json_is_array(v);
 
-        if (ngx_http_influencers_check_field(b, key, v) != 0) {
-            return -1;
+        if (ngx_http_influencers_validate_check_field(b, key, v) != 0) {
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
@@ -208,32 +220,37 @@ ngx_http_influencers_body_check(ngx_http_influencers_body_t *b,
      */
 
     if (nested
-        && ngx_http_influencers_depth(p, len) > NGX_HTTP_INFLUENCERS_MAX_DEPTH
-        && ngx_http_influencers_add_error(b, NULL, "Nesting too deep.") != 0)
+        && ngx_http_influencers_validate_depth(p, len)
+           > NGX_HTTP_INFLUENCERS_MAX_DEPTH
+        && ngx_http_influencers_validate_add_error(b, NULL,
+                                                   "Nesting too deep.")
+           != 0)
     {
-        return -1;
+        return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
     }
 
     if (b->nerrs == 0) {
-        return 0;
+        return NGX_HTTP_INFLUENCERS_BODY_VALID;
     }
 
-    return ngx_http_influencers_group_errors(b) ? -1 : 1;
+    failed = ngx_http_influencers_validate_group_errors(b);
+
+    return ngx_http_influencers_body_refused(failed);
 }
 
 
-int
-ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
+ngx_http_influencers_body_rc_e
+ngx_http_influencers_validate_body_parse(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
-    int  rc;
+    ngx_http_influencers_body_rc_e  rc;
 
-    rc = ngx_http_influencers_body_check(b, p, len);
+    rc = ngx_http_influencers_validate_body_check(b, p, len);
 
-    if (rc == 1) {
-        b->errors = ngx_http_influencers_errors_json(b);
+    if (rc == NGX_HTTP_INFLUENCERS_BODY_INVALID) {
+        b->errors = ngx_http_influencers_validate_errors_json(b);
         if (b->errors == NULL) {
-            return -1;
+            return NGX_HTTP_INFLUENCERS_BODY_NO_MEMORY;
         }
     }
 
@@ -242,7 +259,7 @@ ngx_http_influencers_body_parse(ngx_http_influencers_body_t *b,
 
 
 void
-ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_body_free(ngx_http_influencers_body_t *b)
 {
     if (b->root) {
         json_decref(b->root);
@@ -254,12 +271,12 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
         b->errors = NULL;
     }
 
-    ngx_http_influencers_body_release(b->errs);
+    ngx_http_influencers_validate_body_release(b->errs);
     b->errs = NULL;
     b->nerrs = 0;
     b->nalloc = 0;
 
-    ngx_http_influencers_body_release(b->names);
+    ngx_http_influencers_validate_body_release(b->names);
     b->names = NULL;
     b->names_len = 0;
     b->names_alloc = 0;
@@ -275,8 +292,8 @@ ngx_http_influencers_body_free(ngx_http_influencers_body_t *b)
  */
 
 size_t
-ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
-    u_char *out)
+ngx_http_influencers_validate_body_canonical(
+    const ngx_http_influencers_body_t *b, u_char *out)
 {
     u_char                             *p;
     const ngx_http_influencers_enum_t  *e;
@@ -317,20 +334,20 @@ ngx_http_influencers_body_canonical(const ngx_http_influencers_body_t *b,
 
 
 static int
-ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_field(ngx_http_influencers_body_t *b,
     const char *key, json_t *v)
 {
     const ngx_http_influencers_banned_t  *ban;
 
     if (strcmp(key, "gender") == 0) {
-        return ngx_http_influencers_check_enum(b, key, v,
+        return ngx_http_influencers_validate_check_enum(b, key, v,
                    ngx_http_influencers_genders,
                    "Invalid enum value. Expected 'male' | 'female' | "
                    "'non_binary'", &b->gender);
     }
 
     if (strcmp(key, "ageRange") == 0) {
-        return ngx_http_influencers_check_enum(b, key, v,
+        return ngx_http_influencers_validate_check_enum(b, key, v,
                    ngx_http_influencers_age_ranges,
                    "Invalid enum value. Expected 'teen' | 'young_adult' | "
                    "'adult' | 'mid_adult' | 'mature' | 'senior'",
@@ -338,37 +355,37 @@ ngx_http_influencers_check_field(ngx_http_influencers_body_t *b,
     }
 
     if (strcmp(key, "prompt") == 0) {
-        return ngx_http_influencers_check_prompt(b, v);
+        return ngx_http_influencers_validate_check_prompt(b, v);
     }
 
     for (ban = ngx_http_influencers_banned; ban->key; ban++) {
         if (strcmp(key, ban->key) == 0) {
-            return ngx_http_influencers_add_error(b, key, ban->message);
+            return ngx_http_influencers_validate_add_error(b, key,
+                                                           ban->message);
         }
     }
 
-    return ngx_http_influencers_add_error(b, key, "Unrecognized key.");
+    return ngx_http_influencers_validate_add_error(b, key, "Unrecognized key.");
 }
 
 
 static int
-ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_enum(ngx_http_influencers_body_t *b,
     const char *field, json_t *v, const ngx_http_influencers_enum_t *table,
     const char *message, unsigned int *out)
 {
     unsigned int  i;
 
     if (!json_is_string(v)) {
-        return ngx_http_influencers_add_error(b, field,
-                   ngx_http_influencers_type_error(v,
+        return ngx_http_influencers_validate_add_error(b, field,
+                   ngx_http_influencers_validate_type_error(v,
                                              ngx_http_influencers_not_string));
     }
 
-    i = ngx_http_influencers_enum_find(table,
-                                       (const u_char *) json_string_value(v),
-                                       json_string_length(v));
+    i = ngx_http_influencers_validate_enum_find(table,
+        (const u_char *) json_string_value(v), json_string_length(v));
     if (i == 0) {
-        return ngx_http_influencers_add_error(b, field, message);
+        return ngx_http_influencers_validate_add_error(b, field, message);
     }
 
     *out = i;
@@ -378,14 +395,15 @@ ngx_http_influencers_check_enum(ngx_http_influencers_body_t *b,
 
 
 static int
-ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
+ngx_http_influencers_validate_check_prompt(ngx_http_influencers_body_t *b,
+                                           json_t *v)
 {
     size_t         i, len, chars;
     const u_char  *p;
 
     if (!json_is_string(v)) {
-        return ngx_http_influencers_add_error(b, "prompt",
-                   ngx_http_influencers_type_error(v,
+        return ngx_http_influencers_validate_add_error(b, "prompt",
+                   ngx_http_influencers_validate_type_error(v,
                                              ngx_http_influencers_not_string));
     }
 
@@ -403,12 +421,12 @@ ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
     }
 
     if (chars < 1) {
-        return ngx_http_influencers_add_error(b, "prompt",
+        return ngx_http_influencers_validate_add_error(b, "prompt",
                                "String must contain at least 1 character(s)");
     }
 
     if (chars > NGX_HTTP_INFLUENCERS_PROMPT_MAX_CHARS) {
-        return ngx_http_influencers_add_error(b, "prompt",
+        return ngx_http_influencers_validate_add_error(b, "prompt",
                                "String must contain at most 60 character(s)");
     }
 
@@ -420,8 +438,8 @@ ngx_http_influencers_check_prompt(ngx_http_influencers_body_t *b, json_t *v)
 
 
 unsigned int
-ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
-    const u_char *p, size_t len)
+ngx_http_influencers_validate_enum_find(
+    const ngx_http_influencers_enum_t *table, const u_char *p, size_t len)
 {
     unsigned int  i;
 
@@ -438,12 +456,13 @@ ngx_http_influencers_enum_find(const ngx_http_influencers_enum_t *table,
 /*
  * What the validation allocates comes from jansson's allocation functions,
  * as the body's objects do: in the module, the request's pool (see
- * ngx_http_influencers_json.c), so a request never calls malloc() itself;
- * built alone, for the unit tests and the fuzzers, malloc().
+ * src/http/ngx_http_influencers_jansson.c), so a request never calls
+ * malloc() itself; built alone, for the unit tests and the fuzzers,
+ * malloc().
  */
 
 static void *
-ngx_http_influencers_body_grow(void *old, size_t old_size, size_t size)
+ngx_http_influencers_validate_body_grow(void *old, size_t old_size, size_t size)
 {
     void           *p;
     json_free_t     f;
@@ -466,7 +485,7 @@ ngx_http_influencers_body_grow(void *old, size_t old_size, size_t size)
 
 
 static void
-ngx_http_influencers_body_release(void *p)
+ngx_http_influencers_validate_body_release(void *p)
 {
     json_free_t     f;
     json_malloc_t   m;
@@ -485,7 +504,7 @@ ngx_http_influencers_body_release(void *p)
  */
 
 static int
-ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_add_error(ngx_http_influencers_body_t *b,
     const char *field, const char *message)
 {
     size_t                              n, size;
@@ -495,7 +514,7 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
     if (b->nerrs == b->nalloc) {
         n = b->nalloc ? 2 * b->nalloc : 4;
 
-        p = ngx_http_influencers_body_grow(b->errs,
+        p = ngx_http_influencers_validate_body_grow(b->errs,
                 b->nalloc * sizeof(ngx_http_influencers_body_error_t),
                 n * sizeof(ngx_http_influencers_body_error_t));
         if (p == NULL) {
@@ -525,7 +544,8 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
                 size *= 2;
             }
 
-            p = ngx_http_influencers_body_grow(b->names, b->names_len, size);
+            p = ngx_http_influencers_validate_body_grow(b->names, b->names_len,
+                                                        size);
             if (p == NULL) {
                 return -1;
             }
@@ -555,7 +575,7 @@ ngx_http_influencers_add_error(ngx_http_influencers_body_t *b,
  */
 
 static int
-ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_group_errors(ngx_http_influencers_body_t *b)
 {
     size_t                              i, first;
     ngx_http_influencers_body_error_t  *e;
@@ -573,7 +593,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
     }
 
     qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
-          ngx_http_influencers_error_by_field);
+          ngx_http_influencers_validate_error_by_field);
 
     first = 0;
 
@@ -595,7 +615,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
     }
 
     qsort(b->errs, b->nerrs, sizeof(ngx_http_influencers_body_error_t),
-          ngx_http_influencers_error_by_order);
+          ngx_http_influencers_validate_error_by_order);
 
     return 0;
 }
@@ -604,7 +624,7 @@ ngx_http_influencers_group_errors(ngx_http_influencers_body_t *b)
 /* formErrors first, then by field, each field's in the order found */
 
 static int
-ngx_http_influencers_error_by_field(const void *a, const void *b)
+ngx_http_influencers_validate_error_by_field(const void *a, const void *b)
 {
     int                                       rc;
     size_t                                    n;
@@ -638,7 +658,7 @@ ngx_http_influencers_error_by_field(const void *a, const void *b)
 /* formErrors first, then fields by their first problem */
 
 static int
-ngx_http_influencers_error_by_order(const void *a, const void *b)
+ngx_http_influencers_validate_error_by_order(const void *a, const void *b)
 {
     const ngx_http_influencers_body_error_t  *x, *y;
 
@@ -659,7 +679,8 @@ ngx_http_influencers_error_by_order(const void *a, const void *b)
 
 
 size_t
-ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_body_errors_len(
+    const ngx_http_influencers_body_t *b)
 {
     size_t                                    i, len;
     const ngx_http_influencers_body_error_t  *e;
@@ -677,7 +698,7 @@ ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
 
         len += 2 + 2 + strlen(e->message);
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             len += 3 + ngx_http_influencers_json_str_len(e->field,
                                                          e->field_len);
         }
@@ -688,7 +709,7 @@ ngx_http_influencers_body_errors_len(const ngx_http_influencers_body_t *b)
 
 
 u_char *
-ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_body_errors(const ngx_http_influencers_body_t *b,
     u_char *p)
 {
     size_t                                    i, fields;
@@ -701,7 +722,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
             *p++ = ',';
         }
 
-        p = ngx_http_influencers_error_message(p, &b->errs[i]);
+        p = ngx_http_influencers_validate_error_message(p, &b->errs[i]);
     }
 
     p = ngx_http_influencers_json_lit(p, "],\"fieldErrors\":{");
@@ -709,7 +730,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
     for (fields = 0; i < b->nerrs; i++) {
         e = &b->errs[i];
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             if (fields++) {
                 p = ngx_http_influencers_json_lit(p, "],");
             }
@@ -721,7 +742,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
             *p++ = ',';
         }
 
-        p = ngx_http_influencers_error_message(p, e);
+        p = ngx_http_influencers_validate_error_message(p, e);
     }
 
     if (fields) {
@@ -735,7 +756,7 @@ ngx_http_influencers_body_errors(const ngx_http_influencers_body_t *b,
 /* a message: one of this file's constants, none of which needs escaping */
 
 static u_char *
-ngx_http_influencers_error_message(u_char *p,
+ngx_http_influencers_validate_error_message(u_char *p,
     const ngx_http_influencers_body_error_t *e)
 {
     *p++ = '"';
@@ -749,7 +770,7 @@ ngx_http_influencers_error_message(u_char *p,
 /* {"formErrors":[...],"fieldErrors":{...}} as a jansson object */
 
 static json_t *
-ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
+ngx_http_influencers_validate_errors_json(ngx_http_influencers_body_t *b)
 {
     size_t                              i;
     json_t                             *errors, *form, *fields, *list;
@@ -778,7 +799,7 @@ ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
     for (i = 0; i < b->nerrs; i++) {
         e = &b->errs[i];
 
-        if (ngx_http_influencers_body_error_opens(b, i)) {
+        if (ngx_http_influencers_validate_body_error_opens(b, i)) {
             list = json_array();
 
             if (list == NULL
@@ -801,7 +822,7 @@ ngx_http_influencers_errors_json(ngx_http_influencers_body_t *b)
 
 
 static int
-ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_json_error(ngx_http_influencers_body_t *b,
     json_error_t *err)
 {
     const char  *message;
@@ -826,7 +847,7 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
                   ? "Invalid Unicode escape." : "Invalid JSON.";
     }
 
-    return ngx_http_influencers_add_error(b, NULL, message);
+    return ngx_http_influencers_validate_add_error(b, NULL, message);
 }
 
 
@@ -854,13 +875,14 @@ ngx_http_influencers_json_error(ngx_http_influencers_body_t *b,
  */
 
 static int
-ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
+ngx_http_influencers_validate_load_zeroed(const u_char *p, size_t len,
+                                          json_t **root,
     json_error_t *err)
 {
     size_t   i, end;
     u_char  *q;
 
-    q = ngx_http_influencers_body_grow(NULL, 0, len ? len : 1);
+    q = ngx_http_influencers_validate_body_grow(NULL, 0, len ? len : 1);
     if (q == NULL) {
         return -1;
     }
@@ -872,7 +894,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
     while (i < len) {
 
         if (q[i] == '"') {
-            i = ngx_http_influencers_skip_string(q, i, len);
+            i = ngx_http_influencers_validate_skip_string(q, i, len);
             continue;
         }
 
@@ -881,7 +903,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
             continue;
         }
 
-        end = ngx_http_influencers_skip_number(q, i, len);
+        end = ngx_http_influencers_validate_skip_number(q, i, len);
 
         if (end == i) {
             i++;
@@ -901,7 +923,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
 
     *root = json_loadb((const char *) q, len, JSON_DECODE_ANY, err);
 
-    ngx_http_influencers_body_release(q);
+    ngx_http_influencers_validate_body_release(q);
 
     return 0;
 }
@@ -913,7 +935,7 @@ ngx_http_influencers_load_zeroed(const u_char *p, size_t len, json_t **root,
  */
 
 static size_t
-ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_number(const u_char *p, size_t i, size_t len)
 {
     size_t  j, k;
 
@@ -927,7 +949,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
         j++;
 
     } else {
-        k = ngx_http_influencers_skip_digits(p, j, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j, len);
         if (k == j) {
             return i;
         }
@@ -936,7 +958,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
     }
 
     if (j < len && p[j] == '.') {
-        k = ngx_http_influencers_skip_digits(p, j + 1, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j + 1, len);
         if (k == j + 1) {
             return i;
         }
@@ -951,7 +973,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
             j++;
         }
 
-        k = ngx_http_influencers_skip_digits(p, j, len);
+        k = ngx_http_influencers_validate_skip_digits(p, j, len);
         if (k == j) {
             return i;
         }
@@ -964,7 +986,7 @@ ngx_http_influencers_skip_number(const u_char *p, size_t i, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_digits(const u_char *p, size_t i, size_t len)
 {
     while (i < len && p[i] >= '0' && p[i] <= '9') {
         i++;
@@ -975,7 +997,7 @@ ngx_http_influencers_skip_digits(const u_char *p, size_t i, size_t len)
 
 
 static const char *
-ngx_http_influencers_type_error(json_t *v, const char *const *messages)
+ngx_http_influencers_validate_type_error(json_t *v, const char *const *messages)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -1005,7 +1027,7 @@ ngx_http_influencers_type_error(json_t *v, const char *const *messages)
  */
 
 static int
-ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
+ngx_http_influencers_validate_check_duplicates(ngx_http_influencers_body_t *b,
     const u_char *p, size_t len)
 {
     int      rc;
@@ -1019,17 +1041,17 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
     for (decode = 0; decode < 2; decode++) {
 
         n = 0;
-        i = ngx_http_influencers_skip_ws(p, 0, len) + 1;
+        i = ngx_http_influencers_validate_skip_ws(p, 0, len) + 1;
 
         for ( ;; ) {
-            i = ngx_http_influencers_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
 
             if (i >= len || p[i] != '"') {
                 break;
             }
 
             start = i;
-            i = ngx_http_influencers_skip_string(p, i, len);
+            i = ngx_http_influencers_validate_skip_string(p, i, len);
             n++;
 
             if (decode) {
@@ -1047,9 +1069,8 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
                 } else if (json_object_get(seen, json_string_value(key))
                            == json_true())
                 {
-                    rc = ngx_http_influencers_add_error(b,
-                                                        json_string_value(key),
-                                                        "Duplicate key.");
+                    rc = ngx_http_influencers_validate_add_error(b,
+                        json_string_value(key), "Duplicate key.");
                     if (rc == 0) {
                         rc = json_object_set_new(seen, json_string_value(key),
                                                  json_false());
@@ -1064,10 +1085,11 @@ ngx_http_influencers_check_duplicates(ngx_http_influencers_body_t *b,
                 }
             }
 
-            i = ngx_http_influencers_skip_ws(p, i, len) + 1;   /* ':' */
-            i = ngx_http_influencers_skip_ws(p, i, len);
-            i = ngx_http_influencers_skip_value(p, i, len);
-            i = ngx_http_influencers_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i,
+                                                      len) + 1;   /* ':' */
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
+            i = ngx_http_influencers_validate_skip_value(p, i, len);
+            i = ngx_http_influencers_validate_skip_ws(p, i, len);
 
             if (i >= len || p[i] != ',') {
                 break;
@@ -1099,7 +1121,7 @@ done:
 /* the deepest nesting of a well-formed document */
 
 static size_t
-ngx_http_influencers_depth(const u_char *p, size_t len)
+ngx_http_influencers_validate_depth(const u_char *p, size_t len)
 {
     size_t  i, depth, max;
 
@@ -1111,7 +1133,7 @@ ngx_http_influencers_depth(const u_char *p, size_t len)
         switch (p[i]) {
 
         case '"':
-            i = ngx_http_influencers_skip_string(p, i, len) - 1;
+            i = ngx_http_influencers_validate_skip_string(p, i, len) - 1;
             break;
 
         case '{':
@@ -1133,7 +1155,7 @@ ngx_http_influencers_depth(const u_char *p, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_ws(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_ws(const u_char *p, size_t i, size_t len)
 {
     while (i < len
            && (p[i] == ' ' || p[i] == '\t' || p[i] == '\r' || p[i] == '\n'))
@@ -1148,7 +1170,7 @@ ngx_http_influencers_skip_ws(const u_char *p, size_t i, size_t len)
 /* i is at the opening quote; returns the position after the closing one */
 
 static size_t
-ngx_http_influencers_skip_string(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_string(const u_char *p, size_t i, size_t len)
 {
     for (i++; i < len && p[i] != '"'; i++) {
         if (p[i] == '\\') {
@@ -1161,7 +1183,7 @@ ngx_http_influencers_skip_string(const u_char *p, size_t i, size_t len)
 
 
 static size_t
-ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
+ngx_http_influencers_validate_skip_value(const u_char *p, size_t i, size_t len)
 {
     size_t  depth;
 
@@ -1172,7 +1194,7 @@ ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
         switch (p[i]) {
 
         case '"':
-            i = ngx_http_influencers_skip_string(p, i, len);
+            i = ngx_http_influencers_validate_skip_string(p, i, len);
             if (depth == 0) {
                 return i;
             }
@@ -1214,13 +1236,14 @@ ngx_http_influencers_skip_value(const u_char *p, size_t i, size_t len)
 
 /* where each byte's two hex digits start in 8-4-4-4-12 */
 
-static const u_char  ngx_http_influencers_uuid_pos[16] = {
+static const u_char
+    ngx_http_influencers_uuid_pos[NGX_HTTP_INFLUENCERS_UUID_BYTES] = {
     0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34
 };
 
 
-static int
-ngx_http_influencers_hex(u_char c)
+int
+ngx_http_influencers_validate_hex_digit(u_char c)
 {
     if ((unsigned int) (c - '0') < 10) {
         return c - '0';
@@ -1237,10 +1260,12 @@ ngx_http_influencers_hex(u_char c)
 
 
 int
-ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
+ngx_http_influencers_validate_parse_uuid(const u_char *p, size_t len,
+                                         u_char *out)
 {
-    int     hi, lo;
-    size_t  i;
+    int            hi, lo;
+    size_t         i;
+    const u_char  *d;
 
     if (len != NGX_HTTP_INFLUENCERS_UUID_LEN
         || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-')
@@ -1248,9 +1273,10 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
         return -1;
     }
 
-    for (i = 0; i < 16; i++) {
-        hi = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i]]);
-        lo = ngx_http_influencers_hex(p[ngx_http_influencers_uuid_pos[i] + 1]);
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_UUID_BYTES; i++) {
+        d = p + ngx_http_influencers_uuid_pos[i];
+        hi = ngx_http_influencers_validate_hex_digit(d[0]);
+        lo = ngx_http_influencers_validate_hex_digit(d[1]);
 
         if ((hi | lo) < 0) {
             return -1;
@@ -1264,7 +1290,7 @@ ngx_http_influencers_parse_uuid(const u_char *p, size_t len, u_char *out)
 
 
 void
-ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
+ngx_http_influencers_validate_format_uuid(const u_char *id, u_char *out)
 {
     size_t             i;
     u_char            *q;
@@ -1275,7 +1301,7 @@ ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
     out[18] = '-';
     out[23] = '-';
 
-    for (i = 0; i < 16; i++) {
+    for (i = 0; i < NGX_HTTP_INFLUENCERS_UUID_BYTES; i++) {
         q = out + ngx_http_influencers_uuid_pos[i];
         q[0] = hex[id[i] >> 4];
         q[1] = hex[id[i] & 0xf];
@@ -1284,7 +1310,7 @@ ngx_http_influencers_format_uuid(const u_char *id, u_char *out)
 
 
 ssize_t
-ngx_http_influencers_parse_idempotency_key(const u_char *p, size_t len,
+ngx_http_influencers_validate_parse_idempotency_key(const u_char *p, size_t len,
     u_char *out)
 {
     size_t  i, n;
@@ -1346,7 +1372,7 @@ ngx_http_influencers_parse_idempotency_key(const u_char *p, size_t len,
 
 
 int
-ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
+ngx_http_influencers_validate_parse_bearer(const u_char *p, size_t len,
     const u_char **key, size_t *key_len)
 {
     size_t  i;
@@ -1375,7 +1401,7 @@ ngx_http_influencers_parse_bearer(const u_char *p, size_t len,
 
 
 int
-ngx_http_influencers_check_content_type(const u_char *p, size_t len)
+ngx_http_influencers_validate_check_content_type(const u_char *p, size_t len)
 {
     size_t         i, name, name_len, value, value_len;
     static const char  type[] = "application/json";
@@ -1461,7 +1487,7 @@ ngx_http_influencers_check_content_type(const u_char *p, size_t len)
 
 
 int
-ngx_http_influencers_has_scope(const u_char *p, size_t len,
+ngx_http_influencers_validate_has_scope(const u_char *p, size_t len,
     const char *scope, size_t scope_len)
 {
     size_t  i, start;

@@ -5,6 +5,7 @@
 
 
 #include "ngx_http_influencers.h"
+#include "ngx_http_influencers_answers.h"
 #include "ngx_http_influencers_reply.h"
 #include "ngx_http_influencers_metrics.h"
 #include "ngx_http_influencers_json.h"
@@ -15,107 +16,67 @@
 #define NGX_HTTP_INFLUENCERS_JOB     "{\"jobId\":\""
 #define NGX_HTTP_INFLUENCERS_INF                                              \
     "\",\"kind\":\"influencer_create\",\"status\":\"running\","              \
-    "\"influencerId\":\"inf_"
+    "\"influencerId\":\""
 #define NGX_HTTP_INFLUENCERS_LOC     "\",\"locationUrl\":\""
 #define NGX_HTTP_INFLUENCERS_JOBS    "/v1/jobs/"
 
 #define NGX_HTTP_INFLUENCERS_ENVELOPE_LEN                                     \
     (sizeof(NGX_HTTP_INFLUENCERS_JOB NGX_HTTP_INFLUENCERS_INF                 \
             NGX_HTTP_INFLUENCERS_LOC NGX_HTTP_INFLUENCERS_JOBS "\"}") - 1      \
-     + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + 32)
+     + 2 * NGX_HTTP_INFLUENCERS_JOB_ID_LEN + NGX_HTTP_INFLUENCERS_INF_ID_LEN)
 
-/* nginx 1.22 has no constant (and no reason phrase) for 422 */
-#define NGX_HTTP_INFLUENCERS_UNPROCESSABLE  422
-
-
-typedef struct {
-    ngx_uint_t   status;
-    ngx_str_t    code;
-    ngx_str_t    message;
-} ngx_http_influencers_error_t;
-
-
-/* indexed by ngx_http_influencers_answer_e */
-
-static ngx_http_influencers_error_t  ngx_http_influencers_errors[] = {
-    { NGX_HTTP_ACCEPTED, ngx_null_string, ngx_null_string },
-    { NGX_HTTP_BAD_REQUEST, ngx_string("BAD_REQUEST"),
-      ngx_string("Bad request.") },
-    { NGX_HTTP_UNAUTHORIZED, ngx_string("UNAUTHENTICATED"),
-      ngx_string("Missing or invalid API key.") },
-    { NGX_HTTP_FORBIDDEN, ngx_string("FORBIDDEN_SCOPE"),
-      ngx_string("API key lacks the influencers:write scope.") },
-    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"),
-      ngx_string("Project not found.") },
-    { NGX_HTTP_NOT_ALLOWED, ngx_string("METHOD_NOT_ALLOWED"),
-      ngx_string("Method not allowed.") },
-    { NGX_HTTP_REQUEST_TIME_OUT, ngx_string("REQUEST_TIMEOUT"),
-      ngx_string("The request was not received in time.") },
-    { NGX_HTTP_CONFLICT, ngx_string("IDEMPOTENCY_IN_PROGRESS"),
-      ngx_string("A request with this Idempotency-Key is still in "
-                 "progress.") },
-    { NGX_HTTP_REQUEST_ENTITY_TOO_LARGE, ngx_string("PAYLOAD_TOO_LARGE"),
-      ngx_string("Request body too large.") },
-    { NGX_HTTP_REQUEST_URI_TOO_LARGE, ngx_string("URI_TOO_LONG"),
-      ngx_string("Request URI too long.") },
-    { NGX_HTTP_UNSUPPORTED_MEDIA_TYPE, ngx_string("UNSUPPORTED_MEDIA_TYPE"),
-      ngx_string("Content-Type must be application/json.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid body.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid path parameter.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("VALIDATION"),
-      ngx_string("Invalid Idempotency-Key header.") },
-    { NGX_HTTP_INFLUENCERS_UNPROCESSABLE, ngx_string("IDEMPOTENCY_KEY_REUSED"),
-      ngx_string("This Idempotency-Key was used with a different "
-                 "request.") },
-    { NGX_HTTP_BAD_REQUEST, ngx_string("REQUEST_HEADER_TOO_LARGE"),
-      ngx_string("Request header too large.") },
-    { NGX_HTTP_INTERNAL_SERVER_ERROR, ngx_string("INTERNAL"),
-      ngx_string("Internal error.") },
-    { NGX_HTTP_NOT_IMPLEMENTED, ngx_string("NOT_IMPLEMENTED"),
-      ngx_string("Not implemented.") },
-    { NGX_HTTP_BAD_GATEWAY, ngx_string("UPSTREAM_ERROR"),
-      ngx_string("The rendering backend failed.") },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("CAPACITY"),
-      ngx_string("The gateway cannot take the job now.") },
-    { NGX_HTTP_GATEWAY_TIME_OUT, ngx_string("UPSTREAM_TIMEOUT"),
-      ngx_string("The rendering backend did not answer in time.") },
-    { NGX_HTTP_SERVICE_UNAVAILABLE, ngx_string("UNAVAILABLE"),
-      ngx_string("Service unavailable.") },
-    { NGX_HTTP_NOT_FOUND, ngx_string("NOT_FOUND"), ngx_string("Not found.") },
-    { NGX_HTTP_TOO_MANY_REQUESTS, ngx_string("TOO_MANY_REQUESTS"),
-      ngx_string("Too many requests.") },
-    { NGX_HTTP_VERSION_NOT_SUPPORTED, ngx_string("HTTP_VERSION_NOT_SUPPORTED"),
-      ngx_string("HTTP version not supported.") }
-};
-
-
-static ngx_str_t  ngx_http_influencers_json_type =
+static ngx_str_t  ngx_http_influencers_reply_json_type =
     ngx_string("application/json");
 
 
-static ngx_int_t ngx_http_influencers_push(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_push(ngx_http_request_t *r,
     char *name, size_t name_len, u_char *value, size_t len);
-static ngx_int_t ngx_http_influencers_push_time(ngx_http_request_t *r,
-    char *name, size_t name_len, time_t t, ngx_uint_t http_date);
-static ngx_int_t ngx_http_influencers_send(ngx_http_request_t *r,
+static ngx_int_t ngx_http_influencers_reply_send_answer(ngx_http_request_t *r,
+    u_char *request_id, ngx_uint_t answer, ngx_str_t *details,
+    time_t retry_after);
+static ngx_int_t ngx_http_influencers_reply_push_seconds(ngx_http_request_t *r,
+    char *name, size_t name_len, time_t t);
+static ngx_int_t ngx_http_influencers_reply_push_http_date(
+    ngx_http_request_t *r, char *name, size_t name_len, time_t t);
+static void ngx_http_influencers_reply_count(ngx_http_request_t *r,
+    ngx_uint_t answer);
+static ngx_int_t ngx_http_influencers_reply_send(ngx_http_request_t *r,
     ngx_uint_t status, u_char *body, size_t len);
 
 
 #define ngx_http_influencers_push_str(r, name, value, len)                   \
-    ngx_http_influencers_push(r, name, sizeof(name) - 1, value, len)
+    ngx_http_influencers_reply_push(r, name, sizeof(name) - 1, value, len)
 
 
 ngx_int_t
-ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
+ngx_http_influencers_reply_send_error(ngx_http_request_t *r, u_char *request_id,
+    ngx_uint_t answer, ngx_str_t *details)
+{
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer,
+                                                  details,
+                                            0);
+}
+
+
+ngx_int_t
+ngx_http_influencers_reply_send_busy(ngx_http_request_t *r, u_char *request_id,
+    ngx_uint_t answer, time_t retry_after)
+{
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer, NULL,
+                                                  retry_after);
+}
+
+
+static ngx_int_t
+ngx_http_influencers_reply_send_answer(ngx_http_request_t *r,
+                                       u_char *request_id,
     ngx_uint_t answer, ngx_str_t *details, time_t retry_after)
 {
-    size_t                         len;
-    u_char                        *body, *p;
-    ngx_http_influencers_error_t  *e;
+    size_t                           len;
+    u_char                          *body, *p;
+    const ngx_http_influencers_answer_t  *e;
 
-    e = &ngx_http_influencers_errors[answer];
+    e = ngx_http_influencers_answers_get(answer);
 
     if (ngx_http_influencers_push_str(r, "X-Request-Id", request_id,
                                       NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN)
@@ -145,9 +106,9 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
 
     case NGX_HTTP_CONFLICT:
     case NGX_HTTP_SERVICE_UNAVAILABLE:
-        if (ngx_http_influencers_push_time(r, "Retry-After",
-                                           sizeof("Retry-After") - 1,
-                                           retry_after, 0)
+        if (ngx_http_influencers_reply_push_seconds(r, "Retry-After",
+                                                    sizeof("Retry-After") - 1,
+                                                    retry_after)
             != NGX_OK)
         {
             return NGX_ERROR;
@@ -201,20 +162,20 @@ ngx_http_influencers_send_error(ngx_http_request_t *r, u_char *request_id,
                    "influencers answer: %ui %V%s", e->status, &e->code,
                    details ? ", with details" : "");
 
-    ngx_http_influencers_metrics_answer(r, answer);
+    ngx_http_influencers_reply_count(r, answer);
 
-    return ngx_http_influencers_send(r, e->status, body, p - body);
+    return ngx_http_influencers_reply_send(r, e->status, body, p - body);
 }
 
 
 ngx_int_t
-ngx_http_influencers_send_accepted(ngx_http_request_t *r,
-    ngx_http_influencers_ctx_t *ctx, ngx_uint_t replayed)
+ngx_http_influencers_reply_send_accepted(ngx_http_request_t *r,
+    ngx_http_influencers_ctx_t *ctx, ngx_http_influencers_replayed_e replayed)
 {
-    u_char                         *body, *p, *location;
-    ngx_http_influencers_accept_t  *accept;
+    u_char                               *body, *p, *location;
+    ngx_http_influencers_store_ticket_t  *ticket;
 
-    accept = &ctx->accept;
+    ticket = &ctx->ticket;
 
     /* the envelope, in the reference page's key order */
 
@@ -227,7 +188,8 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     p = ngx_http_influencers_json_raw(p, ctx->job_id,
                                       NGX_HTTP_INFLUENCERS_JOB_ID_LEN);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_INF);
-    p = ngx_http_influencers_hex_dump(p, accept->influencer_id, 16);
+    p = ngx_http_influencers_json_raw(p, ctx->influencer_id,
+                                      NGX_HTTP_INFLUENCERS_INF_ID_LEN);
     p = ngx_http_influencers_json_lit(p, NGX_HTTP_INFLUENCERS_LOC);
 
     location = p;
@@ -245,24 +207,24 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
         || ngx_http_influencers_push_str(r, "Location", location,
                                          p - 2 - location)
            != NGX_OK
-        || ngx_http_influencers_push_time(r, "Retry-After",
-                                          sizeof("Retry-After") - 1,
-                                          accept->retry_after, 0)
+        || ngx_http_influencers_reply_push_seconds(r, "Retry-After",
+                                                   sizeof("Retry-After") - 1,
+                                                   ticket->retry_after)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (accept->expires
-        && ngx_http_influencers_push_time(r, "Idempotency-Expires",
+    if (ticket->expires
+        && ngx_http_influencers_reply_push_http_date(r, "Idempotency-Expires",
                                           sizeof("Idempotency-Expires") - 1,
-                                          accept->expires, 1)
+                                          ticket->expires)
            != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    if (replayed
+    if (replayed == NGX_HTTP_INFLUENCERS_REPLAYED
         && ngx_http_influencers_push_str(r, "Idempotent-Replayed",
                                          (u_char *) "true", 4)
            != NGX_OK)
@@ -273,35 +235,13 @@ ngx_http_influencers_send_accepted(ngx_http_request_t *r,
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers answer: 202 %*s%s",
                    (size_t) NGX_HTTP_INFLUENCERS_JOB_ID_LEN, ctx->job_id,
-                   replayed ? ", replayed" : "");
+                   replayed == NGX_HTTP_INFLUENCERS_REPLAYED
+                   ? ", replayed" : "");
 
-    ngx_http_influencers_metrics_answer(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
+    ngx_http_influencers_reply_count(r, NGX_HTTP_INFLUENCERS_ACCEPTED);
 
-    return ngx_http_influencers_send(r, NGX_HTTP_ACCEPTED, body, p - body);
-}
-
-
-const char *
-ngx_http_influencers_answer_name(ngx_uint_t answer)
-{
-    return (const char *) ngx_http_influencers_errors[answer].code.data;
-}
-
-
-ngx_uint_t
-ngx_http_influencers_answer_status(ngx_uint_t answer)
-{
-    return ngx_http_influencers_errors[answer].status;
-}
-
-
-/* how many answers there are: every one is counted */
-
-ngx_uint_t
-ngx_http_influencers_answers(void)
-{
-    return sizeof(ngx_http_influencers_errors)
-           / sizeof(ngx_http_influencers_error_t);
+    return ngx_http_influencers_reply_send(r, NGX_HTTP_ACCEPTED, body,
+                                           p - body);
 }
 
 
@@ -312,10 +252,11 @@ ngx_http_influencers_answers(void)
  */
 
 ngx_int_t
-ngx_http_influencers_errors_handler(ngx_http_request_t *r)
+ngx_http_influencers_reply_errors_handler(ngx_http_request_t *r)
 {
-    u_char      *request_id;
-    ngx_uint_t   status, answer;
+    u_char                      *request_id;
+    ngx_uint_t                   status, answer;
+    ngx_http_influencers_ctx_t  *ctx;
 
     status = r->err_status ? r->err_status : r->headers_out.status;
 
@@ -374,7 +315,7 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "influencers errors: nginx's %ui answered as %s",
-                   status, ngx_http_influencers_answer_name(answer));
+                   status, ngx_http_influencers_answers_name(answer));
 
     if (ngx_http_discard_request_body(r) != NGX_OK) {
         r->keepalive = 0;
@@ -382,27 +323,44 @@ ngx_http_influencers_errors_handler(ngx_http_request_t *r)
 
     request_id = ngx_pnalloc(r->pool, NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN);
     if (request_id == NULL
-        || ngx_http_influencers_request_id(request_id, NULL) != NGX_OK)
+        || ngx_http_influencers_ids_request_id(request_id, NULL) != NGX_OK)
     {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    /*
+     * An internal redirect dropped the request's context: this location's
+     * handler makes one, for the log's variables ($influencers_error).
+     * Without memory for it, the answer goes all the same.
+     */
+
+    if (ngx_http_get_module_ctx(r, ngx_http_influencers_module) == NULL) {
+        ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_influencers_ctx_t));
+
+        if (ctx) {
+            ngx_http_set_ctx(r, ctx, ngx_http_influencers_module);
+        }
+    }
+
     r->err_status = 0;
 
-    return ngx_http_influencers_send_error(r, request_id, answer, NULL, 1);
+    /* nginx's own 409s and 503s ask for a retry in a second */
+
+    return ngx_http_influencers_reply_send_answer(r, request_id, answer, NULL,
+                                                  1);
 }
 
 
 ngx_int_t
-ngx_http_influencers_send_json(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_influencers_reply_send_json(ngx_http_request_t *r, ngx_uint_t status,
     ngx_str_t *body)
 {
-    return ngx_http_influencers_send(r, status, body->data, body->len);
+    return ngx_http_influencers_reply_send(r, status, body->data, body->len);
 }
 
 
 static ngx_int_t
-ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
+ngx_http_influencers_reply_send(ngx_http_request_t *r, ngx_uint_t status,
     u_char *body, size_t len)
 {
     r->headers_out.status = status;
@@ -422,16 +380,17 @@ ngx_http_influencers_send(ngx_http_request_t *r, ngx_uint_t status,
         ngx_str_null(&r->headers_out.status_line);
     }
 
-    return ngx_http_influencers_send_body(r, &ngx_http_influencers_json_type,
-                                          ngx_http_influencers_json_type.len,
-                                          body, len);
+    return ngx_http_influencers_reply_send_body(r,
+                                  &ngx_http_influencers_reply_json_type,
+                                  ngx_http_influencers_reply_json_type.len,
+                                  body, len);
 }
 
 
 /* a whole body of one buffer, for every answer the module writes itself */
 
 ngx_int_t
-ngx_http_influencers_send_body(ngx_http_request_t *r, ngx_str_t *type,
+ngx_http_influencers_reply_send_body(ngx_http_request_t *r, ngx_str_t *type,
     size_t type_len, u_char *body, size_t len)
 {
     ngx_int_t     rc;
@@ -468,7 +427,8 @@ ngx_http_influencers_send_body(ngx_http_request_t *r, ngx_str_t *type,
 
 
 static ngx_int_t
-ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
+ngx_http_influencers_reply_push(ngx_http_request_t *r, char *name,
+                                size_t name_len,
     u_char *value, size_t len)
 {
     ngx_table_elt_t  *h;
@@ -493,26 +453,61 @@ ngx_http_influencers_push(ngx_http_request_t *r, char *name, size_t name_len,
 }
 
 
+/* what "%T" writes, without ngx_sprintf() */
+
 static ngx_int_t
-ngx_http_influencers_push_time(ngx_http_request_t *r, char *name,
-    size_t name_len, time_t t, ngx_uint_t http_date)
+ngx_http_influencers_reply_push_seconds(ngx_http_request_t *r, char *name,
+    size_t name_len, time_t t)
 {
     u_char  *p, *last;
 
-    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT"));
+    p = ngx_pnalloc(r->pool, NGX_TIME_T_LEN);
     if (p == NULL) {
         return NGX_ERROR;
     }
 
-    /* what ngx_http_time() and "%T" write, without ngx_sprintf() */
+    last = (t >= 0) ? ngx_http_influencers_ids_decimal(p, (uint64_t) t)
+                    : ngx_sprintf(p, "%T", t);
 
-    if (http_date) {
-        last = ngx_http_influencers_http_time(p, t);
+    return ngx_http_influencers_reply_push(r, name, name_len, p, last - p);
+}
 
-    } else {
-        last = (t >= 0) ? ngx_http_influencers_decimal(p, (uint64_t) t)
-                        : ngx_sprintf(p, "%T", t);
+
+/*
+ * What ngx_http_time() writes, without its ngx_gmtime() and ngx_sprintf():
+ * on every keyed accept and replay, the hot path of issue 9, where
+ * ngx_sprintf()'s format walk is most of what a date costs.
+ */
+
+static ngx_int_t
+ngx_http_influencers_reply_push_http_date(ngx_http_request_t *r, char *name,
+    size_t name_len, time_t t)
+{
+    u_char  *p, *last;
+
+    p = ngx_pnalloc(r->pool, sizeof("Mon, 28 Sep 1970 06:00:00 GMT") - 1);
+    if (p == NULL) {
+        return NGX_ERROR;
     }
 
-    return ngx_http_influencers_push(r, name, name_len, p, last - p);
+    last = ngx_http_influencers_ids_http_time(p, t);
+
+    return ngx_http_influencers_reply_push(r, name, name_len, p, last - p);
+}
+
+
+/* every answer counted, and kept for $influencers_error */
+
+static void
+ngx_http_influencers_reply_count(ngx_http_request_t *r, ngx_uint_t answer)
+{
+    ngx_http_influencers_ctx_t  *ctx;
+
+    ngx_http_influencers_metrics_answer(r, answer);
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
+
+    if (ctx) {
+        ctx->answer = answer;
+    }
 }

@@ -16,9 +16,7 @@
 
 #include "ngx_http_influencers_validate.h"
 #include "ngx_http_influencers_ids.h"
-
-
-#define NGX_HTTP_INFLUENCERS_ORG_MAX  64
+#include "ngx_http_influencers_store_types.h"
 
 
 typedef struct ngx_http_influencers_zone_s       ngx_http_influencers_zone_t;
@@ -48,7 +46,7 @@ typedef struct {
 
 typedef struct {
     ngx_str_t                          org;
-    u_char                             project[16];
+    u_char                   project[NGX_HTTP_INFLUENCERS_UUID_BYTES];
     ngx_uint_t                         gender;
     ngx_uint_t                         age_range;
     u_char                   prompt[NGX_HTTP_INFLUENCERS_PROMPT_MAX_BYTES];
@@ -57,43 +55,55 @@ typedef struct {
 } ngx_http_influencers_job_t;
 
 
-/* how a forward ended, as the store records it */
-
-typedef enum {
-    NGX_HTTP_INFLUENCERS_OUTCOME_ACCEPTED = 0,
-    NGX_HTTP_INFLUENCERS_OUTCOME_FAILED,      /* definite: the key is free */
-    NGX_HTTP_INFLUENCERS_OUTCOME_UNKNOWN      /* maybe sent: the key keeps
-                                                 its job */
-} ngx_http_influencers_outcome_e;
-
-
 /*
- * The zone's answer to a claim, and what a reply needs of it.  A key names
- * one job from its first claim on: a claim that finds the key's job in
- * doubt (resend) gets that job's ids, its first request's id and the
- * parameters it was sent with, so that it is sent again byte for byte.
+ * How a forward ended: the forward's (ngx_http_influencers_forward.c sets
+ * it, and says which answer each gets); here so that the request's
+ * context can hold it and the store and the metrics read it without the
+ * forward's header.  What the store cares for is whether the job may
+ * have reached the backend: a forward that failed before a byte was
+ * sent, or that the backend answered with a status, failed for sure; one
+ * cut short after the job was sent may have landed (in doubt).  The first
+ * five are influencers_forwards_total's outcomes, in its order.
  */
 
-typedef struct {
-    u_char                             job_id[16];       /* binary ULID */
-    u_char                             influencer_id[16];
-    u_char                             request_id[16];   /* the job's */
-    ngx_uint_t                         gender;
-    ngx_uint_t                         age_range;
-    ngx_uint_t                         attempt;          /* the claim's */
-    time_t                             retry_after;
-    time_t                             expires;          /* 0: no key */
-    uint64_t                           expires_ms;       /* wall clock */
-    void                              *record;
-
-    unsigned                           resend:1;         /* the key's job */
-    unsigned                           landed:1;         /* accepted now */
-} ngx_http_influencers_accept_t;
+typedef enum {
+    NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED = 0,    /* a 2xx */
+    NGX_HTTP_INFLUENCERS_FORWARD_FAILED,          /* for sure */
+    NGX_HTTP_INFLUENCERS_FORWARD_NOT_FOUND,       /* the backend's 404 */
+    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT,         /* nginx's 504, nothing
+                                                     sent: for sure */
+    NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN,         /* sent, cut short: in
+                                                     doubt */
+    NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT,    /* nginx's 504 after the
+                                                     job was sent: in doubt */
+    NGX_HTTP_INFLUENCERS_FORWARD_NOT_STARTED      /* no subrequest: for
+                                                     sure, never counted */
+} ngx_http_influencers_forward_e;
 
 
-typedef struct {
+/* the key keeps its job: the forward may have reached the backend */
+
+static ngx_inline ngx_uint_t
+ngx_http_influencers_forward_in_doubt(ngx_http_influencers_forward_e outcome)
+{
+    return outcome == NGX_HTTP_INFLUENCERS_FORWARD_UNKNOWN
+           || outcome == NGX_HTTP_INFLUENCERS_FORWARD_TIMEOUT_SENT;
+}
+
+
+/* the job did not reach the backend, or the backend refused it */
+
+static ngx_inline ngx_uint_t
+ngx_http_influencers_forward_failed(ngx_http_influencers_forward_e outcome)
+{
+    return outcome != NGX_HTTP_INFLUENCERS_FORWARD_ACCEPTED
+           && !ngx_http_influencers_forward_in_doubt(outcome);
+}
+
+
+typedef struct ngx_http_influencers_ctx_s {
     u_char                   request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
-    u_char                             request_raw[16];
+    u_char                   request_raw[NGX_HTTP_INFLUENCERS_ID_BYTES];
 
     /* the job's first request's id: what its forward carries */
     u_char                  job_request_id[NGX_HTTP_INFLUENCERS_REQUEST_ID_LEN];
@@ -105,15 +115,17 @@ typedef struct {
     size_t                             idem_len;
 
     size_t                             received;
-    ngx_http_influencers_accept_t      accept;
+    ngx_http_influencers_store_ticket_t  ticket;     /* the store's */
 
-    /* "job_" and the ULID, written once has_job is set */
+    /* "job_" and the ULID, "inf_" and hex: written once has_job is set */
     u_char                   job_id[NGX_HTTP_INFLUENCERS_JOB_ID_LEN];
+    u_char                   influencer_id[NGX_HTTP_INFLUENCERS_INF_ID_LEN];
+
+    /* the project as text, written once with the job's digests */
+    u_char                   project_id[NGX_HTTP_INFLUENCERS_UUID_LEN];
 
     ngx_http_request_t                *sr;
-    ngx_uint_t                         outcome;          /* an error index */
-    ngx_http_influencers_outcome_e     result;           /* for the store */
-    void                              *store;            /* fleet mode */
+    ngx_http_influencers_forward_e     forward;          /* how it ended */
     ngx_uint_t                         answer;           /* the one sent */
 
     unsigned                           has_idem:1;
@@ -125,17 +137,6 @@ typedef struct {
                                                             finish */
     unsigned                           idempotency:3;    /* for the log */
 } ngx_http_influencers_ctx_t;
-
-
-/*
- * jansson's allocations (ngx_http_influencers_json.c): from the pool named
- * here, else malloc().  A request's parse names its pool, so that the
- * dozen allocations a small body costs are pool bumps and its frees
- * nothing; the directory file, read with no pool named, is malloc()ed and
- * freed as before.  Returns the pool named before.
- */
-void ngx_http_influencers_json_init(void);
-ngx_pool_t *ngx_http_influencers_json_pool(ngx_pool_t *pool);
 
 
 extern ngx_module_t  ngx_http_influencers_module;

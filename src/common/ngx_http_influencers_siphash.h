@@ -36,7 +36,7 @@
 
 
 static inline uint64_t
-ngx_http_influencers_sip_le64(const unsigned char *p)
+ngx_http_influencers_siphash_le64(const unsigned char *p)
 {
     return (uint64_t) p[0] | (uint64_t) p[1] << 8 | (uint64_t) p[2] << 16
            | (uint64_t) p[3] << 24 | (uint64_t) p[4] << 32
@@ -54,8 +54,8 @@ ngx_http_influencers_siphash(const unsigned char *key,
     uint64_t        k0, k1, m, v0, v1, v2, v3, b;
     unsigned char   tail[8];
 
-    k0 = ngx_http_influencers_sip_le64(key);
-    k1 = ngx_http_influencers_sip_le64(key + 8);
+    k0 = ngx_http_influencers_siphash_le64(key);
+    k1 = ngx_http_influencers_siphash_le64(key + 8);
 
     v0 = k0 ^ 0x736f6d6570736575ULL;
     v1 = k1 ^ 0x646f72616e646f6dULL;
@@ -65,7 +65,7 @@ ngx_http_influencers_siphash(const unsigned char *key,
     b = (uint64_t) (plen + len) << 56;
 
     for (i = 0; i + 8 <= plen; i += 8) {
-        m = ngx_http_influencers_sip_le64(prefix + i);
+        m = ngx_http_influencers_siphash_le64(prefix + i);
         v3 ^= m;
         ngx_http_influencers_sip_round(v0, v1, v2, v3);
         ngx_http_influencers_sip_round(v0, v1, v2, v3);
@@ -73,7 +73,7 @@ ngx_http_influencers_siphash(const unsigned char *key,
     }
 
     for (i = 0; i + 8 <= len; i += 8) {
-        m = ngx_http_influencers_sip_le64(in + i);
+        m = ngx_http_influencers_siphash_le64(in + i);
         v3 ^= m;
         ngx_http_influencers_sip_round(v0, v1, v2, v3);
         ngx_http_influencers_sip_round(v0, v1, v2, v3);
@@ -87,7 +87,7 @@ ngx_http_influencers_siphash(const unsigned char *key,
         memcpy(tail, in + i, left);
     }
 
-    b |= ngx_http_influencers_sip_le64(tail);
+    b |= ngx_http_influencers_siphash_le64(tail);
 
     v3 ^= b;
     ngx_http_influencers_sip_round(v0, v1, v2, v3);
