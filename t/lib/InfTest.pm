@@ -392,16 +392,66 @@ sub write_directory {
 # ---------------------------------------------------------------------------
 # Ports
 
+# Ports come from below the kernel's ephemeral range (32768 and up on
+# Linux), where no outgoing connection of a busy test takes one meanwhile,
+# and each is claimed in a directory shared by every test of the machine
+# (a file named after the port, holding the claimer's pid, made with
+# O_EXCL): test files that run side by side (make test runs three at a
+# time) never get one port twice, as bind(0) and close could give them.
+# A claim whose process has gone is taken over; each process removes its
+# own at its end (a forked child its own, not its parent's).
+my $PORT_DIR = File::Spec->catdir(File::Spec->tmpdir, 'influencers-test-ports');
+my ($PORT_LOW, $PORT_SPAN) = (20000, 12000);
+my @PORT_CLAIMS;    # [file, pid of the claimer]
+
+sub _claim_port {
+    my ($port) = @_;
+    mkdir $PORT_DIR, 0777;
+    my $file = "$PORT_DIR/$port";
+    for (1 .. 2) {
+        if (sysopen my $fh, $file,
+                    POSIX::O_WRONLY() | POSIX::O_CREAT() | POSIX::O_EXCL())
+        {
+            print {$fh} "$$\n";
+            close $fh;
+            push @PORT_CLAIMS, [$file, $$];
+            return 1;
+        }
+        open my $in, '<', $file or next;    # released meanwhile
+        my $owner = <$in> // '';
+        close $in;
+        return 0 if $owner =~ /^(\d+)$/ && kill 0, $1;
+        unlink $file;                         # its claimer has gone
+    }
+    return 0;
+}
+
+# the claims of processes that have gone (a child that claimed, then
+# exec'd or left by _exit)
+sub _sweep_port_claims {
+    opendir my $dh, $PORT_DIR or return;
+    for my $port (grep { /^\d+$/ } readdir $dh) {
+        my $file = "$PORT_DIR/$port";
+        open my $in, '<', $file or next;
+        my $owner = <$in> // '';
+        close $in;
+        unlink $file if $owner =~ /^(\d+)$/ && !kill 0, $1;
+    }
+    closedir $dh;
+}
+
 sub _free_port {
     my ($s) = @_;
-    for (1 .. 50) {
+    for (1 .. 500) {
+        my $port = $PORT_LOW + int rand $PORT_SPAN;
+        next if $s->{used_ports}{$port};
         my $sock = IO::Socket::INET->new(
-            LocalAddr => '127.0.0.1', LocalPort => 0, Proto => 'tcp',
+            LocalAddr => '127.0.0.1', LocalPort => $port, Proto => 'tcp',
             Listen => 1, ReuseAddr => 1,
-        ) or die "cannot bind a loopback port: $!";
-        my $port = $sock->sockport;
+        ) or next;
         close $sock;
-        next if $s->{used_ports}{$port}++;
+        next unless _claim_port($port);
+        $s->{used_ports}{$port} = 1;
         return $port;
     }
     die "no free port found";
@@ -2365,6 +2415,9 @@ END {
     for my $s (@INSTANCES) {
         $s->cleanup if $s;
     }
+    unlink map { $_->[0] } grep { $_->[1] == $$ } @PORT_CLAIMS;
+    _sweep_port_claims();
+    rmdir $PORT_DIR;    # the last one out removes the directory
 }
 
 # ---------------------------------------------------------------------------
