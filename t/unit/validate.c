@@ -1,7 +1,8 @@
 
 /*
- * Unit tests of src/common/ngx_http_influencers_validate.c: the parsers that see
- * partners' bytes first.  Built with ASan and UBSan by `make test-unit`.
+ * Unit tests of src/common/ngx_http_influencers_validate.c: the parsers
+ * that see partners' bytes first.  Built with ASan and UBSan by `make
+ * test-unit`.
  */
 
 
@@ -30,10 +31,24 @@ static int  passed, failed;
 
 #define S(s)  (const u_char *) (s), sizeof(s) - 1
 
+/* the parsers' names, short enough for a CHECK on one line */
+#define v_parse_key          ngx_http_influencers_validate_parse_idempotency_key
+#define v_body_free          ngx_http_influencers_validate_body_free
+#define v_content_type       ngx_http_influencers_validate_check_content_type
+#define v_parse_bearer       ngx_http_influencers_validate_parse_bearer
+#define v_parse_uuid         ngx_http_influencers_validate_parse_uuid
+#define v_has_scope          ngx_http_influencers_validate_has_scope
+#define v_body_canonical     ngx_http_influencers_validate_body_canonical
+#define v_format_uuid        ngx_http_influencers_validate_format_uuid
+#define v_body_parse         ngx_http_influencers_validate_body_parse
+#define v_body_errors_len    ngx_http_influencers_validate_body_errors_len
+#define v_body_errors        ngx_http_influencers_validate_body_errors
+#define v_body_check         ngx_http_influencers_validate_body_check
+
 
 /*
  * What the module answers for a body, written by the module's writer
- * (ngx_http_influencers_validate_body_errors() after ngx_http_influencers_validate_body_check(),
+ * (v_body_errors() after v_body_check(),
  * jansson not involved), checked to be byte for byte jansson's compact dump
  * of the same problems, of the room it said it needs.
  */
@@ -46,14 +61,14 @@ writer_matches(const char *text, size_t len, int rc, const char *dump)
     u_char                      *out, *end;
     ngx_http_influencers_body_t  b;
 
-    rc2 = ngx_http_influencers_validate_body_check(&b, (const u_char *) text, len);
+    rc2 = v_body_check(&b, (const u_char *) text, len);
 
     CHECK(rc2 == rc, "body_check() answers as body_parse()");
 
     if (rc2 == 1) {
-        room = ngx_http_influencers_validate_body_errors_len(&b);
+        room = v_body_errors_len(&b);
         out = malloc(room);
-        end = ngx_http_influencers_validate_body_errors(&b, out);
+        end = v_body_errors(&b, out);
 
         CHECK((size_t) (end - out) <= room
               && strlen(dump) == (size_t) (end - out)
@@ -70,7 +85,7 @@ writer_matches(const char *text, size_t len, int rc, const char *dump)
         free(out);
     }
 
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 }
 
 
@@ -83,7 +98,7 @@ body(const char *text, size_t len, ngx_http_influencers_body_t *b)
     char        *dump;
     int          rc;
 
-    rc = ngx_http_influencers_validate_body_parse(b, (const u_char *) text, len);
+    rc = v_body_parse(b, (const u_char *) text, len);
 
     buf[0] = '\0';
 
@@ -112,7 +127,7 @@ body(const char *text, size_t len, ngx_http_influencers_body_t *b)
         if (strcmp(got, expected) != 0) {                                     \
             printf("#   got:      %s\n#   expected: %s\n", got, expected);    \
         }                                                                     \
-        ngx_http_influencers_validate_body_free(&b);                                   \
+        v_body_free(&b);                                                      \
     } while (0)
 
 
@@ -121,30 +136,30 @@ test_uuid(void)
 {
     u_char  id[16], out[36];
 
-    CHECK(ngx_http_influencers_validate_parse_uuid(
+    CHECK(v_parse_uuid(
               S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d"), id) == 0,
           "uuid lowercase");
-    ngx_http_influencers_validate_format_uuid(id, out);
+    v_format_uuid(id, out);
     CHECK(memcmp(out, "3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d", 36) == 0,
           "uuid round trip");
 
-    CHECK(ngx_http_influencers_validate_parse_uuid(
+    CHECK(v_parse_uuid(
               S("3F0C2B9E-8D1A-4C2E-9B7A-1E2F3A4B5C6D"), id) == 0,
           "uuid uppercase");
-    ngx_http_influencers_validate_format_uuid(id, out);
+    v_format_uuid(id, out);
     CHECK(memcmp(out, "3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6d", 36) == 0,
           "uuid emitted lowercase");
 
-    CHECK(ngx_http_influencers_validate_parse_uuid(
+    CHECK(v_parse_uuid(
               S("3f0c2b9e8d1a-4c2e-9b7a-1e2f3a4b5c6d0"), id) == -1,
           "uuid dash misplaced");
-    CHECK(ngx_http_influencers_validate_parse_uuid(
+    CHECK(v_parse_uuid(
               S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6g"), id) == -1,
           "uuid non-hex");
-    CHECK(ngx_http_influencers_validate_parse_uuid(
+    CHECK(v_parse_uuid(
               S("3f0c2b9e-8d1a-4c2e-9b7a-1e2f3a4b5c6"), id) == -1,
           "uuid short");
-    CHECK(ngx_http_influencers_validate_parse_uuid(S(""), id) == -1, "uuid empty");
+    CHECK(v_parse_uuid(S(""), id) == -1, "uuid empty");
 }
 
 
@@ -154,46 +169,46 @@ test_idempotency_key(void)
     u_char   out[600], big[300];
     ssize_t  n;
 
-    n = ngx_http_influencers_validate_parse_idempotency_key(S("abc"), out);
+    n = v_parse_key(S("abc"), out);
     CHECK(n == 3 && memcmp(out, "abc", 3) == 0, "key token");
 
-    n = ngx_http_influencers_validate_parse_idempotency_key(S("\"abc\""), out);
+    n = v_parse_key(S("\"abc\""), out);
     CHECK(n == 3 && memcmp(out, "abc", 3) == 0, "key sf-string");
 
-    n = ngx_http_influencers_validate_parse_idempotency_key(S("\"a\\\"b\\\\c\""), out);
+    n = v_parse_key(S("\"a\\\"b\\\\c\""), out);
     CHECK(n == 5 && memcmp(out, "a\"b\\c", 5) == 0, "key sf-string escapes");
 
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("\"\""), out) == -1,
+    CHECK(v_parse_key(S("\"\""), out) == -1,
           "key empty sf-string");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("\"a b\""), out) == -1,
+    CHECK(v_parse_key(S("\"a b\""), out) == -1,
           "key sf-string with a space");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("\"abc"), out) == -1,
+    CHECK(v_parse_key(S("\"abc"), out) == -1,
           "key unterminated sf-string");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("\"a\"b\""), out)
+    CHECK(v_parse_key(S("\"a\"b\""), out)
           == -1, "key sf-string with a bare quote");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("\"a\\x\""), out)
+    CHECK(v_parse_key(S("\"a\\x\""), out)
           == -1, "key sf-string with a bad escape");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("a b"), out) == -1,
+    CHECK(v_parse_key(S("a b"), out) == -1,
           "key with a space");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("a\x7f"), out) == -1,
+    CHECK(v_parse_key(S("a\x7f"), out) == -1,
           "key with DEL");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S("caf\xc3\xa9"), out)
+    CHECK(v_parse_key(S("caf\xc3\xa9"), out)
           == -1, "key with non-ASCII");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(S(""), out) == -1,
+    CHECK(v_parse_key(S(""), out) == -1,
           "key empty");
 
     memset(big, 'k', sizeof(big));
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(big, 255, out) == 255,
+    CHECK(v_parse_key(big, 255, out) == 255,
           "key of 255");
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(big, 256, out) == -1,
+    CHECK(v_parse_key(big, 256, out) == -1,
           "key of 256");
 
     big[0] = '"';
     big[256] = '"';
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(big, 257, out) == 255,
+    CHECK(v_parse_key(big, 257, out) == 255,
           "sf-string of 255");
     big[257] = '"';
-    CHECK(ngx_http_influencers_validate_parse_idempotency_key(big, 258, out) == -1,
+    CHECK(v_parse_key(big, 258, out) == -1,
           "sf-string of 256");
 
     /* the output buffer is exactly as large as the longest key */
@@ -205,10 +220,10 @@ test_idempotency_key(void)
         in[0] = '"';
         in[sizeof(in) - 1] = '"';
 
-        CHECK(ngx_http_influencers_validate_parse_idempotency_key(in, sizeof(in),
+        CHECK(v_parse_key(in, sizeof(in),
                                                          exact) == -1,
               "a long sf-string never writes past 255 bytes");
-        CHECK(ngx_http_influencers_validate_parse_idempotency_key(in + 1, 255, exact)
+        CHECK(v_parse_key(in + 1, 255, exact)
               == 255, "a token of 255 fills the buffer");
         free(exact);
     }
@@ -221,51 +236,51 @@ test_headers(void)
     const u_char  *key;
     size_t         len;
 
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Bearer abc"), &key, &len) == 0
+    CHECK(v_parse_bearer(S("Bearer abc"), &key, &len) == 0
           && len == 3 && memcmp(key, "abc", 3) == 0, "bearer");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("bEaReR   abc"), &key, &len)
+    CHECK(v_parse_bearer(S("bEaReR   abc"), &key, &len)
           == 0 && len == 3, "bearer case and spaces");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Bearer"), &key, &len) == -1,
+    CHECK(v_parse_bearer(S("Bearer"), &key, &len) == -1,
           "bearer without key");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Bearer    "), &key, &len)
+    CHECK(v_parse_bearer(S("Bearer    "), &key, &len)
           == -1, "bearer with spaces only");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Basic abc"), &key, &len)
+    CHECK(v_parse_bearer(S("Basic abc"), &key, &len)
           == -1, "basic");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Bearerabc"), &key, &len)
+    CHECK(v_parse_bearer(S("Bearerabc"), &key, &len)
           == -1, "bearer glued");
-    CHECK(ngx_http_influencers_validate_parse_bearer(S("Bearer a b"), &key, &len)
+    CHECK(v_parse_bearer(S("Bearer a b"), &key, &len)
           == -1, "bearer key with a space");
 
-    CHECK(ngx_http_influencers_validate_check_content_type(S("application/json"))
+    CHECK(v_content_type(S("application/json"))
           == 0, "json");
-    CHECK(ngx_http_influencers_validate_check_content_type(S("Application/JSON"))
+    CHECK(v_content_type(S("Application/JSON"))
           == 0, "json case");
-    CHECK(ngx_http_influencers_validate_check_content_type(
+    CHECK(v_content_type(
               S("application/json; charset=utf-8")) == 0, "charset utf-8");
-    CHECK(ngx_http_influencers_validate_check_content_type(
+    CHECK(v_content_type(
               S("application/json;charset=\"UTF-8\"")) == 0,
           "charset quoted");
-    CHECK(ngx_http_influencers_validate_check_content_type(
+    CHECK(v_content_type(
               S("application/json; charset=latin1")) == -1, "charset latin1");
-    CHECK(ngx_http_influencers_validate_check_content_type(
+    CHECK(v_content_type(
               S("application/json; foo=bar")) == 0, "other parameter");
-    CHECK(ngx_http_influencers_validate_check_content_type(S("application/jsonx"))
+    CHECK(v_content_type(S("application/jsonx"))
           == -1, "jsonx");
-    CHECK(ngx_http_influencers_validate_check_content_type(S("text/plain")) == -1,
+    CHECK(v_content_type(S("text/plain")) == -1,
           "text/plain");
-    CHECK(ngx_http_influencers_validate_check_content_type(
+    CHECK(v_content_type(
               S("application/json; charset")) == -1, "parameter without =");
 
-    CHECK(ngx_http_influencers_validate_has_scope(S("a influencers:write b"),
+    CHECK(v_has_scope(S("a influencers:write b"),
                                          "influencers:write", 17) == 1,
           "scope in spaces");
-    CHECK(ngx_http_influencers_validate_has_scope(S("a,influencers:write"),
+    CHECK(v_has_scope(S("a,influencers:write"),
                                          "influencers:write", 17) == 1,
           "scope in commas");
-    CHECK(ngx_http_influencers_validate_has_scope(S("influencers:writer"),
+    CHECK(v_has_scope(S("influencers:writer"),
                                          "influencers:write", 17) == 0,
           "scope prefix");
-    CHECK(ngx_http_influencers_validate_has_scope(S(""), "influencers:write", 17)
+    CHECK(v_has_scope(S(""), "influencers:write", 17)
           == 0, "no scope");
 }
 
@@ -280,12 +295,12 @@ test_body(void)
 
     e = body("", 0, &b);
     CHECK(*e == '\0' && b.root == NULL && b.gender == 0, "empty body");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     e = body(valid, strlen(valid), &b);
     CHECK(*e == '\0' && b.gender == NGX_HTTP_INFLUENCERS_GENDER_MALE
           && b.age_range == 6 && b.prompt_len == 1, "valid body");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     BODY_IS("{}", "", "{}");
     BODY_IS(" { } ", "", "{} with whitespace");
@@ -390,8 +405,8 @@ test_body(void)
         if (strcmp(got, want) != 0) {                                         \
             printf("#   got:      %s\n#   expected: %s\n", got, want);        \
         }                                                                     \
-        ngx_http_influencers_validate_body_free(&b1);                                  \
-        ngx_http_influencers_validate_body_free(&b2);                                  \
+        v_body_free(&b1);                                                     \
+        v_body_free(&b2);                                                     \
     } while (0)
 
 
@@ -483,7 +498,7 @@ test_big_numbers(void)
                      "[\"Unrecognized key.\"],", 50) == 0
           && json_object_size(json_object_get(b.errors, "fieldErrors")) == i,
           "4k of overflowing numbers: every key reported");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 }
 
 
@@ -526,13 +541,13 @@ test_deep(void)
     CHECK(strcmp(e, "{\"formErrors\":[\"Nesting too deep.\"],"
                     "\"fieldErrors\":{\"x\":[\"Unrecognized key.\"]}}") == 0,
           "33 levels");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     e = nested(buf, 31, &b);
     CHECK(strcmp(e, "{\"formErrors\":[],"
                     "\"fieldErrors\":{\"x\":[\"Unrecognized key.\"]}}") == 0,
           "32 levels");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     BODY_IS("{\"x\":\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"}",
             "{\"formErrors\":[],\"fieldErrors\":"
@@ -545,7 +560,7 @@ test_deep(void)
     e = body(buf, 4100, &b);
     CHECK(strcmp(e, "{\"formErrors\":[\"Nesting too deep.\"],"
                     "\"fieldErrors\":{}}") == 0, "too deep");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 }
 
 
@@ -558,18 +573,18 @@ canonical(const char *text)
     size_t                       n;
     ngx_http_influencers_body_t  b;
 
-    if (ngx_http_influencers_validate_body_parse(&b, (const u_char *) text,
+    if (v_body_parse(&b, (const u_char *) text,
                                         strlen(text))
         != 0)
     {
-        ngx_http_influencers_validate_body_free(&b);
+        v_body_free(&b);
         return "(invalid)";
     }
 
-    n = ngx_http_influencers_validate_body_canonical(&b, (u_char *) buf);
+    n = v_body_canonical(&b, (u_char *) buf);
     buf[n] = '\0';
 
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     return buf;
 }
@@ -611,7 +626,7 @@ test_canonical(void)
         "\\u001C", "\\u001D", "\\u001E", "\\u001F"
     };
 
-    n = ngx_http_influencers_validate_body_canonical(
+    n = v_body_canonical(
             &(ngx_http_influencers_body_t) { 0 }, out);
     CHECK(n == 2 && memcmp(out, "{}", 2) == 0, "canonical: empty body");
 
@@ -638,7 +653,7 @@ test_canonical(void)
         b.prompt = &byte;
         b.prompt_len = 1;
 
-        n = ngx_http_influencers_validate_body_canonical(&b, out);
+        n = v_body_canonical(&b, out);
 
         p = expected;
         p += sprintf(p, "{\"prompt\":\"");
@@ -667,7 +682,7 @@ test_canonical(void)
     b.prompt = (const u_char *) "\x1f\"\xff\\\x80\x7f\x01";
     b.prompt_len = 7;
     b.gender = NGX_HTTP_INFLUENCERS_GENDER_FEMALE;
-    n = ngx_http_influencers_validate_body_canonical(&b, out);
+    n = v_body_canonical(&b, out);
     CHECK(n == sizeof("{\"gender\":\"female\",\"prompt\":\"\\u001F\\\"\xff"
                       "\\\\\x80\x7f\\u0001\"}") - 1
           && memcmp(out, "{\"gender\":\"female\",\"prompt\":\"\\u001F\\\"\xff"
@@ -780,9 +795,10 @@ test_error_order(void)
     BODY_IS("{\"prompt\":\"\",\"prompt\":1,\"name\":null,\"gender\":\"x\","
             "\"gender\":\"y\",\"gender\":\"z\"}",
             "{\"formErrors\":[],\"fieldErrors\":{\"prompt\":"
-            "[\"Duplicate key.\",\"Expected string, received number\"],\"gender\":[\"Duplicate "
-            "key.\",\"Invalid enum value. Expected 'male' | 'female' | "
-            "'non_binary'\"],\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
+            "[\"Duplicate key.\",\"Expected string, received number\"],"
+            "\"gender\":[\"Duplicate key.\",\"Invalid enum value. "
+            "Expected 'male' | 'female' | 'non_binary'\"],"
+            "\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
             "server-generated.\"]}}",
             "errors: a key three times is one duplicate");
 
@@ -807,7 +823,7 @@ test_error_order(void)
                  "{\"name\":[\"Unrecognized key \xe2\x80\x94 name is "
                  "server-generated.\"],\"zzz\":[\"Unrecognized key.\"]}}")
           == 0, "errors: a form error and field errors");
-    ngx_http_influencers_validate_body_free(&b);
+    v_body_free(&b);
 
     /* many fields: the grouping holds beyond a handful */
     {
@@ -827,7 +843,7 @@ test_error_order(void)
         (void) body(big, len, &b);
         CHECK(json_object_size(json_object_get(b.errors, "fieldErrors"))
               == 150, "errors: 150 fields each sent twice");
-        ngx_http_influencers_validate_body_free(&b);
+        v_body_free(&b);
     }
 }
 
