@@ -260,6 +260,35 @@ sub wait_owed_paid {
     one_job('a worker killed', $job, $r1, $r2);
 }
 
+# ============================================================ many finishes owed at once
+
+# twelve keys on node 1's two workers, every finish refused: twelve owed
+# finishes on one list, sent again by both workers' timers and paid in
+# whatever order Redis's replies come; each key then shows its one job
+{
+    my @keys = map { fresh("many-$_") } 1 .. 12;
+    $n1->set_backend(delay => 1);
+    my $f0 = $n1->forwards;
+    my @socks = map { $n1->idem_async($_, body => qq({"prompt":"$_"})) } @keys;
+    $n1->wait_backend_requests($f0 + @keys, timeout => 5);
+    is($n1->redis('CONFIG', 'SET', 'maxmemory', '1'), 'OK',
+       'many: Redis refuses writes while twelve forwards run');
+    my @first = map { finish_async($_, 5) } @socks;
+    is(scalar(grep { $_->status == 202 } @first), 12, 'many: twelve 202s');
+    cmp_ok($n1->stats->{redisOwed}, '>=', 12, 'many: twelve finishes owed');
+    is($n1->redis('CONFIG', 'SET', 'maxmemory', '0'), 'OK', 'many: Redis takes writes again');
+    ok(wait_owed_paid($n1, 10), 'many: every owed finish lands, none left on the list');
+    my $s = $n1->stats;
+    is($s->{redisOwedAbandoned} // -1, 0, 'many: none given up');
+    for my $i (0 .. $#keys) {
+        my $j = $first[$i]->json || {};
+        my $r = $n2->idem($keys[$i], body => qq({"prompt":"$keys[$i]"}));
+        check_resent($r, $j->{jobId}, "many: node 2 replays key ${i}'s job");
+        one_job("many: key $i", $j->{jobId}, $first[$i], $r);
+    }
+    $n1->set_backend;
+}
+
 $_->check_log_clean(allow => qr/exited on signal 9/) for $n1, $n2;
 
 done_testing;

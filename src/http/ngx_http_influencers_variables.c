@@ -9,9 +9,11 @@
 #include "ngx_http_influencers_variables.h"
 
 
-static ngx_int_t ngx_http_influencers_variables_job_id(
-    ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
-static ngx_int_t ngx_http_influencers_variables_influencer_id(
+/* which of the job's ids $influencers_job_id and _influencer_id read */
+#define NGX_HTTP_INFLUENCERS_VARIABLES_JOB_ID         0
+#define NGX_HTTP_INFLUENCERS_VARIABLES_INFLUENCER_ID  1
+
+static ngx_int_t ngx_http_influencers_variables_job(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_influencers_variables_idempotency(
     ngx_http_request_t *r, ngx_http_variable_value_t *v, uintptr_t data);
@@ -39,10 +41,12 @@ static ngx_str_t  ngx_http_influencers_variables_idem[] = {
 static ngx_http_variable_t  ngx_http_influencers_variables_list[] = {
 
     { ngx_string("influencers_job_id"), NULL,
-      ngx_http_influencers_variables_job_id, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+      ngx_http_influencers_variables_job,
+      NGX_HTTP_INFLUENCERS_VARIABLES_JOB_ID, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("influencers_influencer_id"), NULL,
-      ngx_http_influencers_variables_influencer_id, 0,
+      ngx_http_influencers_variables_job,
+      NGX_HTTP_INFLUENCERS_VARIABLES_INFLUENCER_ID,
       NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
     { ngx_string("influencers_idempotency"), NULL,
@@ -87,7 +91,7 @@ ngx_http_influencers_variables_add(ngx_conf_t *cf)
 /* log_format variables: never a key, the API key's or the partner's */
 
 static ngx_int_t
-ngx_http_influencers_variables_job_id(ngx_http_request_t *r,
+ngx_http_influencers_variables_job(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
     ngx_http_influencers_ctx_t  *ctx;
@@ -101,34 +105,18 @@ ngx_http_influencers_variables_job_id(ngx_http_request_t *r,
 
     /* encoded once, when the job's ids became the request's */
 
-    v->len = NGX_HTTP_INFLUENCERS_JOB_ID_LEN;
-    v->valid = 1;
-    v->no_cacheable = 0;
-    v->not_found = 0;
-    v->data = ctx->job_id;
+    if (data == NGX_HTTP_INFLUENCERS_VARIABLES_JOB_ID) {
+        v->len = NGX_HTTP_INFLUENCERS_JOB_ID_LEN;
+        v->data = ctx->job_id;
 
-    return NGX_OK;
-}
-
-
-static ngx_int_t
-ngx_http_influencers_variables_influencer_id(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data)
-{
-    ngx_http_influencers_ctx_t  *ctx;
-
-    ctx = ngx_http_get_module_ctx(r, ngx_http_influencers_module);
-
-    if (ctx == NULL || !ctx->has_job) {
-        v->not_found = 1;
-        return NGX_OK;
+    } else {
+        v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
+        v->data = ctx->influencer_id;
     }
 
-    v->len = NGX_HTTP_INFLUENCERS_INF_ID_LEN;
     v->valid = 1;
     v->no_cacheable = 0;
     v->not_found = 0;
-    v->data = ctx->influencer_id;
 
     return NGX_OK;
 }

@@ -70,6 +70,9 @@ typedef struct {
 typedef struct {
     ngx_http_influencers_finish_t  fin;
     uint32_t                      next;         /* owing or free, from 1 */
+    uint32_t                      prev;         /* owing: a paid finish
+                                                   leaves at once, wherever
+                                                   it stands */
     uint32_t                      seq;
     ngx_pid_t                     owner;
     ngx_msec_t                    due;
@@ -238,6 +241,8 @@ static void ngx_http_influencers_zone_fill(
 static void ngx_http_influencers_zone_answer(
     ngx_http_influencers_zone_record_t *rec,
     ngx_http_influencers_store_ticket_t *ticket);
+static void ngx_http_influencers_zone_owed_free(
+    ngx_http_influencers_shctx_t *sh, uint32_t no);
 static ngx_shm_zone_t *ngx_http_influencers_zone_next_zone(ngx_cycle_t *cycle,
     ngx_shm_zone_t *prev);
 
@@ -1536,7 +1541,13 @@ ngx_http_influencers_zone_owe(ngx_http_influencers_zone_t *zone,
     o->seq++;
     o->owner = ngx_pid;
     o->due = ngx_current_msec + hold;
+    o->prev = 0;
     o->next = sh->owing;
+
+    if (sh->owing) {
+        sh->owed[sh->owing - 1].prev = no;
+    }
+
     sh->owing = no;
     sh->counters.owed++;
 
@@ -1551,13 +1562,43 @@ ngx_http_influencers_zone_owe(ngx_http_influencers_zone_t *zone,
 }
 
 
+/* off the owing list, onto the free one; under the lock */
+
+static void
+ngx_http_influencers_zone_owed_free(ngx_http_influencers_shctx_t *sh,
+    uint32_t no)
+{
+    ngx_http_influencers_owed_t  *o;
+
+    o = &sh->owed[no - 1];
+
+    if (o->prev) {
+        sh->owed[o->prev - 1].next = o->next;
+
+    } else {
+        sh->owing = o->next;
+    }
+
+    if (o->next) {
+        sh->owed[o->next - 1].prev = o->prev;
+    }
+
+    o->next = sh->owed_free;
+    o->prev = 0;
+    o->owner = NGX_INVALID_PID;
+    o->seq++;
+    sh->owed_free = no;
+
+    (void) ngx_atomic_fetch_add(&sh->nowing, -1);
+}
+
+
 /* Redis has it (or refused it for good): no longer owed */
 
 void
 ngx_http_influencers_zone_paid(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_finish_ref_t *ref)
 {
-    uint32_t                      *p;
     ngx_http_influencers_owed_t   *o;
     ngx_http_influencers_shctx_t  *sh;
 
@@ -1572,18 +1613,7 @@ ngx_http_influencers_zone_paid(ngx_http_influencers_zone_t *zone,
     o = &sh->owed[ref->no - 1];
 
     if (o->seq == ref->seq && o->owner != NGX_INVALID_PID) {
-
-        for (p = &sh->owing; *p != ref->no; p = &sh->owed[*p - 1].next) {
-            /* void */
-        }
-
-        *p = o->next;
-        o->next = sh->owed_free;
-        o->owner = NGX_INVALID_PID;
-        o->seq++;
-        sh->owed_free = ref->no;
-
-        (void) ngx_atomic_fetch_add(&sh->nowing, -1);
+        ngx_http_influencers_zone_owed_free(sh, ref->no);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
@@ -1641,7 +1671,7 @@ ngx_http_influencers_zone_owed(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_finish_t *fin, ngx_http_influencers_finish_ref_t *ref,
     ngx_uint_t max, ngx_msec_t hold, ngx_uint_t *dropped)
 {
-    uint32_t                      *p, no;
+    uint32_t                       no, next;
     uint64_t                       now_ms;
     ngx_uint_t                     n;
     ngx_msec_t                     now;
@@ -1661,26 +1691,16 @@ ngx_http_influencers_zone_owed(ngx_http_influencers_zone_t *zone,
 
     ngx_shmtx_lock(&zone->shpool->mutex);
 
-    p = &sh->owing;
-
-    while (*p && n < max) {
-        no = *p;
+    for (no = sh->owing; no && n < max; no = next) {
         o = &sh->owed[no - 1];
+        next = o->next;
 
         if (o->fin.expires <= now_ms) {
-            *p = o->next;
-            o->next = sh->owed_free;
-            o->owner = NGX_INVALID_PID;
-            o->seq++;
-            sh->owed_free = no;
+            ngx_http_influencers_zone_owed_free(sh, no);
             sh->counters.abandoned++;
             (*dropped)++;
-
-            (void) ngx_atomic_fetch_add(&sh->nowing, -1);
             continue;
         }
-
-        p = &o->next;
 
         if (!ngx_http_influencers_after(now, o->due)) {
             continue;

@@ -15,7 +15,11 @@
 #include "ngx_http_influencers_store_types.h"
 
 
-#define NGX_HTTP_INFLUENCERS_ZONE_MAGIC    0x5a464e49    /* "INFZ" */
+/*
+ * The magic names the shared memory's layout (a reload refuses a zone of
+ * another), the version the records' and the state file's.
+ */
+#define NGX_HTTP_INFLUENCERS_ZONE_MAGIC    0x325a4e49    /* "INZ2" */
 #define NGX_HTTP_INFLUENCERS_ZONE_VERSION  5
 
 
