@@ -33,6 +33,7 @@ typedef enum {
     NGX_HTTP_INFLUENCERS_RP_SSL_PROTOCOLS,
     NGX_HTTP_INFLUENCERS_RP_SSL_CIPHERS,
     NGX_HTTP_INFLUENCERS_RP_SSL_SESSION_REUSE,
+    NGX_HTTP_INFLUENCERS_RP_CLUSTER,
     NGX_HTTP_INFLUENCERS_RP_NONE
 } ngx_http_influencers_redis_param_e;
 
@@ -44,7 +45,7 @@ static const char  *ngx_http_influencers_redis_conf_params[] = {
     "sentinel_user", "ssl", "ssl_verify", "ssl_verify_depth",
     "ssl_trusted_certificate", "ssl_server_name", "ssl_name",
     "ssl_certificate", "ssl_certificate_key", "ssl_protocols",
-    "ssl_ciphers", "ssl_session_reuse", NULL
+    "ssl_ciphers", "ssl_session_reuse", "cluster", NULL
 };
 
 
@@ -74,8 +75,8 @@ static char *ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
     ngx_uint_t *fallback);
 static char *ngx_http_influencers_redis_conf_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_http_influencers_redis_addr_t *addr);
-static char *ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value);
+static char *ngx_http_influencers_redis_conf_list(ngx_conf_t *cf,
+    ngx_str_t *name, ngx_str_t *value, ngx_array_t **list);
 static char *ngx_http_influencers_redis_conf_secret(ngx_conf_t *cf,
     ngx_str_t *name, ngx_str_t *value, ngx_str_t *secret);
 static char *ngx_http_influencers_redis_conf_msec(ngx_conf_t *cf,
@@ -357,7 +358,13 @@ ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
         return NGX_CONF_OK;
 
     case NGX_HTTP_INFLUENCERS_RP_SENTINEL:
-        return ngx_http_influencers_redis_conf_sentinels(cf, conf, s);
+        return ngx_http_influencers_redis_conf_list(cf, name, s,
+                                                    &conf->sentinels);
+
+    case NGX_HTTP_INFLUENCERS_RP_CLUSTER:
+        conf->name = *s;
+        return ngx_http_influencers_redis_conf_list(cf, name, s,
+                                                    &conf->cluster);
 
     case NGX_HTTP_INFLUENCERS_RP_MASTER:
         for (p = s->data; p < s->data + s->len; p++) {
@@ -471,10 +478,20 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (conf->sentinels && conf->name.len) {
+    if ((conf->addr.sockaddr != NULL) + (conf->sentinels != NULL)
+        + (conf->cluster != NULL) > 1)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" takes either an address "
-                           "or \"sentinel=\", not both");
+                           "\"influencers_redis\" takes one of an address, "
+                           "\"sentinel=\" and \"cluster=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->cluster && conf->db) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"db=\" of \"influencers_redis\" cannot be used "
+                           "with \"cluster=\": a cluster has database 0 "
+                           "only");
         return NGX_CONF_ERROR;
     }
 
@@ -482,7 +499,8 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"influencers_redis\" needs the address of "
                            "Redis right after zone=: host:port or "
-                           "unix:path, or \"sentinel=\" with \"master=\"");
+                           "unix:path, \"cluster=\", or \"sentinel=\" with "
+                           "\"master=\"");
         return NGX_CONF_ERROR;
     }
 
@@ -718,17 +736,19 @@ ngx_http_influencers_redis_conf_address(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+/* sentinel= and cluster=: host:port,host:port... */
+
 static char *
-ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value)
+ngx_http_influencers_redis_conf_list(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *value, ngx_array_t **list)
 {
     u_char                             *p, *last, *comma;
     ngx_str_t                           one;
     ngx_http_influencers_redis_addr_t  *addr;
 
-    conf->sentinels = ngx_array_create(cf->pool, 3,
-                                  sizeof(ngx_http_influencers_redis_addr_t));
-    if (conf->sentinels == NULL) {
+    *list = ngx_array_create(cf->pool, 3,
+                             sizeof(ngx_http_influencers_redis_addr_t));
+    if (*list == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -745,15 +765,15 @@ ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
         one.data = p;
         one.len = comma - p;
 
-        if (one.len == 0 || conf->sentinels->nelts == 16) {
+        if (one.len == 0 || (*list)->nelts == 16) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid sentinel \"%V\": from 1 to 16 "
+                               "invalid %V \"%V\": from 1 to 16 "
                                "host:port addresses, separated by commas",
-                               value);
+                               name, value);
             return NGX_CONF_ERROR;
         }
 
-        addr = ngx_array_push(conf->sentinels);
+        addr = ngx_array_push(*list);
         if (addr == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -763,6 +783,13 @@ ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
         if (ngx_http_influencers_redis_conf_address(cf, &one, addr)
             != NGX_CONF_OK)
         {
+            return NGX_CONF_ERROR;
+        }
+
+        if (addr->path) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid %V \"%V\": host:port addresses, "
+                               "not unix sockets", name, value);
             return NGX_CONF_ERROR;
         }
 
