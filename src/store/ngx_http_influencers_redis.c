@@ -1333,7 +1333,8 @@ ngx_http_influencers_redis_reply(ngx_http_influencers_redis_io_t *io,
 /*
  * WAIT's count: a write fewer replicas hold than wait= asks for may be
  * lost in a failover, so it is not taken.  A WAIT behind an EVALSHA that
- * Redis did not know counts nothing: the EVAL sent after it has its own.
+ * Redis did not know, or that a cluster node redirected, counts nothing:
+ * the command sent again has its own.
  */
 
 static void
@@ -1345,7 +1346,9 @@ ngx_http_influencers_redis_waited(ngx_http_influencers_redis_io_t *io,
     long long                      acks;
     ngx_http_influencers_store_e   rc;
 
-    if (ngx_http_influencers_redis_settled(slot) || !slot->evaled) {
+    if (ngx_http_influencers_redis_settled(slot) || !slot->evaled
+        || io != &slot->link->io)
+    {
         return;
     }
 
