@@ -29,7 +29,8 @@ package SentinelDrill;
 #       failure after ev0 to the first 202 after the last one), recovery
 #       (s from ev0 to that 202, or to the first 202 after ev0 if nothing
 #       failed), after_switch (s from ev1 to the first 202 begun after it)
-#   SentinelDrill::replays($node, \%job_of_key) -> {ok, bad => [...]}:
+#   SentinelDrill::replays($node, \%job_of_key) -> {ok, bad => [...],
+#       good => {key => job}}:
 #       each key sent once more, on $node: a 202 of its one job, marked
 #       Idempotent-Replayed
 #   SentinelDrill::job_of_keys($d) -> {key => job} for keys whose 202s
@@ -192,7 +193,7 @@ sub job_of_keys {
 
 sub replays {
     my ($node, $job_of) = @_;
-    my (%r, @bad);
+    my (%r, @bad, %good);
     $r{ok} = 0;
     for my $key (sort keys %$job_of) {
         my $a = $node->idem($key, body => qq({"prompt":"$key"}));
@@ -200,6 +201,7 @@ sub replays {
         if ($a->status == 202 && $j eq $job_of->{$key}
             && ($a->header('idempotent-replayed') // '') eq 'true') {
             $r{ok}++;
+            $good{$key} = $j;
         } else {
             push @bad, sprintf('%s: %s (job %s, expected %s, replayed %s)', $key,
                 $a->status, $j || '-', $job_of->{$key},
@@ -207,6 +209,7 @@ sub replays {
         }
     }
     $r{bad} = \@bad;
+    $r{good} = \%good;
     return \%r;
 }
 
