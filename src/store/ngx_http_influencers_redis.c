@@ -8,7 +8,6 @@
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_redis_conf.h"
-#include "ngx_http_influencers_redis_events.h"
 
 #include <ngx_sha1.h>
 
@@ -72,6 +71,7 @@
 #define NGX_HTTP_INFLUENCERS_LINK_READY       2
 #define NGX_HTTP_INFLUENCERS_LINK_CLOSING     3
 #define NGX_HTTP_INFLUENCERS_LINK_BACKOFF     4
+#define NGX_HTTP_INFLUENCERS_LINK_ASKING      5
 
 #define NGX_HTTP_INFLUENCERS_BACKOFF_MIN      50
 #define NGX_HTTP_INFLUENCERS_BACKOFF_MAX      1000
@@ -142,7 +142,7 @@ typedef struct {
 struct ngx_http_influencers_redis_link_s {
     ngx_http_influencers_redis_conf_t   *conf;
     ngx_http_influencers_zone_t         *zone;
-    ngx_http_influencers_redis_events_t  events;    /* the context */
+    ngx_http_influencers_redis_io_t      io;        /* the connection */
     ngx_uint_t                           state;
     ngx_uint_t                           handshake; /* replies due */
     ngx_msec_t                           backoff;   /* the next one */
@@ -158,11 +158,23 @@ struct ngx_http_influencers_redis_link_s {
     ngx_http_influencers_redis_limit_t   refused;   /* AUTH, SELECT... */
     ngx_http_influencers_redis_limit_t   replies;   /* errors, malformed */
     ngx_http_influencers_redis_limit_t   values;    /* failed the checks */
+    ngx_http_influencers_redis_limit_t   replicas;  /* WAIT fell short */
+
+    /* Sentinel: whom to ask, and the master it named */
+    ngx_http_influencers_redis_io_t      sentinel;
+    ngx_uint_t                           asked;     /* in this round */
+    ngx_uint_t                           next;      /* the one to ask */
+    ngx_http_influencers_redis_addr_t    master;
+    ngx_sockaddr_t                       master_sockaddr;
+    u_char                               master_text[NGX_SOCKADDR_STRLEN];
+    u_char                               master_host[NGX_SOCKADDR_STRLEN];
+    ngx_event_t                          ask;       /* the next sentinel */
 
     unsigned                             closing:1;
     unsigned                             reloading:1;
     unsigned                             failing:1;
     unsigned                             exiting:1;
+    unsigned                             moved:1;   /* +switch-master */
 };
 
 
@@ -193,7 +205,10 @@ struct ngx_http_influencers_redis_slot_s {
     ngx_http_influencers_finish_t        fin;
     ngx_http_influencers_finish_ref_t    ref;
 
-    unsigned                             sent:1;    /* hiredis has it */
+    ngx_http_influencers_store_e         eval_rc;   /* its, until WAIT */
+    unsigned                             calls:3;   /* replies awaited */
+    unsigned                             evaled:1;  /* eval_rc is set */
+    unsigned                             nowait:1;  /* WAIT not sent */
     unsigned                             queued:1;
     unsigned                             done:1;    /* rc is final */
     unsigned                             eval:1;    /* NOSCRIPT: EVAL */
@@ -219,8 +234,15 @@ static ngx_int_t ngx_http_influencers_redis_submit(
     ngx_http_influencers_redis_slot_t *slot);
 static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
-static void ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata);
+static void ngx_http_influencers_redis_reply(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static ngx_uint_t ngx_http_influencers_redis_settled(
+    ngx_http_influencers_redis_slot_t *slot);
+static void ngx_http_influencers_redis_waited(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static ngx_http_influencers_store_e ngx_http_influencers_redis_unreplicated(
+    ngx_http_influencers_redis_slot_t *slot, ngx_http_influencers_store_e rc,
+    long long acks);
 static ngx_http_influencers_store_e ngx_http_influencers_redis_claimed(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
 static ngx_http_influencers_store_e ngx_http_influencers_redis_finished(
@@ -235,6 +257,8 @@ static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
 static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
 static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
     ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_slot_drop(
+    ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_slot_free(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_release(
@@ -247,37 +271,64 @@ static ngx_int_t ngx_http_influencers_redis_send_finish(
 
 static ngx_int_t ngx_http_influencers_redis_connect(
     ngx_http_influencers_redis_link_t *link);
+static ngx_int_t ngx_http_influencers_redis_connect_to(
+    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_addr_t *addr);
 static ngx_int_t ngx_http_influencers_redis_command(
-    ngx_http_influencers_redis_link_t *link, redisCallbackFn *fn, int argc,
+    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_io_reply_pt handler, int argc,
     const char **argv, const size_t *argvlen);
-static void ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac,
-    void *r, void *privdata);
-static void ngx_http_influencers_redis_select_handler(redisAsyncContext *ac,
-    void *r, void *privdata);
-static void ngx_http_influencers_redis_load_handler(redisAsyncContext *ac,
-    void *r, void *privdata);
-static void ngx_http_influencers_redis_step(redisAsyncContext *ac,
-    redisReply *reply, ngx_http_influencers_redis_link_t *link,
+static void ngx_http_influencers_redis_auth_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_select_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_load_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_role_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_step(
+    ngx_http_influencers_redis_link_t *link, redisReply *reply,
     ngx_uint_t script, const char *what, ngx_str_t *arg);
 static void ngx_http_influencers_redis_reload(
     ngx_http_influencers_redis_link_t *link);
-static void ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac,
-    void *r, void *privdata);
+static void ngx_http_influencers_redis_reload_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
 static ngx_int_t ngx_http_influencers_redis_loaded(redisReply *reply);
 static void ngx_http_influencers_redis_ready(
     ngx_http_influencers_redis_link_t *link);
 static void ngx_http_influencers_redis_info(
     ngx_http_influencers_redis_link_t *link);
-static void ngx_http_influencers_redis_info_handler(redisAsyncContext *ac,
-    void *r, void *privdata);
+static void ngx_http_influencers_redis_info_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
 static ngx_int_t ngx_http_influencers_redis_info_field(redisReply *reply,
     const char *name, ngx_str_t *value);
+static ngx_int_t ngx_http_influencers_redis_sentinel_ask(
+    ngx_http_influencers_redis_link_t *link);
+static void ngx_http_influencers_redis_sentinel_auth_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_sentinel_master_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static ngx_int_t ngx_http_influencers_redis_sentinel_addr(
+    ngx_http_influencers_redis_link_t *link, redisReply *ip,
+    redisReply *port);
+static void ngx_http_influencers_redis_sentinel_subscribed(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_sentinel_push(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_sentinel_closed(
+    ngx_http_influencers_redis_io_t *io);
+static void ngx_http_influencers_redis_sentinel_next(ngx_event_t *ev);
 static void ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev);
 static void ngx_http_influencers_redis_retry(ngx_event_t *ev);
 static void ngx_http_influencers_redis_close(
     ngx_http_influencers_redis_link_t *link);
-static void ngx_http_influencers_redis_gone(redisAsyncContext *ac,
-    void *data);
+static void ngx_http_influencers_redis_closed(
+    ngx_http_influencers_redis_io_t *io);
+static ngx_str_t *ngx_http_influencers_redis_where(
+    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_addr_t *addr);
+static void ngx_http_influencers_redis_fail(
+    ngx_http_influencers_redis_link_t *link);
 static void ngx_http_influencers_redis_backoff(
     ngx_http_influencers_redis_link_t *link);
 
@@ -453,8 +504,20 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
 
     ngx_queue_init(&link->waiting);
 
-    link->events.gone = ngx_http_influencers_redis_gone;
-    link->events.data = link;
+    ngx_http_influencers_redis_io_init(&link->io, &conf->addr, &conf->tls,
+                                       cycle->log);
+    link->io.closed = ngx_http_influencers_redis_closed;
+    link->io.data = link;
+
+    ngx_http_influencers_redis_io_init(&link->sentinel, NULL, &conf->tls,
+                                       cycle->log);
+    link->sentinel.closed = ngx_http_influencers_redis_sentinel_closed;
+    link->sentinel.push = ngx_http_influencers_redis_sentinel_push;
+    link->sentinel.data = link;
+
+    link->ask.handler = ngx_http_influencers_redis_sentinel_next;
+    link->ask.data = link;
+    link->ask.log = cycle->log;
 
     /* reconnecting never keeps a worker that is shutting down */
 
@@ -543,11 +606,14 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
 
     ngx_http_influencers_zone_disown(zone);
 
-    /* the callbacks pending get NULL replies, for slots now detached */
-
-    if (link->events.ac) {
-        ngx_http_influencers_redis_close(link);
+    if (link->ask.posted) {
+        ngx_delete_posted_event(&link->ask);
     }
+
+    /* the calls pending get NULL replies, for slots now detached */
+
+    ngx_http_influencers_redis_io_free(&link->io);
+    ngx_http_influencers_redis_io_free(&link->sentinel);
 
     for (chunk = link->chunks; chunk; chunk = next) {
         next = chunk->next;
@@ -615,7 +681,7 @@ ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
 
     (void) ngx_http_influencers_zone_owe(zone, fin,
                                          2 * conf->timeout
-                                         + conf->connect_timeout,
+                                         + conf->tls.connect_timeout,
                                          &ref);
 
     if (conf->link == NULL || conf->link->exiting) {
@@ -711,7 +777,7 @@ ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
         ngx_http_influencers_redis_release(slot);
     }
 
-    ngx_http_influencers_redis_slot_free(slot);
+    ngx_http_influencers_redis_slot_drop(slot);
 }
 
 
@@ -744,6 +810,7 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
 
     case NGX_HTTP_INFLUENCERS_LINK_READY:
     case NGX_HTTP_INFLUENCERS_LINK_CONNECTING:
+    case NGX_HTTP_INFLUENCERS_LINK_ASKING:
         break;
 
     case NGX_HTTP_INFLUENCERS_LINK_BACKOFF:
@@ -833,18 +900,22 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
  *   EVALSHA <claim> 1 <key> <token> <fingerprint> <lease> <ttl> <job>
  *   EVALSHA <finish> 1 <key> <outcome> <token> <job_id> <value> <ttl>
  *
- * or EVAL with the script's text once Redis has said NOSCRIPT.
+ * or EVAL with the script's text once Redis has said NOSCRIPT; and with
+ * wait=, WAIT <replicas> <ms> behind it, on the same connection, so that
+ * its count is of replicas that hold this write.
  */
 
 static ngx_int_t
 ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
 {
-    int          argc;
-    size_t       argvlen[9];
-    ngx_str_t   *script;
-    const char  *argv[9];
+    int                                 argc;
+    size_t                              argvlen[9];
+    ngx_str_t                          *script;
+    const char                         *argv[9];
+    ngx_http_influencers_redis_conf_t  *conf;
 
     script = &ngx_http_influencers_redis_scripts[slot->script];
+    conf = slot->link->conf;
 
     if (slot->eval) {
         argv[0] = "EVAL";
@@ -891,44 +962,81 @@ ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
 
     argc = 9;
 
-    if (redisAsyncCommandArgv(slot->link->events.ac,
-                              ngx_http_influencers_redis_reply, slot,
-                              argc, argv, argvlen)
-        != REDIS_OK)
+    if (ngx_http_influencers_redis_io_send(&slot->link->io, argc, argv,
+                                           argvlen,
+                                           ngx_http_influencers_redis_reply,
+                                           slot)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
 
-    slot->sent = 1;
+    slot->calls++;
+    slot->evaled = 0;
+
+    if (conf->wait == 0) {
+        return NGX_OK;
+    }
+
+    argv[0] = "WAIT";
+    argvlen[0] = sizeof("WAIT") - 1;
+    argv[1] = (const char *) conf->wait_text;
+    argvlen[1] = conf->wait_len;
+    argv[2] = (const char *) conf->wait_ms;
+    argvlen[2] = conf->wait_ms_len;
+
+    if (ngx_http_influencers_redis_io_send(&slot->link->io, 3, argv, argvlen,
+                                           ngx_http_influencers_redis_waited,
+                                           slot)
+        != NGX_OK)
+    {
+        /* the write is on its way: it counts as held by no replica */
+        slot->nowait = 1;
+        return NGX_OK;
+    }
+
+    slot->calls++;
 
     return NGX_OK;
 }
 
 
-/* a reply, or NULL: the context is being freed */
+/*
+ * A reply, or NULL: the connection went before it came.  The last call
+ * of a slot that was settled already frees it.
+ */
+
+static ngx_uint_t
+ngx_http_influencers_redis_settled(ngx_http_influencers_redis_slot_t *slot)
+{
+    slot->calls--;
+
+    if (!slot->done) {
+        return 0;
+    }
+
+    if (slot->expired && slot->calls == 0) {
+        ngx_http_influencers_redis_slot_free(slot);
+    }
+
+    return 1;
+}
+
 
 static void
-ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_reply(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    redisReply                         *reply = r;
-    ngx_http_influencers_redis_slot_t  *slot = privdata;
+    ngx_http_influencers_redis_slot_t  *slot = data;
 
     u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
     u_char                             *p;
-    ngx_http_influencers_store_e     rc;
+    ngx_http_influencers_store_e        rc;
     ngx_http_influencers_redis_link_t  *link;
 
     link = slot->link;
 
-    if (slot->done) {
-        /* settled at its timeout already: dropped */
-        slot->sent = 0;
-
-        if (slot->expired) {
-            ngx_http_influencers_redis_slot_free(slot);
-        }
-
+    if (ngx_http_influencers_redis_settled(slot)) {
         return;
     }
 
@@ -938,8 +1046,6 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
                                            NGX_HTTP_INFLUENCERS_STORE_LOST);
         return;
     }
-
-    slot->sent = 0;
 
     if (reply->type == REDIS_REPLY_ERROR) {
 
@@ -974,8 +1080,9 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
                                     NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
         /*
-         * A server that is loading, a replica, one that wants AUTH again:
-         * another connection may find it, or its successor, ready.
+         * A server that is loading, a replica (a master that failed over),
+         * one that wants AUTH again: another connection may find it, or
+         * its successor, ready.
          */
 
         if (ngx_http_influencers_redis_is(reply, "LOADING")
@@ -996,7 +1103,94 @@ ngx_http_influencers_redis_reply(redisAsyncContext *ac, void *r,
         rc = ngx_http_influencers_redis_finished(slot, reply);
     }
 
+    if (link->conf->wait && !slot->nowait) {
+        /* WAIT's answer settles it */
+        slot->eval_rc = rc;
+        slot->evaled = 1;
+        return;
+    }
+
+    if (link->conf->wait) {
+        rc = ngx_http_influencers_redis_unreplicated(slot, rc, 0);
+    }
+
     ngx_http_influencers_redis_complete(slot, rc);
+}
+
+
+/*
+ * WAIT's count: a write fewer replicas hold than wait= asks for may be
+ * lost in a failover, so it is not taken.  A WAIT behind an EVALSHA that
+ * Redis did not know counts nothing: the EVAL sent after it has its own.
+ */
+
+static void
+ngx_http_influencers_redis_waited(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_slot_t  *slot = data;
+
+    long long                      acks;
+    ngx_http_influencers_store_e   rc;
+
+    if (ngx_http_influencers_redis_settled(slot) || !slot->evaled) {
+        return;
+    }
+
+    if (reply == NULL) {
+        ngx_http_influencers_redis_complete(slot,
+                                           NGX_HTTP_INFLUENCERS_STORE_LOST);
+        return;
+    }
+
+    acks = (reply->type == REDIS_REPLY_INTEGER) ? reply->integer : -1;
+
+    rc = slot->eval_rc;
+
+    if (acks < (long long) slot->link->conf->wait) {
+        rc = ngx_http_influencers_redis_unreplicated(slot, rc, acks);
+    }
+
+    ngx_http_influencers_redis_complete(slot, rc);
+}
+
+
+/*
+ * A claim this request made, or a finish, that too few replicas hold: the
+ * claim is released and the request told Redis is unavailable; the
+ * finish stays owed, and is sent again, with WAIT again.  What the claim
+ * only read is as good as ever.
+ */
+
+static ngx_http_influencers_store_e
+ngx_http_influencers_redis_unreplicated(
+    ngx_http_influencers_redis_slot_t *slot, ngx_http_influencers_store_e rc,
+    long long acks)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
+
+    if (rc != NGX_HTTP_INFLUENCERS_STORE_NEW
+        && rc != NGX_HTTP_INFLUENCERS_STORE_RESEND
+        && rc != NGX_HTTP_INFLUENCERS_STORE_FINISHED
+        && rc != NGX_HTTP_INFLUENCERS_STORE_STALE)
+    {
+        return rc;
+    }
+
+    ngx_http_influencers_redis_log(link, &link->replicas,
+                                   "had a %s on %L of the %ui replicas "
+                                   "wait= asks for within %*s ms: not "
+                                   "taken",
+                                   slot->script
+                                   == NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM
+                                   ? "claim" : "finish",
+                                   acks < 0 ? 0 : acks, link->conf->wait,
+                                   link->conf->wait_ms_len,
+                                   link->conf->wait_ms);
+
+    return NGX_HTTP_INFLUENCERS_STORE_LOST;
 }
 
 
@@ -1088,7 +1282,6 @@ static void
 ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
     ngx_http_influencers_store_e rc)
 {
-    slot->sent = 0;
     slot->rc = (rc == NGX_HTTP_INFLUENCERS_STORE_LOST)
                ? NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE : rc;
     slot->done = 1;
@@ -1105,10 +1298,7 @@ ngx_http_influencers_redis_complete(ngx_http_influencers_redis_slot_t *slot,
     ngx_http_influencers_redis_settle(slot, rc);
 
     if (slot->op == NULL) {
-        if (!slot->sent) {
-            ngx_http_influencers_redis_slot_free(slot);
-        }
-
+        ngx_http_influencers_redis_slot_drop(slot);
         return;
     }
 
@@ -1222,9 +1412,7 @@ ngx_http_influencers_redis_deliver(ngx_event_t *ev)
     op->rc = slot->rc;
     op->pending = NULL;
 
-    if (!slot->sent) {
-        ngx_http_influencers_redis_slot_free(slot);
-    }
+    ngx_http_influencers_redis_slot_drop(slot);
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, op->log, 0,
                    "influencers redis: op done: %s",
@@ -1252,7 +1440,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
     slot = ev->data;
     link = slot->link;
     op = slot->op;
-    sent = slot->sent;
+    sent = (slot->calls > 0);
 
     /* from now on, the reply (or the NULL one) is dropped */
 
@@ -1276,13 +1464,7 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
                              sent ? NGX_HTTP_INFLUENCERS_STORE_LOST
                                   : NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
 
-    if (slot->sent) {
-        /* hiredis still has its callback: the reply frees it */
-        slot->expired = 1;
-
-    } else {
-        ngx_http_influencers_redis_slot_free(slot);
-    }
+    ngx_http_influencers_redis_slot_drop(slot);
 
     if (op == NULL) {
         return;
@@ -1338,13 +1520,29 @@ ngx_http_influencers_redis_slot(ngx_http_influencers_redis_link_t *link)
     slot->op = NULL;
     slot->next = NULL;
     slot->ref.no = 0;
-    slot->sent = 0;
+    slot->calls = 0;
+    slot->evaled = 0;
+    slot->nowait = 0;
     slot->queued = 0;
     slot->done = 0;
     slot->eval = 0;
     slot->expired = 0;
 
     return slot;
+}
+
+
+/* a slot nobody waits for: freed by the last reply it awaits, if any */
+
+static void
+ngx_http_influencers_redis_slot_drop(ngx_http_influencers_redis_slot_t *slot)
+{
+    if (slot->calls) {
+        slot->expired = 1;
+        return;
+    }
+
+    ngx_http_influencers_redis_slot_free(slot);
 }
 
 
@@ -1388,7 +1586,7 @@ ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
     n = ngx_http_influencers_zone_owed(link->zone, fin, ref,
                                        NGX_HTTP_INFLUENCERS_OWED_BATCH,
                                        2 * link->conf->timeout
-                                       + link->conf->connect_timeout,
+                                       + link->conf->tls.connect_timeout,
                                        &dropped);
 
     if (dropped) {
@@ -1426,62 +1624,65 @@ ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
 
 
 /*
- * A connect: AUTH, SELECT and the scripts go at once, behind the connect
- * (hiredis writes them once the socket is connected).
+ * A connect: to the address configured, or to the master the sentinels
+ * name, asked first.
  */
 
 static ngx_int_t
 ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
 {
-    u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
-    u_char                             *p;
-    ngx_uint_t                          i, n;
-    const char                         *argv[3];
-    size_t                              argvlen[3];
-    redisAsyncContext                  *ac;
     ngx_http_influencers_redis_conf_t  *conf;
 
     conf = link->conf;
 
-    if (conf->path) {
-        ac = redisAsyncConnectUnix((char *) conf->path);
+    link->timer.handler = ngx_http_influencers_redis_connect_timeout;
 
-    } else {
-        ac = redisAsyncConnect((char *) conf->host, conf->port);
+    if (conf->sentinels) {
+        link->asked = 0;
+        return ngx_http_influencers_redis_sentinel_ask(link);
     }
 
-    if (ac == NULL) {
-        ngx_log_error(NGX_LOG_ALERT, link->log, 0,
-                      "influencers: no memory for a connection to Redis");
-        ngx_http_influencers_redis_backoff(link);
+    if (ngx_http_influencers_redis_connect_to(link, &conf->addr) != NGX_OK) {
         return NGX_ERROR;
     }
 
-    if (ac->err) {
-        p = ngx_http_influencers_redis_text(text, sizeof(text),
-                                            (u_char *) ac->errstr,
-                                            ngx_strlen(ac->errstr));
+    ngx_add_timer(&link->timer, conf->tls.connect_timeout);
 
+    return NGX_OK;
+}
+
+
+/*
+ * AUTH, SELECT, ROLE (a master named by the sentinels must still be one)
+ * and the scripts go at once, behind the connect and its TLS handshake;
+ * the operations wait for their replies.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_connect_to(ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_addr_t *addr)
+{
+    ngx_uint_t                          i, n;
+    const char                         *argv[3];
+    size_t                              argvlen[3];
+    ngx_http_influencers_redis_conf_t  *conf;
+
+    conf = link->conf;
+    link->io.addr = addr;
+
+    if (ngx_http_influencers_redis_io_connect(&link->io) != NGX_OK) {
         ngx_http_influencers_redis_log(link, &link->down,
-                                       "is unreachable: %*s",
-                                       (size_t) (p - text), text);
-
-        redisAsyncFree(ac);
-        ngx_http_influencers_redis_backoff(link);
-        return NGX_ERROR;
-    }
-
-    if (ngx_http_influencers_redis_events_attach(&link->events, ac, link->log)
-        != NGX_OK)
-    {
-        /* not attached: no cleanup, the socket is closed by hiredis */
-        redisAsyncFree(ac);
-        ngx_http_influencers_redis_backoff(link);
+                                       "is unreachable%s%V: %*s",
+                                       link->conf->sentinels ? " at " : "",
+                                       ngx_http_influencers_redis_where(link,
+                                                                     addr),
+                                       link->io.error_len, link->io.error);
+        ngx_http_influencers_redis_fail(link);
         return NGX_ERROR;
     }
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: connecting to %V%s%s", &conf->name,
+                   "influencers redis: connecting to %V%s%s", &addr->name,
                    conf->password.len ? ", AUTH" : "",
                    conf->db ? ", SELECT" : "");
 
@@ -1525,6 +1726,19 @@ ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
         }
     }
 
+    if (conf->sentinels) {
+        argv[0] = "ROLE";
+        argvlen[0] = sizeof("ROLE") - 1;
+
+        if (ngx_http_influencers_redis_command(link,
+                                       ngx_http_influencers_redis_role_handler,
+                                       1, argv, argvlen)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
     argv[0] = "SCRIPT";
     argvlen[0] = sizeof("SCRIPT") - 1;
     argv[1] = "LOAD";
@@ -1543,9 +1757,6 @@ ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
         }
     }
 
-    link->timer.handler = ngx_http_influencers_redis_connect_timeout;
-    ngx_add_timer(&link->timer, conf->connect_timeout);
-
     return NGX_OK;
 
 failed:
@@ -1553,7 +1764,7 @@ failed:
     ngx_log_error(NGX_LOG_ALERT, link->log, 0,
                   "influencers: no memory for a command to Redis");
 
-    /* the context is freed now: gone() starts the backoff */
+    /* closed() starts the backoff */
 
     ngx_http_influencers_redis_close(link);
 
@@ -1563,10 +1774,12 @@ failed:
 
 static ngx_int_t
 ngx_http_influencers_redis_command(ngx_http_influencers_redis_link_t *link,
-    redisCallbackFn *fn, int argc, const char **argv, const size_t *argvlen)
+    ngx_http_influencers_redis_io_reply_pt handler, int argc,
+    const char **argv, const size_t *argvlen)
 {
-    if (redisAsyncCommandArgv(link->events.ac, fn, link, argc, argv, argvlen)
-        != REDIS_OK)
+    if (ngx_http_influencers_redis_io_send(&link->io, argc, argv, argvlen,
+                                           handler, link)
+        != NGX_OK)
     {
         return NGX_ERROR;
     }
@@ -1578,35 +1791,71 @@ ngx_http_influencers_redis_command(ngx_http_influencers_redis_link_t *link,
 
 
 /*
- * The handshake's replies.  NULL, or a context that is no longer the
- * link's current one: the connection is going, gone() deals with it.
+ * The handshake's replies.  NULL: the connection is going, closed() deals
+ * with it.
  */
 
 static void
-ngx_http_influencers_redis_auth_handler(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_auth_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    ngx_http_influencers_redis_step(ac, r, privdata, 0, "AUTH", NULL);
+    ngx_http_influencers_redis_step(data, reply, 0, "AUTH", NULL);
 }
 
 
 static void
-ngx_http_influencers_redis_select_handler(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_select_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    ngx_http_influencers_redis_link_t  *link = privdata;
+    ngx_http_influencers_redis_link_t  *link = data;
 
-    ngx_http_influencers_redis_step(ac, r, link, 0, "SELECT",
+    ngx_http_influencers_redis_step(link, reply, 0, "SELECT",
                                     &link->conf->db_text);
 }
 
 
 static void
-ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_load_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    ngx_http_influencers_redis_step(ac, r, privdata, 1, "SCRIPT LOAD",
-                                    NULL);
+    ngx_http_influencers_redis_step(data, reply, 1, "SCRIPT LOAD", NULL);
+}
+
+
+/* the master the sentinels named is a replica now: they are asked again */
+
+static void
+ngx_http_influencers_redis_role_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_link_t  *link = data;
+
+    redisReply  *role;
+
+    if (reply == NULL
+        || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
+    {
+        return;
+    }
+
+    role = (reply->type == REDIS_REPLY_ARRAY && reply->elements > 0)
+           ? reply->element[0] : NULL;
+
+    if (role == NULL || role->type != REDIS_REPLY_STRING || role->len != 6
+        || ngx_strncmp(role->str, "master", 6) != 0)
+    {
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "named at %V is not a master: "
+                                       "asking the sentinels again",
+                                       &link->master.name);
+        link->next++;
+        ngx_http_influencers_redis_close(link);
+        return;
+    }
+
+    if (--link->handshake == 0) {
+        ngx_http_influencers_redis_ready(link);
+    }
 }
 
 
@@ -1617,9 +1866,8 @@ ngx_http_influencers_redis_load_handler(redisAsyncContext *ac, void *r,
  */
 
 static void
-ngx_http_influencers_redis_step(redisAsyncContext *ac, redisReply *reply,
-    ngx_http_influencers_redis_link_t *link, ngx_uint_t script,
-    const char *what, ngx_str_t *arg)
+ngx_http_influencers_redis_step(ngx_http_influencers_redis_link_t *link,
+    redisReply *reply, ngx_uint_t script, const char *what, ngx_str_t *arg)
 {
     u_char       *p;
     ngx_int_t     rc;
@@ -1627,7 +1875,7 @@ ngx_http_influencers_redis_step(redisAsyncContext *ac, redisReply *reply,
     ngx_str_t     none = ngx_null_string;
     u_char        text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
 
-    if (reply == NULL || ac != link->events.ac
+    if (reply == NULL
         || link->state != NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
     {
         return;
@@ -1711,10 +1959,10 @@ ngx_http_influencers_redis_reload(ngx_http_influencers_redis_link_t *link)
         argv[2] = (const char *) ngx_http_influencers_redis_scripts[i].data;
         argvlen[2] = ngx_http_influencers_redis_scripts[i].len;
 
-        if (redisAsyncCommandArgv(link->events.ac,
-                                  ngx_http_influencers_redis_reload_handler,
-                                  link, 3, argv, argvlen)
-            != REDIS_OK)
+        if (ngx_http_influencers_redis_io_send(&link->io, 3, argv, argvlen,
+                                     ngx_http_influencers_redis_reload_handler,
+                                     link)
+            != NGX_OK)
         {
             return;
         }
@@ -1725,13 +1973,12 @@ ngx_http_influencers_redis_reload(ngx_http_influencers_redis_link_t *link)
 
 
 static void
-ngx_http_influencers_redis_reload_handler(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_reload_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    redisReply                         *reply = r;
-    ngx_http_influencers_redis_link_t  *link = privdata;
+    ngx_http_influencers_redis_link_t  *link = data;
 
-    if (reply == NULL || ac != link->events.ac) {
+    if (reply == NULL) {
         return;
     }
 
@@ -1792,12 +2039,14 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
     if (link->failing) {
         link->failing = 0;
         ngx_log_error(NGX_LOG_NOTICE, link->log, 0,
-                      "influencers: Redis at %V is reachable again",
-                      &link->conf->name);
+                      "influencers: Redis at %V is reachable again%s%V",
+                      &link->conf->name, link->conf->sentinels ? ", at " : "",
+                      link->conf->sentinels ? &link->master.name
+                                            : &link->conf->addr.host);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
-                   "influencers redis: connected to %V", &link->conf->name);
+                   "influencers redis: connected to %V", &link->io.addr->name);
 
     ngx_http_influencers_redis_info(link);
 
@@ -1832,10 +2081,10 @@ ngx_http_influencers_redis_info(ngx_http_influencers_redis_link_t *link)
     argv[0] = "INFO";
     argvlen[0] = sizeof("INFO") - 1;
 
-    if (redisAsyncCommandArgv(link->events.ac,
-                              ngx_http_influencers_redis_info_handler, link,
-                              1, argv, argvlen)
-        != REDIS_OK)
+    if (ngx_http_influencers_redis_io_send(&link->io, 1, argv, argvlen,
+                                       ngx_http_influencers_redis_info_handler,
+                                       link)
+        != NGX_OK)
     {
         ngx_log_error(NGX_LOG_ALERT, link->log, 0,
                       "influencers: no memory for INFO to Redis");
@@ -1844,16 +2093,15 @@ ngx_http_influencers_redis_info(ngx_http_influencers_redis_link_t *link)
 
 
 static void
-ngx_http_influencers_redis_info_handler(redisAsyncContext *ac, void *r,
-    void *privdata)
+ngx_http_influencers_redis_info_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
 {
-    redisReply                         *reply = r;
-    ngx_http_influencers_redis_link_t  *link = privdata;
+    ngx_http_influencers_redis_link_t  *link = data;
 
     ngx_str_t                           run_id, aof, policy;
     ngx_http_influencers_redis_info_t   info;
 
-    if (reply == NULL || ac != link->events.ac || link->exiting) {
+    if (reply == NULL || link->exiting) {
         return;
     }
 
@@ -1866,8 +2114,14 @@ ngx_http_influencers_redis_info_handler(redisAsyncContext *ac, void *r,
 
     ngx_memzero(&info, sizeof(ngx_http_influencers_redis_info_t));
 
-    if (ngx_http_influencers_redis_info_field(reply, "run_id", &run_id)
-        == NGX_OK
+    /*
+     * A master the sentinels move is another server, with another run_id,
+     * and no restart: only a server at one address is followed so.
+     */
+
+    if (link->conf->sentinels == NULL
+        && ngx_http_influencers_redis_info_field(reply, "run_id", &run_id)
+           == NGX_OK
         && run_id.len == sizeof(info.run_id))
     {
         ngx_memcpy(info.run_id, run_id.data, sizeof(info.run_id));
@@ -1945,6 +2199,364 @@ ngx_http_influencers_redis_info_field(redisReply *reply, const char *name,
 }
 
 
+/*
+ * Sentinel: the master's address is asked of one sentinel at a time (the
+ * one that answered last first), AUTH first where set; the same
+ * connection then subscribes to +switch-master, so that a failover is
+ * followed at once, not only at the old master's first error.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_sentinel_ask(
+    ngx_http_influencers_redis_link_t *link)
+{
+    ngx_uint_t                          n;
+    const char                         *argv[4];
+    size_t                              argvlen[4];
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_addr_t  *sentinels;
+
+    conf = link->conf;
+    sentinels = conf->sentinels->elts;
+
+    /* a subscription of an earlier round goes: this one asks afresh */
+
+    link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
+    ngx_http_influencers_redis_io_close(&link->sentinel, NULL);
+    link->state = NGX_HTTP_INFLUENCERS_LINK_ASKING;
+
+    while (link->asked < conf->sentinels->nelts) {
+        link->asked++;
+        link->sentinel.addr = &sentinels[link->next % conf->sentinels->nelts];
+
+        if (ngx_http_influencers_redis_io_connect(&link->sentinel) == NGX_OK)
+        {
+            break;
+        }
+
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "cannot be found: sentinel %V: %*s",
+                                       &link->sentinel.addr->name,
+                                       link->sentinel.error_len,
+                                       link->sentinel.error);
+        link->next++;
+    }
+
+    if (link->sentinel.state == NGX_HTTP_INFLUENCERS_REDIS_IO_IDLE) {
+        ngx_http_influencers_redis_fail(link);
+        return NGX_ERROR;
+    }
+
+    if (conf->sentinel_password.len) {
+        n = 0;
+        argv[n] = "AUTH";
+        argvlen[n++] = sizeof("AUTH") - 1;
+
+        if (conf->sentinel_user.len) {
+            argv[n] = (const char *) conf->sentinel_user.data;
+            argvlen[n++] = conf->sentinel_user.len;
+        }
+
+        argv[n] = (const char *) conf->sentinel_password.data;
+        argvlen[n++] = conf->sentinel_password.len;
+
+        if (ngx_http_influencers_redis_io_send(&link->sentinel, n, argv,
+                                               argvlen,
+                              ngx_http_influencers_redis_sentinel_auth_handler,
+                              link)
+            != NGX_OK)
+        {
+            goto failed;
+        }
+    }
+
+    argv[0] = "SENTINEL";
+    argvlen[0] = sizeof("SENTINEL") - 1;
+    argv[1] = "get-master-addr-by-name";
+    argvlen[1] = sizeof("get-master-addr-by-name") - 1;
+    argv[2] = (const char *) conf->master.data;
+    argvlen[2] = conf->master.len;
+
+    if (ngx_http_influencers_redis_io_send(&link->sentinel, 3, argv, argvlen,
+                            ngx_http_influencers_redis_sentinel_master_handler,
+                            link)
+        != NGX_OK)
+    {
+        goto failed;
+    }
+
+    if (!link->timer.timer_set) {
+        ngx_add_timer(&link->timer, 2 * conf->tls.connect_timeout);
+    }
+
+    return NGX_OK;
+
+failed:
+
+    ngx_log_error(NGX_LOG_ALERT, link->log, 0,
+                  "influencers: no memory for a command to a sentinel");
+
+    ngx_http_influencers_redis_io_close(&link->sentinel, NULL);
+
+    return NGX_ERROR;
+}
+
+
+static void
+ngx_http_influencers_redis_sentinel_auth_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_link_t  *link = data;
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ERROR) {
+        return;
+    }
+
+    /* its text may echo the password: only a code Redis uses */
+
+    ngx_http_influencers_redis_log(link, &link->refused,
+                                   "cannot be found: sentinel %V refused "
+                                   "AUTH: %s", &io->addr->name,
+                                   ngx_http_influencers_redis_code(reply));
+
+    /* the question behind it is answered NULL, and the next one asked */
+
+    ngx_http_influencers_redis_io_close(io, NULL);
+}
+
+
+/* [ip, port], or nil: the master is not known to this sentinel */
+
+static void
+ngx_http_influencers_redis_sentinel_master_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_link_t  *link = data;
+
+    const char  *argv[2];
+    size_t       argvlen[2];
+
+    if (reply == NULL || link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING) {
+        return;
+    }
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 2
+        || reply->element[0]->type != REDIS_REPLY_STRING
+        || reply->element[1]->type != REDIS_REPLY_STRING
+        || reply->element[0]->len == 0
+        || reply->element[0]->len >= NGX_SOCKADDR_STRLEN - 8)
+    {
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "cannot be found: sentinel %V does "
+                                       "not name it (reply type %d)",
+                                       &io->addr->name, reply->type);
+        ngx_http_influencers_redis_io_close(io, NULL);
+        return;
+    }
+
+    if (ngx_http_influencers_redis_sentinel_addr(link, reply->element[0],
+                                                 reply->element[1])
+        != NGX_OK)
+    {
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "cannot be found: sentinel %V names "
+                                       "an address that is not one",
+                                       &io->addr->name);
+        ngx_http_influencers_redis_io_close(io, NULL);
+        return;
+    }
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, link->log, 0,
+                   "influencers redis: sentinel %V names the master %V",
+                   &io->addr->name, &link->master.name);
+
+    /* +switch-master from now on: replies no command waits for */
+
+    argv[0] = "SUBSCRIBE";
+    argvlen[0] = sizeof("SUBSCRIBE") - 1;
+    argv[1] = "+switch-master";
+    argvlen[1] = sizeof("+switch-master") - 1;
+
+    if (ngx_http_influencers_redis_io_send(io, 2, argv, argvlen,
+                            ngx_http_influencers_redis_sentinel_subscribed,
+                            link)
+        != NGX_OK)
+    {
+        ngx_http_influencers_redis_io_close(io, NULL);
+    }
+
+    (void) ngx_http_influencers_redis_connect_to(link, &link->master);
+}
+
+
+/* an address literal and a port, into the link's own memory */
+
+static ngx_int_t
+ngx_http_influencers_redis_sentinel_addr(
+    ngx_http_influencers_redis_link_t *link, redisReply *ip, redisReply *port)
+{
+    size_t                 len;
+    in_addr_t              inaddr;
+    ngx_int_t              n;
+    struct sockaddr_in    *sin;
+#if (NGX_HAVE_INET6)
+    struct sockaddr_in6   *sin6;
+#endif
+
+    n = ngx_atoi((u_char *) port->str, port->len);
+
+    if (n < 1 || n > 65535) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&link->master_sockaddr, sizeof(ngx_sockaddr_t));
+
+    inaddr = ngx_inet_addr((u_char *) ip->str, ip->len);
+
+    if (inaddr != INADDR_NONE) {
+        sin = &link->master_sockaddr.sockaddr_in;
+        sin->sin_family = AF_INET;
+        sin->sin_addr.s_addr = inaddr;
+        sin->sin_port = htons((in_port_t) n);
+        link->master.socklen = sizeof(struct sockaddr_in);
+
+#if (NGX_HAVE_INET6)
+    } else if (ngx_inet6_addr((u_char *) ip->str, ip->len,
+                              link->master_sockaddr.sockaddr_in6.sin6_addr
+                                                                .s6_addr)
+               == NGX_OK)
+    {
+        sin6 = &link->master_sockaddr.sockaddr_in6;
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((in_port_t) n);
+        link->master.socklen = sizeof(struct sockaddr_in6);
+#endif
+
+    } else {
+        return NGX_ERROR;
+    }
+
+    link->master.sockaddr = &link->master_sockaddr.sockaddr;
+
+    len = ngx_sock_ntop(link->master.sockaddr, link->master.socklen,
+                        link->master_text, NGX_SOCKADDR_STRLEN, 1);
+
+    link->master.name.data = link->master_text;
+    link->master.name.len = len;
+
+    /* the address is the name its certificate is checked for */
+
+    len = ngx_min(ip->len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(link->master_host, ip->str, len);
+
+    link->master.host.data = link->master_host;
+    link->master.host.len = len;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_influencers_redis_sentinel_subscribed(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data)
+{
+    /* ["subscribe", "+switch-master", 1]: the messages come as pushes */
+}
+
+
+/*
+ * ["message", "+switch-master", "<name> <old ip> <old port> <new ip>
+ * <new port>"]: the link leaves the old master at once and asks again.
+ */
+
+static void
+ngx_http_influencers_redis_sentinel_push(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_link_t  *link = data;
+
+    u_char      *p, *last;
+    redisReply  *msg;
+    ngx_str_t   *master;
+
+    if (reply->type != REDIS_REPLY_ARRAY || reply->elements != 3
+        || reply->element[2]->type != REDIS_REPLY_STRING)
+    {
+        return;
+    }
+
+    msg = reply->element[2];
+    master = &link->conf->master;
+    p = (u_char *) msg->str;
+    last = p + msg->len;
+
+    if ((size_t) (last - p) <= master->len || p[master->len] != ' '
+        || ngx_strncmp(p, master->data, master->len) != 0)
+    {
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_NOTICE, link->log, 0,
+                  "influencers: Redis at %V: sentinel %V says the master "
+                  "moved (%*s)", &link->conf->name, &io->addr->name,
+                  (size_t) (last - p - master->len - 1),
+                  p + master->len + 1);
+
+    if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY
+        || link->state == NGX_HTTP_INFLUENCERS_LINK_CONNECTING)
+    {
+        link->moved = 1;
+        ngx_http_influencers_redis_close(link);
+    }
+}
+
+
+/*
+ * The sentinel's connection went: while asking, the next sentinel is
+ * asked; later, the subscription is simply gone, and the next connect
+ * asks again.
+ */
+
+static void
+ngx_http_influencers_redis_sentinel_closed(
+    ngx_http_influencers_redis_io_t *io)
+{
+    ngx_http_influencers_redis_link_t  *link = io->data;
+
+    if (link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING || link->exiting) {
+        return;
+    }
+
+    if (io->error_len) {
+        ngx_http_influencers_redis_log(link, &link->down,
+                                       "cannot be found: sentinel %V: %*s",
+                                       &io->addr->name, io->error_len,
+                                       io->error);
+    }
+
+    link->next++;
+
+    /* posted: a handler of this connection's may be on the stack */
+
+    if (!link->ask.posted) {
+        ngx_post_event(&link->ask, &ngx_posted_events);
+    }
+}
+
+
+static void
+ngx_http_influencers_redis_sentinel_next(ngx_event_t *ev)
+{
+    ngx_http_influencers_redis_link_t  *link = ev->data;
+
+    if (link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING || link->exiting) {
+        return;
+    }
+
+    (void) ngx_http_influencers_redis_sentinel_ask(link);
+}
+
+
 static void
 ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev)
 {
@@ -1953,7 +2565,13 @@ ngx_http_influencers_redis_connect_timeout(ngx_event_t *ev)
     ngx_http_influencers_redis_log(link, &link->down,
                                    "did not connect and answer within "
                                    "connect_timeout (%Mms)",
-                                   link->conf->connect_timeout);
+                                   link->conf->tls.connect_timeout);
+
+    if (link->state == NGX_HTTP_INFLUENCERS_LINK_ASKING) {
+        link->next++;
+        ngx_http_influencers_redis_fail(link);
+        return;
+    }
 
     ngx_http_influencers_redis_close(link);
 }
@@ -1974,18 +2592,16 @@ ngx_http_influencers_redis_retry(ngx_event_t *ev)
 
 
 /*
- * Frees the context: at once, or, from inside a reply's callback, once
- * hiredis is back from it.  Either way gone() follows.
+ * The connection goes, at once: every operation sent gets its NULL
+ * reply, then closed() fails those waiting and starts the backoff.
  */
 
 static void
 ngx_http_influencers_redis_close(ngx_http_influencers_redis_link_t *link)
 {
-    redisAsyncContext  *ac;
-
-    ac = link->events.ac;
-
-    if (ac == NULL || link->closing) {
+    if (link->io.state == NGX_HTTP_INFLUENCERS_REDIS_IO_IDLE
+        || link->closing)
+    {
         return;
     }
 
@@ -1995,41 +2611,39 @@ ngx_http_influencers_redis_close(ngx_http_influencers_redis_link_t *link)
     link->closing = 1;
     link->state = NGX_HTTP_INFLUENCERS_LINK_CLOSING;
 
-    redisAsyncFree(ac);
+    ngx_http_influencers_redis_io_close(&link->io, NULL);
 }
 
 
-/*
- * The context is being freed: every operation sent has had its NULL
- * reply already; those still waiting for the connection fail too.
- */
+/* the address a log line names after the configured name, if another */
+
+static ngx_str_t *
+ngx_http_influencers_redis_where(ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_addr_t *addr)
+{
+    static ngx_str_t  none = ngx_null_string;
+
+    return link->conf->sentinels ? &addr->name : &none;
+}
+
+
+/* the connection went, closed by the link or by what io found */
 
 static void
-ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
+ngx_http_influencers_redis_closed(ngx_http_influencers_redis_io_t *io)
 {
-    ngx_http_influencers_redis_link_t  *link = data;
-
-    u_char                              text[NGX_HTTP_INFLUENCERS_REDIS_TEXT];
-    u_char                             *p;
-    ngx_queue_t                        *q;
-    ngx_http_influencers_redis_slot_t  *slot;
+    ngx_http_influencers_redis_link_t  *link = io->data;
 
     if (!link->closing && !link->exiting) {
-        if (ac->err && ac->errstr) {
-            p = ngx_http_influencers_redis_text(text, sizeof(text),
-                                                (u_char *) ac->errstr,
-                                                ngx_strlen(ac->errstr));
-        } else {
-            p = ngx_cpymem(text, "connection closed",
-                           sizeof("connection closed") - 1);
-        }
-
         ngx_http_influencers_redis_log(link, &link->down,
                                      link->state
                                      == NGX_HTTP_INFLUENCERS_LINK_READY
-                                     ? "lost the connection: %*s"
-                                     : "is unreachable: %*s",
-                                     (size_t) (p - text), text);
+                                     ? "lost the connection%s%V: %*s"
+                                     : "is unreachable%s%V: %*s",
+                                     link->conf->sentinels ? " to " : "",
+                                     ngx_http_influencers_redis_where(link,
+                                                                   io->addr),
+                                     io->error_len, io->error);
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
@@ -2037,12 +2651,42 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
                    link->exiting ? ", exiting" : "");
 
     link->closing = 0;
+
+    if (link->exiting) {
+        link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
+        return;
+    }
+
+    ngx_http_influencers_redis_fail(link);
+}
+
+
+/*
+ * No connection: the operations waiting for one fail, and the backoff
+ * starts (a master that moved is asked for again at once).
+ */
+
+static void
+ngx_http_influencers_redis_fail(ngx_http_influencers_redis_link_t *link)
+{
+    ngx_queue_t                        *q;
+    ngx_http_influencers_redis_slot_t  *slot;
+
     link->reloading = 0;
     link->handshake = 0;
 
     if (link->timer.timer_set) {
         ngx_del_timer(&link->timer);
     }
+
+    if (link->ask.posted) {
+        ngx_delete_posted_event(&link->ask);
+    }
+
+    /* the next connect asks the sentinels afresh */
+
+    link->state = NGX_HTTP_INFLUENCERS_LINK_BACKOFF;
+    ngx_http_influencers_redis_io_close(&link->sentinel, NULL);
 
     while (!ngx_queue_empty(&link->waiting)) {
         q = ngx_queue_head(&link->waiting);
@@ -2052,9 +2696,9 @@ ngx_http_influencers_redis_gone(redisAsyncContext *ac, void *data)
                                     NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
     }
 
-    if (link->exiting) {
-        link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
-        return;
+    if (link->moved) {
+        link->moved = 0;
+        link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
     }
 
     ngx_http_influencers_redis_backoff(link);
@@ -2119,6 +2763,12 @@ ngx_http_influencers_redis_log(ngx_http_influencers_redis_link_t *link,
     /* whatever a server says, the password it was sent never gets out */
 
     pw = &link->conf->password;
+
+    if (pw->len) {
+        ngx_http_influencers_redis_scrub(buf, p, pw);
+    }
+
+    pw = &link->conf->sentinel_password;
 
     if (pw->len) {
         ngx_http_influencers_redis_scrub(buf, p, pw);

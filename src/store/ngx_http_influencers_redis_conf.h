@@ -12,23 +12,38 @@
 
 
 #include "ngx_http_influencers.h"
+#include "ngx_http_influencers_redis_io.h"
 
 
 #define NGX_HTTP_INFLUENCERS_PREFIX_MAX       64
+#define NGX_HTTP_INFLUENCERS_WAIT_MAX         16
 
 
 typedef struct {
     ngx_str_t                            name;      /* as configured */
-    u_char                              *host;      /* numeric, or NULL */
-    int                                  port;
-    u_char                              *path;      /* unix:, or NULL */
+    ngx_http_influencers_redis_addr_t    addr;      /* without sentinels */
+
+    /* Sentinel: the master is asked of them, by name */
+    ngx_array_t                         *sentinels; /* redis_addr_t */
+    ngx_str_t                            master;
+    ngx_str_t                            sentinel_user;
+    ngx_str_t                            sentinel_password;
+
     ngx_str_t                            user;
     ngx_str_t                            password;
     ngx_uint_t                           db;
     ngx_str_t                            db_text;
     ngx_str_t                            prefix;
-    ngx_msec_t                           connect_timeout;
     ngx_msec_t                           timeout;
+
+    /* WAIT for this many replicas after every write; 0: none */
+    ngx_uint_t                           wait;
+    u_char                               wait_text[NGX_INT_T_LEN];
+    size_t                               wait_len;
+    u_char                               wait_ms[NGX_INT_T_LEN];
+    size_t                               wait_ms_len;
+
+    ngx_http_influencers_redis_tls_t     tls;       /* and connect_timeout */
 
     struct ngx_http_influencers_redis_link_s  *link;  /* this worker's */
 } ngx_http_influencers_redis_conf_t;
