@@ -194,13 +194,13 @@ sub wait_owed_paid {
         after => sub {
             my ($new) = @_;
             my $t0 = Time::HiRes::time();
-            do {
+            while (Time::HiRes::time() < $t0 + 3) {
                 if (SentinelDrill::module_clients($g, SentinelDrill::port_of($old)) == 0) {
                     $left = Time::HiRes::time() - $t0;
                     last;
                 }
                 Time::HiRes::sleep(0.05);
-            } while (Time::HiRes::time() < $t0 + 3);
+            }
             my @r = SentinelDrill::make_replica($g, $old, $new);
             return (Time::HiRes::time() - $t0, @r);
         });
