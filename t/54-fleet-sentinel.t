@@ -16,25 +16,33 @@
 #     202) and log an [error] that names the sentinel and says it refused
 #     (NOAUTH/WRONGPASS: AUTH);
 #     no password appears in any log;
-#   - SENTINEL FAILOVER during a load (t/lib/Drill.pm's clients: new keys,
-#     each retried on both nodes in turn until a 202 or the drill's end,
-#     then once more on the other node): the gateway nodes leave the old
-#     master within 3 s of the sentinels' switch (+switch-master, before
-#     the old master is turned into a replica); keys accepted before the
-#     failover (and replicated) replay on both nodes with their jobId;
+#   - SENTINEL FAILOVER during a load (t/lib/Drill.pm's clients, paced:
+#     new keys, each retried on both nodes in turn until a 202 or the
+#     drill's end, then once more on the other node): the gateway nodes
+#     leave the old master within 3 s of the sentinels' switch
+#     (+switch-master, before the old master is turned into a replica);
+#     no failure later than 3 s after the switch; the twenty keys accepted
+#     before the failover (and replicated) replay on both nodes with their
+#     jobId, and so do the drill's keys outside the event's window (below);
 #   - then, once the group has settled, the new master SIGKILLed during a
-#     load (the sentinels promote a replica after down-after, 1 s): keys
-#     accepted before (and replicated) still replay;
+#     load (the sentinels promote a replica after down-after, 1 s): the
+#     keys accepted before (replicated: the twenty, and every key of the
+#     failover drill that replayed after it) still replay, and so do the
+#     kill drill's keys outside its window;
 #   - nginx -t refuses sentinel= without master=, master= without
-#     sentinel=, sentinel= with an address, and bad sentinel addresses;
-#     accepts a good sentinel= master= pair without connecting.
+#     sentinel=, sentinel= with an address, and bad sentinel addresses
+#     (no port, port abc, port 70000, an empty list, an empty entry);
+#     accepts good sentinel= master= lines without connecting to the
+#     sentinels.
 #
 # For each drill, per key: the distinct job ids partners saw, the jobs the
 # backend received (it dedupes on the forward's Idempotency-Key), the 5xx
 # answers, the recovery time (from the event to the first 202 after the
 # last failure) and the time to the first 202 after the switch; printed
 # as "RESULT sentinel ..." lines.  Every key with a 202 must have its job
-# at the backend, and every key is accepted in the end.
+# at the backend, and every key is accepted in the end.  After each drill
+# every key of it with a 202 is sent once more: "RESULT sentinel ...: N of
+# M keys replay their job after it, K lost".
 #
 # What is NOT failed on: without wait= a write is acknowledged by the
 # master alone, and Sentinel's failover is not coordinated: SENTINEL
@@ -51,6 +59,9 @@
 # replica by the sentinels some 10 s later (+convert-to-slave); the test
 # does it at once (REPLICAOF), after checking that the gateway nodes have
 # left it, so that the kill drill has two replicas to choose from.
+#
+# About 25 s (the group starts in 2.5 s, each drill lasts 7-8 s).
+# DRILL_CLIENTS (6) sets the drills' clients.
 
 use strict;
 use warnings;
@@ -374,8 +385,18 @@ ok(wait_owed_paid(5), 'nothing owed to Redis');
         };
         note("$name: $msg");
     };
+    # the connections each sentinel has taken so far (the harness's own
+    # INFO included: one more each time it asks)
+    my $conns = sub {
+        return [ map { (SentinelDrill::info($g, $_, 'stats')->{total_connections_received}
+                        // 'none') } @SPORTS ];
+    };
+    my $c0 = $conns->();
     my ($rc, $msg) = $try->("zone=jobs sentinel=$S master=mymaster sentinel_password=$SPW");
     is($rc, 0, 'nginx -t accepts sentinel=S1,S2,S3 master=mymaster') or diag($msg);
+    my $c1 = $conns->();
+    is_deeply([ map { $c1->[$_] - $c0->[$_] } 0 .. $#$c0 ], [ (1) x @SPORTS ],
+              '... without connecting to the sentinels');
     ($rc, $msg) = $try->('zone=jobs sentinel=127.0.0.1:26379 master=mymaster wait=1');
     is($rc, 0, 'nginx -t accepts one sentinel, with wait=1') or diag($msg);
 

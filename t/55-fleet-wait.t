@@ -32,13 +32,21 @@
 #       Redis; after a reload to wait=1 the same key is accepted at once
 #       (it is never 409 for longer than the lease);
 #   (e) nginx -t refuses wait=-1, wait=17 and wait=abc with an [emerg] that
-#       names wait, and accepts wait=0 and wait=16.
+#       names wait (with an address and with sentinel=), and accepts wait=0
+#       and wait=16;
+#   (f) (after (d)) a finish the replica does not acknowledge (SIGSTOP of
+#       the replica while the backend holds a keyed request, its claim
+#       acknowledged): the partner gets its 202, the finish stays owed
+#       while the replica is stopped, is sent again once it is back
+#       (redisOwedResent) and lands; node 2 then replays the one job.
 #
 # The old master left running by SENTINEL FAILOVER would be turned into a
 # replica by the sentinels some 10 s later (+convert-to-slave); meanwhile
 # the new master has no replica and every wait=1 claim is refused.  The
 # test does it at once (REPLICAOF), after checking that the gateway nodes
 # have left the old master within 3 s of the sentinels' switch.
+#
+# About 20 s (the group starts in 2.5 s, the drill lasts 9 s).
 
 use strict;
 use warnings;
@@ -170,10 +178,7 @@ my %before;    # key => job, accepted before the failover
          @{ $q{0} }, @{ $q{1} });
 }
 
-my ($ok, $why) = SentinelDrill::settled($g, replicas => 1, timeout => 5);
-ok($ok, 'the keys so far are on the replica') or diag($why);
-
-# ------------------------------------------------------------ (b) a failover under load
+# ------------------------------------------------------------ (f) a finish the replica does not hold
 
 sub wait_owed_paid {
     my ($within, @nodes) = @_;
@@ -184,6 +189,44 @@ sub wait_owed_paid {
     }
     return 0;
 }
+
+{
+    my $key = fresh('f');
+    my ($replica) = grep { $_->{kind} eq 'data' && $_->{alive}
+                           && $_->{port} != master_port() } @{ $g->nodes };
+    $n1->set_backend(delay => 1);
+    my $f0 = $n1->forwards;
+    my $resent0 = $n1->stats->{redisOwedResent} // 0;
+    my $sock = $n1->idem_async($key, body => body($key));
+    my @fw = $n1->wait_backend_requests($f0 + 1, timeout => 5);
+    my $job = @fw > $f0 ? $fw[-1]{h}{'idempotency-key'}[0] : undef;
+    ok(defined $job, '(f) a keyed request forwarded (its claim acknowledged by the replica)');
+    # the replica stops acknowledging: the finish's WAIT 1 times out
+    kill 'STOP', $replica->{pid};
+    my $r1 = finish_async($sock, 6);
+    my $owed = $n1->stats->{redisOwed} // -1;
+    my $t0 = Time::HiRes::time();
+    Time::HiRes::sleep(0.5);
+    my $owed2 = $n1->stats->{redisOwed} // -1;
+    kill 'CONT', $replica->{pid};
+    $n1->set_backend;
+    my $j = check_new_job($r1, '(f) the replica stopped: the backend accepted: 202');
+    is($j->{jobId}, $job, '(f) ... the forwarded job');
+    cmp_ok($owed, '>=', 1, '(f) the finish the replica did not acknowledge is owed');
+    cmp_ok($owed2, '>=', 1, '(f) ... and still owed while the replica is stopped');
+    ok(wait_owed_paid(5, $n1), '(f) the replica back: the finish is sent again and lands');
+    cmp_ok(($n1->stats->{redisOwedResent} // 0) - $resent0, '>=', 1, '(f) ... counted as sent again');
+    my $r2 = $n2->idem($key, body => body($key));
+    is(($r2->json || {})->{jobId}, $job, '(f) node 2 then answers the same job');
+    is($r2->header('idempotent-replayed'), 'true', '(f) ... as a replay');
+    is(scalar @{ $n1->backend_jobs->{ $job // '' } || [] }, 1, '(f) one forward of the job');
+    $before{$key} = $job if defined $job;
+}
+
+my ($ok, $why) = SentinelDrill::settled($g, replicas => 1, timeout => 5);
+ok($ok, 'the keys so far are on the replica') or diag($why);
+
+# ------------------------------------------------------------ (b) a failover under load
 
 {
     my ($old, $left);

@@ -46,6 +46,7 @@ package SentinelDrill;
 #       one, and until its link is up (what the sentinels' +convert-to-slave
 #       does, some 10 s after a failover that left the old master running)
 #   calls($g, $port, $command): INFO commandstats calls of a command
+#   info($g, $port, $section): INFO of a node (data or sentinel) as a hash
 #   port_of('127.0.0.1:N') -> N
 
 use strict;
@@ -226,6 +227,8 @@ sub _info {
     }
     return \%h;
 }
+
+sub info { return _info(@_); }
 
 sub settled {
     my ($g, %o) = @_;
