@@ -129,6 +129,8 @@ typedef struct ngx_http_influencers_redis_link_s
     ngx_http_influencers_redis_link_t;
 typedef struct ngx_http_influencers_redis_slot_s
     ngx_http_influencers_redis_slot_t;
+typedef struct ngx_http_influencers_redis_fleet_s
+    ngx_http_influencers_redis_fleet_t;
 
 
 
@@ -140,6 +142,9 @@ typedef struct {
 
 
 struct ngx_http_influencers_redis_link_s {
+    ngx_http_influencers_redis_fleet_t  *fleet;
+    ngx_uint_t                           index;     /* in the fleet */
+    ngx_str_t                           *name;      /* for the log */
     ngx_http_influencers_redis_conf_t   *conf;
     ngx_http_influencers_zone_t         *zone;
     ngx_http_influencers_redis_io_t      io;        /* the connection */
@@ -148,10 +153,7 @@ struct ngx_http_influencers_redis_link_s {
     ngx_msec_t                           backoff;   /* the next one */
     ngx_msec_t                           retry_at;
     ngx_event_t                          timer;     /* connect, backoff */
-    ngx_event_t                          owed;      /* finishes owed */
     ngx_queue_t                          waiting;   /* until READY */
-    ngx_http_influencers_redis_slot_t   *free;
-    void                                *chunks;
     ngx_log_t                           *log;
 
     ngx_http_influencers_redis_limit_t   down;      /* unreachable, slow */
@@ -160,7 +162,8 @@ struct ngx_http_influencers_redis_link_s {
     ngx_http_influencers_redis_limit_t   values;    /* failed the checks */
     ngx_http_influencers_redis_limit_t   replicas;  /* WAIT fell short */
 
-    /* Sentinel: whom to ask, and the master it named */
+    /* Sentinel: whom to ask, and the master it named (or the address of
+     * a cluster's node) */
     ngx_http_influencers_redis_io_t      sentinel;
     ngx_uint_t                           asked;     /* in this round */
     ngx_uint_t                           next;      /* the one to ask */
@@ -181,7 +184,9 @@ struct ngx_http_influencers_redis_link_s {
 struct ngx_http_influencers_redis_slot_s {
     ngx_event_t                          event;     /* timeout, delivery */
     ngx_queue_t                          queue;     /* waiting */
-    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_fleet_t  *fleet;
+    ngx_http_influencers_redis_link_t   *link;      /* where it is sent */
+    ngx_uint_t                           hslot;     /* its key's, cluster */
     ngx_http_influencers_redis_op_t     *op;        /* NULL: delivered */
     ngx_http_influencers_redis_slot_t   *next;      /* free list */
     ngx_uint_t                           script;
@@ -209,10 +214,42 @@ struct ngx_http_influencers_redis_slot_s {
     unsigned                             calls:3;   /* replies awaited */
     unsigned                             evaled:1;  /* eval_rc is set */
     unsigned                             nowait:1;  /* WAIT not sent */
+    unsigned                             asking:1;  /* ASK: ASKING first */
+    unsigned                             redirects:3;
     unsigned                             queued:1;
     unsigned                             done:1;    /* rc is final */
     unsigned                             eval:1;    /* NOSCRIPT: EVAL */
     unsigned                             expired:1; /* freed by its reply */
+};
+
+
+/*
+ * This worker's links (one per server: the configured one, the master
+ * the sentinels name, or each node of a cluster the module has met) and
+ * the slots its operations use.
+ */
+
+#define NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS    16384
+#define NGX_HTTP_INFLUENCERS_CLUSTER_NODES    64
+#define NGX_HTTP_INFLUENCERS_CLUSTER_NONE     0xffff
+#define NGX_HTTP_INFLUENCERS_REDIRECTS_MAX    5
+
+struct ngx_http_influencers_redis_fleet_s {
+    ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_zone_t         *zone;
+    ngx_log_t                           *log;
+    ngx_http_influencers_redis_link_t   *links[NGX_HTTP_INFLUENCERS_CLUSTER_NODES];
+    ngx_uint_t                           nlinks;
+    uint16_t                            *map;       /* cluster: slot: link */
+    ngx_event_t                          owed;      /* finishes owed */
+    ngx_event_t                          refresh;   /* cluster: the map */
+    ngx_msec_t                           refresh_delay;
+    ngx_uint_t                           asked;     /* the link asked last */
+    ngx_http_influencers_redis_slot_t   *free;
+    void                                *chunks;
+    unsigned                             exiting:1;
+    unsigned                             refreshing:1;
+    unsigned                             mapped:1;
 };
 
 
@@ -227,11 +264,32 @@ struct ngx_http_influencers_redis_chunk_s {
 
 static void ngx_http_influencers_redis_digests(void);
 
-static ngx_int_t ngx_http_influencers_redis_prepare(
-    ngx_http_influencers_zone_t *zone, ngx_http_influencers_redis_op_t *op,
-    ngx_http_influencers_redis_slot_t **slotp);
+static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_link(
+    ngx_http_influencers_redis_fleet_t *fleet,
+    ngx_http_influencers_redis_addr_t *addr);
 static ngx_int_t ngx_http_influencers_redis_submit(
     ngx_http_influencers_redis_slot_t *slot);
+static ngx_int_t ngx_http_influencers_redis_attach(
+    ngx_http_influencers_redis_slot_t *slot);
+static ngx_int_t ngx_http_influencers_redis_dispatch(
+    ngx_http_influencers_redis_slot_t *slot);
+static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_route(
+    ngx_http_influencers_redis_fleet_t *fleet, ngx_uint_t hslot);
+static void ngx_http_influencers_redis_crc16_init(void);
+static ngx_uint_t ngx_http_influencers_redis_hash_slot(u_char *key,
+    size_t len);
+static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_node(
+    ngx_http_influencers_redis_fleet_t *fleet, u_char *host, size_t len,
+    u_char *port, size_t port_len);
+static ngx_uint_t ngx_http_influencers_redis_redirect(
+    ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
+static void ngx_http_influencers_redis_asked(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static void ngx_http_influencers_redis_remap(
+    ngx_http_influencers_redis_fleet_t *fleet, ngx_msec_t delay);
+static void ngx_http_influencers_redis_refresh(ngx_event_t *ev);
+static void ngx_http_influencers_redis_slots_handler(
+    ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
 static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_reply(
@@ -256,7 +314,7 @@ static void ngx_http_influencers_redis_settle(
 static void ngx_http_influencers_redis_deliver(ngx_event_t *ev);
 static void ngx_http_influencers_redis_timeout(ngx_event_t *ev);
 static ngx_http_influencers_redis_slot_t *ngx_http_influencers_redis_slot(
-    ngx_http_influencers_redis_link_t *link);
+    ngx_http_influencers_redis_fleet_t *fleet);
 static void ngx_http_influencers_redis_slot_drop(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_slot_free(
@@ -265,7 +323,7 @@ static void ngx_http_influencers_redis_release(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_owed_handler(ngx_event_t *ev);
 static ngx_int_t ngx_http_influencers_redis_send_finish(
-    ngx_http_influencers_redis_link_t *link,
+    ngx_http_influencers_redis_fleet_t *fleet,
     ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin,
     ngx_http_influencers_finish_ref_t *ref);
 
@@ -443,6 +501,9 @@ static ngx_str_t  ngx_http_influencers_redis_scripts[] = {
 };
 
 /* the scripts' SHA1s, in hex, for EVALSHA: the same in every process */
+static const char  *ngx_http_influencers_redis_asking[] = { "ASKING" };
+static const size_t  ngx_http_influencers_redis_asking_len[] = { 6 };
+
 static u_char  ngx_http_influencers_redis_sha[2][2 * 20];
 static ngx_uint_t  ngx_http_influencers_redis_sha_done;
 
@@ -483,65 +544,140 @@ ngx_int_t
 ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
     ngx_http_influencers_zone_t *zone)
 {
-    ngx_http_influencers_redis_conf_t  *conf;
-    ngx_http_influencers_redis_link_t  *link;
+    ngx_uint_t                           i;
+    ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_redis_addr_t   *seeds;
+    ngx_http_influencers_redis_fleet_t  *fleet;
 
     conf = zone->redis;
 
     /* the scripts' SHA1s: once a process, before a script is sent */
     ngx_http_influencers_redis_digests();
+    ngx_http_influencers_redis_crc16_init();
 
-    link = ngx_calloc(sizeof(ngx_http_influencers_redis_link_t), cycle->log);
-    if (link == NULL) {
+    fleet = ngx_calloc(sizeof(ngx_http_influencers_redis_fleet_t),
+                       cycle->log);
+    if (fleet == NULL) {
         return NGX_ERROR;
     }
 
-    link->conf = conf;
-    link->zone = zone;
-    link->log = cycle->log;
-    link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
-    link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
+    fleet->conf = conf;
+    fleet->zone = zone;
+    fleet->log = cycle->log;
 
-    ngx_queue_init(&link->waiting);
+    /* the fleet exists from here: exit_process() frees what it holds */
 
-    ngx_http_influencers_redis_io_init(&link->io, &conf->addr, &conf->tls,
-                                       cycle->log);
-    link->io.closed = ngx_http_influencers_redis_closed;
-    link->io.data = link;
+    conf->fleet = fleet;
 
-    ngx_http_influencers_redis_io_init(&link->sentinel, NULL, &conf->tls,
-                                       cycle->log);
-    link->sentinel.closed = ngx_http_influencers_redis_sentinel_closed;
-    link->sentinel.push = ngx_http_influencers_redis_sentinel_push;
-    link->sentinel.data = link;
+    if (conf->cluster) {
+        fleet->map = ngx_alloc(NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS
+                               * sizeof(uint16_t), cycle->log);
+        if (fleet->map == NULL) {
+            return NGX_ERROR;
+        }
 
-    link->ask.handler = ngx_http_influencers_redis_sentinel_next;
-    link->ask.data = link;
-    link->ask.log = cycle->log;
+        ngx_memset(fleet->map, 0xff,
+                   NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS * sizeof(uint16_t));
 
-    /* reconnecting never keeps a worker that is shutting down */
+        seeds = conf->cluster->elts;
 
-    link->timer.data = link;
-    link->timer.log = cycle->log;
-    link->timer.cancelable = 1;
+        for (i = 0; i < conf->cluster->nelts; i++) {
+            if (ngx_http_influencers_redis_link(fleet, &seeds[i]) == NULL) {
+                return NGX_ERROR;
+            }
+        }
 
-    /* nor does sending what the zone owes Redis: other workers will */
+        fleet->refresh.handler = ngx_http_influencers_redis_refresh;
+        fleet->refresh.data = fleet;
+        fleet->refresh.log = cycle->log;
+        fleet->refresh.cancelable = 1;
 
-    link->owed.handler = ngx_http_influencers_redis_owed_handler;
-    link->owed.data = link;
-    link->owed.log = cycle->log;
-    link->owed.cancelable = 1;
+    } else if (ngx_http_influencers_redis_link(fleet, &conf->addr) == NULL) {
+        return NGX_ERROR;
+    }
 
-    ngx_add_timer(&link->owed, NGX_HTTP_INFLUENCERS_OWED_TIMER);
+    /* sending what the zone owes Redis never keeps a worker that is
+     * shutting down: other workers will */
 
-    conf->link = link;
+    fleet->owed.handler = ngx_http_influencers_redis_owed_handler;
+    fleet->owed.data = fleet;
+    fleet->owed.log = cycle->log;
+    fleet->owed.cancelable = 1;
+
+    ngx_add_timer(&fleet->owed, NGX_HTTP_INFLUENCERS_OWED_TIMER);
 
     return NGX_OK;
 }
 
 
 /*
- * The worker ends: the context is freed, and no operation's handler is
+ * A link to one server: the configured one, the master the sentinels
+ * name, or a cluster's node (addr NULL: its own address, set later).
+ */
+
+static ngx_http_influencers_redis_link_t *
+ngx_http_influencers_redis_link(ngx_http_influencers_redis_fleet_t *fleet,
+    ngx_http_influencers_redis_addr_t *addr)
+{
+    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_redis_link_t  *link;
+
+    if (fleet->nlinks == NGX_HTTP_INFLUENCERS_CLUSTER_NODES) {
+        return NULL;
+    }
+
+    conf = fleet->conf;
+
+    link = ngx_calloc(sizeof(ngx_http_influencers_redis_link_t), fleet->log);
+    if (link == NULL) {
+        return NULL;
+    }
+
+    link->fleet = fleet;
+    link->index = fleet->nlinks;
+    link->conf = conf;
+    link->zone = fleet->zone;
+    link->log = fleet->log;
+    link->state = NGX_HTTP_INFLUENCERS_LINK_IDLE;
+    link->backoff = NGX_HTTP_INFLUENCERS_BACKOFF_MIN;
+
+    if (addr == NULL) {
+        addr = &link->master;
+    }
+
+    link->name = conf->cluster ? &addr->name : &conf->name;
+
+    ngx_queue_init(&link->waiting);
+
+    ngx_http_influencers_redis_io_init(&link->io, addr, &conf->tls,
+                                       fleet->log);
+    link->io.closed = ngx_http_influencers_redis_closed;
+    link->io.data = link;
+
+    ngx_http_influencers_redis_io_init(&link->sentinel, NULL, &conf->tls,
+                                       fleet->log);
+    link->sentinel.closed = ngx_http_influencers_redis_sentinel_closed;
+    link->sentinel.push = ngx_http_influencers_redis_sentinel_push;
+    link->sentinel.data = link;
+
+    link->ask.handler = ngx_http_influencers_redis_sentinel_next;
+    link->ask.data = link;
+    link->ask.log = fleet->log;
+
+    /* reconnecting never keeps a worker that is shutting down */
+
+    link->timer.data = link;
+    link->timer.log = fleet->log;
+    link->timer.cancelable = 1;
+
+    fleet->links[fleet->nlinks++] = link;
+
+    return link;
+}
+
+
+/*
+ * The worker ends: the connections go, and no operation's handler is
  * called.  A worker shutting down gracefully gets here only once no timer
  * that is not cancelable is left, and every operation's timer is one: so
  * every operation has ended by then.  A worker told to stop at once (TERM,
@@ -557,26 +693,44 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
     ngx_http_influencers_redis_conf_t   *conf;
     ngx_http_influencers_redis_link_t   *link;
     ngx_http_influencers_redis_slot_t   *slot;
+    ngx_http_influencers_redis_fleet_t  *fleet;
     ngx_http_influencers_redis_chunk_t  *chunk, *next;
 
     conf = zone->redis;
-    link = conf->link;
+    fleet = conf->fleet;
 
-    if (link == NULL) {
+    if (fleet == NULL) {
         return;
     }
 
-    link->exiting = 1;
+    fleet->exiting = 1;
 
-    if (link->timer.timer_set) {
-        ngx_del_timer(&link->timer);
+    if (fleet->owed.timer_set) {
+        ngx_del_timer(&fleet->owed);
     }
 
-    if (link->owed.timer_set) {
-        ngx_del_timer(&link->owed);
+    if (fleet->refresh.timer_set) {
+        ngx_del_timer(&fleet->refresh);
     }
 
-    for (chunk = link->chunks; chunk; chunk = chunk->next) {
+    if (fleet->refresh.posted) {
+        ngx_delete_posted_event(&fleet->refresh);
+    }
+
+    for (i = 0; i < fleet->nlinks; i++) {
+        link = fleet->links[i];
+        link->exiting = 1;
+
+        if (link->timer.timer_set) {
+            ngx_del_timer(&link->timer);
+        }
+
+        if (link->ask.posted) {
+            ngx_delete_posted_event(&link->ask);
+        }
+    }
+
+    for (chunk = fleet->chunks; chunk; chunk = chunk->next) {
         for (i = 0; i < NGX_HTTP_INFLUENCERS_SLOTS; i++) {
             slot = &chunk->slots[i];
 
@@ -606,22 +760,30 @@ ngx_http_influencers_redis_exit_process(ngx_http_influencers_zone_t *zone)
 
     ngx_http_influencers_zone_disown(zone);
 
-    if (link->ask.posted) {
-        ngx_delete_posted_event(&link->ask);
-    }
-
     /* the calls pending get NULL replies, for slots now detached */
 
-    ngx_http_influencers_redis_io_free(&link->io);
-    ngx_http_influencers_redis_io_free(&link->sentinel);
+    for (i = 0; i < fleet->nlinks; i++) {
+        link = fleet->links[i];
 
-    for (chunk = link->chunks; chunk; chunk = next) {
+        ngx_http_influencers_redis_io_free(&link->io);
+        ngx_http_influencers_redis_io_free(&link->sentinel);
+    }
+
+    for (i = 0; i < fleet->nlinks; i++) {
+        ngx_free(fleet->links[i]);
+    }
+
+    for (chunk = fleet->chunks; chunk; chunk = next) {
         next = chunk->next;
         ngx_free(chunk);
     }
 
-    ngx_free(link);
-    conf->link = NULL;
+    if (fleet->map) {
+        ngx_free(fleet->map);
+    }
+
+    ngx_free(fleet);
+    conf->fleet = NULL;
 }
 
 
@@ -633,16 +795,24 @@ ngx_int_t
 ngx_http_influencers_redis_claim(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_redis_op_t *op, ngx_msec_t lease)
 {
-    ngx_int_t                           rc;
-    ngx_http_influencers_redis_conf_t  *conf;
-    ngx_http_influencers_redis_slot_t  *slot;
-
-    rc = ngx_http_influencers_redis_prepare(zone, op, &slot);
-    if (rc != NGX_OK) {
-        return rc;
-    }
+    ngx_http_influencers_redis_conf_t   *conf;
+    ngx_http_influencers_redis_slot_t   *slot;
+    ngx_http_influencers_redis_fleet_t  *fleet;
 
     conf = zone->redis;
+    fleet = conf->fleet;
+
+    if (fleet == NULL || fleet->exiting) {
+        return NGX_DECLINED;
+    }
+
+    slot = ngx_http_influencers_redis_slot(fleet);
+    if (slot == NULL) {
+        return NGX_ERROR;
+    }
+
+    slot->op = op;
+    op->pending = slot;
 
     slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_CLAIM;
     slot->key_len = ngx_http_influencers_redis_key(slot->key, &conf->prefix,
@@ -672,8 +842,8 @@ ngx_int_t
 ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
     ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin)
 {
-    ngx_http_influencers_finish_ref_t   ref;
-    ngx_http_influencers_redis_conf_t  *conf;
+    ngx_http_influencers_finish_ref_t    ref;
+    ngx_http_influencers_redis_conf_t   *conf;
 
     conf = zone->redis;
 
@@ -684,12 +854,12 @@ ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
                                          + conf->tls.connect_timeout,
                                          &ref);
 
-    if (conf->link == NULL || conf->link->exiting) {
+    if (conf->fleet == NULL || conf->fleet->exiting) {
         ngx_http_influencers_zone_unpaid(zone, &ref);
         return NGX_DECLINED;
     }
 
-    return ngx_http_influencers_redis_send_finish(conf->link, op, fin, &ref);
+    return ngx_http_influencers_redis_send_finish(conf->fleet, op, fin, &ref);
 }
 
 
@@ -700,7 +870,8 @@ ngx_http_influencers_redis_finish(ngx_http_influencers_zone_t *zone,
  */
 
 static ngx_int_t
-ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
+ngx_http_influencers_redis_send_finish(
+    ngx_http_influencers_redis_fleet_t *fleet,
     ngx_http_influencers_redis_op_t *op, ngx_http_influencers_finish_t *fin,
     ngx_http_influencers_finish_ref_t *ref)
 {
@@ -709,14 +880,18 @@ ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
     ngx_msec_t                          left;
     ngx_http_influencers_redis_slot_t  *slot;
 
-    slot = NULL;
+    slot = ngx_http_influencers_redis_slot(fleet);
 
-    rc = ngx_http_influencers_redis_prepare(link->zone, op, &slot);
-
-    if (rc != NGX_OK) {
+    if (slot == NULL) {
         /* the zone keeps it: sent again once Redis can be reached */
-        ngx_http_influencers_zone_unpaid(link->zone, ref);
-        return rc;
+        ngx_http_influencers_zone_unpaid(fleet->zone, ref);
+        return NGX_ERROR;
+    }
+
+    slot->op = op;
+
+    if (op) {
+        op->pending = slot;
     }
 
     now_ms = ngx_http_influencers_zone_wall_ms();
@@ -724,7 +899,7 @@ ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
 
     slot->script = NGX_HTTP_INFLUENCERS_SCRIPT_FINISH;
     slot->key_len = ngx_http_influencers_redis_key(slot->key,
-                                                   &link->conf->prefix,
+                                                   &fleet->conf->prefix,
                                                    fin->org_hash, fin->key);
     slot->fin = *fin;
     slot->ref = *ref;
@@ -732,11 +907,17 @@ ngx_http_influencers_redis_send_finish(ngx_http_influencers_redis_link_t *link,
                                 fin->outcome == 'A' ? left : fin->ttl)
                     - slot->ttl;
 
-    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, link->log, 0,
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
                    "influencers redis: finish '%c' (try %d)",
                    fin->outcome, (int) fin->tries);
 
-    return ngx_http_influencers_redis_submit(slot);
+    rc = ngx_http_influencers_redis_submit(slot);
+
+    if (rc != NGX_OK) {
+        ngx_http_influencers_zone_unpaid(fleet->zone, ref);
+    }
+
+    return rc;
 }
 
 
@@ -756,7 +937,7 @@ ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
         return;
     }
 
-    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, slot->link->log, 0,
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, slot->fleet->log, 0,
                    "influencers redis: op cancelled, its request is gone");
 
     slot->op = NULL;
@@ -782,36 +963,70 @@ ngx_http_influencers_redis_cancel(ngx_http_influencers_redis_op_t *op)
 
 
 /*
- * Declined at once while there is no connection to wait for; a first
- * connect, or one whose backoff has ended, is started here, and the
- * operation waits for it within its own timeout.  op may be NULL: a
- * finish that nobody waits for.
+ * A new operation goes to the link of its key's server: declined at once
+ * while there is no connection to wait for (the slot is given back, and
+ * nothing is called); else sent, or queued until the connection is
+ * ready, under its own timeout.
  */
 
 static ngx_int_t
-ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
-    ngx_http_influencers_redis_op_t *op,
-    ngx_http_influencers_redis_slot_t **slotp)
+ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
 {
-    ngx_http_influencers_redis_conf_t  *conf;
-    ngx_http_influencers_redis_link_t  *link;
-    ngx_http_influencers_redis_slot_t  *slot;
+    ngx_int_t                            rc;
+    ngx_http_influencers_redis_fleet_t  *fleet;
 
-    conf = zone->redis;
-    link = conf ? conf->link : NULL;
+    fleet = slot->fleet;
 
-    if (link == NULL || link->exiting) {
-        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
-                       "influencers redis: no link, declined");
-        return NGX_DECLINED;
+    if (fleet->map) {
+        slot->hslot = ngx_http_influencers_redis_hash_slot(slot->key,
+                                                           slot->key_len);
     }
+
+    slot->link = ngx_http_influencers_redis_route(fleet, slot->hslot);
+
+    rc = ngx_http_influencers_redis_attach(slot);
+
+    if (rc == NGX_OK) {
+        rc = ngx_http_influencers_redis_dispatch(slot);
+    }
+
+    if (rc != NGX_OK) {
+        if (slot->op) {
+            slot->op->pending = NULL;
+            slot->op = NULL;
+        }
+
+        ngx_http_influencers_redis_slot_free(slot);
+        return rc;
+    }
+
+    /* from the operation's start, whatever it waits for */
+
+    ngx_add_timer(&slot->event, fleet->conf->timeout);
+
+    return NGX_OK;
+}
+
+
+/*
+ * NGX_OK: the slot's link is connected, or connecting; NGX_DECLINED: it
+ * waits for its backoff to end, or cannot connect now.  A first connect,
+ * or one whose backoff has ended, is started here.
+ */
+
+static ngx_int_t
+ngx_http_influencers_redis_attach(ngx_http_influencers_redis_slot_t *slot)
+{
+    ngx_http_influencers_redis_link_t  *link;
+
+    link = slot->link;
 
     switch (link->state) {
 
     case NGX_HTTP_INFLUENCERS_LINK_READY:
     case NGX_HTTP_INFLUENCERS_LINK_CONNECTING:
     case NGX_HTTP_INFLUENCERS_LINK_ASKING:
-        break;
+        return NGX_OK;
 
     case NGX_HTTP_INFLUENCERS_LINK_BACKOFF:
         if ((ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0) {
@@ -833,33 +1048,18 @@ ngx_http_influencers_redis_prepare(ngx_http_influencers_zone_t *zone,
             return NGX_DECLINED;
         }
 
-        break;
+        return NGX_OK;
 
     default: /* NGX_HTTP_INFLUENCERS_LINK_CLOSING */
         ngx_log_debug0(NGX_LOG_DEBUG_HTTP, link->log, 0,
                        "influencers redis: closing, declined");
         return NGX_DECLINED;
     }
-
-    slot = ngx_http_influencers_redis_slot(link);
-    if (slot == NULL) {
-        return NGX_ERROR;
-    }
-
-    slot->op = op;
-
-    if (op) {
-        op->pending = slot;
-    }
-
-    *slotp = slot;
-
-    return NGX_OK;
 }
 
 
 static ngx_int_t
-ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
+ngx_http_influencers_redis_dispatch(ngx_http_influencers_redis_slot_t *slot)
 {
     ngx_http_influencers_redis_link_t  *link;
 
@@ -873,24 +1073,11 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
                    ? "sent" : "waits for the connection");
 
     if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
-        if (ngx_http_influencers_redis_send(slot) != NGX_OK) {
-            if (slot->script == NGX_HTTP_INFLUENCERS_SCRIPT_FINISH) {
-                ngx_http_influencers_zone_unpaid(link->zone, &slot->ref);
-            }
-
-            slot->op = NULL;
-            ngx_http_influencers_redis_slot_free(slot);
-            return NGX_ERROR;
-        }
-
-    } else {
-        ngx_queue_insert_tail(&link->waiting, &slot->queue);
-        slot->queued = 1;
+        return ngx_http_influencers_redis_send(slot);
     }
 
-    /* from the operation's start, whatever it waits for */
-
-    ngx_add_timer(&slot->event, link->conf->timeout);
+    ngx_queue_insert_tail(&link->waiting, &slot->queue);
+    slot->queued = 1;
 
     return NGX_OK;
 }
@@ -961,6 +1148,19 @@ ngx_http_influencers_redis_send(ngx_http_influencers_redis_slot_t *slot)
     }
 
     argc = 9;
+
+    if (slot->asking) {
+        if (ngx_http_influencers_redis_io_send(&slot->link->io, 1,
+                              (const char **) ngx_http_influencers_redis_asking,
+                              ngx_http_influencers_redis_asking_len,
+                              ngx_http_influencers_redis_asked, slot)
+            != NGX_OK)
+        {
+            return NGX_ERROR;
+        }
+
+        slot->calls++;
+    }
 
     if (ngx_http_influencers_redis_io_send(&slot->link->io, argc, argv,
                                            argvlen,
@@ -1068,6 +1268,10 @@ ngx_http_influencers_redis_reply(ngx_http_influencers_redis_io_t *io,
             return;
         }
 
+        if (ngx_http_influencers_redis_redirect(slot, reply)) {
+            return;
+        }
+
         p = ngx_http_influencers_redis_text(text, sizeof(text),
                                             (u_char *) reply->str,
                                             reply->len);
@@ -1078,6 +1282,14 @@ ngx_http_influencers_redis_reply(ngx_http_influencers_redis_io_t *io,
 
         ngx_http_influencers_redis_complete(slot,
                                     NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
+
+        /* a cluster between two maps: the next operation finds it whole */
+
+        if (ngx_http_influencers_redis_is(reply, "CLUSTERDOWN")
+            || ngx_http_influencers_redis_is(reply, "TRYAGAIN"))
+        {
+            ngx_http_influencers_redis_remap(slot->fleet, 100);
+        }
 
         /*
          * A server that is loading, a replica (a master that failed over),
@@ -1481,48 +1693,52 @@ ngx_http_influencers_redis_timeout(ngx_event_t *ev)
 
 
 static ngx_http_influencers_redis_slot_t *
-ngx_http_influencers_redis_slot(ngx_http_influencers_redis_link_t *link)
+ngx_http_influencers_redis_slot(ngx_http_influencers_redis_fleet_t *fleet)
 {
     ngx_uint_t                           i;
     ngx_http_influencers_redis_slot_t   *slot;
     ngx_http_influencers_redis_chunk_t  *chunk;
 
-    if (link->free == NULL) {
+    if (fleet->free == NULL) {
 
         /* as many as ever were pending at once: allocated once, reused */
 
         chunk = ngx_alloc(sizeof(ngx_http_influencers_redis_chunk_t),
-                          link->log);
+                          fleet->log);
         if (chunk == NULL) {
             return NULL;
         }
 
-        chunk->next = link->chunks;
-        link->chunks = chunk;
+        chunk->next = fleet->chunks;
+        fleet->chunks = chunk;
 
         for (i = 0; i < NGX_HTTP_INFLUENCERS_SLOTS; i++) {
             slot = &chunk->slots[i];
-            slot->link = link;
+            slot->fleet = fleet;
             slot->op = NULL;
-            slot->next = link->free;
-            link->free = slot;
+            slot->next = fleet->free;
+            fleet->free = slot;
         }
     }
 
-    slot = link->free;
-    link->free = slot->next;
+    slot = fleet->free;
+    fleet->free = slot->next;
 
     ngx_memzero(&slot->event, sizeof(ngx_event_t));
     slot->event.data = slot;
-    slot->event.log = link->log;
+    slot->event.log = fleet->log;
     slot->event.handler = ngx_http_influencers_redis_timeout;
 
     slot->op = NULL;
+    slot->link = NULL;
+    slot->hslot = 0;
     slot->next = NULL;
     slot->ref.no = 0;
     slot->calls = 0;
     slot->evaled = 0;
     slot->nowait = 0;
+    slot->asking = 0;
+    slot->redirects = 0;
     slot->queued = 0;
     slot->done = 0;
     slot->eval = 0;
@@ -1549,77 +1765,512 @@ ngx_http_influencers_redis_slot_drop(ngx_http_influencers_redis_slot_t *slot)
 static void
 ngx_http_influencers_redis_slot_free(ngx_http_influencers_redis_slot_t *slot)
 {
-    ngx_http_influencers_redis_link_t  *link;
+    ngx_http_influencers_redis_fleet_t  *fleet;
 
-    link = slot->link;
+    fleet = slot->fleet;
 
-    slot->next = link->free;
-    link->free = slot;
+    slot->next = fleet->free;
+    fleet->free = slot;
 }
 
 
 /*
  * Every worker's timer: finishes the zone owes Redis that are due and not
- * being sent, a batch at a time, while the link can take them.
+ * being sent, a batch at a time, each to its key's server.
  */
 
 static void
 ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
 {
-    ngx_uint_t                          i, n, dropped;
-    ngx_http_influencers_redis_link_t  *link;
-    ngx_http_influencers_finish_t       fin[NGX_HTTP_INFLUENCERS_OWED_BATCH];
-    ngx_http_influencers_finish_ref_t   ref[NGX_HTTP_INFLUENCERS_OWED_BATCH];
+    ngx_uint_t                           i, n, dropped;
+    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_fleet_t  *fleet;
+    ngx_http_influencers_finish_t        fin[NGX_HTTP_INFLUENCERS_OWED_BATCH];
+    ngx_http_influencers_finish_ref_t    ref[NGX_HTTP_INFLUENCERS_OWED_BATCH];
 
-    link = ev->data;
+    fleet = ev->data;
 
     if (!ngx_exiting && !ngx_quit && !ngx_terminate) {
         ngx_add_timer(ev, NGX_HTTP_INFLUENCERS_OWED_TIMER);
     }
 
-    if (link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF
+    link = fleet->links[0];
+
+    if (fleet->map == NULL
+        && link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF
         && (ngx_msec_int_t) (link->retry_at - ngx_current_msec) > 0)
     {
         return;
     }
 
-    n = ngx_http_influencers_zone_owed(link->zone, fin, ref,
+    n = ngx_http_influencers_zone_owed(fleet->zone, fin, ref,
                                        NGX_HTTP_INFLUENCERS_OWED_BATCH,
-                                       2 * link->conf->timeout
-                                       + link->conf->tls.connect_timeout,
+                                       2 * fleet->conf->timeout
+                                       + fleet->conf->tls.connect_timeout,
                                        &dropped);
 
     if (dropped) {
-        ngx_log_error(NGX_LOG_ERR, link->log, 0,
+        ngx_log_error(NGX_LOG_ERR, fleet->log, 0,
                       "influencers: %ui finishes owed to Redis at %V were "
                       "given up, their entries expired unsent",
-                      dropped, &link->conf->name);
+                      dropped, &fleet->conf->name);
     }
 
     if (n) {
-        ngx_log_error(NGX_LOG_INFO, link->log, 0,
+        ngx_log_error(NGX_LOG_INFO, fleet->log, 0,
                       "influencers: %ui finishes owed to Redis at %V sent "
-                      "again", n, &link->conf->name);
+                      "again", n, &fleet->conf->name);
     }
 
     for (i = 0; i < n; i++) {
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
                        "influencers redis: an owed finish sent again "
                        "(try %d)", (int) fin[i].tries + 1);
 
-        if (ngx_http_influencers_redis_send_finish(link, NULL, &fin[i],
-                                                   &ref[i])
-            != NGX_OK)
-        {
-            /* the rest stay owed, for the next round */
+        /* one server: the rest stay owed, for the next round */
 
+        if (ngx_http_influencers_redis_send_finish(fleet, NULL, &fin[i],
+                                                   &ref[i])
+            != NGX_OK
+            && fleet->map == NULL)
+        {
             for (i++; i < n; i++) {
-                ngx_http_influencers_zone_unpaid(link->zone, &ref[i]);
+                ngx_http_influencers_zone_unpaid(fleet->zone, &ref[i]);
             }
 
             return;
         }
     }
+}
+
+
+/*
+ * Redis Cluster.  The slot of a key is CRC16 (XMODEM) of the key, or of
+ * its hash tag (what is between the first "{" and the "}" after it, if
+ * not empty), modulo 16384, as Redis computes it.
+ */
+
+static uint16_t  ngx_http_influencers_redis_crc16[256];
+
+
+static void
+ngx_http_influencers_redis_crc16_init(void)
+{
+    uint16_t    crc;
+    ngx_uint_t  i, j;
+
+    if (ngx_http_influencers_redis_crc16[1]) {
+        return;
+    }
+
+    for (i = 0; i < 256; i++) {
+        crc = (uint16_t) (i << 8);
+
+        for (j = 0; j < 8; j++) {
+            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
+                                 : (uint16_t) (crc << 1);
+        }
+
+        ngx_http_influencers_redis_crc16[i] = crc;
+    }
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_redis_hash_slot(u_char *key, size_t len)
+{
+    u_char    *open, *close, *last;
+    uint16_t   crc;
+
+    last = key + len;
+    open = ngx_strlchr(key, last, '{');
+
+    if (open) {
+        close = ngx_strlchr(open + 1, last, '}');
+
+        if (close && close > open + 1) {
+            key = open + 1;
+            last = close;
+        }
+    }
+
+    crc = 0;
+
+    while (key < last) {
+        crc = (uint16_t) (crc << 8)
+              ^ ngx_http_influencers_redis_crc16[((crc >> 8) ^ *key++) & 0xff];
+    }
+
+    return crc & (NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS - 1);
+}
+
+
+/*
+ * The link of the server a slot is on; a slot the map does not know yet
+ * goes to any node that is up (it answers MOVED with the right one), and
+ * the map is read again.
+ */
+
+static ngx_http_influencers_redis_link_t *
+ngx_http_influencers_redis_route(ngx_http_influencers_redis_fleet_t *fleet,
+    ngx_uint_t hslot)
+{
+    ngx_uint_t                          i, n;
+    ngx_http_influencers_redis_link_t  *link;
+
+    if (fleet->map == NULL) {
+        return fleet->links[0];
+    }
+
+    n = fleet->map[hslot];
+
+    if (n != NGX_HTTP_INFLUENCERS_CLUSTER_NONE) {
+        return fleet->links[n];
+    }
+
+    ngx_http_influencers_redis_remap(fleet, 0);
+
+    for (i = 0; i < fleet->nlinks; i++) {
+        link = fleet->links[(fleet->asked + i) % fleet->nlinks];
+
+        if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
+            return link;
+        }
+    }
+
+    return fleet->links[fleet->asked++ % fleet->nlinks];
+}
+
+
+/* the link of a node named by the cluster ("ip", "port"), new if need be */
+
+static ngx_http_influencers_redis_link_t *
+ngx_http_influencers_redis_node(ngx_http_influencers_redis_fleet_t *fleet,
+    u_char *host, size_t len, u_char *port, size_t port_len)
+{
+    ngx_uint_t                          i;
+    redisReply                          ip, pt;
+    ngx_http_influencers_redis_addr_t  *addr;
+    ngx_http_influencers_redis_link_t  *link, probe;
+
+    ip.str = (char *) host;
+    ip.len = len;
+    pt.str = (char *) port;
+    pt.len = port_len;
+
+    /* the address, parsed into a link's memory: a stack one first */
+
+    ngx_memzero(&probe, sizeof(ngx_http_influencers_redis_link_t));
+
+    if (len == 0
+        || ngx_http_influencers_redis_sentinel_addr(&probe, &ip, &pt)
+           != NGX_OK)
+    {
+        return NULL;
+    }
+
+    for (i = 0; i < fleet->nlinks; i++) {
+        link = fleet->links[i];
+        addr = link->io.addr;
+
+        if (ngx_cmp_sockaddr(addr->sockaddr, addr->socklen,
+                             probe.master.sockaddr, probe.master.socklen, 1)
+            == NGX_OK)
+        {
+            return link;
+        }
+    }
+
+    link = ngx_http_influencers_redis_link(fleet, NULL);
+    if (link == NULL) {
+        ngx_log_error(NGX_LOG_ERR, fleet->log, 0,
+                      "influencers: Redis cluster at %V has more than %d "
+                      "nodes, or no memory for another",
+                      &fleet->conf->name, NGX_HTTP_INFLUENCERS_CLUSTER_NODES);
+        return NULL;
+    }
+
+    if (ngx_http_influencers_redis_sentinel_addr(link, &ip, &pt) != NGX_OK) {
+        return NULL;
+    }
+
+    return link;
+}
+
+
+/*
+ * -MOVED <slot> <ip>:<port>: the slot is served there from now on; -ASK:
+ * for this command only, after ASKING.  The operation follows, within its
+ * own timeout; a MOVED also has the whole map read again, since a
+ * reshard or a failover moves more than one slot.
+ */
+
+static ngx_uint_t
+ngx_http_influencers_redis_redirect(ngx_http_influencers_redis_slot_t *slot,
+    redisReply *reply)
+{
+    u_char                              *p, *last, *colon, *host;
+    ngx_uint_t                           ask;
+    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_fleet_t  *fleet;
+
+    fleet = slot->fleet;
+
+    if (fleet->map == NULL) {
+        return 0;
+    }
+
+    if (ngx_http_influencers_redis_is(reply, "MOVED")) {
+        ask = 0;
+
+    } else if (ngx_http_influencers_redis_is(reply, "ASK")) {
+        ask = 1;
+
+    } else {
+        return 0;
+    }
+
+    p = (u_char *) reply->str;
+    last = p + reply->len;
+
+    /* the word, the slot, then the address */
+
+    p = ngx_strlchr(p, last, ' ');
+    host = p ? ngx_strlchr(p + 1, last, ' ') : NULL;
+    colon = NULL;
+
+    if (host) {
+        host++;
+
+        for (p = last - 1; p > host; p--) {
+            if (*p == ':') {
+                colon = p;
+                break;
+            }
+        }
+    }
+
+    link = colon ? ngx_http_influencers_redis_node(fleet, host, colon - host,
+                                                   colon + 1,
+                                                   last - colon - 1)
+                 : NULL;
+
+    if (link == NULL || slot->redirects == NGX_HTTP_INFLUENCERS_REDIRECTS_MAX)
+    {
+        ngx_http_influencers_redis_log(slot->link, &slot->link->replies,
+                                       "redirected an operation %s: %*s",
+                                       link ? "too many times"
+                                            : "to an address it cannot reach",
+                                       (size_t) ngx_min(reply->len, 64),
+                                       reply->str);
+        ngx_http_influencers_redis_complete(slot,
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
+        return 1;
+    }
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
+                   "influencers redis: %s slot %ui to %V",
+                   ask ? "ASK" : "MOVED", slot->hslot, &link->io.addr->name);
+
+    slot->redirects++;
+    slot->asking = ask;
+
+    if (!ask) {
+        fleet->map[slot->hslot] = (uint16_t) link->index;
+        ngx_http_influencers_redis_remap(fleet, 0);
+    }
+
+    slot->link = link;
+
+    if (ngx_http_influencers_redis_attach(slot) != NGX_OK
+        || ngx_http_influencers_redis_dispatch(slot) != NGX_OK)
+    {
+        ngx_http_influencers_redis_complete(slot,
+                                    NGX_HTTP_INFLUENCERS_STORE_UNAVAILABLE);
+    }
+
+    return 1;
+}
+
+
+static void
+ngx_http_influencers_redis_asked(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
+{
+    /* ASKING answers +OK; the command behind it has the answer */
+
+    (void) ngx_http_influencers_redis_settled(data);
+}
+
+
+/* the map read again, at most every 100ms, after delay */
+
+static void
+ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
+    ngx_msec_t delay)
+{
+    if (fleet->map == NULL || fleet->exiting || fleet->refreshing
+        || fleet->refresh.timer_set || fleet->refresh.posted)
+    {
+        return;
+    }
+
+    if (delay == 0) {
+        ngx_post_event(&fleet->refresh, &ngx_posted_events);
+        return;
+    }
+
+    ngx_add_timer(&fleet->refresh, delay);
+}
+
+
+/*
+ * CLUSTER SLOTS, asked of a node that is up (or, while none is, of the
+ * next one, which is connected for it): [[from, to, [ip, port, id],
+ * replicas...], ...].  A node that does not answer has the next asked.
+ */
+
+static void
+ngx_http_influencers_redis_refresh(ngx_event_t *ev)
+{
+    ngx_uint_t                           i;
+    const char                          *argv[2];
+    size_t                               argvlen[2];
+    ngx_http_influencers_redis_link_t   *link;
+    ngx_http_influencers_redis_fleet_t  *fleet;
+
+    fleet = ev->data;
+
+    if (fleet->exiting || fleet->refreshing) {
+        return;
+    }
+
+    link = NULL;
+
+    for (i = 0; i < fleet->nlinks; i++) {
+        link = fleet->links[(fleet->asked + i) % fleet->nlinks];
+
+        if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
+            break;
+        }
+
+        link = NULL;
+    }
+
+    if (link == NULL) {
+
+        /* none is up: the next is connected, and asked once it is */
+
+        link = fleet->links[fleet->asked++ % fleet->nlinks];
+
+        if (link->state == NGX_HTTP_INFLUENCERS_LINK_IDLE
+            || (link->state == NGX_HTTP_INFLUENCERS_LINK_BACKOFF
+                && (ngx_msec_int_t) (link->retry_at - ngx_current_msec) <= 0))
+        {
+            if (link->timer.timer_set) {
+                ngx_del_timer(&link->timer);
+            }
+
+            (void) ngx_http_influencers_redis_connect(link);
+        }
+
+        ngx_http_influencers_redis_remap(fleet, 100);
+        return;
+    }
+
+    argv[0] = "CLUSTER";
+    argvlen[0] = sizeof("CLUSTER") - 1;
+    argv[1] = "SLOTS";
+    argvlen[1] = sizeof("SLOTS") - 1;
+
+    if (ngx_http_influencers_redis_io_send(&link->io, 2, argv, argvlen,
+                                    ngx_http_influencers_redis_slots_handler,
+                                    fleet)
+        != NGX_OK)
+    {
+        ngx_http_influencers_redis_remap(fleet, 100);
+        return;
+    }
+
+    fleet->refreshing = 1;
+}
+
+
+static void
+ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
+    redisReply *reply, void *data)
+{
+    ngx_http_influencers_redis_fleet_t  *fleet = data;
+
+    u_char                              port[NGX_INT_T_LEN];
+    size_t                              port_len;
+    ngx_uint_t                          i, s, from, to, n;
+    redisReply                         *range, *node;
+    ngx_http_influencers_redis_link_t  *link;
+
+    fleet->refreshing = 0;
+
+    if (fleet->exiting) {
+        return;
+    }
+
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY
+        || reply->elements == 0)
+    {
+        /* another node, soon */
+        fleet->asked++;
+        ngx_http_influencers_redis_remap(fleet, 100);
+        return;
+    }
+
+    n = 0;
+
+    for (i = 0; i < reply->elements; i++) {
+        range = reply->element[i];
+
+        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+            || range->element[0]->type != REDIS_REPLY_INTEGER
+            || range->element[1]->type != REDIS_REPLY_INTEGER
+            || range->element[2]->type != REDIS_REPLY_ARRAY
+            || range->element[2]->elements < 2
+            || range->element[2]->element[0]->type != REDIS_REPLY_STRING
+            || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+        {
+            continue;
+        }
+
+        from = (ngx_uint_t) range->element[0]->integer;
+        to = (ngx_uint_t) range->element[1]->integer;
+        node = range->element[2];
+
+        if (from > to || to >= NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS) {
+            continue;
+        }
+
+        port_len = ngx_sprintf(port, "%L", node->element[1]->integer)
+                   - port;
+
+        link = ngx_http_influencers_redis_node(fleet,
+                                             (u_char *) node->element[0]->str,
+                                             node->element[0]->len,
+                                             port, port_len);
+
+        if (link == NULL) {
+            continue;
+        }
+
+        for (s = from; s <= to; s++) {
+            fleet->map[s] = (uint16_t) link->index;
+        }
+
+        n += to - from + 1;
+    }
+
+    fleet->mapped = 1;
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
+                   "influencers redis: cluster map read from %V: %ui slots",
+                   &io->addr->name, n);
 }
 
 
@@ -1642,7 +2293,7 @@ ngx_http_influencers_redis_connect(ngx_http_influencers_redis_link_t *link)
         return ngx_http_influencers_redis_sentinel_ask(link);
     }
 
-    if (ngx_http_influencers_redis_connect_to(link, &conf->addr) != NGX_OK) {
+    if (ngx_http_influencers_redis_connect_to(link, link->io.addr) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -2040,15 +2691,18 @@ ngx_http_influencers_redis_ready(ngx_http_influencers_redis_link_t *link)
         link->failing = 0;
         ngx_log_error(NGX_LOG_NOTICE, link->log, 0,
                       "influencers: Redis at %V is reachable again%s%V",
-                      &link->conf->name, link->conf->sentinels ? ", at " : "",
-                      link->conf->sentinels ? &link->master.name
-                                            : &link->conf->addr.host);
+                      link->name, link->conf->sentinels ? ", at " : "",
+                      ngx_http_influencers_redis_where(link, link->io.addr));
     }
 
     ngx_log_debug1(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: connected to %V", &link->io.addr->name);
 
     ngx_http_influencers_redis_info(link);
+
+    if (!link->fleet->mapped) {
+        ngx_http_influencers_redis_remap(link->fleet, 0);
+    }
 
     while (!ngx_queue_empty(&link->waiting)) {
         q = ngx_queue_head(&link->waiting);
@@ -2119,7 +2773,7 @@ ngx_http_influencers_redis_info_handler(ngx_http_influencers_redis_io_t *io,
      * and no restart: only a server at one address is followed so.
      */
 
-    if (link->conf->sentinels == NULL
+    if (link->conf->sentinels == NULL && link->conf->cluster == NULL
         && ngx_http_influencers_redis_info_field(reply, "run_id", &run_id)
            == NGX_OK
         && run_id.len == sizeof(info.run_id))
@@ -2148,7 +2802,7 @@ ngx_http_influencers_redis_info_handler(ngx_http_influencers_redis_io_t *io,
                    "run_id %s", (int) info.aof, &policy,
                    info.run_id[0] ? "read" : "none");
 
-    ngx_http_influencers_zone_redis(link->zone, &link->conf->name, &info,
+    ngx_http_influencers_zone_redis(link->zone, link->name, &info,
                                     &policy, link->log);
 }
 
@@ -2702,6 +3356,10 @@ ngx_http_influencers_redis_fail(ngx_http_influencers_redis_link_t *link)
     }
 
     ngx_http_influencers_redis_backoff(link);
+
+    /* a node that fails may have failed over: the map says where to */
+
+    ngx_http_influencers_redis_remap(link->fleet, 250);
 }
 
 
@@ -2776,7 +3434,7 @@ ngx_http_influencers_redis_log(ngx_http_influencers_redis_link_t *link,
 
     ngx_log_error(NGX_LOG_ERR, link->log, 0,
                   "influencers: Redis at %V %*s (logged once a minute)",
-                  &link->conf->name, (size_t) (p - buf), buf);
+                  link->name, (size_t) (p - buf), buf);
 
     limit->logged = ngx_time();
     limit->missed = 0;

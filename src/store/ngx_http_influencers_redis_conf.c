@@ -33,6 +33,7 @@ typedef enum {
     NGX_HTTP_INFLUENCERS_RP_SSL_PROTOCOLS,
     NGX_HTTP_INFLUENCERS_RP_SSL_CIPHERS,
     NGX_HTTP_INFLUENCERS_RP_SSL_SESSION_REUSE,
+    NGX_HTTP_INFLUENCERS_RP_CLUSTER,
     NGX_HTTP_INFLUENCERS_RP_NONE
 } ngx_http_influencers_redis_param_e;
 
@@ -44,7 +45,7 @@ static const char  *ngx_http_influencers_redis_conf_params[] = {
     "sentinel_user", "ssl", "ssl_verify", "ssl_verify_depth",
     "ssl_trusted_certificate", "ssl_server_name", "ssl_name",
     "ssl_certificate", "ssl_certificate_key", "ssl_protocols",
-    "ssl_ciphers", "ssl_session_reuse", NULL
+    "ssl_ciphers", "ssl_session_reuse", "cluster", NULL
 };
 
 
@@ -65,6 +66,12 @@ typedef struct {
 } ngx_http_influencers_redis_ssl_conf_t;
 
 
+typedef struct {
+    ngx_conf_t                          *cf;
+    const char                          *param;
+} ngx_http_influencers_redis_conf_where_t;
+
+
 static ngx_http_influencers_redis_param_e
     ngx_http_influencers_redis_conf_param(ngx_str_t *name);
 static char *ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
@@ -74,8 +81,8 @@ static char *ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
     ngx_uint_t *fallback);
 static char *ngx_http_influencers_redis_conf_address(ngx_conf_t *cf,
     ngx_str_t *value, ngx_http_influencers_redis_addr_t *addr);
-static char *ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value);
+static char *ngx_http_influencers_redis_conf_list(ngx_conf_t *cf,
+    ngx_str_t *name, ngx_str_t *value, ngx_array_t **list);
 static char *ngx_http_influencers_redis_conf_secret(ngx_conf_t *cf,
     ngx_str_t *name, ngx_str_t *value, ngx_str_t *secret);
 static char *ngx_http_influencers_redis_conf_msec(ngx_conf_t *cf,
@@ -87,6 +94,10 @@ static char *ngx_http_influencers_redis_conf_protocols(ngx_conf_t *cf,
 static char *ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl, ngx_uint_t seen);
+#if (NGX_SSL)
+static u_char *ngx_http_influencers_redis_conf_where(ngx_log_t *log,
+    u_char *buf, size_t len);
+#endif
 static char *ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl);
@@ -357,7 +368,13 @@ ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
         return NGX_CONF_OK;
 
     case NGX_HTTP_INFLUENCERS_RP_SENTINEL:
-        return ngx_http_influencers_redis_conf_sentinels(cf, conf, s);
+        return ngx_http_influencers_redis_conf_list(cf, name, s,
+                                                    &conf->sentinels);
+
+    case NGX_HTTP_INFLUENCERS_RP_CLUSTER:
+        conf->name = *s;
+        return ngx_http_influencers_redis_conf_list(cf, name, s,
+                                                    &conf->cluster);
 
     case NGX_HTTP_INFLUENCERS_RP_MASTER:
         for (p = s->data; p < s->data + s->len; p++) {
@@ -471,10 +488,20 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
-    if (conf->sentinels && conf->name.len) {
+    if ((conf->addr.sockaddr != NULL) + (conf->sentinels != NULL)
+        + (conf->cluster != NULL) > 1)
+    {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "\"influencers_redis\" takes either an address "
-                           "or \"sentinel=\", not both");
+                           "\"influencers_redis\" takes one of an address, "
+                           "\"sentinel=\" and \"cluster=\"");
+        return NGX_CONF_ERROR;
+    }
+
+    if (conf->cluster && conf->db) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"db=\" of \"influencers_redis\" cannot be used "
+                           "with \"cluster=\": a cluster has database 0 "
+                           "only");
         return NGX_CONF_ERROR;
     }
 
@@ -482,7 +509,8 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "\"influencers_redis\" needs the address of "
                            "Redis right after zone=: host:port or "
-                           "unix:path, or \"sentinel=\" with \"master=\"");
+                           "unix:path, \"cluster=\", or \"sentinel=\" with "
+                           "\"master=\"");
         return NGX_CONF_ERROR;
     }
 
@@ -582,13 +610,31 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
 
 #if (NGX_SSL)
 
+static u_char *
+ngx_http_influencers_redis_conf_where(ngx_log_t *log, u_char *buf,
+    size_t len)
+{
+    ngx_http_influencers_redis_conf_where_t  *where = log->data;
+
+    ngx_conf_t  *cf;
+
+    cf = where->cf;
+
+    return ngx_snprintf(buf, len, " (\"%s\" of \"influencers_redis\" in "
+                        "%V:%ui)", where->param,
+                        &cf->conf_file->file.name, cf->conf_file->line);
+}
+
+
 static char *
 ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl)
 {
-    ngx_ssl_t           *ctx;
-    ngx_pool_cleanup_t  *cln;
+    ngx_log_t                                log;
+    ngx_ssl_t                               *ctx;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_influencers_redis_conf_where_t  where;
 
     ctx = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
     if (ctx == NULL) {
@@ -610,12 +656,21 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     cln->handler = ngx_ssl_cleanup_ctx;
     cln->data = ctx;
 
+    /* what OpenSSL says of a file is told where it was named */
+
+    log = *cf->log;
+    log.handler = ngx_http_influencers_redis_conf_where;
+    log.data = &where;
+    where.cf = cf;
+    ctx->log = &log;
+
+    where.param = "ssl_ciphers";
+
     if (ngx_ssl_ciphers(cf, ctx, &ssl->ciphers, 0) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid ssl_ciphers \"%V\" of "
-                           "\"influencers_redis\"", &ssl->ciphers);
         return NGX_CONF_ERROR;
     }
+
+    where.param = "ssl_certificate\" and \"ssl_certificate_key";
 
     if (ssl->certificate.len
         && ngx_ssl_certificate(cf, ctx, &ssl->certificate, &ssl->key, NULL)
@@ -624,6 +679,8 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    where.param = "ssl_trusted_certificate";
+
     if (ssl->verify
         && ngx_ssl_trusted_certificate(cf, ctx, &ssl->trusted,
                                        ssl->verify_depth)
@@ -631,6 +688,8 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     {
         return NGX_CONF_ERROR;
     }
+
+    ctx->log = cf->log;
 
     if (ngx_ssl_client_session_cache(cf, ctx, ssl->session_reuse)
         != NGX_OK)
@@ -718,17 +777,19 @@ ngx_http_influencers_redis_conf_address(ngx_conf_t *cf, ngx_str_t *value,
 }
 
 
+/* sentinel= and cluster=: host:port,host:port... */
+
 static char *
-ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
-    ngx_http_influencers_redis_conf_t *conf, ngx_str_t *value)
+ngx_http_influencers_redis_conf_list(ngx_conf_t *cf, ngx_str_t *name,
+    ngx_str_t *value, ngx_array_t **list)
 {
     u_char                             *p, *last, *comma;
     ngx_str_t                           one;
     ngx_http_influencers_redis_addr_t  *addr;
 
-    conf->sentinels = ngx_array_create(cf->pool, 3,
-                                  sizeof(ngx_http_influencers_redis_addr_t));
-    if (conf->sentinels == NULL) {
+    *list = ngx_array_create(cf->pool, 3,
+                             sizeof(ngx_http_influencers_redis_addr_t));
+    if (*list == NULL) {
         return NGX_CONF_ERROR;
     }
 
@@ -745,15 +806,15 @@ ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
         one.data = p;
         one.len = comma - p;
 
-        if (one.len == 0 || conf->sentinels->nelts == 16) {
+        if (one.len == 0 || (*list)->nelts == 16) {
             ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                               "invalid sentinel \"%V\": from 1 to 16 "
+                               "invalid %V \"%V\": from 1 to 16 "
                                "host:port addresses, separated by commas",
-                               value);
+                               name, value);
             return NGX_CONF_ERROR;
         }
 
-        addr = ngx_array_push(conf->sentinels);
+        addr = ngx_array_push(*list);
         if (addr == NULL) {
             return NGX_CONF_ERROR;
         }
@@ -763,6 +824,13 @@ ngx_http_influencers_redis_conf_sentinels(ngx_conf_t *cf,
         if (ngx_http_influencers_redis_conf_address(cf, &one, addr)
             != NGX_CONF_OK)
         {
+            return NGX_CONF_ERROR;
+        }
+
+        if (addr->path) {
+            ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                               "invalid %V \"%V\": host:port addresses, "
+                               "not unix sockets", name, value);
             return NGX_CONF_ERROR;
         }
 

@@ -23,6 +23,9 @@ typedef struct {
     ngx_str_t                            name;      /* as configured */
     ngx_http_influencers_redis_addr_t    addr;      /* without sentinels */
 
+    /* Redis Cluster: the nodes the slot map is first asked of */
+    ngx_array_t                         *cluster;   /* redis_addr_t */
+
     /* Sentinel: the master is asked of them, by name */
     ngx_array_t                         *sentinels; /* redis_addr_t */
     ngx_str_t                            master;
@@ -45,7 +48,7 @@ typedef struct {
 
     ngx_http_influencers_redis_tls_t     tls;       /* and connect_timeout */
 
-    struct ngx_http_influencers_redis_link_s  *link;  /* this worker's */
+    struct ngx_http_influencers_redis_fleet_s  *fleet;  /* this worker's */
 } ngx_http_influencers_redis_conf_t;
 
 

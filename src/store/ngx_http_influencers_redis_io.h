@@ -83,6 +83,7 @@ struct ngx_http_influencers_redis_io_s {
 
     ngx_event_t                    timer;       /* connect and handshake */
     ngx_log_t                     *log;
+    ngx_log_t                      conn_log;    /* nginx's words on it */
 #if (NGX_SSL)
     ngx_ssl_session_t             *session;     /* for the next handshake */
 #endif
