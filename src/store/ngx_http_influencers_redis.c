@@ -8,6 +8,7 @@
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_redis_conf.h"
+#include "ngx_http_influencers_crc16.h"
 
 #include <ngx_sha1.h>
 
@@ -229,7 +230,6 @@ struct ngx_http_influencers_redis_slot_s {
  * the slots its operations use.
  */
 
-#define NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS    16384
 #define NGX_HTTP_INFLUENCERS_CLUSTER_NODES    64
 #define NGX_HTTP_INFLUENCERS_CLUSTER_NONE     0xffff
 #define NGX_HTTP_INFLUENCERS_REDIRECTS_MAX    5
@@ -275,9 +275,6 @@ static ngx_int_t ngx_http_influencers_redis_dispatch(
     ngx_http_influencers_redis_slot_t *slot);
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_route(
     ngx_http_influencers_redis_fleet_t *fleet, ngx_uint_t hslot);
-static void ngx_http_influencers_redis_crc16_init(void);
-static ngx_uint_t ngx_http_influencers_redis_hash_slot(u_char *key,
-    size_t len);
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_node(
     ngx_http_influencers_redis_fleet_t *fleet, u_char *host, size_t len,
     u_char *port, size_t port_len);
@@ -553,7 +550,6 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
 
     /* the scripts' SHA1s: once a process, before a script is sent */
     ngx_http_influencers_redis_digests();
-    ngx_http_influencers_redis_crc16_init();
 
     fleet = ngx_calloc(sizeof(ngx_http_influencers_redis_fleet_t),
                        cycle->log);
@@ -978,8 +974,7 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
     fleet = slot->fleet;
 
     if (fleet->map) {
-        slot->hslot = ngx_http_influencers_redis_hash_slot(slot->key,
-                                                           slot->key_len);
+        slot->hslot = ngx_http_influencers_key_slot(slot->key, slot->key_len);
     }
 
     slot->link = ngx_http_influencers_redis_route(fleet, slot->hslot);
@@ -1844,67 +1839,6 @@ ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
             return;
         }
     }
-}
-
-
-/*
- * Redis Cluster.  The slot of a key is CRC16 (XMODEM) of the key, or of
- * its hash tag (what is between the first "{" and the "}" after it, if
- * not empty), modulo 16384, as Redis computes it.
- */
-
-static uint16_t  ngx_http_influencers_redis_crc16[256];
-
-
-static void
-ngx_http_influencers_redis_crc16_init(void)
-{
-    uint16_t    crc;
-    ngx_uint_t  i, j;
-
-    if (ngx_http_influencers_redis_crc16[1]) {
-        return;
-    }
-
-    for (i = 0; i < 256; i++) {
-        crc = (uint16_t) (i << 8);
-
-        for (j = 0; j < 8; j++) {
-            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
-                                 : (uint16_t) (crc << 1);
-        }
-
-        ngx_http_influencers_redis_crc16[i] = crc;
-    }
-}
-
-
-static ngx_uint_t
-ngx_http_influencers_redis_hash_slot(u_char *key, size_t len)
-{
-    u_char    *open, *close, *last;
-    uint16_t   crc;
-
-    last = key + len;
-    open = ngx_strlchr(key, last, '{');
-
-    if (open) {
-        close = ngx_strlchr(open + 1, last, '}');
-
-        if (close && close > open + 1) {
-            key = open + 1;
-            last = close;
-        }
-    }
-
-    crc = 0;
-
-    while (key < last) {
-        crc = (uint16_t) (crc << 8)
-              ^ ngx_http_influencers_redis_crc16[((crc >> 8) ^ *key++) & 0xff];
-    }
-
-    return crc & (NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS - 1);
 }
 
 
@@ -2994,6 +2928,19 @@ ngx_http_influencers_redis_sentinel_master_handler(
     size_t       argvlen[2];
 
     if (reply == NULL || link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* NOAUTH, an ACL: only Redis's code, its text may echo a secret */
+
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "cannot be found: sentinel %V refused "
+                                       "SENTINEL get-master-addr-by-name: %s",
+                                       &io->addr->name,
+                                       ngx_http_influencers_redis_code(reply));
+        ngx_http_influencers_redis_io_close(io, NULL);
         return;
     }
 
