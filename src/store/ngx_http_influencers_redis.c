@@ -243,13 +243,14 @@ struct ngx_http_influencers_redis_fleet_s {
     uint16_t                            *map;       /* cluster: slot: link */
     ngx_event_t                          owed;      /* finishes owed */
     ngx_event_t                          refresh;   /* cluster: the map */
-    ngx_msec_t                           refresh_delay;
+    ngx_msec_t                           refreshed; /* asked last, when */
     ngx_uint_t                           asked;     /* the link asked last */
     ngx_http_influencers_redis_slot_t   *free;
     void                                *chunks;
     unsigned                             exiting:1;
     unsigned                             refreshing:1;
     unsigned                             mapped:1;
+    unsigned                             slots_only:1; /* no SHARDS */
 };
 
 
@@ -287,6 +288,17 @@ static void ngx_http_influencers_redis_remap(
 static void ngx_http_influencers_redis_refresh(ngx_event_t *ev);
 static void ngx_http_influencers_redis_slots_handler(
     ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static ngx_uint_t ngx_http_influencers_redis_slots_range(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *range);
+static ngx_uint_t ngx_http_influencers_redis_shard(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *shard);
+static redisReply *ngx_http_influencers_redis_field(redisReply *map,
+    const char *name);
+static ngx_uint_t ngx_http_influencers_redis_word(redisReply *reply,
+    const char *word);
+static ngx_uint_t ngx_http_influencers_redis_assign(
+    ngx_http_influencers_redis_fleet_t *fleet, long long from, long long to,
+    redisReply *ip, long long port);
 static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_reply(
@@ -986,6 +998,13 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
     }
 
     if (rc != NGX_OK) {
+
+        /* a cluster's node that is down: the map may name its successor */
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_influencers_redis_remap(fleet, 0);
+        }
+
         if (slot->op) {
             slot->op->pending = NULL;
             slot->op = NULL;
@@ -2040,16 +2059,24 @@ ngx_http_influencers_redis_asked(ngx_http_influencers_redis_io_t *io,
 }
 
 
-/* the map read again, at most every 100ms, after delay */
+/* the map read again, after delay, and at most every 100ms */
 
 static void
 ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
     ngx_msec_t delay)
 {
+    ngx_msec_t  elapsed;
+
     if (fleet->map == NULL || fleet->exiting || fleet->refreshing
         || fleet->refresh.timer_set || fleet->refresh.posted)
     {
         return;
+    }
+
+    elapsed = ngx_current_msec - fleet->refreshed;
+
+    if (delay < 100 && elapsed < 100) {
+        delay = 100 - elapsed;
     }
 
     if (delay == 0) {
@@ -2062,9 +2089,10 @@ ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
 
 
 /*
- * CLUSTER SLOTS, asked of a node that is up (or, while none is, of the
- * next one, which is connected for it): [[from, to, [ip, port, id],
- * replicas...], ...].  A node that does not answer has the next asked.
+ * The map, asked of a node that is up (or, while none is, of the next
+ * one, which is connected for it): CLUSTER SHARDS (Redis 7), or CLUSTER
+ * SLOTS of a server that does not know it.  A node that does not answer
+ * has the next asked.  Slots no answer names keep the node they had.
  */
 
 static void
@@ -2117,8 +2145,8 @@ ngx_http_influencers_redis_refresh(ngx_event_t *ev)
 
     argv[0] = "CLUSTER";
     argvlen[0] = sizeof("CLUSTER") - 1;
-    argv[1] = "SLOTS";
-    argvlen[1] = sizeof("SLOTS") - 1;
+    argv[1] = fleet->slots_only ? "SLOTS" : "SHARDS";
+    argvlen[1] = ngx_strlen(argv[1]);
 
     if (ngx_http_influencers_redis_io_send(&link->io, 2, argv, argvlen,
                                     ngx_http_influencers_redis_slots_handler,
@@ -2130,6 +2158,7 @@ ngx_http_influencers_redis_refresh(ngx_event_t *ev)
     }
 
     fleet->refreshing = 1;
+    fleet->refreshed = ngx_current_msec;
 }
 
 
@@ -2139,15 +2168,18 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
 {
     ngx_http_influencers_redis_fleet_t  *fleet = data;
 
-    u_char                              port[NGX_INT_T_LEN];
-    size_t                              port_len;
-    ngx_uint_t                          i, s, from, to, n;
-    redisReply                         *range, *node;
-    ngx_http_influencers_redis_link_t  *link;
+    ngx_uint_t  i, n;
 
     fleet->refreshing = 0;
 
     if (fleet->exiting) {
+        return;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && !fleet->slots_only) {
+        /* before Redis 7: CLUSTER SLOTS, at once */
+        fleet->slots_only = 1;
+        ngx_http_influencers_redis_remap(fleet, 0);
         return;
     }
 
@@ -2163,44 +2195,10 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
     n = 0;
 
     for (i = 0; i < reply->elements; i++) {
-        range = reply->element[i];
-
-        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
-            || range->element[0]->type != REDIS_REPLY_INTEGER
-            || range->element[1]->type != REDIS_REPLY_INTEGER
-            || range->element[2]->type != REDIS_REPLY_ARRAY
-            || range->element[2]->elements < 2
-            || range->element[2]->element[0]->type != REDIS_REPLY_STRING
-            || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
-        {
-            continue;
-        }
-
-        from = (ngx_uint_t) range->element[0]->integer;
-        to = (ngx_uint_t) range->element[1]->integer;
-        node = range->element[2];
-
-        if (from > to || to >= NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS) {
-            continue;
-        }
-
-        port_len = ngx_sprintf(port, "%L", node->element[1]->integer)
-                   - port;
-
-        link = ngx_http_influencers_redis_node(fleet,
-                                             (u_char *) node->element[0]->str,
-                                             node->element[0]->len,
-                                             port, port_len);
-
-        if (link == NULL) {
-            continue;
-        }
-
-        for (s = from; s <= to; s++) {
-            fleet->map[s] = (uint16_t) link->index;
-        }
-
-        n += to - from + 1;
+        n += fleet->slots_only
+             ? ngx_http_influencers_redis_slots_range(fleet,
+                                                      reply->element[i])
+             : ngx_http_influencers_redis_shard(fleet, reply->element[i]);
     }
 
     fleet->mapped = 1;
@@ -2208,6 +2206,191 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
                    "influencers redis: cluster map read from %V: %ui slots",
                    &io->addr->name, n);
+}
+
+
+/* CLUSTER SLOTS: [from, to, [ip, port, id...], replicas...] */
+
+static ngx_uint_t
+ngx_http_influencers_redis_slots_range(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *range)
+{
+    redisReply  *node;
+
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+        || range->element[0]->type != REDIS_REPLY_INTEGER
+        || range->element[1]->type != REDIS_REPLY_INTEGER
+        || range->element[2]->type != REDIS_REPLY_ARRAY
+        || range->element[2]->elements < 2
+        || range->element[2]->element[0]->type != REDIS_REPLY_STRING
+        || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        return 0;
+    }
+
+    node = range->element[2];
+
+    return ngx_http_influencers_redis_assign(fleet,
+                                             range->element[0]->integer,
+                                             range->element[1]->integer,
+                                             node->element[0],
+                                             node->element[1]->integer);
+}
+
+
+/*
+ * CLUSTER SHARDS: a shard is a flat map, "slots" [from, to, ...] and
+ * "nodes" [flat maps: "ip", "port", "tls-port", "role", "health"...]; its
+ * slots go to its primary that is online (over TLS, at its TLS port).
+ */
+
+static ngx_uint_t
+ngx_http_influencers_redis_shard(ngx_http_influencers_redis_fleet_t *fleet,
+    redisReply *shard)
+{
+    long long    port;
+    ngx_uint_t   i, j, n, master, down;
+    redisReply  *slots, *nodes, *node, *ip, *key, *value;
+    const char  *port_name;
+
+    if (shard->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+
+    slots = ngx_http_influencers_redis_field(shard, "slots");
+    nodes = ngx_http_influencers_redis_field(shard, "nodes");
+
+    if (slots == NULL || slots->type != REDIS_REPLY_ARRAY
+        || nodes == NULL || nodes->type != REDIS_REPLY_ARRAY)
+    {
+        return 0;
+    }
+
+    port_name = fleet->conf->tls.ssl ? "tls-port" : "port";
+
+    for (i = 0; i < nodes->elements; i++) {
+        node = nodes->element[i];
+
+        if (node->type != REDIS_REPLY_ARRAY) {
+            continue;
+        }
+
+        ip = NULL;
+        port = 0;
+        master = 0;
+        down = 0;
+
+        for (j = 0; j + 1 < node->elements; j += 2) {
+            key = node->element[j];
+            value = node->element[j + 1];
+
+            if (key->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            if (value->type == REDIS_REPLY_INTEGER) {
+                if (ngx_http_influencers_redis_word(key, port_name)) {
+                    port = value->integer;
+                }
+
+                continue;
+            }
+
+            if (value->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            if (ngx_http_influencers_redis_word(key, "ip")) {
+                ip = value;
+
+            } else if (ngx_http_influencers_redis_word(key, "role")) {
+                master = ngx_http_influencers_redis_word(value, "master");
+
+            } else if (ngx_http_influencers_redis_word(key, "health")) {
+                down = !ngx_http_influencers_redis_word(value, "online");
+            }
+        }
+
+        if (!master || down || ip == NULL || port == 0) {
+            continue;
+        }
+
+        n = 0;
+
+        for (j = 0; j + 1 < slots->elements; j += 2) {
+            if (slots->element[j]->type == REDIS_REPLY_INTEGER
+                && slots->element[j + 1]->type == REDIS_REPLY_INTEGER)
+            {
+                n += ngx_http_influencers_redis_assign(fleet,
+                                             slots->element[j]->integer,
+                                             slots->element[j + 1]->integer,
+                                             ip, port);
+            }
+        }
+
+        return n;
+    }
+
+    return 0;
+}
+
+
+static redisReply *
+ngx_http_influencers_redis_field(redisReply *map, const char *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i + 1 < map->elements; i += 2) {
+        if (map->element[i]->type == REDIS_REPLY_STRING
+            && ngx_http_influencers_redis_word(map->element[i], name))
+        {
+            return map->element[i + 1];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_redis_word(redisReply *reply, const char *word)
+{
+    size_t  len;
+
+    len = ngx_strlen(word);
+
+    return reply->len == len && ngx_strncmp(reply->str, word, len) == 0;
+}
+
+
+/* slots from..to are the node's at ip:port */
+
+static ngx_uint_t
+ngx_http_influencers_redis_assign(ngx_http_influencers_redis_fleet_t *fleet,
+    long long from, long long to, redisReply *ip, long long port)
+{
+    u_char                              text[NGX_INT_T_LEN];
+    size_t                              len;
+    long long                           s;
+    ngx_http_influencers_redis_link_t  *link;
+
+    if (from < 0 || from > to || to >= NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS) {
+        return 0;
+    }
+
+    len = ngx_sprintf(text, "%L", port) - text;
+
+    link = ngx_http_influencers_redis_node(fleet, (u_char *) ip->str, ip->len,
+                                           text, len);
+    if (link == NULL) {
+        return 0;
+    }
+
+    for (s = from; s <= to; s++) {
+        fleet->map[s] = (uint16_t) link->index;
+    }
+
+    return (ngx_uint_t) (to - from + 1);
 }
 
 
