@@ -96,8 +96,9 @@ ngx_http_influencers_redis_io_init(ngx_http_influencers_redis_io_t *io,
 
 
 /*
- * NGX_OK: connecting, connected() or closed() comes next, from the event
- * loop; NGX_DECLINED: failed at once (io->error says why), nothing comes.
+ * NGX_OK: connecting; commands may be sent already (they are written once
+ * it is up), and closed() comes, from the event loop, if it fails.
+ * NGX_DECLINED: failed at once (io->error says why), nothing comes.
  */
 
 ngx_int_t
@@ -111,7 +112,6 @@ ngx_http_influencers_redis_io_connect(ngx_http_influencers_redis_io_t *io)
     }
 
     io->error_len = 0;
-    io->verify_failed = 0;
     io->generation++;
 
     io->reader = redisReaderCreate();
@@ -303,7 +303,6 @@ ngx_http_influencers_redis_io_ssl_done(ngx_connection_t *c)
         rc = SSL_get_verify_result(c->ssl->connection);
 
         if (rc != X509_V_OK) {
-            io->verify_failed = 1;
             ngx_http_influencers_redis_io_error(io,
                                  "its certificate failed verification: %s",
                                  X509_verify_cert_error_string(rc));
@@ -314,7 +313,6 @@ ngx_http_influencers_redis_io_ssl_done(ngx_connection_t *c)
         name = io->tls->ssl_name.len ? &io->tls->ssl_name : &io->addr->host;
 
         if (ngx_http_influencers_redis_io_check_name(c, name) != NGX_OK) {
-            io->verify_failed = 1;
             ngx_http_influencers_redis_io_error(io,
                                  "its certificate does not match \"%V\"",
                                  name);
@@ -433,13 +431,9 @@ ngx_http_influencers_redis_io_up(ngx_http_influencers_redis_io_t *io)
         return;
     }
 
-    if (io->connected) {
-        io->connected(io);
-    }
+    /* what was sent while connecting goes now */
 
-    if (io->state == NGX_HTTP_INFLUENCERS_REDIS_IO_UP
-        && ngx_http_influencers_redis_io_flush(io) != NGX_OK)
-    {
+    if (ngx_http_influencers_redis_io_flush(io) != NGX_OK) {
         ngx_http_influencers_redis_io_close(io, "a write failed");
     }
 }
