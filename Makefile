@@ -168,11 +168,21 @@ PROVE_ALONE ?= t/31-idem-concurrency.t t/39-idem-org-share.t \
                t/64-fleet-drills.t
 PROVE_REST   = $(filter-out $(PROVE_ALONE),$(sort $(wildcard t/*.t)))
 
-# $(call PROVE_SUITE,ENV=... ENV=...)
+# Tests whose subject is not nginx's: the Redis topologies themselves
+# (t/48 loads no module) run in the Debian suite only; the fleet's
+# failovers (Sentinel, wait=, Cluster, the drills) run against Debian's
+# nginx, plain and under ASan, not again against every other nginx (the
+# module's connections to Redis are tested on each by t/40-47 and t/49).
+PROVE_NO_ASAN     ?= t/48-redis-topologies.t
+PROVE_NO_VERSIONS ?= t/48-redis-topologies.t t/54-fleet-sentinel.t \
+                     t/55-fleet-wait.t t/56-fleet-cluster.t \
+                     t/64-fleet-drills.t
+
+# $(call PROVE_SUITE,ENV=... ENV=...[,files left out])
 define PROVE_SUITE
 rc=0; \
-$(1) prove -j$(PROVE_JOBS) $(PROVE_REST) || rc=1; \
-$(1) prove $(PROVE_ALONE) || rc=1; \
+$(1) prove -j$(PROVE_JOBS) $(filter-out $(2),$(PROVE_REST)) || rc=1; \
+$(1) prove $(filter-out $(2),$(PROVE_ALONE)) || rc=1; \
 exit $$rc
 endef
 
@@ -182,7 +192,7 @@ test-prove: $(MODULE) smoke
 test: test-unit test-prove test-asan
 
 test-asan: $(ASAN_MOD)
-	@$(call PROVE_SUITE,INFLUENCERS_MODULE=$(ASAN_MOD) INFLUENCERS_ASAN=1)
+	@$(call PROVE_SUITE,INFLUENCERS_MODULE=$(ASAN_MOD) INFLUENCERS_ASAN=1,$(PROVE_NO_ASAN))
 
 # The Debian package, built the way Debian builds its libnginx-mod-*
 # packages (dh-sequence-nginx: the nginx_mod build system and dh_nginx).
@@ -271,7 +281,7 @@ nginx:
 
 test-nginx: nginx
 	@$(call PROVE_SUITE,INFLUENCERS_NGINX=$(NGX_V_BIN) \
-	    INFLUENCERS_MODULE=$(NGX_V_MOD))
+	    INFLUENCERS_MODULE=$(NGX_V_MOD),$(PROVE_NO_VERSIONS))
 
 load-nginx: nginx
 	INFLUENCERS_NGINX=$(NGX_V_BIN) INFLUENCERS_MODULE=$(NGX_V_MOD) \

@@ -8,6 +8,7 @@
 #include "ngx_http_influencers_zone.h"
 #include "ngx_http_influencers_redis.h"
 #include "ngx_http_influencers_redis_conf.h"
+#include "ngx_http_influencers_crc16.h"
 
 #include <ngx_sha1.h>
 
@@ -229,7 +230,6 @@ struct ngx_http_influencers_redis_slot_s {
  * the slots its operations use.
  */
 
-#define NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS    16384
 #define NGX_HTTP_INFLUENCERS_CLUSTER_NODES    64
 #define NGX_HTTP_INFLUENCERS_CLUSTER_NONE     0xffff
 #define NGX_HTTP_INFLUENCERS_REDIRECTS_MAX    5
@@ -243,13 +243,14 @@ struct ngx_http_influencers_redis_fleet_s {
     uint16_t                            *map;       /* cluster: slot: link */
     ngx_event_t                          owed;      /* finishes owed */
     ngx_event_t                          refresh;   /* cluster: the map */
-    ngx_msec_t                           refresh_delay;
+    ngx_msec_t                           refreshed; /* asked last, when */
     ngx_uint_t                           asked;     /* the link asked last */
     ngx_http_influencers_redis_slot_t   *free;
     void                                *chunks;
     unsigned                             exiting:1;
     unsigned                             refreshing:1;
     unsigned                             mapped:1;
+    unsigned                             slots_only:1; /* no SHARDS */
 };
 
 
@@ -275,9 +276,6 @@ static ngx_int_t ngx_http_influencers_redis_dispatch(
     ngx_http_influencers_redis_slot_t *slot);
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_route(
     ngx_http_influencers_redis_fleet_t *fleet, ngx_uint_t hslot);
-static void ngx_http_influencers_redis_crc16_init(void);
-static ngx_uint_t ngx_http_influencers_redis_hash_slot(u_char *key,
-    size_t len);
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_node(
     ngx_http_influencers_redis_fleet_t *fleet, u_char *host, size_t len,
     u_char *port, size_t port_len);
@@ -290,6 +288,17 @@ static void ngx_http_influencers_redis_remap(
 static void ngx_http_influencers_redis_refresh(ngx_event_t *ev);
 static void ngx_http_influencers_redis_slots_handler(
     ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
+static ngx_uint_t ngx_http_influencers_redis_slots_range(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *range);
+static ngx_uint_t ngx_http_influencers_redis_shard(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *shard);
+static redisReply *ngx_http_influencers_redis_field(redisReply *map,
+    const char *name);
+static ngx_uint_t ngx_http_influencers_redis_word(redisReply *reply,
+    const char *word);
+static ngx_uint_t ngx_http_influencers_redis_assign(
+    ngx_http_influencers_redis_fleet_t *fleet, long long from, long long to,
+    redisReply *ip, long long port);
 static ngx_int_t ngx_http_influencers_redis_send(
     ngx_http_influencers_redis_slot_t *slot);
 static void ngx_http_influencers_redis_reply(
@@ -553,7 +562,6 @@ ngx_http_influencers_redis_init_process(ngx_cycle_t *cycle,
 
     /* the scripts' SHA1s: once a process, before a script is sent */
     ngx_http_influencers_redis_digests();
-    ngx_http_influencers_redis_crc16_init();
 
     fleet = ngx_calloc(sizeof(ngx_http_influencers_redis_fleet_t),
                        cycle->log);
@@ -978,8 +986,7 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
     fleet = slot->fleet;
 
     if (fleet->map) {
-        slot->hslot = ngx_http_influencers_redis_hash_slot(slot->key,
-                                                           slot->key_len);
+        slot->hslot = ngx_http_influencers_key_slot(slot->key, slot->key_len);
     }
 
     slot->link = ngx_http_influencers_redis_route(fleet, slot->hslot);
@@ -991,6 +998,13 @@ ngx_http_influencers_redis_submit(ngx_http_influencers_redis_slot_t *slot)
     }
 
     if (rc != NGX_OK) {
+
+        /* a cluster's node that is down: the map may name its successor */
+
+        if (rc == NGX_DECLINED) {
+            ngx_http_influencers_redis_remap(fleet, 0);
+        }
+
         if (slot->op) {
             slot->op->pending = NULL;
             slot->op = NULL;
@@ -1333,7 +1347,8 @@ ngx_http_influencers_redis_reply(ngx_http_influencers_redis_io_t *io,
 /*
  * WAIT's count: a write fewer replicas hold than wait= asks for may be
  * lost in a failover, so it is not taken.  A WAIT behind an EVALSHA that
- * Redis did not know counts nothing: the EVAL sent after it has its own.
+ * Redis did not know, or that a cluster node redirected, counts nothing:
+ * the command sent again has its own.
  */
 
 static void
@@ -1345,7 +1360,9 @@ ngx_http_influencers_redis_waited(ngx_http_influencers_redis_io_t *io,
     long long                      acks;
     ngx_http_influencers_store_e   rc;
 
-    if (ngx_http_influencers_redis_settled(slot) || !slot->evaled) {
+    if (ngx_http_influencers_redis_settled(slot) || !slot->evaled
+        || io != &slot->link->io)
+    {
         return;
     }
 
@@ -1845,67 +1862,6 @@ ngx_http_influencers_redis_owed_handler(ngx_event_t *ev)
 
 
 /*
- * Redis Cluster.  The slot of a key is CRC16 (XMODEM) of the key, or of
- * its hash tag (what is between the first "{" and the "}" after it, if
- * not empty), modulo 16384, as Redis computes it.
- */
-
-static uint16_t  ngx_http_influencers_redis_crc16[256];
-
-
-static void
-ngx_http_influencers_redis_crc16_init(void)
-{
-    uint16_t    crc;
-    ngx_uint_t  i, j;
-
-    if (ngx_http_influencers_redis_crc16[1]) {
-        return;
-    }
-
-    for (i = 0; i < 256; i++) {
-        crc = (uint16_t) (i << 8);
-
-        for (j = 0; j < 8; j++) {
-            crc = (crc & 0x8000) ? (uint16_t) ((crc << 1) ^ 0x1021)
-                                 : (uint16_t) (crc << 1);
-        }
-
-        ngx_http_influencers_redis_crc16[i] = crc;
-    }
-}
-
-
-static ngx_uint_t
-ngx_http_influencers_redis_hash_slot(u_char *key, size_t len)
-{
-    u_char    *open, *close, *last;
-    uint16_t   crc;
-
-    last = key + len;
-    open = ngx_strlchr(key, last, '{');
-
-    if (open) {
-        close = ngx_strlchr(open + 1, last, '}');
-
-        if (close && close > open + 1) {
-            key = open + 1;
-            last = close;
-        }
-    }
-
-    crc = 0;
-
-    while (key < last) {
-        crc = (uint16_t) (crc << 8)
-              ^ ngx_http_influencers_redis_crc16[((crc >> 8) ^ *key++) & 0xff];
-    }
-
-    return crc & (NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS - 1);
-}
-
-
-/*
  * The link of the server a slot is on; a slot the map does not know yet
  * goes to any node that is up (it answers MOVED with the right one), and
  * the map is read again.
@@ -2103,16 +2059,24 @@ ngx_http_influencers_redis_asked(ngx_http_influencers_redis_io_t *io,
 }
 
 
-/* the map read again, at most every 100ms, after delay */
+/* the map read again, after delay, and at most every 100ms */
 
 static void
 ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
     ngx_msec_t delay)
 {
+    ngx_msec_t  elapsed;
+
     if (fleet->map == NULL || fleet->exiting || fleet->refreshing
         || fleet->refresh.timer_set || fleet->refresh.posted)
     {
         return;
+    }
+
+    elapsed = ngx_current_msec - fleet->refreshed;
+
+    if (delay < 100 && elapsed < 100) {
+        delay = 100 - elapsed;
     }
 
     if (delay == 0) {
@@ -2125,9 +2089,10 @@ ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
 
 
 /*
- * CLUSTER SLOTS, asked of a node that is up (or, while none is, of the
- * next one, which is connected for it): [[from, to, [ip, port, id],
- * replicas...], ...].  A node that does not answer has the next asked.
+ * The map, asked of a node that is up (or, while none is, of the next
+ * one, which is connected for it): CLUSTER SHARDS (Redis 7), or CLUSTER
+ * SLOTS of a server that does not know it.  A node that does not answer
+ * has the next asked.  Slots no answer names keep the node they had.
  */
 
 static void
@@ -2180,8 +2145,8 @@ ngx_http_influencers_redis_refresh(ngx_event_t *ev)
 
     argv[0] = "CLUSTER";
     argvlen[0] = sizeof("CLUSTER") - 1;
-    argv[1] = "SLOTS";
-    argvlen[1] = sizeof("SLOTS") - 1;
+    argv[1] = fleet->slots_only ? "SLOTS" : "SHARDS";
+    argvlen[1] = ngx_strlen(argv[1]);
 
     if (ngx_http_influencers_redis_io_send(&link->io, 2, argv, argvlen,
                                     ngx_http_influencers_redis_slots_handler,
@@ -2193,6 +2158,7 @@ ngx_http_influencers_redis_refresh(ngx_event_t *ev)
     }
 
     fleet->refreshing = 1;
+    fleet->refreshed = ngx_current_msec;
 }
 
 
@@ -2202,15 +2168,18 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
 {
     ngx_http_influencers_redis_fleet_t  *fleet = data;
 
-    u_char                              port[NGX_INT_T_LEN];
-    size_t                              port_len;
-    ngx_uint_t                          i, s, from, to, n;
-    redisReply                         *range, *node;
-    ngx_http_influencers_redis_link_t  *link;
+    ngx_uint_t  i, n;
 
     fleet->refreshing = 0;
 
     if (fleet->exiting) {
+        return;
+    }
+
+    if (reply && reply->type == REDIS_REPLY_ERROR && !fleet->slots_only) {
+        /* before Redis 7: CLUSTER SLOTS, at once */
+        fleet->slots_only = 1;
+        ngx_http_influencers_redis_remap(fleet, 0);
         return;
     }
 
@@ -2226,44 +2195,10 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
     n = 0;
 
     for (i = 0; i < reply->elements; i++) {
-        range = reply->element[i];
-
-        if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
-            || range->element[0]->type != REDIS_REPLY_INTEGER
-            || range->element[1]->type != REDIS_REPLY_INTEGER
-            || range->element[2]->type != REDIS_REPLY_ARRAY
-            || range->element[2]->elements < 2
-            || range->element[2]->element[0]->type != REDIS_REPLY_STRING
-            || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
-        {
-            continue;
-        }
-
-        from = (ngx_uint_t) range->element[0]->integer;
-        to = (ngx_uint_t) range->element[1]->integer;
-        node = range->element[2];
-
-        if (from > to || to >= NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS) {
-            continue;
-        }
-
-        port_len = ngx_sprintf(port, "%L", node->element[1]->integer)
-                   - port;
-
-        link = ngx_http_influencers_redis_node(fleet,
-                                             (u_char *) node->element[0]->str,
-                                             node->element[0]->len,
-                                             port, port_len);
-
-        if (link == NULL) {
-            continue;
-        }
-
-        for (s = from; s <= to; s++) {
-            fleet->map[s] = (uint16_t) link->index;
-        }
-
-        n += to - from + 1;
+        n += fleet->slots_only
+             ? ngx_http_influencers_redis_slots_range(fleet,
+                                                      reply->element[i])
+             : ngx_http_influencers_redis_shard(fleet, reply->element[i]);
     }
 
     fleet->mapped = 1;
@@ -2271,6 +2206,191 @@ ngx_http_influencers_redis_slots_handler(ngx_http_influencers_redis_io_t *io,
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, fleet->log, 0,
                    "influencers redis: cluster map read from %V: %ui slots",
                    &io->addr->name, n);
+}
+
+
+/* CLUSTER SLOTS: [from, to, [ip, port, id...], replicas...] */
+
+static ngx_uint_t
+ngx_http_influencers_redis_slots_range(
+    ngx_http_influencers_redis_fleet_t *fleet, redisReply *range)
+{
+    redisReply  *node;
+
+    if (range->type != REDIS_REPLY_ARRAY || range->elements < 3
+        || range->element[0]->type != REDIS_REPLY_INTEGER
+        || range->element[1]->type != REDIS_REPLY_INTEGER
+        || range->element[2]->type != REDIS_REPLY_ARRAY
+        || range->element[2]->elements < 2
+        || range->element[2]->element[0]->type != REDIS_REPLY_STRING
+        || range->element[2]->element[1]->type != REDIS_REPLY_INTEGER)
+    {
+        return 0;
+    }
+
+    node = range->element[2];
+
+    return ngx_http_influencers_redis_assign(fleet,
+                                             range->element[0]->integer,
+                                             range->element[1]->integer,
+                                             node->element[0],
+                                             node->element[1]->integer);
+}
+
+
+/*
+ * CLUSTER SHARDS: a shard is a flat map, "slots" [from, to, ...] and
+ * "nodes" [flat maps: "ip", "port", "tls-port", "role", "health"...]; its
+ * slots go to its primary that is online (over TLS, at its TLS port).
+ */
+
+static ngx_uint_t
+ngx_http_influencers_redis_shard(ngx_http_influencers_redis_fleet_t *fleet,
+    redisReply *shard)
+{
+    long long    port;
+    ngx_uint_t   i, j, n, master, down;
+    redisReply  *slots, *nodes, *node, *ip, *key, *value;
+    const char  *port_name;
+
+    if (shard->type != REDIS_REPLY_ARRAY) {
+        return 0;
+    }
+
+    slots = ngx_http_influencers_redis_field(shard, "slots");
+    nodes = ngx_http_influencers_redis_field(shard, "nodes");
+
+    if (slots == NULL || slots->type != REDIS_REPLY_ARRAY
+        || nodes == NULL || nodes->type != REDIS_REPLY_ARRAY)
+    {
+        return 0;
+    }
+
+    port_name = fleet->conf->tls.ssl ? "tls-port" : "port";
+
+    for (i = 0; i < nodes->elements; i++) {
+        node = nodes->element[i];
+
+        if (node->type != REDIS_REPLY_ARRAY) {
+            continue;
+        }
+
+        ip = NULL;
+        port = 0;
+        master = 0;
+        down = 0;
+
+        for (j = 0; j + 1 < node->elements; j += 2) {
+            key = node->element[j];
+            value = node->element[j + 1];
+
+            if (key->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            if (value->type == REDIS_REPLY_INTEGER) {
+                if (ngx_http_influencers_redis_word(key, port_name)) {
+                    port = value->integer;
+                }
+
+                continue;
+            }
+
+            if (value->type != REDIS_REPLY_STRING) {
+                continue;
+            }
+
+            if (ngx_http_influencers_redis_word(key, "ip")) {
+                ip = value;
+
+            } else if (ngx_http_influencers_redis_word(key, "role")) {
+                master = ngx_http_influencers_redis_word(value, "master");
+
+            } else if (ngx_http_influencers_redis_word(key, "health")) {
+                down = !ngx_http_influencers_redis_word(value, "online");
+            }
+        }
+
+        if (!master || down || ip == NULL || port == 0) {
+            continue;
+        }
+
+        n = 0;
+
+        for (j = 0; j + 1 < slots->elements; j += 2) {
+            if (slots->element[j]->type == REDIS_REPLY_INTEGER
+                && slots->element[j + 1]->type == REDIS_REPLY_INTEGER)
+            {
+                n += ngx_http_influencers_redis_assign(fleet,
+                                             slots->element[j]->integer,
+                                             slots->element[j + 1]->integer,
+                                             ip, port);
+            }
+        }
+
+        return n;
+    }
+
+    return 0;
+}
+
+
+static redisReply *
+ngx_http_influencers_redis_field(redisReply *map, const char *name)
+{
+    ngx_uint_t  i;
+
+    for (i = 0; i + 1 < map->elements; i += 2) {
+        if (map->element[i]->type == REDIS_REPLY_STRING
+            && ngx_http_influencers_redis_word(map->element[i], name))
+        {
+            return map->element[i + 1];
+        }
+    }
+
+    return NULL;
+}
+
+
+static ngx_uint_t
+ngx_http_influencers_redis_word(redisReply *reply, const char *word)
+{
+    size_t  len;
+
+    len = ngx_strlen(word);
+
+    return reply->len == len && ngx_strncmp(reply->str, word, len) == 0;
+}
+
+
+/* slots from..to are the node's at ip:port */
+
+static ngx_uint_t
+ngx_http_influencers_redis_assign(ngx_http_influencers_redis_fleet_t *fleet,
+    long long from, long long to, redisReply *ip, long long port)
+{
+    u_char                              text[NGX_INT_T_LEN];
+    size_t                              len;
+    long long                           s;
+    ngx_http_influencers_redis_link_t  *link;
+
+    if (from < 0 || from > to || to >= NGX_HTTP_INFLUENCERS_CLUSTER_SLOTS) {
+        return 0;
+    }
+
+    len = ngx_sprintf(text, "%L", port) - text;
+
+    link = ngx_http_influencers_redis_node(fleet, (u_char *) ip->str, ip->len,
+                                           text, len);
+    if (link == NULL) {
+        return 0;
+    }
+
+    for (s = from; s <= to; s++) {
+        fleet->map[s] = (uint16_t) link->index;
+    }
+
+    return (ngx_uint_t) (to - from + 1);
 }
 
 
@@ -2991,6 +3111,19 @@ ngx_http_influencers_redis_sentinel_master_handler(
     size_t       argvlen[2];
 
     if (reply == NULL || link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING) {
+        return;
+    }
+
+    if (reply->type == REDIS_REPLY_ERROR) {
+
+        /* NOAUTH, an ACL: only Redis's code, its text may echo a secret */
+
+        ngx_http_influencers_redis_log(link, &link->refused,
+                                       "cannot be found: sentinel %V refused "
+                                       "SENTINEL get-master-addr-by-name: %s",
+                                       &io->addr->name,
+                                       ngx_http_influencers_redis_code(reply));
+        ngx_http_influencers_redis_io_close(io, NULL);
         return;
     }
 

@@ -66,6 +66,12 @@ typedef struct {
 } ngx_http_influencers_redis_ssl_conf_t;
 
 
+typedef struct {
+    ngx_conf_t                          *cf;
+    const char                          *param;
+} ngx_http_influencers_redis_conf_where_t;
+
+
 static ngx_http_influencers_redis_param_e
     ngx_http_influencers_redis_conf_param(ngx_str_t *name);
 static char *ngx_http_influencers_redis_conf_value(ngx_conf_t *cf,
@@ -88,6 +94,10 @@ static char *ngx_http_influencers_redis_conf_protocols(ngx_conf_t *cf,
 static char *ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl, ngx_uint_t seen);
+#if (NGX_SSL)
+static u_char *ngx_http_influencers_redis_conf_where(ngx_log_t *log,
+    u_char *buf, size_t len);
+#endif
 static char *ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl);
@@ -600,13 +610,31 @@ ngx_http_influencers_redis_conf_check(ngx_conf_t *cf,
 
 #if (NGX_SSL)
 
+static u_char *
+ngx_http_influencers_redis_conf_where(ngx_log_t *log, u_char *buf,
+    size_t len)
+{
+    ngx_http_influencers_redis_conf_where_t  *where = log->data;
+
+    ngx_conf_t  *cf;
+
+    cf = where->cf;
+
+    return ngx_snprintf(buf, len, " (\"%s\" of \"influencers_redis\" in "
+                        "%V:%ui)", where->param,
+                        &cf->conf_file->file.name, cf->conf_file->line);
+}
+
+
 static char *
 ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     ngx_http_influencers_redis_conf_t *conf,
     ngx_http_influencers_redis_ssl_conf_t *ssl)
 {
-    ngx_ssl_t           *ctx;
-    ngx_pool_cleanup_t  *cln;
+    ngx_log_t                                log;
+    ngx_ssl_t                               *ctx;
+    ngx_pool_cleanup_t                      *cln;
+    ngx_http_influencers_redis_conf_where_t  where;
 
     ctx = ngx_pcalloc(cf->pool, sizeof(ngx_ssl_t));
     if (ctx == NULL) {
@@ -628,12 +656,21 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     cln->handler = ngx_ssl_cleanup_ctx;
     cln->data = ctx;
 
+    /* what OpenSSL says of a file is told where it was named */
+
+    log = *cf->log;
+    log.handler = ngx_http_influencers_redis_conf_where;
+    log.data = &where;
+    where.cf = cf;
+    ctx->log = &log;
+
+    where.param = "ssl_ciphers";
+
     if (ngx_ssl_ciphers(cf, ctx, &ssl->ciphers, 0) != NGX_OK) {
-        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                           "invalid ssl_ciphers \"%V\" of "
-                           "\"influencers_redis\"", &ssl->ciphers);
         return NGX_CONF_ERROR;
     }
+
+    where.param = "ssl_certificate\" and \"ssl_certificate_key";
 
     if (ssl->certificate.len
         && ngx_ssl_certificate(cf, ctx, &ssl->certificate, &ssl->key, NULL)
@@ -642,6 +679,8 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
         return NGX_CONF_ERROR;
     }
 
+    where.param = "ssl_trusted_certificate";
+
     if (ssl->verify
         && ngx_ssl_trusted_certificate(cf, ctx, &ssl->trusted,
                                        ssl->verify_depth)
@@ -649,6 +688,8 @@ ngx_http_influencers_redis_conf_tls(ngx_conf_t *cf,
     {
         return NGX_CONF_ERROR;
     }
+
+    ctx->log = cf->log;
 
     if (ngx_ssl_client_session_cache(cf, ctx, ssl->session_reuse)
         != NGX_OK)

@@ -69,6 +69,8 @@ static ngx_int_t ngx_http_influencers_redis_io_room(
     ngx_http_influencers_redis_io_t *io, size_t len);
 static void ngx_cdecl ngx_http_influencers_redis_io_error(
     ngx_http_influencers_redis_io_t *io, const char *fmt, ...);
+static void ngx_http_influencers_redis_io_log_writer(ngx_log_t *log,
+    ngx_uint_t level, u_char *buf, size_t len);
 
 
 void
@@ -94,8 +96,9 @@ ngx_http_influencers_redis_io_init(ngx_http_influencers_redis_io_t *io,
 
 
 /*
- * NGX_OK: connecting, connected() or closed() comes next, from the event
- * loop; NGX_DECLINED: failed at once (io->error says why), nothing comes.
+ * NGX_OK: connecting; commands may be sent already (they are written once
+ * it is up), and closed() comes, from the event loop, if it fails.
+ * NGX_DECLINED: failed at once (io->error says why), nothing comes.
  */
 
 ngx_int_t
@@ -109,7 +112,6 @@ ngx_http_influencers_redis_io_connect(ngx_http_influencers_redis_io_t *io)
     }
 
     io->error_len = 0;
-    io->verify_failed = 0;
     io->generation++;
 
     io->reader = redisReaderCreate();
@@ -124,7 +126,26 @@ ngx_http_influencers_redis_io_connect(ngx_http_influencers_redis_io_t *io)
     io->peer.socklen = io->addr->socklen;
     io->peer.name = &io->addr->name;
     io->peer.get = ngx_event_get_peer;
-    io->peer.log = io->log;
+
+    /*
+     * What nginx says of this connection (a refused connect, a TLS alert,
+     * at levels up to [crit]) goes through the writer below: kept as the
+     * reason it closed, which the link logs once a minute, at [error].  A
+     * server that keeps failing the same way would otherwise have nginx
+     * say so at every reconnect.
+     */
+
+    io->conn_log = *io->log;
+    io->conn_log.next = NULL;
+    io->conn_log.handler = NULL;
+    io->conn_log.writer = ngx_http_influencers_redis_io_log_writer;
+    io->conn_log.wdata = io;
+
+    if (io->conn_log.log_level < NGX_LOG_INFO) {
+        io->conn_log.log_level = NGX_LOG_INFO;
+    }
+
+    io->peer.log = &io->conn_log;
     /* what nginx says of a refused connect goes to info: the link says
      * once a minute that Redis is unreachable */
     io->peer.log_error = NGX_ERROR_INFO;
@@ -282,7 +303,6 @@ ngx_http_influencers_redis_io_ssl_done(ngx_connection_t *c)
         rc = SSL_get_verify_result(c->ssl->connection);
 
         if (rc != X509_V_OK) {
-            io->verify_failed = 1;
             ngx_http_influencers_redis_io_error(io,
                                  "its certificate failed verification: %s",
                                  X509_verify_cert_error_string(rc));
@@ -293,7 +313,6 @@ ngx_http_influencers_redis_io_ssl_done(ngx_connection_t *c)
         name = io->tls->ssl_name.len ? &io->tls->ssl_name : &io->addr->host;
 
         if (ngx_http_influencers_redis_io_check_name(c, name) != NGX_OK) {
-            io->verify_failed = 1;
             ngx_http_influencers_redis_io_error(io,
                                  "its certificate does not match \"%V\"",
                                  name);
@@ -412,13 +431,9 @@ ngx_http_influencers_redis_io_up(ngx_http_influencers_redis_io_t *io)
         return;
     }
 
-    if (io->connected) {
-        io->connected(io);
-    }
+    /* what was sent while connecting goes now */
 
-    if (io->state == NGX_HTTP_INFLUENCERS_REDIS_IO_UP
-        && ngx_http_influencers_redis_io_flush(io) != NGX_OK)
-    {
+    if (ngx_http_influencers_redis_io_flush(io) != NGX_OK) {
         ngx_http_influencers_redis_io_close(io, "a write failed");
     }
 }
@@ -457,7 +472,7 @@ ngx_http_influencers_redis_io_send(ngx_http_influencers_redis_io_t *io,
     }
 
     if (ngx_http_influencers_redis_io_room(io, len) != NGX_OK) {
-        free(cmd);
+        redisFreeCommand(cmd);
         call->next = io->free;
         io->free = call;
         return NGX_ERROR;
@@ -465,7 +480,7 @@ ngx_http_influencers_redis_io_send(ngx_http_influencers_redis_io_t *io,
 
     ngx_memcpy(io->out + io->out_len, cmd, len);
     io->out_len += len;
-    free(cmd);
+    redisFreeCommand(cmd);
 
     call->handler = handler;
     call->data = data;
@@ -897,4 +912,59 @@ ngx_http_influencers_redis_io_error(ngx_http_influencers_redis_io_t *io,
     va_end(args);
 
     io->error_len = p - io->error;
+}
+
+
+static void
+ngx_http_influencers_redis_io_log_writer(ngx_log_t *log, ngx_uint_t level,
+    u_char *buf, size_t len)
+{
+    ngx_http_influencers_redis_io_t *io = log->wdata;
+
+    u_char     *p, *last;
+    ngx_log_t  *l;
+
+    last = buf + len;
+
+    if (level != NGX_LOG_DEBUG && io->error_len == 0) {
+
+        /* "date [level] pid#tid: [*n ]text\n": the text */
+
+        p = ngx_strlchr(buf, last, '#');
+        p = p ? ngx_strlchr(p, last, ' ') : NULL;
+
+        if (p) {
+            p++;
+
+            if (p < last && *p == '*') {
+                p = ngx_strlchr(p, last, ' ');
+                p = p ? p + 1 : last;
+            }
+
+            while (last > p && (last[-1] == LF || last[-1] == CR)) {
+                last--;
+            }
+
+            io->error_len = ngx_min((size_t) (last - p), sizeof(io->error));
+            ngx_memcpy(io->error, p, io->error_len);
+        }
+    }
+
+    if (level != NGX_LOG_DEBUG) {
+        return;
+    }
+
+    for (l = io->log; l; l = l->next) {
+
+        if (l->log_level < level) {
+            break;
+        }
+
+        if (l->writer) {
+            l->writer(l, level, buf, len);
+
+        } else {
+            (void) ngx_write_fd(l->file->fd, buf, len);
+        }
+    }
 }

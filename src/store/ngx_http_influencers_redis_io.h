@@ -83,11 +83,11 @@ struct ngx_http_influencers_redis_io_s {
 
     ngx_event_t                    timer;       /* connect and handshake */
     ngx_log_t                     *log;
+    ngx_log_t                      conn_log;    /* nginx's words on it */
 #if (NGX_SSL)
     ngx_ssl_session_t             *session;     /* for the next handshake */
 #endif
 
-    ngx_http_influencers_redis_io_event_pt  connected;
     ngx_http_influencers_redis_io_event_pt  closed;
     ngx_http_influencers_redis_io_reply_pt  push;   /* a reply no call
                                                        waits for (pub/sub) */
@@ -98,7 +98,6 @@ struct ngx_http_influencers_redis_io_s {
     size_t                         error_len;   /* why it closed */
 
     unsigned                       state:2;
-    unsigned                       verify_failed:1;
 };
 
 

@@ -13,6 +13,7 @@
 #include "ngx_http_influencers_validate.h"
 #include "ngx_http_influencers_json.h"
 #include "ngx_http_influencers_siphash.h"
+#include "ngx_http_influencers_crc16.h"
 
 
 static int  passed, failed;
@@ -849,6 +850,42 @@ test_error_order(void)
 
 
 /*
+ * The Cluster slot of a key against CRC16/XMODEM's check value and the
+ * slots Redis's CLUSTER KEYSLOT answers (its documentation's keys), hash
+ * tags included: the first "{", the first "}" after it, never empty.
+ */
+
+static void
+test_key_slot(void)
+{
+#define SLOT(s)  ngx_http_influencers_key_slot((u_char *) s, sizeof(s) - 1)
+
+    CHECK(ngx_http_influencers_crc16((u_char *) "123456789", 9) == 0x31c3,
+          "crc16: the XMODEM check value");
+    CHECK(SLOT("somekey") == 11058, "key slot: somekey");
+    CHECK(SLOT("foo") == 12182, "key slot: foo");
+    CHECK(SLOT("hello") == 866, "key slot: hello");
+    CHECK(SLOT("foo{hash_tag}") == 2515, "key slot: a hash tag");
+    CHECK(SLOT("{hash_tag}bar") == SLOT("hash_tag"),
+          "key slot: the tag alone counts");
+    CHECK(SLOT("{user1000}.following") == SLOT("{user1000}.followers"),
+          "key slot: one tag, one slot");
+    CHECK(SLOT("foo{}{bar}") == (ngx_http_influencers_crc16(
+                                     (u_char *) "foo{}{bar}", 10) & 16383),
+          "key slot: an empty tag is no tag");
+    CHECK(SLOT("foo{{bar}}zap") == SLOT("{bar"),
+          "key slot: the tag ends at the first }");
+    CHECK(SLOT("foo{bar}{zap}") == SLOT("bar"),
+          "key slot: the first tag only");
+    CHECK(SLOT("{") == (ngx_http_influencers_crc16((u_char *) "{", 1)
+                        & 16383),
+          "key slot: no } is no tag");
+
+#undef SLOT
+}
+
+
+/*
  * SipHash-2-4 against the reference vectors (key 00..0f, message 00..n-1),
  * and a message split after a prefix hashes as if whole.
  */
@@ -892,6 +929,7 @@ int
 main(void)
 {
     test_siphash();
+    test_key_slot();
     test_writer();
     test_error_order();
     test_uuid();
