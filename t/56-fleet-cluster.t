@@ -19,7 +19,9 @@
 #       stay on the source and replay from it, six new keys are claimed
 #       and finished on the target through ASK (the primaries count ASK
 #       replies); once the old keys are MIGRATEd and the slots given to the
-#       target, the eight replay from it on both nodes (MOVED);
+#       target, new keys of those slots are accepted on both nodes (their
+#       maps name the old owner: MOVED, followed), and a fresh node replays
+#       all twelve from the new owner;
 #   (2) a reshard under load: 1000 slots moved from the primary that is
 #       not a seed to a seed (redis-cli --cluster reshard) while forked
 #       clients (t/lib/Drill.pm: new keys, each retried on both nodes in
@@ -340,6 +342,13 @@ sub drill {
     for my $key (keys %later) {
         push @{ $res->{keys}{$key} }, @{ $later{$key} };
     }
+    # what the keys left open got, for the record
+    for my $key (head(3, sort @{ $res->{open} })) {
+        note("$name: open at the end of the load: $key: " . join(', ', map {
+            sprintf('%+.2f s node %d %s%s', $_->{t} - $ev0, ($_->{node} // -1) + 1,
+                    $_->{status}, $_->{err} eq '-' ? '' : " $_->{err}")
+        } @{ $res->{keys}{$key} }));
+    }
     return { name => $name, d => $d, res => $res, ev0 => $ev0, ev1 => $ev1,
              event => \@ev, error => $err, nodes => \@nodes };
 }
@@ -358,7 +367,7 @@ sub counts {
     my $jobs = FaultLoad::jobs_by_marker($n1);
     my %c = (keys => 0, accepted => 0, answers202 => 0, ids_max => 0, multi_ids => 0,
              backend_max => 0, backend_multi => 0, no_backend => 0, foreign => 0,
-             e5xx => 0, e5xx_event => 0, broken => 0, requests => 0, after => 0,
+             e5xx => 0, e5xx_event => 0, e409 => 0, broken => 0, requests => 0, after => 0,
              affected => 0, problems => [], job => {}, job_t => {});
     my $last_bad = 0;
     my ($first_ok, $first_bad_aff, $last_bad_aff, %aff_keys);
@@ -374,6 +383,7 @@ sub counts {
             $c{after}++ if $q->{t} > $run->{ev1};
             my $bad = $q->{status} >= 500 || $q->{err} ne '-';
             $c{e5xx}++ if $q->{status} >= 500;
+            $c{e409}++ if $q->{status} == 409;
             $c{e5xx_event}++ if $q->{status} >= 500 && $q->{t} >= $run->{ev0} - 1;
             $c{broken}++ if $q->{err} ne '-';
             $last_bad = $q->{t} if $bad && $q->{t} > $last_bad;
@@ -538,14 +548,14 @@ sub result {
     my ($what, $run, $c, $replayed, $m0, $m1) = @_;
     return sprintf('%d keys (%d of %s), %d requests, %d x 202, job ids per key max %d, '
                    . 'backend jobs per key max %d, %d second jobs, %d x 5xx (%d from 1 s '
-                   . 'before the event on), %d broken, %d open at the end of the load; '
+                   . 'before the event on), %d x 409, %d broken, %d open at the end of the load; '
                    . 'recovery %s s after the event (last 5xx or broken answer); keys of '
                    . '%s, from the moment it began: first failure %s, first new key '
                    . 'accepted after it %s, last failure %s; '
                    . '%d keys replayed after it; the primaries answered %d MOVED and %d ASK',
                    $c->{keys}, $c->{affected}, $what, $c->{requests}, $c->{answers202},
                    $c->{ids_max}, $c->{backend_max}, $c->{multi_ids} + $c->{backend_multi},
-                   $c->{e5xx}, $c->{e5xx_event}, $c->{broken},
+                   $c->{e5xx}, $c->{e5xx_event}, $c->{e409}, $c->{broken},
                    scalar @{ $run->{res}{open} }, fmt($c->{recovery}), $what,
                    since($c->{first_bad_affected}), since($c->{first_202}),
                    since($c->{last_bad_affected}), $replayed,
@@ -557,8 +567,9 @@ sub result {
 # eight keys of slots of C: two accepted before, then their slots set
 # MIGRATING on C and IMPORTING on A (as redis-cli does, slot by slot; here
 # all eight at once, and held): the two old keys are still served by C, the
-# six new ones are claimed and finished on A through ASK; once the old keys
-# are MIGRATEd and the slots given to A, every key replays from A (MOVED)
+# six new ones are claimed and finished on A through ASK; once the keys
+# left on C are MIGRATEd and the slots given to A, new keys of those slots
+# go to A after a MOVED, and a fresh node replays every key from A
 SKIP: {
     skip 'the keys\' slots are unknown', 1 unless defined $ORG_HASH;
     my $t0 = Time::HiRes::time();
@@ -577,7 +588,11 @@ SKIP: {
     my (%job, @bad);
     for my $k (@old) {
         my $r = $n1->idem($k, body => body($k));
-        $r->status == 202 ? ($job{$k} = ($r->json || {})->{jobId}) : push @bad, "$k: " . $r->summary;
+        if ($r->status == 202) {
+            $job{$k} = ($r->json || {})->{jobId};
+        } else {
+            push @bad, "$k: " . $r->summary;
+        }
     }
     is(scalar @bad, 0, 'ASK: two keys of slots of the primary not among the seeds accepted');
     my @set;
@@ -636,12 +651,19 @@ SKIP: {
     cmp_ok($a1->{ASK} - $a0->{ASK}, '>=', 6,
            'ASK: the primaries answered ASK (' . ($a1->{ASK} - $a0->{ASK}) . ' times)');
 
-    # the migration finished: the old keys MIGRATEd, the slots given to A
-    my @fin;
-    for my $k (@old) {
+    # the migration finished: every key left in those slots MIGRATEd (the
+    # old ones, and any earlier key of the test there), the slots given to A
+    my (@fin, %moving);
+    for my $k (@keys) {
+        my $in = $cl->command($src->{port}, 'CLUSTER', 'GETKEYSINSLOT', $slot{$k}, 1000);
+        next unless ref $in eq 'ARRAY' && @$in;
+        $moving{$_} = 1 for @$in;
+        # one slot's keys at a time (CROSSSLOT otherwise)
         push @fin, $cl->command($src->{port}, 'MIGRATE', '127.0.0.1', $dst->{port}, '',
-                                0, 5000, 'KEYS', redis_key($k));
+                                0, 5000, 'KEYS', @$in);
     }
+    ok($moving{ redis_key($old[0]) } && $moving{ redis_key($old[1]) },
+       'ASK: the old keys among the ' . scalar(keys %moving) . ' left on the migrating node');
     for my $k (@keys) {
         for my $p ($dst, $src, $B) {
             push @fin, $cl->command($p->{port}, 'CLUSTER', 'SETSLOT', $slot{$k},
@@ -649,7 +671,7 @@ SKIP: {
         }
     }
     is(scalar(grep { ($_ // '') ne 'OK' } @fin), 0,
-       'ASK: the old keys MIGRATEd, the slots given to the importing node')
+       'ASK: those keys MIGRATEd, the slots given to the importing node')
         or diag(join ', ', map { ref $_ ? $_->{error} : $_ // 'nil' } @fin);
     $cl->wait_stable(timeout => 20);
 
@@ -657,7 +679,7 @@ SKIP: {
     # the old owner: MOVED, followed
     my %in = map { $slot{$_} => 1 } @keys;
     my @more;
-    while (@more < 2) {
+    while (@more < 4) {
         my $k = fresh('moved');
         my $s = key_slot($k);
         next unless $in{$s};
@@ -665,8 +687,8 @@ SKIP: {
         $slot{$k} = $s;
     }
     @bad = ();
-    for my $i (0, 1) {
-        my $r = ($i ? $n2 : $n1)->idem($more[$i], body => body($more[$i]));
+    for my $i (0 .. $#more) {
+        my $r = ($i % 2 ? $n2 : $n1)->idem($more[$i], body => body($more[$i]));
         if ($r->status == 202 && !defined $r->header('idempotent-replayed')) {
             $job{ $more[$i] } = ($r->json || {})->{jobId};
         } else {
@@ -674,13 +696,14 @@ SKIP: {
         }
     }
     my $a2 = redirects();
-    is(scalar @bad, 0, 'ASK: the slots moved, a new key of them accepted on each node')
+    is(scalar @bad, 0, 'ASK: the slots moved, two new keys of them accepted on each node')
         or diag(join "\n", @bad);
     cmp_ok($a2->{MOVED} - $a1->{MOVED}, '>=', 1,
            'ASK: ... after a MOVED (' . ($a2->{MOVED} - $a1->{MOVED}) . ') from the old owner');
-    is($on->(@keys, @more), join(' ', ($dst->{port}) x 10), 'ASK: the ten keys on the new owner');
+    is($on->(@keys, @more), join(' ', ($dst->{port}) x 12),
+       'ASK: the twelve keys on the new owner');
     my $w = node('timeout=1s');
-    $replayed->('a fresh gateway node replays the ten keys from Redis', [ @keys, @more ], $w);
+    $replayed->('a fresh gateway node replays the twelve keys from Redis', [ @keys, @more ], $w);
     $w->check_log_clean;
     note(sprintf 'ASK: %d ASK and %d MOVED answers while half-migrated, %d MOVED after; in %s',
          $a1->{ASK} - $a0->{ASK}, $a1->{MOVED} - $a0->{MOVED},
