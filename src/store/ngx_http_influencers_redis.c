@@ -3504,6 +3504,13 @@ ngx_http_influencers_redis_backoff(ngx_http_influencers_redis_link_t *link)
     delay = link->backoff;
 
     link->backoff = ngx_min(delay * 2, NGX_HTTP_INFLUENCERS_BACKOFF_MAX);
+
+    /*
+     * Jitter, half the delay: every worker of every node lost the same
+     * server at once, and should not all come back to it at once.
+     */
+
+    delay = delay / 2 + (ngx_msec_t) ngx_random() % (delay / 2 + 1);
     link->state = NGX_HTTP_INFLUENCERS_LINK_BACKOFF;
     link->retry_at = ngx_current_msec + delay;
 
