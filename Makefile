@@ -164,8 +164,8 @@ fuzz-smoke: $(FUZZ_BINS)
 PROVE_JOBS  ?= 3
 PROVE_ALONE ?= t/31-idem-concurrency.t t/39-idem-org-share.t \
                t/41-fleet-concurrency.t t/42-fleet-failures.t \
-               t/60-faults-reload.t t/62-faults-backend-down.t \
-               t/64-fleet-drills.t
+               t/56-fleet-cluster.t t/60-faults-reload.t \
+               t/62-faults-backend-down.t t/64-fleet-drills.t
 PROVE_REST   = $(filter-out $(PROVE_ALONE),$(sort $(wildcard t/*.t)))
 
 # Tests whose subject is not nginx's: the Redis topologies themselves
