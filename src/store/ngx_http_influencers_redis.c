@@ -238,7 +238,8 @@ struct ngx_http_influencers_redis_fleet_s {
     ngx_http_influencers_redis_conf_t   *conf;
     ngx_http_influencers_zone_t         *zone;
     ngx_log_t                           *log;
-    ngx_http_influencers_redis_link_t   *links[NGX_HTTP_INFLUENCERS_CLUSTER_NODES];
+    ngx_http_influencers_redis_link_t
+                               *links[NGX_HTTP_INFLUENCERS_CLUSTER_NODES];
     ngx_uint_t                           nlinks;
     uint16_t                            *map;       /* cluster: slot: link */
     ngx_event_t                          owed;      /* finishes owed */

@@ -37,7 +37,8 @@ typedef struct ngx_http_influencers_redis_calls_s
 
 struct ngx_http_influencers_redis_calls_s {
     ngx_http_influencers_redis_calls_t      *next;
-    ngx_http_influencers_redis_call_t        calls[NGX_HTTP_INFLUENCERS_REDIS_IO_CALLS];
+    ngx_http_influencers_redis_call_t
+                               calls[NGX_HTTP_INFLUENCERS_REDIS_IO_CALLS];
 };
 
 

@@ -94,7 +94,7 @@ struct ngx_http_influencers_redis_io_s {
     void                          *data;
 
     ngx_uint_t                     generation;  /* a new one per connect */
-    u_char                         error[NGX_HTTP_INFLUENCERS_REDIS_IO_ERROR_LEN];
+    u_char                   error[NGX_HTTP_INFLUENCERS_REDIS_IO_ERROR_LEN];
     size_t                         error_len;   /* why it closed */
 
     unsigned                       state:2;
