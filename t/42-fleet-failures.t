@@ -288,10 +288,7 @@ my ($cached, $cached_body) = (undef, '{"prompt":"cached before the outage"}');
 # ============================================================ Redis frozen
 
 {
-    # every worker back: one that got no request since the restart is
-    # still in its backoff (its timer reconnects it within the 1 s
-    # ceiling; the delays are jittered, so the workers come back apart)
-    Time::HiRes::sleep(1.1);
+    InfTest::wait_backoff_over();    # node 2's other worker too
 
     is($n1->idem(fresh('pre-freeze'))->status, 202, 'node 1 works before the freeze');
     is($n2->idem(fresh('pre-freeze'))->status, 202, 'node 2 works before the freeze');

@@ -234,6 +234,7 @@ sub wait_owed_paid {
     is($n1->forwards - $f0, 1, 'one forward in all');
     one_job('Redis down and a reload', $job, $r1, $r2);
     $n1->set_backend;
+    InfTest::wait_backoff_over();    # node 2's other worker too
 }
 
 # ============================================================ a worker killed mid-forward

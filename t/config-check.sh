@@ -73,7 +73,7 @@ libs=(jansson crypto hiredis)
 declare -A check package before
 check[jansson]='jansson 2.11+ library (json_error_code)'
 check[crypto]='OpenSSL 1.1.0+ libcrypto (EVP_MD_CTX_new, EVP_sha256)'
-check[hiredis]='hiredis library (asynchronous API)'
+check[hiredis]='hiredis library (command formatting, reply reader)'
 package[jansson]=libjansson-dev
 package[crypto]=libssl-dev
 package[hiredis]=libhiredis-dev

@@ -2345,6 +2345,12 @@ sub fleet {
     return @nodes;
 }
 
+# After Redis came back: every worker's link is back too.  A worker that
+# got no request since is still in its backoff, and its timer reconnects
+# it within the ceiling (1 s); the delays are jittered, so two workers come
+# back apart, and one answering says nothing of the other.
+sub wait_backoff_over { Time::HiRes::sleep(1.1); }
+
 # SIGKILL of this node's master and workers at once (a crashed node, a
 # power cut, the OOM killer); 1 when they are all gone (bounded wait)
 sub kill9 {
