@@ -326,6 +326,7 @@ my ($cached, $cached_body) = (undef, '{"prompt":"cached before the outage"}');
     my $s2 = until_accepted($n2, 3);
     ok(defined $s1, sprintf('SIGCONT: node 1 accepts new keys (after %.2f s)', $s1 // -1));
     ok(defined $s2, sprintf('SIGCONT: node 2 accepts new keys (after %.2f s)', $s2 // -1));
+    InfTest::wait_backoff_over();    # and the other workers
 
     # a key answered 503 while Redis was frozen: its claim may have been
     # applied when Redis woke up; it must not stay stuck past the lease
