@@ -278,8 +278,10 @@ static ngx_int_t ngx_http_influencers_redis_dispatch(
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_route(
     ngx_http_influencers_redis_fleet_t *fleet, ngx_uint_t hslot);
 static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_node(
-    ngx_http_influencers_redis_fleet_t *fleet, u_char *host, size_t len,
-    u_char *port, size_t port_len);
+    ngx_http_influencers_redis_fleet_t *fleet, u_char *ip, size_t len,
+    ngx_int_t port);
+static ngx_http_influencers_redis_link_t *ngx_http_influencers_redis_up(
+    ngx_http_influencers_redis_fleet_t *fleet);
 static ngx_uint_t ngx_http_influencers_redis_redirect(
     ngx_http_influencers_redis_slot_t *slot, redisReply *reply);
 static void ngx_http_influencers_redis_asked(
@@ -376,9 +378,11 @@ static void ngx_http_influencers_redis_sentinel_auth_handler(
     ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
 static void ngx_http_influencers_redis_sentinel_master_handler(
     ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
-static ngx_int_t ngx_http_influencers_redis_sentinel_addr(
-    ngx_http_influencers_redis_link_t *link, redisReply *ip,
-    redisReply *port);
+static ngx_int_t ngx_http_influencers_redis_parse_addr(u_char *ip,
+    size_t len, ngx_int_t port, ngx_sockaddr_t *sa, socklen_t *socklen);
+static void ngx_http_influencers_redis_set_addr(
+    ngx_http_influencers_redis_link_t *link, ngx_sockaddr_t *sa,
+    socklen_t socklen, u_char *ip, size_t len);
 static void ngx_http_influencers_redis_sentinel_subscribed(
     ngx_http_influencers_redis_io_t *io, redisReply *reply, void *data);
 static void ngx_http_influencers_redis_sentinel_push(
@@ -1872,7 +1876,7 @@ static ngx_http_influencers_redis_link_t *
 ngx_http_influencers_redis_route(ngx_http_influencers_redis_fleet_t *fleet,
     ngx_uint_t hslot)
 {
-    ngx_uint_t                          i, n;
+    ngx_uint_t                          n;
     ngx_http_influencers_redis_link_t  *link;
 
     if (fleet->map == NULL) {
@@ -1887,6 +1891,20 @@ ngx_http_influencers_redis_route(ngx_http_influencers_redis_fleet_t *fleet,
 
     ngx_http_influencers_redis_remap(fleet, 0);
 
+    link = ngx_http_influencers_redis_up(fleet);
+
+    return link ? link : fleet->links[fleet->asked++ % fleet->nlinks];
+}
+
+
+/* a node that is up, the one asked last first */
+
+static ngx_http_influencers_redis_link_t *
+ngx_http_influencers_redis_up(ngx_http_influencers_redis_fleet_t *fleet)
+{
+    ngx_uint_t                          i;
+    ngx_http_influencers_redis_link_t  *link;
+
     for (i = 0; i < fleet->nlinks; i++) {
         link = fleet->links[(fleet->asked + i) % fleet->nlinks];
 
@@ -1895,33 +1913,24 @@ ngx_http_influencers_redis_route(ngx_http_influencers_redis_fleet_t *fleet,
         }
     }
 
-    return fleet->links[fleet->asked++ % fleet->nlinks];
+    return NULL;
 }
 
 
-/* the link of a node named by the cluster ("ip", "port"), new if need be */
+/* the link of a node named by the cluster (ip, port), new if need be */
 
 static ngx_http_influencers_redis_link_t *
 ngx_http_influencers_redis_node(ngx_http_influencers_redis_fleet_t *fleet,
-    u_char *host, size_t len, u_char *port, size_t port_len)
+    u_char *ip, size_t len, ngx_int_t port)
 {
     ngx_uint_t                          i;
-    redisReply                          ip, pt;
+    socklen_t                           socklen;
+    ngx_sockaddr_t                      sa;
     ngx_http_influencers_redis_addr_t  *addr;
-    ngx_http_influencers_redis_link_t  *link, probe;
+    ngx_http_influencers_redis_link_t  *link;
 
-    ip.str = (char *) host;
-    ip.len = len;
-    pt.str = (char *) port;
-    pt.len = port_len;
-
-    /* the address, parsed into a link's memory: a stack one first */
-
-    ngx_memzero(&probe, sizeof(ngx_http_influencers_redis_link_t));
-
-    if (len == 0
-        || ngx_http_influencers_redis_sentinel_addr(&probe, &ip, &pt)
-           != NGX_OK)
+    if (ngx_http_influencers_redis_parse_addr(ip, len, port, &sa, &socklen)
+        != NGX_OK)
     {
         return NULL;
     }
@@ -1930,8 +1939,8 @@ ngx_http_influencers_redis_node(ngx_http_influencers_redis_fleet_t *fleet,
         link = fleet->links[i];
         addr = link->io.addr;
 
-        if (ngx_cmp_sockaddr(addr->sockaddr, addr->socklen,
-                             probe.master.sockaddr, probe.master.socklen, 1)
+        if (ngx_cmp_sockaddr(addr->sockaddr, addr->socklen, &sa.sockaddr,
+                             socklen, 1)
             == NGX_OK)
         {
             return link;
@@ -1947,9 +1956,7 @@ ngx_http_influencers_redis_node(ngx_http_influencers_redis_fleet_t *fleet,
         return NULL;
     }
 
-    if (ngx_http_influencers_redis_sentinel_addr(link, &ip, &pt) != NGX_OK) {
-        return NULL;
-    }
+    ngx_http_influencers_redis_set_addr(link, &sa, socklen, ip, len);
 
     return link;
 }
@@ -2008,8 +2015,8 @@ ngx_http_influencers_redis_redirect(ngx_http_influencers_redis_slot_t *slot,
     }
 
     link = colon ? ngx_http_influencers_redis_node(fleet, host, colon - host,
-                                                   colon + 1,
-                                                   last - colon - 1)
+                                          ngx_atoi(colon + 1,
+                                                   last - colon - 1))
                  : NULL;
 
     if (link == NULL || slot->redirects == NGX_HTTP_INFLUENCERS_REDIRECTS_MAX)
@@ -2099,7 +2106,6 @@ ngx_http_influencers_redis_remap(ngx_http_influencers_redis_fleet_t *fleet,
 static void
 ngx_http_influencers_redis_refresh(ngx_event_t *ev)
 {
-    ngx_uint_t                           i;
     const char                          *argv[2];
     size_t                               argvlen[2];
     ngx_http_influencers_redis_link_t   *link;
@@ -2111,17 +2117,7 @@ ngx_http_influencers_redis_refresh(ngx_event_t *ev)
         return;
     }
 
-    link = NULL;
-
-    for (i = 0; i < fleet->nlinks; i++) {
-        link = fleet->links[(fleet->asked + i) % fleet->nlinks];
-
-        if (link->state == NGX_HTTP_INFLUENCERS_LINK_READY) {
-            break;
-        }
-
-        link = NULL;
-    }
+    link = ngx_http_influencers_redis_up(fleet);
 
     if (link == NULL) {
 
@@ -2370,8 +2366,6 @@ static ngx_uint_t
 ngx_http_influencers_redis_assign(ngx_http_influencers_redis_fleet_t *fleet,
     long long from, long long to, redisReply *ip, long long port)
 {
-    u_char                              text[NGX_INT_T_LEN];
-    size_t                              len;
     long long                           s;
     ngx_http_influencers_redis_link_t  *link;
 
@@ -2379,10 +2373,12 @@ ngx_http_influencers_redis_assign(ngx_http_influencers_redis_fleet_t *fleet,
         return 0;
     }
 
-    len = ngx_sprintf(text, "%L", port) - text;
+    if (port < 1 || port > 65535) {
+        return 0;
+    }
 
     link = ngx_http_influencers_redis_node(fleet, (u_char *) ip->str, ip->len,
-                                           text, len);
+                                           (ngx_int_t) port);
     if (link == NULL) {
         return 0;
     }
@@ -3108,8 +3104,10 @@ ngx_http_influencers_redis_sentinel_master_handler(
 {
     ngx_http_influencers_redis_link_t  *link = data;
 
-    const char  *argv[2];
-    size_t       argvlen[2];
+    socklen_t        socklen;
+    const char      *argv[2];
+    size_t           argvlen[2];
+    ngx_sockaddr_t   sa;
 
     if (reply == NULL || link->state != NGX_HTTP_INFLUENCERS_LINK_ASKING) {
         return;
@@ -3142,8 +3140,12 @@ ngx_http_influencers_redis_sentinel_master_handler(
         return;
     }
 
-    if (ngx_http_influencers_redis_sentinel_addr(link, reply->element[0],
-                                                 reply->element[1])
+    if (ngx_http_influencers_redis_parse_addr(
+                                      (u_char *) reply->element[0]->str,
+                                      reply->element[0]->len,
+                                      ngx_atoi((u_char *) reply->element[1]->str,
+                                               reply->element[1]->len),
+                                      &sa, &socklen)
         != NGX_OK)
     {
         ngx_http_influencers_redis_log(link, &link->down,
@@ -3153,6 +3155,10 @@ ngx_http_influencers_redis_sentinel_master_handler(
         ngx_http_influencers_redis_io_close(io, NULL);
         return;
     }
+
+    ngx_http_influencers_redis_set_addr(link, &sa, socklen,
+                                        (u_char *) reply->element[0]->str,
+                                        reply->element[0]->len);
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, link->log, 0,
                    "influencers redis: sentinel %V names the master %V",
@@ -3177,70 +3183,66 @@ ngx_http_influencers_redis_sentinel_master_handler(
 }
 
 
-/* an address literal and a port, into the link's own memory */
+/* an address literal and a port a server named, not yet any link's */
 
 static ngx_int_t
-ngx_http_influencers_redis_sentinel_addr(
-    ngx_http_influencers_redis_link_t *link, redisReply *ip, redisReply *port)
+ngx_http_influencers_redis_parse_addr(u_char *ip, size_t len, ngx_int_t port,
+    ngx_sockaddr_t *sa, socklen_t *socklen)
 {
-    size_t                 len;
-    in_addr_t              inaddr;
-    ngx_int_t              n;
-    struct sockaddr_in    *sin;
-#if (NGX_HAVE_INET6)
-    struct sockaddr_in6   *sin6;
-#endif
+    in_addr_t  inaddr;
 
-    n = ngx_atoi((u_char *) port->str, port->len);
-
-    if (n < 1 || n > 65535) {
+    if (len == 0 || port < 1 || port > 65535) {
         return NGX_ERROR;
     }
 
-    ngx_memzero(&link->master_sockaddr, sizeof(ngx_sockaddr_t));
+    ngx_memzero(sa, sizeof(ngx_sockaddr_t));
 
-    inaddr = ngx_inet_addr((u_char *) ip->str, ip->len);
+    inaddr = ngx_inet_addr(ip, len);
 
     if (inaddr != INADDR_NONE) {
-        sin = &link->master_sockaddr.sockaddr_in;
-        sin->sin_family = AF_INET;
-        sin->sin_addr.s_addr = inaddr;
-        sin->sin_port = htons((in_port_t) n);
-        link->master.socklen = sizeof(struct sockaddr_in);
-
-#if (NGX_HAVE_INET6)
-    } else if (ngx_inet6_addr((u_char *) ip->str, ip->len,
-                              link->master_sockaddr.sockaddr_in6.sin6_addr
-                                                                .s6_addr)
-               == NGX_OK)
-    {
-        sin6 = &link->master_sockaddr.sockaddr_in6;
-        sin6->sin6_family = AF_INET6;
-        sin6->sin6_port = htons((in_port_t) n);
-        link->master.socklen = sizeof(struct sockaddr_in6);
-#endif
-
-    } else {
-        return NGX_ERROR;
+        sa->sockaddr_in.sin_family = AF_INET;
+        sa->sockaddr_in.sin_addr.s_addr = inaddr;
+        sa->sockaddr_in.sin_port = htons((in_port_t) port);
+        *socklen = sizeof(struct sockaddr_in);
+        return NGX_OK;
     }
 
-    link->master.sockaddr = &link->master_sockaddr.sockaddr;
+#if (NGX_HAVE_INET6)
+    if (ngx_inet6_addr(ip, len, sa->sockaddr_in6.sin6_addr.s6_addr)
+        == NGX_OK)
+    {
+        sa->sockaddr_in6.sin6_family = AF_INET6;
+        sa->sockaddr_in6.sin6_port = htons((in_port_t) port);
+        *socklen = sizeof(struct sockaddr_in6);
+        return NGX_OK;
+    }
+#endif
 
-    len = ngx_sock_ntop(link->master.sockaddr, link->master.socklen,
-                        link->master_text, NGX_SOCKADDR_STRLEN, 1);
+    return NGX_ERROR;
+}
+
+
+/* a parsed address becomes the link's own: its text for the log, and the
+ * address as named, the name its certificate is checked for */
+
+static void
+ngx_http_influencers_redis_set_addr(ngx_http_influencers_redis_link_t *link,
+    ngx_sockaddr_t *sa, socklen_t socklen, u_char *ip, size_t len)
+{
+    link->master_sockaddr = *sa;
+    link->master.sockaddr = &link->master_sockaddr.sockaddr;
+    link->master.socklen = socklen;
 
     link->master.name.data = link->master_text;
-    link->master.name.len = len;
+    link->master.name.len = ngx_sock_ntop(link->master.sockaddr, socklen,
+                                          link->master_text,
+                                          NGX_SOCKADDR_STRLEN, 1);
 
-    /* the address is the name its certificate is checked for */
-
-    len = ngx_min(ip->len, NGX_SOCKADDR_STRLEN);
-    ngx_memcpy(link->master_host, ip->str, len);
+    len = ngx_min(len, NGX_SOCKADDR_STRLEN);
+    ngx_memcpy(link->master_host, ip, len);
 
     link->master.host.data = link->master_host;
     link->master.host.len = len;
-
-    return NGX_OK;
 }
 
 

@@ -23,6 +23,22 @@
 #define NGX_HTTP_INFLUENCERS_REDIS_IO_OUT    4096
 #define NGX_HTTP_INFLUENCERS_REDIS_IO_READ   16384
 
+/*
+ * The most a reply may take: the module's are under 100 bytes, INFO a few
+ * kilobytes, a cluster's map of 64 nodes some tens.  A server (or what
+ * pretends to be one) that sends more, one reply or a stream of bytes
+ * that never ends one, is cut off before the worker's memory is.
+ */
+#define NGX_HTTP_INFLUENCERS_REDIS_IO_REPLY_MAX  (1024 * 1024)
+
+/*
+ * And the most elements an array may say it has: hiredis allocates them
+ * as the count comes, before a byte of them (a count of two billion took
+ * a worker 40 s and 7 gigabytes).  A cluster's map of 16384 ranges is the
+ * largest the module asks for.
+ */
+#define NGX_HTTP_INFLUENCERS_REDIS_IO_ELEMENTS_MAX  65536
+
 
 struct ngx_http_influencers_redis_call_s {
     ngx_queue_t                              queue;
@@ -40,6 +56,11 @@ struct ngx_http_influencers_redis_calls_s {
     ngx_http_influencers_redis_call_t
                                calls[NGX_HTTP_INFLUENCERS_REDIS_IO_CALLS];
 };
+
+
+static redisReplyObjectFunctions  ngx_http_influencers_redis_io_fn;
+static void *(*ngx_http_influencers_redis_io_create_array)(
+    const redisReadTask *task, int elements);
 
 
 static void ngx_http_influencers_redis_io_connected(
@@ -68,6 +89,8 @@ static ngx_http_influencers_redis_call_t *ngx_http_influencers_redis_io_call(
     ngx_http_influencers_redis_io_t *io);
 static ngx_int_t ngx_http_influencers_redis_io_room(
     ngx_http_influencers_redis_io_t *io, size_t len);
+static void *ngx_http_influencers_redis_io_array(const redisReadTask *task,
+    int elements);
 static void ngx_cdecl ngx_http_influencers_redis_io_error(
     ngx_http_influencers_redis_io_t *io, const char *fmt, ...);
 static void ngx_http_influencers_redis_io_log_writer(ngx_log_t *log,
@@ -113,6 +136,7 @@ ngx_http_influencers_redis_io_connect(ngx_http_influencers_redis_io_t *io)
     }
 
     io->error_len = 0;
+    io->unparsed = 0;
     io->generation++;
 
     io->reader = redisReaderCreate();
@@ -120,6 +144,18 @@ ngx_http_influencers_redis_io_connect(ngx_http_influencers_redis_io_t *io)
         ngx_http_influencers_redis_io_error(io, "no memory for a reader");
         return NGX_DECLINED;
     }
+
+    /* hiredis's own reply objects, but for arrays of a bounded size */
+
+    if (ngx_http_influencers_redis_io_create_array == NULL) {
+        ngx_http_influencers_redis_io_fn = *io->reader->fn;
+        ngx_http_influencers_redis_io_create_array =
+                                   ngx_http_influencers_redis_io_fn.createArray;
+        ngx_http_influencers_redis_io_fn.createArray =
+                                   ngx_http_influencers_redis_io_array;
+    }
+
+    io->reader->fn = &ngx_http_influencers_redis_io_fn;
 
     ngx_memzero(&io->peer, sizeof(ngx_peer_connection_t));
 
@@ -599,6 +635,13 @@ ngx_http_influencers_redis_io_read_handler(ngx_event_t *rev)
             return;
         }
 
+        io->unparsed += n;
+
+        if (io->unparsed > NGX_HTTP_INFLUENCERS_REDIS_IO_REPLY_MAX) {
+            ngx_http_influencers_redis_io_close(io, "a reply over 1 megabyte");
+            return;
+        }
+
         if (redisReaderFeed(io->reader, (char *) buf, n) != REDIS_OK) {
             ngx_http_influencers_redis_io_close(io, "no memory for a reply");
             return;
@@ -633,14 +676,21 @@ ngx_http_influencers_redis_io_dispatch(ngx_http_influencers_redis_io_t *io)
         reply = NULL;
 
         if (redisReaderGetReply(io->reader, &reply) != REDIS_OK) {
-            ngx_http_influencers_redis_io_close(io, "a reply that is not "
-                                                "RESP");
+
+            /* "Protocol error...", or "Out of memory": an array too long */
+
+            ngx_http_influencers_redis_io_error(io, "a reply it cannot read "
+                                                "(%s)", io->reader->errstr);
+            ngx_http_influencers_redis_io_close(io, NULL);
             return;
         }
 
         if (reply == NULL) {
             return;
         }
+
+        /* what is left in the reader belongs to the next reply */
+        io->unparsed = io->reader->len - io->reader->pos;
 
         if (ngx_queue_empty(&io->calls)) {
             if (io->push) {
@@ -898,6 +948,19 @@ ngx_http_influencers_redis_io_room(ngx_http_influencers_redis_io_t *io,
     io->out_size = size;
 
     return NGX_OK;
+}
+
+
+/* NULL: the reader says it has no memory, and the connection goes */
+
+static void *
+ngx_http_influencers_redis_io_array(const redisReadTask *task, int elements)
+{
+    if (elements > NGX_HTTP_INFLUENCERS_REDIS_IO_ELEMENTS_MAX) {
+        return NULL;
+    }
+
+    return ngx_http_influencers_redis_io_create_array(task, elements);
 }
 
 

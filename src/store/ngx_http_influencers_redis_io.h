@@ -94,6 +94,7 @@ struct ngx_http_influencers_redis_io_s {
     void                          *data;
 
     ngx_uint_t                     generation;  /* a new one per connect */
+    size_t                         unparsed;    /* of the reply to come */
     u_char                   error[NGX_HTTP_INFLUENCERS_REDIS_IO_ERROR_LEN];
     size_t                         error_len;   /* why it closed */
 
